@@ -1,0 +1,313 @@
+//! llmsoup's native configuration: schema, loading, `${ENV}` substitution and validation.
+//!
+//! The file is parsed in two passes: YAML text → `serde_yaml::Value` (so `${ENV}` substitution
+//! happens on string scalars only, never inside keys or comments), then typed decoding through
+//! `serde_path_to_error` so every error names the key path. Line numbers come from a second
+//! look at the original text (see [`locate`]).
+
+mod env;
+mod locate;
+mod schema;
+mod size;
+
+pub use schema::*;
+pub use size::TokenCount;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use thiserror::Error;
+
+/// A configuration problem, always tied to a key path when one is known.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid YAML{}: {message}", line.map(|l| format!(" at line {l}")).unwrap_or_default())]
+    Syntax { message: String, line: Option<usize> },
+    #[error("{path}: {message}{}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+    Invalid {
+        path: String,
+        message: String,
+        line: Option<usize>,
+    },
+}
+
+impl ConfigError {
+    fn invalid(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            path: path.into(),
+            message: message.into(),
+            line: None,
+        }
+    }
+}
+
+/// Where configuration text came from, for error messages.
+#[derive(Debug, Clone)]
+pub struct Source<'a> {
+    /// A human name: a file path or `<embedded>`.
+    pub name: &'a str,
+    /// The raw YAML text.
+    pub text: &'a str,
+}
+
+/// The default configuration `make run` uses, embedded so the binary works with no file.
+pub const DEFAULT_CONFIG: &str = include_str!("../../../config/llmsoup.yaml");
+
+/// Reads and validates a config file.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    load_str(&text)
+}
+
+/// Parses and validates configuration text, substituting `${ENV}` from the process environment.
+pub fn load_str(text: &str) -> Result<Config, ConfigError> {
+    load_str_with_env(text, &|name| std::env::var(name).ok())
+}
+
+/// Parses and validates configuration text with an explicit environment lookup (for tests).
+pub fn load_str_with_env(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let mut value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+        message: e.to_string(),
+        line: e.location().map(|l| l.line()),
+    })?;
+    env::substitute(&mut value, "", lookup).map_err(|(path, message)| ConfigError::Invalid {
+        line: locate::line_of(text, &path),
+        path,
+        message,
+    })?;
+    let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        ConfigError::Invalid {
+            line: locate::line_of(text, &path),
+            path,
+            message,
+        }
+    })?;
+    config.validate().map_err(|e| match e {
+        ConfigError::Invalid {
+            path,
+            message,
+            line: None,
+        } => ConfigError::Invalid {
+            line: locate::line_of(text, &path),
+            path,
+            message,
+        },
+        other => other,
+    })?;
+    Ok(config)
+}
+
+/// The JSON Schema of the native configuration, as published by `llmsoup config schema`.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Config)).expect("schema serialises")
+}
+
+impl Config {
+    /// Cross-field checks serde cannot express; errors name the offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut providers = BTreeSet::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            let at = format!("providers[{i}]");
+            if !providers.insert(p.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.name"),
+                    format!("duplicate provider name `{}`", p.name),
+                ));
+            }
+            check_name(&p.name, &format!("{at}.name"))?;
+            p.endpoint()
+                .map_err(|m| ConfigError::invalid(format!("{at}.base_url"), m))?;
+            if let Some(c) = &p.credentials
+                && c.env.is_some() == c.file.is_some()
+            {
+                return Err(ConfigError::invalid(
+                    format!("{at}.credentials"),
+                    "set exactly one of `env` or `file`",
+                ));
+            }
+        }
+        let mut models = BTreeSet::new();
+        for (i, m) in self.models.iter().enumerate() {
+            let at = format!("models[{i}]");
+            if !models.insert(m.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.name"),
+                    format!("duplicate model name `{}`", m.name),
+                ));
+            }
+            if m.name.trim().is_empty() || m.name.chars().any(|c| c.is_control()) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.name"),
+                    "model names must be non-empty printable text",
+                ));
+            }
+            if !providers.contains(m.provider.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.provider"),
+                    format!("unknown provider `{}`", m.provider),
+                ));
+            }
+            if self.routing.auto_models.iter().any(|a| a == &m.name) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.name"),
+                    format!("`{}` is also an auto model name in routing.auto_models", m.name),
+                ));
+            }
+        }
+        if self.models.is_empty() {
+            return Err(ConfigError::invalid("models", "at least one model is required"));
+        }
+        match &self.routing.default_model {
+            Some(d) if !models.contains(d.as_str()) => {
+                return Err(ConfigError::invalid(
+                    "routing.default_model",
+                    format!("unknown model `{d}`"),
+                ));
+            }
+            Some(d) if !self.model(d).is_some_and(|m| m.enabled) => {
+                return Err(ConfigError::invalid(
+                    "routing.default_model",
+                    format!("model `{d}` is disabled"),
+                ));
+            }
+            _ => {}
+        }
+        if self.routing.auto_models.is_empty() {
+            return Err(ConfigError::invalid(
+                "routing.auto_models",
+                "at least one auto model name is required",
+            ));
+        }
+
+        let mut signal_names: HashMap<SignalKind, BTreeSet<String>> = HashMap::new();
+        let mut add = |kind: SignalKind, name: &str, at: String| -> Result<(), ConfigError> {
+            check_name(name, &at)?;
+            if !signal_names.entry(kind).or_default().insert(name.to_string()) {
+                return Err(ConfigError::invalid(
+                    at,
+                    format!("duplicate {kind} signal name `{name}`"),
+                ));
+            }
+            Ok(())
+        };
+        for (i, k) in self.signals.keywords.iter().enumerate() {
+            add(SignalKind::Keyword, &k.name, format!("signals.keywords[{i}].name"))?;
+            if k.keywords.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("signals.keywords[{i}].keywords"),
+                    "at least one keyword is required",
+                ));
+            }
+        }
+        for (i, c) in self.signals.context.iter().enumerate() {
+            add(SignalKind::Context, &c.name, format!("signals.context[{i}].name"))?;
+            if let (Some(lo), Some(hi)) = (c.min_tokens, c.max_tokens)
+                && lo.0 > hi.0
+            {
+                return Err(ConfigError::invalid(
+                    format!("signals.context[{i}]"),
+                    "min_tokens is larger than max_tokens",
+                ));
+            }
+        }
+        for (i, l) in self.signals.language.iter().enumerate() {
+            add(SignalKind::Language, &l.name, format!("signals.language[{i}].name"))?;
+            if isolang::Language::from_639_1(&l.name).is_none() {
+                return Err(ConfigError::invalid(
+                    format!("signals.language[{i}].name"),
+                    format!("`{}` is not an ISO-639-1 language code", l.name),
+                ));
+            }
+        }
+
+        let mut decisions = BTreeSet::new();
+        for (i, d) in self.decisions.iter().enumerate() {
+            let at = format!("decisions[{i}]");
+            if !decisions.insert(d.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.name"),
+                    format!("duplicate decision name `{}`", d.name),
+                ));
+            }
+            check_name(&d.name, &format!("{at}.name"))?;
+            if let Some(rules) = &d.rules {
+                rules.check(&format!("{at}.rules"), &|kind, name| {
+                    signal_names.get(&kind).is_some_and(|names| names.contains(name))
+                })?;
+            }
+            if d.model_refs.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{at}.modelRefs"),
+                    "at least one model reference is required",
+                ));
+            }
+            for (j, r) in d.model_refs.iter().enumerate() {
+                if !models.contains(r.model.as_str()) {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.modelRefs[{j}].model"),
+                        format!("unknown model `{}`", r.model),
+                    ));
+                }
+            }
+        }
+        for (i, t) in self.auth.tokens.iter().enumerate() {
+            if t.sha256.len() != 64 || hex::decode(&t.sha256).is_err() {
+                return Err(ConfigError::invalid(
+                    format!("auth.tokens[{i}].sha256"),
+                    "expected 64 hex characters (SHA-256 of the token; see `llmsoup hash-token`)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks a configured model up by name.
+    pub fn model(&self, name: &str) -> Option<&ModelConfig> {
+        self.models.iter().find(|m| m.name == name)
+    }
+
+    /// Looks a configured provider up by name.
+    pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+
+    /// The model used when no decision matches and on fail-open: `routing.default_model`,
+    /// else the first enabled model.
+    pub fn default_model(&self) -> &ModelConfig {
+        self.routing
+            .default_model
+            .as_deref()
+            .and_then(|d| self.model(d))
+            .or_else(|| self.models.iter().find(|m| m.enabled))
+            .unwrap_or(&self.models[0])
+    }
+}
+
+fn check_name(name: &str, at: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            at,
+            format!("`{name}` must be non-empty and use only letters, digits, `-`, `_`, `.`, `/`, `:`"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

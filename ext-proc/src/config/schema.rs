@@ -1,0 +1,593 @@
+//! The native configuration schema (published as JSON Schema by `llmsoup config schema`).
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, TokenCount};
+
+/// The whole llmsoup configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the sidecar listens.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// How `llmsoup envoy-config` renders the Envoy bootstrap.
+    #[serde(default)]
+    pub gateway: GatewayConfig,
+    /// Upstream LLM providers (one Envoy cluster each).
+    pub providers: Vec<ProviderConfig>,
+    /// Models clients can be routed to.
+    pub models: Vec<ModelConfig>,
+    /// Signal rules evaluated on each routed request.
+    #[serde(default)]
+    pub signals: SignalsConfig,
+    /// Rule trees over signals that pick models.
+    #[serde(default)]
+    pub decisions: Vec<DecisionConfig>,
+    /// Routing gate and decision selection settings.
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    /// Client authentication at the gateway.
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// Sidecar listen addresses.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// gRPC address serving Envoy's ExternalProcessor (and llmsoup's Router) services.
+    #[serde(default = "default_grpc_listen")]
+    pub grpc_listen: String,
+}
+
+fn default_grpc_listen() -> String {
+    "127.0.0.1:50051".into()
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            grpc_listen: default_grpc_listen(),
+        }
+    }
+}
+
+/// Which Envoy filter talks to the sidecar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachMode {
+    /// Envoy's own `envoy.filters.http.ext_proc` filter.
+    #[default]
+    ExtProc,
+    /// llmsoup's proxy-wasm filter calling the Router service.
+    Wasm,
+}
+
+/// What Envoy does when the sidecar is unreachable or too slow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Keep serving: route to the default model.
+    #[default]
+    Open,
+    /// Refuse with 503.
+    Closed,
+}
+
+/// Envoy bootstrap rendering settings.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Envoy listener for client traffic (`host:port`).
+    #[serde(default = "default_gateway_listen")]
+    pub listen: String,
+    /// Envoy admin interface (`host:port`); keep it on localhost.
+    #[serde(default = "default_gateway_admin")]
+    pub admin: String,
+    /// Attach mode.
+    #[serde(default)]
+    pub mode: AttachMode,
+    /// Behaviour when the sidecar fails.
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+    /// Largest request body Envoy buffers, in bytes; larger requests get 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// How long Envoy waits for the sidecar per message, in milliseconds.
+    #[serde(default = "default_sidecar_timeout_ms")]
+    pub sidecar_timeout_ms: u64,
+    /// Address Envoy uses to reach the sidecar (defaults to `server.grpc_listen`).
+    #[serde(default)]
+    pub sidecar_address: Option<String>,
+    /// CA bundle Envoy uses to verify HTTPS providers.
+    #[serde(default = "default_ca_bundle")]
+    pub ca_bundle: String,
+    /// Path of the compiled wasm filter (wasm mode).
+    #[serde(default)]
+    pub wasm_path: Option<String>,
+}
+
+fn default_gateway_listen() -> String {
+    "0.0.0.0:8080".into()
+}
+fn default_gateway_admin() -> String {
+    "127.0.0.1:9901".into()
+}
+fn default_max_body_bytes() -> u64 {
+    8 * 1024 * 1024
+}
+fn default_sidecar_timeout_ms() -> u64 {
+    5_000
+}
+fn default_ca_bundle() -> String {
+    "/etc/ssl/certs/ca-certificates.crt".into()
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: default_gateway_listen(),
+            admin: default_gateway_admin(),
+            mode: AttachMode::default(),
+            failure_mode: FailureMode::default(),
+            max_body_bytes: default_max_body_bytes(),
+            sidecar_timeout_ms: default_sidecar_timeout_ms(),
+            sidecar_address: None,
+            ca_bundle: default_ca_bundle(),
+            wasm_path: None,
+        }
+    }
+}
+
+/// Wire format a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderFormat {
+    /// OpenAI-compatible `/v1/chat/completions` (OpenAI, vLLM, Ollama, llama.cpp, ...).
+    #[default]
+    Openai,
+}
+
+/// An upstream LLM provider.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Unique name; the Envoy cluster is `provider_<name>`.
+    pub name: String,
+    /// Wire format.
+    #[serde(default)]
+    pub format: ProviderFormat,
+    /// Base URL as OpenAI SDKs take it, e.g. `https://api.openai.com/v1`; its path replaces the
+    /// client's `/v1` prefix.
+    pub base_url: String,
+    /// Credential Envoy injects on every upstream request (never logged or printed).
+    #[serde(default)]
+    pub credentials: Option<CredentialsConfig>,
+    /// TCP connect timeout in milliseconds.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+
+/// Where Envoy reads a provider credential from.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsConfig {
+    /// Environment variable of the Envoy process holding the key.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// File holding the key (re-read by Envoy when it changes).
+    #[serde(default)]
+    pub file: Option<String>,
+    /// Header to set.
+    #[serde(default = "default_credential_header")]
+    pub header: String,
+    /// Prefix put before the key in the header value.
+    #[serde(default = "default_credential_prefix")]
+    pub prefix: String,
+}
+
+fn default_credential_header() -> String {
+    "authorization".into()
+}
+fn default_credential_prefix() -> String {
+    "Bearer ".into()
+}
+
+/// A parsed provider base URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Whether Envoy must speak TLS.
+    pub tls: bool,
+    /// Host name or IP.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Path that replaces the client's `/v1` (no trailing slash).
+    pub path_prefix: String,
+}
+
+impl ProviderConfig {
+    /// Parses `base_url`.
+    pub fn endpoint(&self) -> Result<Endpoint, String> {
+        let url = url::Url::parse(&self.base_url).map_err(|e| format!("`{}` is not a URL: {e}", self.base_url))?;
+        let tls = match url.scheme() {
+            "https" => true,
+            "http" => false,
+            s => return Err(format!("scheme `{s}` is not supported (use http or https)")),
+        };
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) => d.to_string(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            None => return Err(format!("`{}` has no host", self.base_url)),
+        };
+        let port = url
+            .port_or_known_default()
+            .ok_or_else(|| format!("`{}` has no port", self.base_url))?;
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err("base_url must not have a query or fragment".into());
+        }
+        let path = url.path().trim_end_matches('/');
+        let path_prefix = if path.is_empty() {
+            "/v1".to_string()
+        } else {
+            path.to_string()
+        };
+        Ok(Endpoint {
+            tls,
+            host,
+            port,
+            path_prefix,
+        })
+    }
+}
+
+/// Per-million-token prices in USD.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pricing {
+    /// USD per 1M prompt tokens.
+    #[serde(default)]
+    pub prompt_per_1m: f64,
+    /// USD per 1M completion tokens.
+    #[serde(default)]
+    pub completion_per_1m: f64,
+    /// USD per 1M cached prompt tokens (defaults to the prompt price).
+    #[serde(default)]
+    pub cached_prompt_per_1m: Option<f64>,
+}
+
+/// A model clients can be routed to.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Name clients and decisions use; also the `x-llmsoup-model` header value.
+    pub name: String,
+    /// Provider serving it.
+    pub provider: String,
+    /// Model id sent to the provider (defaults to `name`).
+    #[serde(default)]
+    pub model_id: Option<String>,
+    /// Prices, for cost accounting and cost-aware selection.
+    #[serde(default)]
+    pub pricing: Option<Pricing>,
+    /// Quality score in 0..1, for cost/quality trade-offs.
+    #[serde(default)]
+    pub quality: Option<f64>,
+    /// Free-form tier label (e.g. `cheap`, `strong`).
+    #[serde(default)]
+    pub tier: Option<String>,
+    /// Disabled models are never selected.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Human description.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ModelConfig {
+    /// The model id the provider expects in the body.
+    pub fn provider_model_id(&self) -> &str {
+        self.model_id.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// All signal rules, grouped by kind.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignalsConfig {
+    /// Keyword and regex rules.
+    #[serde(default)]
+    pub keywords: Vec<KeywordRule>,
+    /// Prompt-length ranges.
+    #[serde(default)]
+    pub context: Vec<ContextRule>,
+    /// Languages (ISO-639-1 names).
+    #[serde(default)]
+    pub language: Vec<LanguageRule>,
+}
+
+/// The kinds of signal a decision can reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalKind {
+    /// Keyword / regex patterns.
+    Keyword,
+    /// Estimated prompt length.
+    Context,
+    /// Detected language.
+    Language,
+}
+
+impl SignalKind {
+    /// The name used in configs and headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignalKind::Keyword => "keyword",
+            SignalKind::Context => "context",
+            SignalKind::Language => "language",
+        }
+    }
+}
+
+impl fmt::Display for SignalKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a keyword rule combines its keywords.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum KeywordOperator {
+    /// Any keyword matches.
+    #[default]
+    #[serde(alias = "or")]
+    Or,
+    /// Every keyword matches.
+    #[serde(alias = "and")]
+    And,
+    /// No keyword matches.
+    #[serde(alias = "nor")]
+    Nor,
+}
+
+/// How keywords are interpreted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KeywordMethod {
+    /// Literal text, escaped and word-bounded.
+    #[default]
+    Literal,
+    /// Each keyword is a raw regular expression.
+    Regex,
+}
+
+/// A keyword rule.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeywordRule {
+    /// Signal name referenced by decisions.
+    pub name: String,
+    /// AND / OR / NOR.
+    #[serde(default)]
+    pub operator: KeywordOperator,
+    /// Keywords or regexes.
+    pub keywords: Vec<String>,
+    /// Match case exactly.
+    #[serde(default)]
+    pub case_sensitive: bool,
+    /// `literal` (default) or `regex`.
+    #[serde(default)]
+    pub method: KeywordMethod,
+    /// Human description.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// A context-length rule; matches when the estimated prompt tokens fall in the range.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContextRule {
+    /// Signal name referenced by decisions.
+    pub name: String,
+    /// Inclusive lower bound.
+    #[serde(default)]
+    pub min_tokens: Option<TokenCount>,
+    /// Inclusive upper bound.
+    #[serde(default)]
+    pub max_tokens: Option<TokenCount>,
+    /// Human description.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// A language rule; `name` is the ISO-639-1 code to match.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LanguageRule {
+    /// ISO-639-1 code (`en`, `fr`, `zh`, ...).
+    pub name: String,
+    /// Minimum detector confidence (default 0.3).
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    /// Human description.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// Boolean operator of a rule-tree node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum RuleOperator {
+    /// All children match; confidence is their mean.
+    #[serde(alias = "and")]
+    And,
+    /// Any child matches; confidence is the best child's.
+    #[serde(alias = "or")]
+    Or,
+    /// The single child does not match; confidence 1.
+    #[serde(alias = "not")]
+    Not,
+}
+
+/// A rule-tree node: a leaf `{type, name}` or a group `{operator, conditions}`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleNode {
+    /// Leaf: signal kind.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<SignalKind>,
+    /// Leaf: signal name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Group: operator (default OR).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<RuleOperator>,
+    /// Group: children.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<RuleNode>,
+}
+
+impl RuleNode {
+    /// Checks the node's shape and that every leaf names a configured signal.
+    pub fn check(&self, at: &str, known: &dyn Fn(SignalKind, &str) -> bool) -> Result<(), ConfigError> {
+        match (&self.kind, &self.name) {
+            (Some(kind), Some(name)) => {
+                if self.operator.is_some() || !self.conditions.is_empty() {
+                    return Err(ConfigError::invalid(
+                        at,
+                        "a condition is either a leaf {type, name} or a group {operator, conditions}",
+                    ));
+                }
+                if !known(*kind, name) {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.name"),
+                        format!("no {kind} signal named `{name}` in signals"),
+                    ));
+                }
+                Ok(())
+            }
+            (Some(_), None) => Err(ConfigError::invalid(at, "a leaf condition needs `name`")),
+            (None, Some(_)) => Err(ConfigError::invalid(at, "a leaf condition needs `type`")),
+            (None, None) => {
+                if self.operator == Some(RuleOperator::Not) && self.conditions.len() != 1 {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.conditions"),
+                        "NOT takes exactly one condition",
+                    ));
+                }
+                for (i, c) in self.conditions.iter().enumerate() {
+                    c.check(&format!("{at}.conditions[{i}]"), known)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A reference from a decision to a model.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRef {
+    /// Model name (see `models`).
+    pub model: String,
+}
+
+/// A routing decision: when `rules` match, route to one of `modelRefs`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionConfig {
+    /// Unique name, returned in `x-llmsoup-decision`.
+    pub name: String,
+    /// Human description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Higher wins under the `priority` strategy.
+    #[serde(default)]
+    pub priority: i64,
+    /// When any matched decision has a tier > 0, the lowest tier wins first.
+    #[serde(default)]
+    pub tier: u32,
+    /// Rule tree; omitted or empty = catch-all.
+    #[serde(default)]
+    pub rules: Option<RuleNode>,
+    /// Candidate models, in preference order.
+    #[serde(rename = "modelRefs", alias = "model_refs")]
+    pub model_refs: Vec<ModelRef>,
+}
+
+/// How the winning decision is chosen among matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Highest priority, then confidence, then name.
+    #[default]
+    Priority,
+    /// Highest confidence, then priority, then name.
+    Confidence,
+}
+
+/// Routing gate and selection settings.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Request `model` values that trigger routing.
+    #[serde(default = "default_auto_models")]
+    pub auto_models: Vec<String>,
+    /// Model used when no decision matches and on fail-open.
+    #[serde(default)]
+    pub default_model: Option<String>,
+    /// Decision selection strategy.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Signals also see earlier user turns, not only the last one.
+    #[serde(default)]
+    pub include_history: bool,
+}
+
+fn default_auto_models() -> Vec<String> {
+    vec!["auto".into(), "MoM".into()]
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            auto_models: default_auto_models(),
+            default_model: None,
+            strategy: Strategy::default(),
+            include_history: false,
+        }
+    }
+}
+
+/// Client authentication.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Accepted client tokens, stored as SHA-256; empty = no authentication.
+    #[serde(default)]
+    pub tokens: Vec<TokenHash>,
+}
+
+/// One accepted client token.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenHash {
+    /// Who holds it (for logs).
+    pub name: String,
+    /// Hex SHA-256 of the token.
+    pub sha256: String,
+}

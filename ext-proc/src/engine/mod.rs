@@ -1,0 +1,324 @@
+//! The routing engine: `parse → signals → decision → selection → mutations`, one function both
+//! gRPC front ends (ext_proc and Router) call. It knows nothing about gRPC or Envoy messages:
+//! it takes HTTP-level facts and returns HTTP-level mutations or a local reply.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::{Config, ModelConfig, SignalKind};
+use crate::decision::DecisionEngine;
+use crate::protocol::{ApiError, RequestView, parse_request};
+use crate::selection;
+use crate::signals::{Match, SignalReport, SignalSet};
+
+/// Header Envoy routes on: the chosen model's name.
+pub const MODEL_HEADER: &str = "x-llmsoup-model";
+/// Response header: the decision that picked the model.
+pub const DECISION_HEADER: &str = "x-llmsoup-decision";
+/// Response header: matched signals, `kind:name` comma-separated.
+pub const SIGNALS_HEADER: &str = "x-llmsoup-signals";
+/// Response header: the decision's confidence.
+pub const CONFIDENCE_HEADER: &str = "x-llmsoup-confidence";
+/// Prefix reserved for llmsoup; clients may not send these headers.
+pub const RESERVED_PREFIX: &str = "x-llmsoup-";
+
+/// The result of routing a prompt (what `llmsoup route` prints).
+#[derive(Debug, Clone)]
+pub struct Routed {
+    /// The chosen model's name.
+    pub model: String,
+    /// The winning decision, or `None` when the default model was used.
+    pub decision: Option<String>,
+    /// The winning decision's confidence.
+    pub confidence: f64,
+    /// Every signal match.
+    pub matches: Vec<Match>,
+    /// Per-signal timing and errors.
+    pub reports: Vec<SignalReport>,
+    /// Time spent routing.
+    pub elapsed: Duration,
+}
+
+impl Routed {
+    /// Matched signals in compact `kind:name` form for the response header.
+    pub fn signals_header(&self) -> String {
+        let mut out = String::new();
+        for m in &self.matches {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            let _ = write!(out, "{}:{}", m.kind, m.name);
+        }
+        out
+    }
+}
+
+/// What the front end reports back to the client in `x-llmsoup-*` response headers.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// The model the request went to.
+    pub model: String,
+    /// The decision, when one matched.
+    pub decision: Option<String>,
+    /// Matched signals (compact form).
+    pub signals: String,
+    /// Decision confidence, when routed.
+    pub confidence: Option<f64>,
+}
+
+impl Summary {
+    /// Headers to add to the client response.
+    pub fn response_headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = vec![(MODEL_HEADER, self.model.clone())];
+        if let Some(d) = &self.decision {
+            h.push((DECISION_HEADER, d.clone()));
+        }
+        if !self.signals.is_empty() {
+            h.push((SIGNALS_HEADER, self.signals.clone()));
+        }
+        if let Some(c) = self.confidence {
+            h.push((CONFIDENCE_HEADER, format!("{c:.3}")));
+        }
+        h
+    }
+}
+
+/// Forward the request upstream with these changes.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    /// Headers to set (overwriting).
+    pub set_headers: Vec<(&'static str, String)>,
+    /// Replacement body, when it changed (the front end must fix `content-length`).
+    pub body: Option<Vec<u8>>,
+    /// What to tell the client.
+    pub summary: Summary,
+}
+
+/// Answer the client directly.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers.
+    pub headers: Vec<(&'static str, String)>,
+    /// Response body.
+    pub body: Vec<u8>,
+}
+
+impl From<ApiError> for Reply {
+    fn from(e: ApiError) -> Self {
+        Reply {
+            status: e.status,
+            headers: vec![("content-type", "application/json".into())],
+            body: e.to_json(),
+        }
+    }
+}
+
+/// What to do with a request.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Forward upstream, mutated.
+    Forward(Forward),
+    /// Reply locally.
+    Reply(Reply),
+}
+
+/// One loaded configuration, ready to route.
+pub struct Engine {
+    config: Config,
+    signals: SignalSet,
+    decisions: DecisionEngine,
+    token_hashes: Vec<[u8; 32]>,
+    /// Precomputed `GET /v1/models` body.
+    models_body: Vec<u8>,
+}
+
+impl Engine {
+    /// Builds the engine from a validated config.
+    pub fn new(config: Config) -> anyhow::Result<Self> {
+        let decisions = DecisionEngine::from_config(&config);
+        let referenced: BTreeSet<(SignalKind, String)> = decisions.referenced_signals();
+        let signals = SignalSet::build(&config, &referenced).map_err(anyhow::Error::msg)?;
+        let token_hashes = config
+            .auth
+            .tokens
+            .iter()
+            .map(|t| {
+                let mut h = [0u8; 32];
+                hex::decode_to_slice(&t.sha256, &mut h)?;
+                Ok(h)
+            })
+            .collect::<Result<Vec<_>, hex::FromHexError>>()?;
+        let models_body = models_list(&config);
+        Ok(Engine {
+            config,
+            signals,
+            decisions,
+            token_hashes,
+            models_body,
+        })
+    }
+
+    /// The configuration this engine was built from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether client tokens are required.
+    pub fn auth_enabled(&self) -> bool {
+        !self.token_hashes.is_empty()
+    }
+
+    /// Checks an `Authorization` (or `x-api-key`) header value against the stored token hashes.
+    pub fn authenticate(&self, authorization: Option<&[u8]>, api_key: Option<&[u8]>) -> Result<(), ApiError> {
+        if self.token_hashes.is_empty() {
+            return Ok(());
+        }
+        let token = authorization
+            .and_then(|v| {
+                let v = v.trim_ascii();
+                (v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ")).then(|| v[7..].trim_ascii())
+            })
+            .or(api_key.map(<[u8]>::trim_ascii))
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::unauthorized("You didn't provide an API key. Send it as `Authorization: Bearer <token>`.")
+            })?;
+        let digest: [u8; 32] = Sha256::digest(token).into();
+        // Compare against every hash so timing does not reveal which one matched.
+        let mut ok = subtle::Choice::from(0u8);
+        for h in &self.token_hashes {
+            ok |= h.ct_eq(&digest);
+        }
+        if bool::from(ok) {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized("Incorrect API key provided."))
+        }
+    }
+
+    /// Evaluates signals and decisions on a prompt and selects the model.
+    pub async fn route(&self, view: &RequestView) -> Result<Routed, ApiError> {
+        let start = Instant::now();
+        let (matches, reports) = self.signals.evaluate(view).await;
+        let winner = self.decisions.decide(&matches);
+        let (model, decision, confidence) = match winner {
+            Some(w) => match selection::select(&self.config, &w.decision.model_refs) {
+                Some(m) => (m, Some(w.decision.name.to_string()), w.confidence),
+                None => {
+                    tracing::warn!(decision = %w.decision.name, "no enabled model among the decision's modelRefs; using the default model");
+                    (self.config.default_model(), None, 0.0)
+                }
+            },
+            None => (self.config.default_model(), None, 0.0),
+        };
+        if !model.enabled {
+            return Err(ApiError::unavailable("No enabled model can serve this request."));
+        }
+        Ok(Routed {
+            model: model.name.clone(),
+            decision,
+            confidence,
+            matches,
+            reports,
+            elapsed: start.elapsed(),
+        })
+    }
+
+    /// Handles a request that has no body (or whose body is not routed).
+    pub fn on_headers_only(&self, method: &str, path: &str) -> Option<Outcome> {
+        let path = path.split('?').next().unwrap_or(path);
+        if method.eq_ignore_ascii_case("GET") && path == "/v1/models" {
+            return Some(Outcome::Reply(Reply {
+                status: 200,
+                headers: vec![("content-type", "application/json".into())],
+                body: self.models_body.clone(),
+            }));
+        }
+        None
+    }
+
+    /// Handles a complete request body: the routing gate, then routing for auto models.
+    pub async fn on_body(&self, body: &[u8]) -> Outcome {
+        match self.on_body_inner(body).await {
+            Ok(f) => Outcome::Forward(f),
+            Err(e) => Outcome::Reply(e.into()),
+        }
+    }
+
+    async fn on_body_inner(&self, body: &[u8]) -> Result<Forward, ApiError> {
+        let parsed = parse_request(body, self.config.routing.include_history)?;
+        if !self.config.routing.auto_models.iter().any(|a| a == &parsed.model) {
+            // Concrete model: pass through untouched, only tell Envoy where it goes.
+            let model = self
+                .config
+                .model(&parsed.model)
+                .filter(|m| m.enabled)
+                .ok_or_else(|| ApiError::model_not_found(&parsed.model))?;
+            let body =
+                (model.provider_model_id() != model.name).then(|| parsed.with_model(body, model.provider_model_id()));
+            return Ok(Forward {
+                set_headers: vec![(MODEL_HEADER, model.name.clone())],
+                body,
+                summary: Summary {
+                    model: model.name.clone(),
+                    ..Summary::default()
+                },
+            });
+        }
+        let routed = self.route(&parsed.view).await?;
+        let model: &ModelConfig = self
+            .config
+            .model(&routed.model)
+            .ok_or_else(|| ApiError::unavailable("The selected model is not configured."))?;
+        tracing::info!(
+            model = %routed.model,
+            decision = routed.decision.as_deref().unwrap_or("-"),
+            signals = %routed.signals_header(),
+            prompt_tokens = parsed.view.prompt_tokens,
+            stream = parsed.stream,
+            latency_us = routed.elapsed.as_micros() as u64,
+            "routed"
+        );
+        Ok(Forward {
+            set_headers: vec![(MODEL_HEADER, model.name.clone())],
+            body: Some(parsed.with_model(body, model.provider_model_id())),
+            summary: Summary {
+                model: model.name.clone(),
+                signals: routed.signals_header(),
+                decision: routed.decision,
+                confidence: Some(routed.confidence),
+            },
+        })
+    }
+}
+
+fn models_list(config: &Config) -> Vec<u8> {
+    let mut data: Vec<serde_json::Value> = config
+        .routing
+        .auto_models
+        .iter()
+        .map(|n| serde_json::json!({"id": n, "object": "model", "created": 0, "owned_by": "llmsoup"}))
+        .collect();
+    data.extend(
+        config
+            .models
+            .iter()
+            .filter(|m| m.enabled)
+            .map(|m| serde_json::json!({"id": m.name, "object": "model", "created": 0, "owned_by": m.provider})),
+    );
+    serde_json::to_vec(&serde_json::json!({"object": "list", "data": data})).expect("serialises")
+}
+
+/// SHA-256 hex of a client token, as stored in `auth.tokens[].sha256`.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.trim().as_bytes()))
+}
+
+#[cfg(test)]
+mod tests;

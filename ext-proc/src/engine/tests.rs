@@ -1,0 +1,138 @@
+use super::*;
+use crate::config::load_str_with_env;
+
+fn engine(extra: &str) -> Engine {
+    let text = format!(
+        "
+providers:
+  - {{name: p, base_url: 'http://127.0.0.1:1/v1'}}
+models:
+  - {{name: cheap, provider: p, model_id: cheap-v1}}
+  - {{name: strong, provider: p, model_id: strong-v2}}
+  - {{name: off, provider: p, enabled: false}}
+signals:
+  keywords:
+    - {{name: code, keywords: [python, rust]}}
+  language:
+    - {{name: fr}}
+decisions:
+  - name: coding
+    priority: 10
+    rules: {{operator: OR, conditions: [{{type: keyword, name: code}}]}}
+    modelRefs: [{{model: off}}, {{model: strong}}]
+  - name: french
+    priority: 5
+    rules: {{type: language, name: fr}}
+    modelRefs: [{{model: cheap}}]
+routing:
+  default_model: cheap
+{extra}"
+    );
+    Engine::new(load_str_with_env(&text, &|_| None).unwrap()).unwrap()
+}
+
+fn body(model: &str, prompt: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"model": model, "messages": [{"role": "user", "content": prompt}]})).unwrap()
+}
+
+fn forward(o: Outcome) -> Forward {
+    match o {
+        Outcome::Forward(f) => f,
+        Outcome::Reply(r) => panic!(
+            "expected forward, got {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        ),
+    }
+}
+
+fn reply(o: Outcome) -> Reply {
+    match o {
+        Outcome::Reply(r) => r,
+        Outcome::Forward(f) => panic!("expected reply, got forward to {}", f.summary.model),
+    }
+}
+
+fn sent_model(f: &Forward) -> String {
+    let b: serde_json::Value = serde_json::from_slice(f.body.as_ref().unwrap()).unwrap();
+    b["model"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn routes_auto_by_decision_and_skips_disabled_models() {
+    let e = engine("");
+    let f = forward(e.on_body(&body("auto", "write python please")).await);
+    assert_eq!(f.summary.model, "strong");
+    assert_eq!(f.summary.decision.as_deref(), Some("coding"));
+    assert_eq!(f.summary.signals, "keyword:code");
+    assert_eq!(sent_model(&f), "strong-v2");
+    assert_eq!(f.set_headers, vec![(MODEL_HEADER, "strong".to_string())]);
+}
+
+#[tokio::test]
+async fn no_match_goes_to_default() {
+    let e = engine("");
+    let f = forward(e.on_body(&body("MoM", "what's the weather like")).await);
+    assert_eq!(f.summary.model, "cheap");
+    assert_eq!(f.summary.decision, None);
+    assert_eq!(sent_model(&f), "cheap-v1");
+}
+
+#[tokio::test]
+async fn concrete_models_pass_through_and_unknown_is_400() {
+    let e = engine("");
+    let f = forward(e.on_body(&body("strong", "python")).await);
+    assert_eq!(f.summary.model, "strong");
+    assert_eq!(sent_model(&f), "strong-v2");
+    let r = reply(e.on_body(&body("gpt-9", "hi")).await);
+    assert_eq!(r.status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("model_not_found"));
+    let r = reply(e.on_body(&body("off", "hi")).await);
+    assert_eq!(r.status, 400);
+    let r = reply(e.on_body(b"{oops").await);
+    assert_eq!(r.status, 400);
+}
+
+#[tokio::test]
+async fn concrete_model_without_alias_keeps_body() {
+    let text = "
+providers: [{name: p, base_url: 'http://127.0.0.1:1/v1'}]
+models: [{name: m, provider: p}]
+";
+    let e = Engine::new(load_str_with_env(text, &|_| None).unwrap()).unwrap();
+    let f = forward(e.on_body(&body("m", "hi")).await);
+    assert!(f.body.is_none());
+}
+
+#[test]
+fn authentication() {
+    let open = engine("");
+    assert!(open.authenticate(None, None).is_ok());
+    let e = engine(&format!(
+        "auth:\n  tokens: [{{name: t, sha256: {}}}]\n",
+        hash_token("s3cret")
+    ));
+    assert!(e.authenticate(Some(b"Bearer s3cret"), None).is_ok());
+    assert!(e.authenticate(Some(b"bearer  s3cret "), None).is_ok());
+    assert!(e.authenticate(None, Some(b"s3cret")).is_ok());
+    assert_eq!(e.authenticate(None, None).unwrap_err().status, 401);
+    assert_eq!(e.authenticate(Some(b"Bearer wrong"), None).unwrap_err().status, 401);
+    assert_eq!(e.authenticate(Some(b"Basic s3cret"), None).unwrap_err().status, 401);
+}
+
+#[test]
+fn models_endpoint_lists_auto_and_enabled_models() {
+    let e = engine("");
+    let Some(Outcome::Reply(r)) = e.on_headers_only("GET", "/v1/models?x=1") else {
+        panic!()
+    };
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["auto", "MoM", "cheap", "strong"]);
+    assert!(e.on_headers_only("POST", "/v1/chat/completions").is_none());
+}

@@ -1,0 +1,141 @@
+use super::*;
+use crate::config::{DEFAULT_CONFIG, load_str_with_env};
+
+fn rendered(text: &str) -> serde_yaml::Value {
+    let c = load_str_with_env(text, &|_| None).unwrap();
+    serde_yaml::from_str(&render(&c, &RenderOptions::default()).unwrap()).unwrap()
+}
+
+#[test]
+fn demo_config_renders_routes_clusters_and_filters() {
+    let y = rendered(DEFAULT_CONFIG);
+    let hcm = &y["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let routes = hcm["route_config"]["virtual_hosts"][0]["routes"].as_sequence().unwrap();
+    let names: Vec<&str> = routes.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "model_fast",
+            "model_strong",
+            "model_polyglot",
+            "model_long-context",
+            "fail_open_default",
+            "not_found"
+        ]
+    );
+    assert_eq!(routes[0]["route"]["timeout"].as_str(), Some("0s"));
+    let filters: Vec<&str> = hcm["http_filters"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        filters,
+        [
+            "envoy.filters.http.header_mutation",
+            "envoy.filters.http.ext_proc",
+            "envoy.filters.http.lua",
+            "envoy.filters.http.router"
+        ]
+    );
+    let ext = &hcm["http_filters"][1]["typed_config"];
+    assert_eq!(ext["failure_mode_allow"].as_bool(), Some(true));
+    assert_eq!(ext["processing_mode"]["request_body_mode"].as_str(), Some("BUFFERED"));
+    let lua = hcm["http_filters"][2]["typed_config"]["default_source_code"]["inline_string"]
+        .as_str()
+        .unwrap();
+    assert!(lua.contains(r#"["fast"] = "mock-small""#) && lua.contains(r#"local DEFAULT_MODEL = "fast""#));
+    assert_eq!(
+        y["admin"]["address"]["socket_address"]["address"].as_str(),
+        Some("127.0.0.1")
+    );
+}
+
+#[test]
+fn https_provider_gets_tls_sni_credentials_and_rewrite() {
+    let y = rendered(
+        "
+providers:
+  - name: openai
+    base_url: https://api.openai.com/v1
+    credentials: {env: OPENAI_API_KEY}
+  - name: azure
+    base_url: https://example.openai.azure.com/openai/deployments/x
+    credentials: {file: /run/secrets/azure, header: api-key, prefix: ''}
+models:
+  - {name: gpt, provider: openai, model_id: gpt-4o-mini}
+  - {name: az, provider: azure}
+gateway:
+  failure_mode: closed
+",
+    );
+    let clusters = y["static_resources"]["clusters"].as_sequence().unwrap();
+    let openai = clusters
+        .iter()
+        .find(|c| c["name"].as_str() == Some("provider_openai"))
+        .unwrap();
+    assert_eq!(openai["type"].as_str(), Some("LOGICAL_DNS"));
+    let tls = &openai["transport_socket"]["typed_config"];
+    assert_eq!(tls["sni"].as_str(), Some("api.openai.com"));
+    let opts = &openai["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+    assert_eq!(
+        opts["http_filters"][0]["name"].as_str(),
+        Some("envoy.filters.http.credential_injector")
+    );
+    assert_eq!(
+        opts["http_filters"][1]["name"].as_str(),
+        Some("envoy.filters.http.upstream_codec")
+    );
+    let secrets = y["static_resources"]["secrets"].as_sequence().unwrap();
+    assert_eq!(
+        secrets[0]["generic_secret"]["secret"]["environment_variable"].as_str(),
+        Some("OPENAI_API_KEY")
+    );
+    assert_eq!(
+        secrets[1]["generic_secret"]["secret"]["filename"].as_str(),
+        Some("/run/secrets/azure")
+    );
+    let hcm = &y["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let routes = hcm["route_config"]["virtual_hosts"][0]["routes"].as_sequence().unwrap();
+    assert!(routes[0]["route"].get("prefix_rewrite").is_none());
+    assert_eq!(
+        routes[1]["route"]["prefix_rewrite"].as_str(),
+        Some("/openai/deployments/x/")
+    );
+    assert_eq!(routes[2]["name"].as_str(), Some("router_unavailable"));
+    assert_eq!(routes[2]["direct_response"]["status"].as_u64(), Some(503));
+    // Fail-closed: no Lua fail-open step, and ext_proc errors become 503.
+    let filters: Vec<&str> = hcm["http_filters"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(!filters.contains(&"envoy.filters.http.lua"));
+    assert_eq!(
+        hcm["http_filters"][1]["typed_config"]["status_on_error"]["code"].as_u64(),
+        Some(503)
+    );
+}
+
+#[test]
+fn secrets_are_never_inlined() {
+    let c = load_str_with_env(
+        "
+providers: [{name: p, base_url: 'https://x.example/v1', credentials: {env: SECRET_KEY}}]
+models: [{name: m, provider: p}]
+",
+        &|_| None,
+    )
+    .unwrap();
+    // The rendered config names the variable Envoy reads; the key itself never passes through us.
+    let out = render(&c, &RenderOptions::default()).unwrap();
+    assert!(out.contains("environment_variable: SECRET_KEY"));
+}
+
+#[test]
+fn lua_strings_are_escaped() {
+    assert_eq!(lua_string(r#"a"b\c"#), r#""a\"b\\c""#);
+    assert_eq!(lua_string("é"), "\"\\195\\169\"");
+}

@@ -1,0 +1,14 @@
+//! llmsoup: semantic LLM routing for Envoy.
+//!
+//! The sidecar evaluates signals on each request, combines them in decisions, picks a model
+//! and tells Envoy where to send the request. See `ARCHITECTURE.md` for the module map.
+
+pub mod config;
+pub mod decision;
+pub mod engine;
+pub mod envoy;
+pub mod mock_upstream;
+pub mod protocol;
+pub mod selection;
+pub mod server;
+pub mod signals;

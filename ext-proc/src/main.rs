@@ -1,0 +1,267 @@
+//! The `llmsoup` command line: the sidecar server and its tools.
+
+use std::io::Read as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use llmsoup::config::{self, AttachMode};
+use llmsoup::engine::{Engine, hash_token};
+use llmsoup::envoy::{RenderOptions, render};
+use llmsoup::protocol::{RequestView, parse_request};
+use llmsoup::server::{ConfigSource, serve};
+
+#[derive(Parser)]
+#[command(name = "llmsoup", version, about = "Semantic LLM routing for Envoy")]
+struct Cli {
+    /// Log filter (RUST_LOG syntax).
+    #[arg(long, global = true, env = "LLMSOUP_LOG", default_value = "info")]
+    log: String,
+    /// Log as JSON lines.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sidecar (ext_proc gRPC service).
+    Serve {
+        /// Config file; the embedded demo config when omitted.
+        #[arg(long, short, env = "LLMSOUP_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Render the Envoy bootstrap for a config.
+    EnvoyConfig {
+        /// Config file; the embedded demo config when omitted.
+        #[arg(long, short, env = "LLMSOUP_CONFIG")]
+        config: Option<PathBuf>,
+        /// Attach mode (overrides `gateway.mode`).
+        #[arg(long)]
+        mode: Option<Mode>,
+        /// Path of the wasm filter (wasm mode).
+        #[arg(long)]
+        wasm: Option<String>,
+        /// Write here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Explain how a prompt (or a JSON request with --file) would be routed.
+    Route {
+        /// Config file; the embedded demo config when omitted.
+        #[arg(long, short, env = "LLMSOUP_CONFIG")]
+        config: Option<PathBuf>,
+        /// A JSON request body instead of a prompt.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// The prompt (stdin when omitted and no --file).
+        text: Option<String>,
+    },
+    /// Run the OpenAI-compatible fake provider used by the demo and the tests.
+    MockUpstream {
+        /// Addresses to listen on (repeatable).
+        #[arg(long, default_value = "127.0.0.1:18000")]
+        listen: Vec<SocketAddr>,
+        /// Name reported in responses.
+        #[arg(long, default_value = "mock")]
+        name: String,
+    },
+    /// Print the SHA-256 to store in `auth.tokens[].sha256` for a client token.
+    HashToken {
+        /// The token (stdin when omitted, so it stays out of shell history).
+        token: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file and print a summary; exits non-zero on errors.
+    Check {
+        /// Config file.
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of the native config.
+    Schema,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    ExtProc,
+    Wasm,
+}
+
+fn source(config: Option<PathBuf>) -> ConfigSource {
+    config.map_or(ConfigSource::Embedded, ConfigSource::File)
+}
+
+fn read_stdin() -> anyhow::Result<String> {
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s).context("reading stdin")?;
+    Ok(s)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { config } => runtime()?.block_on(serve(source(config)))?,
+        Command::EnvoyConfig {
+            config,
+            mode,
+            wasm,
+            output,
+        } => {
+            let cfg = source(config).load()?;
+            let opts = RenderOptions {
+                mode: mode.map(|m| match m {
+                    Mode::ExtProc => AttachMode::ExtProc,
+                    Mode::Wasm => AttachMode::Wasm,
+                }),
+                wasm_path: wasm,
+            };
+            let yaml = render(&cfg, &opts)?;
+            match output {
+                Some(path) => std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{yaml}"),
+            }
+        }
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => match config::load_file(&file) {
+            Ok(cfg) => {
+                println!("{}: OK", file.display());
+                println!(
+                    "  providers: {}",
+                    cfg.providers
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                println!(
+                    "  models:    {}",
+                    cfg.models
+                        .iter()
+                        .map(|m| m.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                let s = &cfg.signals;
+                println!(
+                    "  signals:   {} keyword, {} context, {} language",
+                    s.keywords.len(),
+                    s.context.len(),
+                    s.language.len()
+                );
+                println!(
+                    "  decisions: {}",
+                    cfg.decisions
+                        .iter()
+                        .map(|d| d.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                println!("  default:   {}", cfg.default_model().name);
+                Engine::new(cfg)?;
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+        Command::Config {
+            command: ConfigCommand::Schema,
+        } => {
+            println!("{}", serde_json::to_string_pretty(&config::json_schema())?);
+        }
+        Command::Route { config, file, text } => {
+            let cfg = source(config).load()?;
+            let engine = Engine::new(cfg)?;
+            let view = match (file, text) {
+                (Some(f), _) => {
+                    let body = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+                    parse_request(&body, engine.config().routing.include_history)
+                        .map_err(|e| anyhow::anyhow!(e.message))?
+                        .view
+                }
+                (None, Some(t)) => RequestView::from_text(&t),
+                (None, None) => RequestView::from_text(read_stdin()?.trim_end()),
+            };
+            let routed = runtime()?
+                .block_on(engine.route(&view))
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            println!("prompt tokens (est.): {}", view.prompt_tokens);
+            for r in &routed.reports {
+                let matched: Vec<String> = routed
+                    .matches
+                    .iter()
+                    .filter(|m| m.kind == r.kind)
+                    .map(|m| format!("{} ({:.2})", m.name, m.confidence))
+                    .collect();
+                let status = r.error.as_deref().map(|e| format!("error: {e}")).unwrap_or_else(|| {
+                    if matched.is_empty() {
+                        "no match".into()
+                    } else {
+                        matched.join(", ")
+                    }
+                });
+                println!(
+                    "signal {:<10} {:>8.3} ms  {status}",
+                    r.kind.as_str(),
+                    r.elapsed.as_secs_f64() * 1e3
+                );
+            }
+            println!(
+                "decision: {}",
+                routed.decision.as_deref().unwrap_or("(none: default model)")
+            );
+            println!("confidence: {:.3}", routed.confidence);
+            println!("model: {}", routed.model);
+            println!("routing time: {:.3} ms", routed.elapsed.as_secs_f64() * 1e3);
+        }
+        Command::MockUpstream { listen, name } => runtime()?.block_on(llmsoup::mock_upstream::run(&listen, &name))?,
+        Command::HashToken { token } => {
+            let token = match token {
+                Some(t) => t,
+                None => read_stdin()?,
+            };
+            println!("{}", hash_token(&token));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,266 @@
+//! `llmsoup mock-upstream`: an OpenAI-compatible fake provider for the demo and the end-to-end
+//! tests. It answers chat completions as JSON or SSE (with `usage`), reports what it received
+//! (model, path, headers, body) and can be told by request headers to misbehave:
+//!
+//! | header | effect |
+//! |---|---|
+//! | `x-mock-status: 503` | reply with that status and an OpenAI-style error |
+//! | `x-mock-delay-ms: 200` | wait before the response headers |
+//! | `x-mock-reset: 1` | drop the connection without answering |
+//! | `x-mock-chunks: 8` / `x-mock-chunk-delay-ms: 50` | SSE shape and pacing |
+//! | `x-mock-usage: 12,34` | prompt and completion tokens to report |
+//! | `x-expect-model: m` | answer 417 unless the body's `model` is `m` |
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+struct Shared {
+    name: String,
+    counter: AtomicU64,
+}
+
+/// The service was told to drop the connection.
+#[derive(Debug)]
+struct Reset;
+
+impl std::fmt::Display for Reset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection reset on request (x-mock-reset)")
+    }
+}
+
+impl std::error::Error for Reset {}
+
+/// Serves on every address until the process is stopped.
+pub async fn run(listen: &[SocketAddr], name: &str) -> anyhow::Result<()> {
+    let shared = Arc::new(Shared {
+        name: name.to_string(),
+        counter: AtomicU64::new(0),
+    });
+    let mut tasks = Vec::new();
+    for addr in listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        tracing::info!(%addr, name, "mock upstream listening");
+        tasks.push(tokio::spawn(accept_loop(listener, shared.clone())));
+    }
+    tokio::select! {
+        _ = futures::future::join_all(tasks) => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle(req, shared.clone(), port));
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn full(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)).boxed())
+        .expect("valid response")
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    let body = json!({"error": {"message": message, "type": "mock_error", "param": null, "code": status.as_u16().to_string()}});
+    full(status, "application/json", body.to_string().into_bytes())
+}
+
+fn header<'a>(req: &'a hyper::http::request::Parts, name: &str) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn num(req: &hyper::http::request::Parts, name: &str) -> Option<u64> {
+    header(req, name).and_then(|v| v.trim().parse().ok())
+}
+
+async fn handle(req: Request<Incoming>, shared: Arc<Shared>, port: u16) -> Result<Response<Body>, Reset> {
+    let (parts, body) = req.into_parts();
+    if header(&parts, "x-mock-reset").is_some_and(|v| v != "0") {
+        return Err(Reset);
+    }
+    if let Some(ms) = num(&parts, "x-mock-delay-ms") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let bytes = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Ok(error(StatusCode::PAYLOAD_TOO_LARGE, "body too large or unreadable")),
+    };
+    if let Some(status) = num(&parts, "x-mock-status").and_then(|s| StatusCode::from_u16(s as u16).ok()) {
+        return Ok(error(
+            status,
+            &format!("mock upstream told to fail with {}", status.as_u16()),
+        ));
+    }
+    let path = parts.uri.path().to_string();
+    if parts.method == hyper::Method::GET {
+        return Ok(match path.as_str() {
+            "/health" | "/healthz" => full(StatusCode::OK, "text/plain", b"ok".to_vec()),
+            p if p.ends_with("/models") => full(
+                StatusCode::OK,
+                "application/json",
+                json!({"object": "list", "data": [{"id": "mock", "object": "model", "owned_by": "mock"}]})
+                    .to_string()
+                    .into_bytes(),
+            ),
+            _ => error(StatusCode::NOT_FOUND, "not found"),
+        });
+    }
+    let request: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                &format!("mock upstream got invalid JSON: {e}"),
+            ));
+        }
+    };
+    let model = request.get("model").and_then(Value::as_str).unwrap_or("").to_string();
+    if let Some(expected) = header(&parts, "x-expect-model")
+        && expected != model
+    {
+        return Ok(error(
+            StatusCode::EXPECTATION_FAILED,
+            &format!("expected model `{expected}`, received `{model}`"),
+        ));
+    }
+    let n = shared.counter.fetch_add(1, Ordering::Relaxed);
+    let id = format!("chatcmpl-mock-{n}");
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let headers: serde_json::Map<String, Value> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            )
+        })
+        .collect();
+    let echo = json!({
+        "upstream": shared.name,
+        "port": port,
+        "method": parts.method.as_str(),
+        "path": path,
+        "headers": headers,
+        "body": request,
+    });
+    let content = format!("mock reply from {model}");
+    let (prompt_tokens, completion_tokens) = header(&parts, "x-mock-usage")
+        .and_then(|v| {
+            let (p, c) = v.split_once(',')?;
+            Some((p.trim().parse().ok()?, c.trim().parse().ok()?))
+        })
+        .unwrap_or(((bytes.len() as u64).div_ceil(4), 8u64));
+    let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
+
+    let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    if !stream {
+        let body = json!({
+            "id": id, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": usage,
+            "mock": echo,
+        });
+        let mut resp = full(StatusCode::OK, "application/json", body.to_string().into_bytes());
+        add_mock_headers(&mut resp, &shared.name, &model);
+        return Ok(resp);
+    }
+
+    let chunks = num(&parts, "x-mock-chunks").unwrap_or(4).clamp(1, 10_000);
+    let delay = Duration::from_millis(num(&parts, "x-mock-chunk-delay-ms").unwrap_or(0));
+    let include_usage = request
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
+    tokio::spawn(async move {
+        let chunk = |delta: Value, finish: Value| {
+            json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        };
+        let mut events = vec![{
+            let mut first = chunk(json!({"role": "assistant", "content": ""}), Value::Null);
+            first["mock"] = echo;
+            first
+        }];
+        for i in 0..chunks {
+            events.push(chunk(json!({"content": format!("tok{i} ")}), Value::Null));
+        }
+        events.push(chunk(json!({}), json!("stop")));
+        if include_usage {
+            events.push(json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": usage}));
+        }
+        for (i, e) in events.into_iter().enumerate() {
+            if i > 0 && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if tx
+                .send(Ok(Frame::data(Bytes::from(format!("data: {e}\n\n")))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n")))).await;
+    });
+    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed();
+    let mut resp = Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(body)
+        .expect("valid response");
+    add_mock_headers(&mut resp, &shared.name, &resp_model(&request).to_string());
+    Ok(resp)
+}
+
+fn resp_model(request: &Value) -> String {
+    request.get("model").and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+fn add_mock_headers(resp: &mut Response<Body>, name: &str, model: &str) {
+    let h = resp.headers_mut();
+    if let Ok(v) = name.parse() {
+        h.insert("x-mock-upstream", v);
+    }
+    if let Ok(v) = model.parse() {
+        h.insert("x-mock-received-model", v);
+    }
+}

@@ -1,0 +1,283 @@
+//! Envoy's `ExternalProcessor` service: one bidirectional stream per HTTP request.
+//!
+//! Request headers are checked (auth, reserved headers stripped); the buffered request body goes
+//! through the [`Engine`]; response headers get the `x-llmsoup-*` summary and SSE responses are
+//! switched to STREAMED so tokens are never held back.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::{
+    HeaderMap, HeaderValue, HeaderValueOption, header_value_option::HeaderAppendAction,
+};
+use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::{ProcessingMode, processing_mode};
+use envoy_types::pb::envoy::service::ext_proc::v3::{
+    BodyMutation, BodyResponse, CommonResponse, HeaderMutation, HeadersResponse, HttpBody, HttpHeaders,
+    ImmediateResponse, ProcessingRequest, ProcessingResponse, TrailersResponse, body_mutation,
+    external_processor_server::ExternalProcessor, processing_request::Request as Phase,
+    processing_response::Response as Reply,
+};
+use envoy_types::pb::envoy::r#type::v3::HttpStatus;
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::EngineHandle;
+use crate::engine::{self, Engine, Outcome, Summary};
+
+/// The ext_proc gRPC service.
+#[derive(Clone)]
+pub struct ExtProcService {
+    engine: EngineHandle,
+}
+
+impl ExtProcService {
+    /// Serves with the engine behind `engine` (reloads take effect on new streams).
+    pub fn new(engine: EngineHandle) -> Self {
+        ExtProcService { engine }
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<ProcessingResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ExternalProcessor for ExtProcService {
+    type ProcessStream = ResponseStream;
+
+    async fn process(
+        &self,
+        request: Request<Streaming<ProcessingRequest>>,
+    ) -> Result<Response<Self::ProcessStream>, Status> {
+        let mut inbound = request.into_inner();
+        // One snapshot per HTTP request, so a reload never changes a request mid-flight.
+        let engine = self.engine.load_full();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut stream = StreamState::default();
+            loop {
+                let msg = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(%status, "ext_proc stream ended with an error");
+                        break;
+                    }
+                };
+                let Some(response) = stream.handle(&engine, msg).await else {
+                    continue;
+                };
+                if tx.send(Ok(response)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// What one HTTP request's stream remembers between phases.
+#[derive(Default)]
+struct StreamState {
+    method: String,
+    path: String,
+    body: Vec<u8>,
+    summary: Option<Summary>,
+}
+
+fn header_bytes<'a>(headers: &'a Option<HeaderMap>, name: &str) -> Option<&'a [u8]> {
+    headers
+        .as_ref()?
+        .headers
+        .iter()
+        .find(|h| h.key.eq_ignore_ascii_case(name))
+        .map(header_value)
+}
+
+/// Envoy sends values in `raw_value`; older Envoys used `value`.
+fn header_value(h: &HeaderValue) -> &[u8] {
+    if h.raw_value.is_empty() {
+        h.value.as_bytes()
+    } else {
+        &h.raw_value
+    }
+}
+
+fn set_header(key: &str, value: impl Into<Vec<u8>>) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_string(),
+            raw_value: value.into(),
+            ..Default::default()
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    }
+}
+
+fn immediate(reply: engine::Reply, details: &str) -> ProcessingResponse {
+    ProcessingResponse {
+        response: Some(Reply::ImmediateResponse(ImmediateResponse {
+            status: Some(HttpStatus {
+                code: i32::from(reply.status),
+            }),
+            headers: Some(HeaderMutation {
+                set_headers: reply.headers.iter().map(|(k, v)| set_header(k, v.as_bytes())).collect(),
+                ..Default::default()
+            }),
+            body: reply.body,
+            details: details.to_string(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn continue_headers(mutation: Option<HeaderMutation>) -> CommonResponse {
+    CommonResponse {
+        header_mutation: mutation,
+        ..Default::default()
+    }
+}
+
+impl StreamState {
+    async fn handle(&mut self, engine: &Arc<Engine>, msg: ProcessingRequest) -> Option<ProcessingResponse> {
+        let response = match msg.request? {
+            Phase::RequestHeaders(h) => return Some(self.on_request_headers(engine, h)),
+            Phase::RequestBody(b) => return Some(self.on_request_body(engine, b).await),
+            Phase::ResponseHeaders(h) => return Some(self.on_response_headers(&h)),
+            Phase::ResponseBody(_) => Reply::ResponseBody(BodyResponse::default()),
+            Phase::RequestTrailers(_) => Reply::RequestTrailers(TrailersResponse::default()),
+            Phase::ResponseTrailers(_) => Reply::ResponseTrailers(TrailersResponse::default()),
+        };
+        Some(ProcessingResponse {
+            response: Some(response),
+            ..Default::default()
+        })
+    }
+
+    fn on_request_headers(&mut self, engine: &Engine, h: HttpHeaders) -> ProcessingResponse {
+        self.method = String::from_utf8_lossy(header_bytes(&h.headers, ":method").unwrap_or_default()).into_owned();
+        self.path = String::from_utf8_lossy(header_bytes(&h.headers, ":path").unwrap_or_default()).into_owned();
+        if let Err(e) = engine.authenticate(
+            header_bytes(&h.headers, "authorization"),
+            header_bytes(&h.headers, "x-api-key"),
+        ) {
+            return immediate(e.into(), "llmsoup_unauthorized");
+        }
+        if h.end_of_stream
+            && let Some(Outcome::Reply(r)) = engine.on_headers_only(&self.method, &self.path)
+        {
+            return immediate(r, "llmsoup_local_reply");
+        }
+        // Clients may not choose routes or fake llmsoup's verdicts; the gateway token is ours and
+        // never goes upstream.
+        let mut remove: Vec<String> = h
+            .headers
+            .iter()
+            .flat_map(|m| m.headers.iter())
+            .filter(|x| {
+                x.key.len() >= engine::RESERVED_PREFIX.len()
+                    && x.key[..engine::RESERVED_PREFIX.len()].eq_ignore_ascii_case(engine::RESERVED_PREFIX)
+            })
+            .map(|x| x.key.clone())
+            .collect();
+        if engine.auth_enabled() {
+            remove.extend(["authorization".to_string(), "x-api-key".to_string()]);
+        }
+        let mutation = (!remove.is_empty()).then(|| HeaderMutation {
+            remove_headers: remove,
+            ..Default::default()
+        });
+        ProcessingResponse {
+            response: Some(Reply::RequestHeaders(HeadersResponse {
+                response: Some(continue_headers(mutation)),
+            })),
+            ..Default::default()
+        }
+    }
+
+    async fn on_request_body(&mut self, engine: &Engine, b: HttpBody) -> ProcessingResponse {
+        if !b.end_of_stream {
+            // Only reachable if Envoy is configured STREAMED: collect and decide at the end.
+            self.body.extend_from_slice(&b.body);
+            return ProcessingResponse {
+                response: Some(Reply::RequestBody(BodyResponse::default())),
+                ..Default::default()
+            };
+        }
+        let body = if self.body.is_empty() {
+            b.body
+        } else {
+            self.body.extend_from_slice(&b.body);
+            std::mem::take(&mut self.body)
+        };
+        match engine.on_body(&body).await {
+            Outcome::Reply(r) => immediate(r, "llmsoup_rejected"),
+            Outcome::Forward(f) => {
+                let mut set: Vec<HeaderValueOption> =
+                    f.set_headers.iter().map(|(k, v)| set_header(k, v.as_bytes())).collect();
+                let body_mutation = f.body.map(|new| {
+                    // BUFFERED mode keeps content-length: it must match the new body or Envoy 500s.
+                    set.push(set_header("content-length", new.len().to_string()));
+                    BodyMutation {
+                        mutation: Some(body_mutation::Mutation::Body(new)),
+                    }
+                });
+                self.summary = Some(f.summary);
+                ProcessingResponse {
+                    response: Some(Reply::RequestBody(BodyResponse {
+                        response: Some(CommonResponse {
+                            header_mutation: Some(HeaderMutation {
+                                set_headers: set,
+                                ..Default::default()
+                            }),
+                            body_mutation,
+                            clear_route_cache: true,
+                            ..Default::default()
+                        }),
+                    })),
+                    ..Default::default()
+                }
+            }
+        }
+    }
+
+    fn on_response_headers(&mut self, h: &HttpHeaders) -> ProcessingResponse {
+        let set = self
+            .summary
+            .as_ref()
+            .map(|s| {
+                s.response_headers()
+                    .into_iter()
+                    .map(|(k, v)| set_header(k, v.into_bytes()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        // Envoy buffers response bodies for us by default (usage accounting); an SSE stream must
+        // flow chunk by chunk instead, so switch that response to STREAMED.
+        let sse = header_bytes(&h.headers, "content-type").is_some_and(|ct| ct.starts_with(b"text/event-stream"));
+        ProcessingResponse {
+            response: Some(Reply::ResponseHeaders(HeadersResponse {
+                response: Some(continue_headers(Some(HeaderMutation {
+                    set_headers: set,
+                    ..Default::default()
+                }))),
+            })),
+            mode_override: sse.then(streamed_response_mode),
+            ..Default::default()
+        }
+    }
+}
+
+/// The processing-mode override that streams an SSE response body chunk by chunk.
+fn streamed_response_mode() -> ProcessingMode {
+    ProcessingMode {
+        request_header_mode: processing_mode::HeaderSendMode::Send as i32,
+        response_header_mode: processing_mode::HeaderSendMode::Send as i32,
+        request_body_mode: processing_mode::BodySendMode::Buffered as i32,
+        response_body_mode: processing_mode::BodySendMode::Streamed as i32,
+        request_trailer_mode: processing_mode::HeaderSendMode::Skip as i32,
+        response_trailer_mode: processing_mode::HeaderSendMode::Skip as i32,
+    }
+}

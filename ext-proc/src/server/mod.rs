@@ -1,0 +1,105 @@
+//! The sidecar's network front ends: the ext_proc gRPC service (and, later, llmsoup's Router
+//! service on the same port), with config reload and graceful shutdown.
+
+mod ext_proc;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
+
+pub use ext_proc::ExtProcService;
+
+use crate::config;
+use crate::engine::Engine;
+
+/// The live engine; swapped atomically on reload.
+pub type EngineHandle = Arc<ArcSwap<Engine>>;
+
+/// Largest gRPC message accepted: Envoy sends whole buffered bodies in one message, so tonic's
+/// 4 MiB default would refuse large prompts.
+const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Where the running config came from, for reloads.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// The built-in demo config.
+    Embedded,
+    /// A file, re-read on SIGHUP.
+    File(PathBuf),
+}
+
+impl ConfigSource {
+    /// Loads and validates the config.
+    pub fn load(&self) -> anyhow::Result<config::Config> {
+        match self {
+            ConfigSource::Embedded => config::load_str(config::DEFAULT_CONFIG).context("embedded default config"),
+            ConfigSource::File(p) => config::load_file(p).with_context(|| format!("config file {}", p.display())),
+        }
+    }
+}
+
+/// Runs the gRPC server until SIGINT/SIGTERM; SIGHUP reloads the config (a bad one is refused
+/// and the running one kept).
+pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
+    let engine = Engine::new(source.load()?)?;
+    let addr: SocketAddr = engine.config().server.grpc_listen.parse().with_context(|| {
+        format!(
+            "server.grpc_listen `{}` is not host:port",
+            engine.config().server.grpc_listen
+        )
+    })?;
+    let handle: EngineHandle = Arc::new(ArcSwap::from_pointee(engine));
+
+    tokio::spawn(reload_on_sighup(source, handle.clone()));
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding gRPC listener on {addr}"))?;
+    tracing::info!(%addr, "llmsoup sidecar listening (ext_proc)");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            ExternalProcessorServer::new(ExtProcService::new(handle.clone()))
+                .max_decoding_message_size(MAX_GRPC_MESSAGE)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown_signal())
+        .await
+        .context("gRPC server")?;
+    tracing::info!("llmsoup sidecar stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+async fn reload_on_sighup(source: ConfigSource, handle: EngineHandle) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match source.load().and_then(Engine::new) {
+            Ok(engine) => {
+                handle.store(Arc::new(engine));
+                tracing::info!("configuration reloaded");
+            }
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                "configuration reload refused; keeping the running config"
+            ),
+        }
+    }
+}

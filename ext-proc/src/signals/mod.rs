@@ -1,0 +1,133 @@
+//! Signals: independent evaluators that look at a request and report which of their rules
+//! matched, with a confidence. The decision engine only sees [`Match`]es; how a signal is
+//! computed stays here, one file per kind.
+
+mod context;
+mod keyword;
+mod language;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use thiserror::Error;
+
+use crate::config::{Config, SignalKind};
+use crate::protocol::RequestView;
+
+pub use context::ContextSignal;
+pub use keyword::KeywordSignal;
+pub use language::LanguageSignal;
+
+/// One matched rule of one signal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Match {
+    /// Signal kind.
+    pub kind: SignalKind,
+    /// Rule name.
+    pub name: Arc<str>,
+    /// Confidence in 0..=1.
+    pub confidence: f64,
+}
+
+/// Why a signal could not be evaluated; the request continues as "no match".
+#[derive(Debug, Error)]
+pub enum SignalError {
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A pluggable evaluator for one kind of signal.
+pub trait Signal: Send + Sync {
+    /// The kind this evaluator serves.
+    fn kind(&self) -> SignalKind;
+    /// Evaluates every rule it holds against the request; returns the matches.
+    fn evaluate<'a>(&'a self, req: &'a RequestView) -> BoxFuture<'a, Result<Vec<Match>, SignalError>>;
+}
+
+/// What one signal reported for one request, for headers, logs and `llmsoup route`.
+#[derive(Debug, Clone)]
+pub struct SignalReport {
+    /// Signal kind.
+    pub kind: SignalKind,
+    /// Time spent evaluating it.
+    pub elapsed: Duration,
+    /// Error text when it failed (its rules then count as not matched).
+    pub error: Option<String>,
+}
+
+/// The signals a configuration needs, built once per config load.
+pub struct SignalSet {
+    signals: Vec<Box<dyn Signal>>,
+}
+
+impl SignalSet {
+    /// Builds evaluators for the rules that some decision references (and only those).
+    pub fn build(config: &Config, referenced: &BTreeSet<(SignalKind, String)>) -> Result<Self, String> {
+        let wanted = |kind: SignalKind, name: &str| referenced.contains(&(kind, name.to_string()));
+        let mut signals: Vec<Box<dyn Signal>> = Vec::new();
+        let keywords: Vec<_> = config
+            .signals
+            .keywords
+            .iter()
+            .filter(|r| wanted(SignalKind::Keyword, &r.name))
+            .cloned()
+            .collect();
+        if !keywords.is_empty() {
+            signals.push(Box::new(KeywordSignal::new(&keywords)?));
+        }
+        let context: Vec<_> = config
+            .signals
+            .context
+            .iter()
+            .filter(|r| wanted(SignalKind::Context, &r.name))
+            .cloned()
+            .collect();
+        if !context.is_empty() {
+            signals.push(Box::new(ContextSignal::new(&context)));
+        }
+        let language: Vec<_> = config
+            .signals
+            .language
+            .iter()
+            .filter(|r| wanted(SignalKind::Language, &r.name))
+            .cloned()
+            .collect();
+        if !language.is_empty() {
+            signals.push(Box::new(LanguageSignal::new(&language)));
+        }
+        Ok(SignalSet { signals })
+    }
+
+    /// Kinds that will run.
+    pub fn kinds(&self) -> impl Iterator<Item = SignalKind> + '_ {
+        self.signals.iter().map(|s| s.kind())
+    }
+
+    /// Runs every signal concurrently; a failing signal is logged and counts as no match.
+    pub async fn evaluate(&self, req: &RequestView) -> (Vec<Match>, Vec<SignalReport>) {
+        let runs = self.signals.iter().map(|s| async move {
+            let start = Instant::now();
+            let out = s.evaluate(req).await;
+            (s.kind(), start.elapsed(), out)
+        });
+        let results = futures::future::join_all(runs).await;
+        let mut matches = Vec::new();
+        let mut reports = Vec::with_capacity(results.len());
+        for (kind, elapsed, out) in results {
+            let error = match out {
+                Ok(m) => {
+                    matches.extend(m);
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(signal = %kind, error = %e, "signal failed; treated as no match");
+                    Some(e.to_string())
+                }
+            };
+            reports.push(SignalReport { kind, elapsed, error });
+        }
+        (matches, reports)
+    }
+}
