@@ -10,7 +10,18 @@ pub(super) fn substitute(
 ) -> Result<(), (String, String)> {
     match value {
         Value::String(s) if s.contains('$') => {
-            *s = expand(s, lookup).map_err(|m| (path.to_string(), m))?;
+            let whole_reference = s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1;
+            let expanded = expand(s, lookup).map_err(|m| (path.to_string(), m))?;
+            // `port: ${PORT}` must stay a number: a value that is exactly one reference takes the
+            // YAML type of what it expands to (numbers and booleans only).
+            let typed = whole_reference
+                .then(|| serde_yaml::from_str::<Value>(&expanded).ok())
+                .flatten()
+                .filter(|v| matches!(v, Value::Number(_) | Value::Bool(_)));
+            match typed {
+                Some(v) => *value = v,
+                None => *s = expanded,
+            }
         }
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
@@ -70,6 +81,22 @@ mod tests {
 
     fn env(name: &str) -> Option<String> {
         (name == "HOME_X").then(|| "/home/x".to_string())
+    }
+
+    #[test]
+    fn whole_references_keep_scalar_types() {
+        let lookup = |n: &str| match n {
+            "PORT" => Some("8080".to_string()),
+            "FLAG" => Some("true".to_string()),
+            _ => None,
+        };
+        let mut v: Value =
+            serde_yaml::from_str("{a: '${PORT}', b: 'x${PORT}', c: '${FLAG}', d: '${NAME:-n}'}").unwrap();
+        substitute(&mut v, "", &lookup).unwrap();
+        assert_eq!(v["a"], Value::Number(8080.into()));
+        assert_eq!(v["b"], Value::String("x8080".into()));
+        assert_eq!(v["c"], Value::Bool(true));
+        assert_eq!(v["d"], Value::String("n".into()));
     }
 
     #[test]

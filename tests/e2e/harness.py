@@ -1,0 +1,167 @@
+"""End-to-end harness: real Envoy + the real llmsoup sidecar + the llmsoup mock upstream, on free
+127.0.0.1 ports. Each Stack owns its processes and a temp dir with their logs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG_TEMPLATE = Path(__file__).with_name("llmsoup-e2e.yaml")
+CLIENT_TOKEN = "e2e-client-token"
+BETA_PROVIDER_KEY = "sk-beta-provider-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def llmsoup_bin() -> Path:
+    path = Path(os.environ.get("LLMSOUP_BIN", ROOT / "target" / "debug" / "llmsoup"))
+    if not path.exists():
+        raise RuntimeError(f"llmsoup binary not found at {path}; run `make build`")
+    return path
+
+
+def envoy_bin() -> Path | None:
+    env = os.environ.get("ENVOY_BIN")
+    candidates = [Path(env)] if env else [ROOT / ".cache" / "venv" / "bin" / "envoy"]
+    found = shutil.which("envoy")
+    if found and not env:
+        candidates.append(Path(found))
+    for c in candidates:
+        if c.exists():
+            return c
+    return None
+
+
+def wait_for(predicate, what: str, timeout: float = 15.0, logs: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except (OSError, requests.RequestException):
+            pass
+        time.sleep(0.05)
+    detail = ""
+    if logs is not None:
+        for f in sorted(logs.glob("*.log")):
+            detail += f"\n--- {f.name} ---\n" + f.read_text(errors="replace")[-3000:]
+    raise RuntimeError(f"{what} did not become ready in {timeout}s{detail}")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Stack:
+    """One gateway: mock upstreams (alpha, beta), the sidecar and Envoy."""
+
+    def __init__(self, mode: str = "ext_proc", failure_mode: str = "open", max_body_bytes: int = 1 << 20):
+        self.mode = mode
+        self.dir = Path(tempfile.mkdtemp(prefix=f"llmsoup-e2e-{mode}-"))
+        self.ports = {k: free_port() for k in ("listen", "admin", "grpc", "alpha", "beta")}
+        self.env = dict(os.environ)
+        self.env.update(
+            E2E_LISTEN_PORT=str(self.ports["listen"]),
+            E2E_ADMIN_PORT=str(self.ports["admin"]),
+            E2E_GRPC_PORT=str(self.ports["grpc"]),
+            E2E_ALPHA_PORT=str(self.ports["alpha"]),
+            E2E_BETA_PORT=str(self.ports["beta"]),
+            E2E_MODE=mode,
+            E2E_FAILURE_MODE=failure_mode,
+            E2E_MAX_BODY=str(max_body_bytes),
+            E2E_TOKEN_SHA256=hashlib.sha256(CLIENT_TOKEN.encode()).hexdigest(),
+            # Read by Envoy (credential injector), never by llmsoup.
+            LLMSOUP_E2E_BETA_KEY=BETA_PROVIDER_KEY,
+            LLMSOUP_LOG="info,llmsoup=debug",
+        )
+        self.config = self.dir / "llmsoup.yaml"
+        shutil.copy(CONFIG_TEMPLATE, self.config)
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.url = f"http://127.0.0.1:{self.ports['listen']}"
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+        log = open(self.dir / f"{name}.log", "wb")
+        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.dir)
+        self.procs[name] = p
+        return p
+
+    def start(self) -> "Stack":
+        envoy = envoy_bin()
+        if envoy is None:
+            raise RuntimeError("envoy binary not found; run `make deps`")
+        bin_ = str(llmsoup_bin())
+        envoy_yaml = self.dir / "envoy.yaml"
+        subprocess.run(
+            [bin_, "envoy-config", "--config", str(self.config), "--output", str(envoy_yaml)],
+            check=True,
+            env=self.env,
+        )
+        self._spawn(
+            "mock",
+            [bin_, "mock-upstream", "--listen", f"127.0.0.1:{self.ports['alpha']}",
+             "--listen", f"127.0.0.1:{self.ports['beta']}", "--name", "mock"],
+        )
+        self.start_sidecar()
+        self._spawn(
+            "envoy",
+            [str(envoy), "-c", str(envoy_yaml), "--base-id", str(random.randint(1000, 60000)),
+             "--concurrency", "2", "-l", "warning"],
+        )
+        for name in ("alpha", "beta"):
+            wait_for(lambda n=name: port_open(self.ports[n]), f"mock upstream {name}", logs=self.dir)
+        admin = f"http://127.0.0.1:{self.ports['admin']}/ready"
+        wait_for(lambda: requests.get(admin, timeout=1).status_code == 200, "envoy", logs=self.dir)
+        return self
+
+    def start_sidecar(self):
+        self._spawn("sidecar", [str(llmsoup_bin()), "serve", "--config", str(self.config)])
+        wait_for(lambda: port_open(self.ports["grpc"]), "llmsoup sidecar", logs=self.dir)
+
+    def kill_sidecar(self):
+        p = self.procs.pop("sidecar")
+        p.kill()
+        p.wait(timeout=5)
+
+    def log(self, name: str) -> str:
+        return (self.dir / f"{name}.log").read_text(errors="replace")
+
+    def stop(self):
+        for p in self.procs.values():
+            p.terminate()
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.procs.clear()
+
+    # --- client helpers -------------------------------------------------------------------
+
+    def headers(self, token: str | None = CLIENT_TOKEN, **extra) -> dict:
+        h = {"content-type": "application/json"}
+        if token is not None:
+            h["authorization"] = f"Bearer {token}"
+        h.update(extra)
+        return h
+
+    def chat(self, prompt: str, model: str = "auto", token: str | None = CLIENT_TOKEN, headers: dict | None = None,
+             **body) -> requests.Response:
+        payload = {"model": model, "messages": [{"role": "user", "content": prompt}], **body}
+        return requests.post(f"{self.url}/v1/chat/completions", json=payload,
+                             headers=self.headers(token, **(headers or {})), timeout=30)
