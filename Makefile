@@ -5,7 +5,7 @@ CARGO   ?= cargo
 VENV    := .cache/venv
 PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: all build release deps run test test-unit test-e2e lint fmt clean envoy-configs
+.PHONY: all build release deps wasm run test test-unit test-e2e lint fmt clean envoy-configs
 
 all: build
 
@@ -15,18 +15,24 @@ deps:
 build:
 	$(CARGO) build --workspace
 
+# The proxy-wasm filter (target/wasm/wasm32-unknown-unknown/wasm/llmsoup_filter.wasm).
+wasm:
+	@scripts/build-wasm.sh
+
 release:
 	$(CARGO) build --release -p llmsoup
 
-run: deps release
-	scripts/run-demo.sh
+# MODE=wasm runs the demo with the proxy-wasm filter instead of Envoy's ext_proc filter.
+MODE ?= ext_proc
+run: deps release $(if $(filter wasm,$(MODE)),wasm)
+	LLMSOUP_MODE=$(MODE) scripts/run-demo.sh
 
-test: deps build test-unit test-e2e
+test: deps build wasm test-unit test-e2e
 
 test-unit:
 	$(CARGO) test --workspace
 
-test-e2e: deps build
+test-e2e: deps build wasm
 	LLMSOUP_BIN=$(CURDIR)/target/debug/llmsoup $(PYTEST) tests/e2e -q -p no:cacheprovider
 
 lint:

@@ -20,7 +20,8 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
-trap cleanup INT TERM EXIT
+trap 'cleanup; exit 0' INT TERM
+trap cleanup EXIT
 
 wait_port() { # host port what
   for _ in $(seq 1 100); do
@@ -31,7 +32,10 @@ wait_port() { # host port what
 }
 
 "$BIN" config check "$CONFIG" >/dev/null
-"$BIN" envoy-config --config "$CONFIG" --output "$RUN/envoy.yaml"
+MODE=${LLMSOUP_MODE:-ext_proc}
+RENDER=(--config "$CONFIG" --output "$RUN/envoy.yaml" --mode "${MODE//_/-}")
+[ "$MODE" = wasm ] && RENDER+=(--wasm "$PWD/target/wasm/wasm32-unknown-unknown/wasm/llmsoup_filter.wasm")
+"$BIN" envoy-config "${RENDER[@]}"
 
 "$BIN" mock-upstream --listen "127.0.0.1:$LLMSOUP_MOCK_PORT" > "$RUN/mock-upstream.log" 2>&1 & pids+=($!)
 "$BIN" serve --config "$CONFIG" > "$RUN/sidecar.log" 2>&1 & pids+=($!)
@@ -47,7 +51,7 @@ curl -fs "http://127.0.0.1:$LLMSOUP_ENVOY_ADMIN_PORT/ready" >/dev/null || { echo
 
 cat <<MSG
 
-llmsoup demo is up: Envoy on http://127.0.0.1:$LLMSOUP_PORT → sidecar 127.0.0.1:$LLMSOUP_GRPC_PORT → mock upstream 127.0.0.1:$LLMSOUP_MOCK_PORT
+llmsoup demo is up ($MODE mode): Envoy on http://127.0.0.1:$LLMSOUP_PORT → sidecar 127.0.0.1:$LLMSOUP_GRPC_PORT → mock upstream 127.0.0.1:$LLMSOUP_MOCK_PORT
 Logs: $RUN/{envoy,envoy-access,sidecar,mock-upstream}.log
 
 Try it:

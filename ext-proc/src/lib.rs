@@ -3,6 +3,7 @@
 //! The sidecar evaluates signals on each request, combines them in decisions, picks a model
 //! and tells Envoy where to send the request. See `ARCHITECTURE.md` for the module map.
 
+pub mod accounting;
 pub mod config;
 pub mod decision;
 pub mod engine;

@@ -2,20 +2,28 @@ import os
 
 import pytest
 
-from harness import Stack, envoy_bin
+from harness import Stack, envoy_bin, wasm_filter
 
-MODES = ["ext_proc"]
+# Both attach modes run the same table: the ext_proc filter, and the wasm filter + Router gRPC.
+MODES = ["ext_proc", "wasm"]
 
 
 def pytest_collection_modifyitems(config, items):
-    # Without Envoy these tests cannot run: fail in CI, skip (loudly) on a dev box.
-    if envoy_bin() is not None:
+    # Without Envoy (or the wasm build) these tests cannot run: fail in CI, skip loudly elsewhere.
+    missing = {}
+    if envoy_bin() is None:
+        missing["envoy"] = "Envoy is not installed (run `make deps`)"
+    if wasm_filter() is None:
+        missing["wasm"] = "the wasm filter is not built (run `make wasm`)"
+    if not missing:
         return
     if os.environ.get("CI") == "true":
-        raise pytest.UsageError("Envoy is not installed (run `make deps`); end-to-end tests cannot be skipped in CI")
-    skip = pytest.mark.skip(reason="Envoy not installed; run `make deps`")
+        raise pytest.UsageError("; ".join(missing.values()) + ": end-to-end tests cannot be skipped in CI")
     for item in items:
-        item.add_marker(skip)
+        needs_wasm = "wasm" in item.nodeid
+        reason = missing.get("envoy") or (missing.get("wasm") if needs_wasm else None)
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session", params=MODES)

@@ -34,6 +34,12 @@ def llmsoup_bin() -> Path:
     return path
 
 
+def wasm_filter() -> Path | None:
+    path = Path(os.environ.get("LLMSOUP_WASM",
+                               ROOT / "target" / "wasm" / "wasm32-unknown-unknown" / "wasm" / "llmsoup_filter.wasm"))
+    return path if path.exists() else None
+
+
 def envoy_bin() -> Path | None:
     env = os.environ.get("ENVOY_BIN")
     candidates = [Path(env)] if env else [ROOT / ".cache" / "venv" / "bin" / "envoy"]
@@ -107,11 +113,13 @@ class Stack:
             raise RuntimeError("envoy binary not found; run `make deps`")
         bin_ = str(llmsoup_bin())
         envoy_yaml = self.dir / "envoy.yaml"
-        subprocess.run(
-            [bin_, "envoy-config", "--config", str(self.config), "--output", str(envoy_yaml)],
-            check=True,
-            env=self.env,
-        )
+        render = [bin_, "envoy-config", "--config", str(self.config), "--output", str(envoy_yaml)]
+        if self.mode == "wasm":
+            wasm = wasm_filter()
+            if wasm is None:
+                raise RuntimeError("wasm filter not built; run `make wasm`")
+            render += ["--mode", "wasm", "--wasm", str(wasm)]
+        subprocess.run(render, check=True, env=self.env)
         self._spawn(
             "mock",
             [bin_, "mock-upstream", "--listen", f"127.0.0.1:{self.ports['alpha']}",
@@ -137,6 +145,16 @@ class Stack:
         p = self.procs.pop("sidecar")
         p.kill()
         p.wait(timeout=5)
+
+    def wait_log(self, name: str, needle: str, timeout: float = 5.0) -> str:
+        """Waits for a log line containing `needle`; returns it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.log(name).splitlines():
+                if needle in line:
+                    return line
+            time.sleep(0.05)
+        raise AssertionError(f"no line with {needle!r} in {name}.log:\n{self.log(name)[-3000:]}")
 
     def log(self, name: str) -> str:
         return (self.dir / f"{name}.log").read_text(errors="replace")

@@ -189,6 +189,22 @@ def test_upstream_errors_pass_through(stack):
     assert r.headers["x-llmsoup-model"] == "small"
 
 
+def test_usage_report_reaches_the_sidecar(stack):
+    r = stack.chat("hello there", headers={"x-mock-usage": "123,45", "x-request-id": f"usage-{stack.mode}"})
+    assert r.status_code == 200
+    line = stack.wait_log("sidecar", f"usage-{stack.mode}")
+    assert "usage report" in line
+    for field in ("model=small", "prompt_tokens=123", "completion_tokens=45", "status=200", "usage_seen=true"):
+        assert field in line, line
+    # Streaming responses are accounted from the SSE usage chunk.
+    r = stack.chat("hello again", stream=True, stream_options={"include_usage": True},
+                   headers={"x-mock-usage": "7,9", "x-request-id": f"usage-sse-{stack.mode}"})
+    assert r.status_code == 200
+    line = stack.wait_log("sidecar", f"usage-sse-{stack.mode}")
+    for field in ("stream=true", "prompt_tokens=7", "completion_tokens=9"):
+        assert field in line, line
+
+
 def test_sidecar_down_fails_open_to_the_default_model(fresh_stack):
     s = fresh_stack
     assert s.chat("fix this python bug").headers["x-llmsoup-model"] == "coder"

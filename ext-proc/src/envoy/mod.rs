@@ -78,6 +78,27 @@ fn fail_open_script(config: &Config) -> String {
         .replace("__DEFAULT__", &lua_string(&config.default_model().name))
 }
 
+/// The wasm filter's JSON configuration (see filter-wasm/src/config.rs).
+fn wasm_plugin_config(config: &Config) -> anyhow::Result<Value> {
+    let g = &config.gateway;
+    let models: serde_json::Map<String, Value> = config
+        .models
+        .iter()
+        .filter(|m| m.enabled)
+        .map(|m| (m.name.clone(), json!(m.provider_model_id())))
+        .collect();
+    Ok(json!({
+        "sidecar_cluster": SIDECAR_CLUSTER,
+        "timeout_ms": g.sidecar_timeout_ms,
+        "failure_mode": match g.failure_mode { FailureMode::Open => "open", FailureMode::Closed => "closed" },
+        "max_body_bytes": g.max_body_bytes,
+        "token_sha256": config.auth.tokens.iter().map(|t| t.sha256.to_ascii_lowercase()).collect::<Vec<_>>(),
+        "token_names": config.auth.tokens.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
+        "models": models,
+        "default_model": config.default_model().name,
+    }))
+}
+
 fn json_error(status: u16, message: &str, code: &str) -> Value {
     let body = json!({"error": {"message": message, "type": if status >= 500 {"server_error"} else {"invalid_request_error"}, "param": null, "code": code}});
     json!({
@@ -117,7 +138,7 @@ fn provider_cluster(p: &ProviderConfig) -> anyhow::Result<Value> {
         }));
     }
     let mut protocol = if ep.tls {
-        json!({"auto_config": {"http1_protocol_options": {}, "http2_protocol_options": {}}})
+        json!({"auto_config": {"http_protocol_options": {}, "http2_protocol_options": {}}})
     } else {
         json!({"explicit_http_config": {"http_protocol_options": {}}})
     };
@@ -144,25 +165,24 @@ fn provider_cluster(p: &ProviderConfig) -> anyhow::Result<Value> {
     if !is_ip {
         cluster["dns_lookup_family"] = json!("V4_PREFERRED");
     }
-    Ok((cluster, ep.tls, ep.host)).map(|(mut c, tls, host)| {
-        if tls {
-            c["transport_socket"] = json!({
-                "name": "envoy.transport_sockets.tls",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                    "sni": host,
-                    "common_tls_context": {
-                        "alpn_protocols": ["h2", "http/1.1"],
-                        "validation_context": {
-                            "trusted_ca": {"filename": "__CA_BUNDLE__"},
-                            "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": host}}],
-                        }
+    if ep.tls {
+        let host = &ep.host;
+        cluster["transport_socket"] = json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": host,
+                "common_tls_context": {
+                    "alpn_protocols": ["h2", "http/1.1"],
+                    "validation_context": {
+                        "trusted_ca": {"filename": "__CA_BUNDLE__"},
+                        "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": host}}],
                     }
                 }
-            });
-        }
-        c
-    })
+            }
+        });
+    }
+    Ok(cluster)
 }
 
 fn secret_name(provider: &str) -> String {
@@ -252,7 +272,32 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
             }
         }
         AttachMode::Wasm => {
-            bail!("wasm attach mode is not available yet; use `mode: ext_proc`");
+            let path = opts.wasm_path.clone().or_else(|| g.wasm_path.clone()).context(
+                "wasm mode needs the filter's path: `--wasm PATH` or `gateway.wasm_path` (build it with `make wasm`)",
+            )?;
+            filters.push(json!({
+                "name": "envoy.filters.http.wasm",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                    "config": {
+                        "name": "llmsoup",
+                        "root_id": "llmsoup",
+                        // Without it Pause on headers becomes StopAll and the body never arrives.
+                        "allow_on_headers_stop_iteration": true,
+                        // A crashed VM is recreated rather than letting requests through unrouted.
+                        "failure_policy": "FAIL_RELOAD",
+                        "configuration": {
+                            "@type": "type.googleapis.com/google.protobuf.StringValue",
+                            "value": wasm_plugin_config(config)?.to_string(),
+                        },
+                        "vm_config": {
+                            "vm_id": "llmsoup",
+                            "runtime": "envoy.wasm.runtime.v8",
+                            "code": {"local": {"filename": path}},
+                        },
+                    }
+                }
+            }));
         }
     }
     filters.push(json!({

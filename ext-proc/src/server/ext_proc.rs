@@ -6,6 +6,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::core::v3::{
     HeaderMap, HeaderValue, HeaderValueOption, header_value_option::HeaderAppendAction,
@@ -19,11 +20,14 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 };
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use futures::Stream;
+use llmsoup_proto::usage::UsageScanner;
+use llmsoup_proto::v1::UsageReport;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::EngineHandle;
+use crate::accounting;
 use crate::engine::{self, Engine, Outcome, Summary};
 
 /// The ext_proc gRPC service.
@@ -71,6 +75,8 @@ impl ExternalProcessor for ExtProcService {
                     break;
                 }
             }
+            // Requests that end early (client gone, upstream reset) are accounted too.
+            stream.report();
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -79,10 +85,17 @@ impl ExternalProcessor for ExtProcService {
 /// What one HTTP request's stream remembers between phases.
 #[derive(Default)]
 struct StreamState {
+    start: Option<Instant>,
     method: String,
     path: String,
+    request_id: String,
     body: Vec<u8>,
     summary: Option<Summary>,
+    status: u32,
+    stream: bool,
+    ttfb: Option<Duration>,
+    scanner: Option<UsageScanner>,
+    reported: bool,
 }
 
 fn header_bytes<'a>(headers: &'a Option<HeaderMap>, name: &str) -> Option<&'a [u8]> {
@@ -146,7 +159,10 @@ impl StreamState {
             Phase::RequestHeaders(h) => return Some(self.on_request_headers(engine, h)),
             Phase::RequestBody(b) => return Some(self.on_request_body(engine, b).await),
             Phase::ResponseHeaders(h) => return Some(self.on_response_headers(&h)),
-            Phase::ResponseBody(_) => Reply::ResponseBody(BodyResponse::default()),
+            Phase::ResponseBody(b) => {
+                self.on_response_body(&b);
+                Reply::ResponseBody(BodyResponse::default())
+            }
             Phase::RequestTrailers(_) => Reply::RequestTrailers(TrailersResponse::default()),
             Phase::ResponseTrailers(_) => Reply::ResponseTrailers(TrailersResponse::default()),
         };
@@ -157,6 +173,9 @@ impl StreamState {
     }
 
     fn on_request_headers(&mut self, engine: &Engine, h: HttpHeaders) -> ProcessingResponse {
+        self.start = Some(Instant::now());
+        self.request_id =
+            String::from_utf8_lossy(header_bytes(&h.headers, "x-request-id").unwrap_or_default()).into_owned();
         self.method = String::from_utf8_lossy(header_bytes(&h.headers, ":method").unwrap_or_default()).into_owned();
         self.path = String::from_utf8_lossy(header_bytes(&h.headers, ":path").unwrap_or_default()).into_owned();
         if let Err(e) = engine.authenticate(
@@ -256,7 +275,19 @@ impl StreamState {
             .unwrap_or_default();
         // Envoy buffers response bodies for us by default (usage accounting); an SSE stream must
         // flow chunk by chunk instead, so switch that response to STREAMED.
-        let sse = header_bytes(&h.headers, "content-type").is_some_and(|ct| ct.starts_with(b"text/event-stream"));
+        let ct = header_bytes(&h.headers, "content-type").unwrap_or_default();
+        let sse = ct.starts_with(b"text/event-stream");
+        self.stream = sse;
+        self.ttfb = self.start.map(|s| s.elapsed());
+        self.status = header_bytes(&h.headers, ":status")
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+            .unwrap_or(0);
+        if self.summary.is_some() && (sse || ct.starts_with(b"application/json")) {
+            self.scanner = Some(UsageScanner::new(sse));
+        }
+        if h.end_of_stream {
+            self.report();
+        }
         ProcessingResponse {
             response: Some(Reply::ResponseHeaders(HeadersResponse {
                 response: Some(continue_headers(Some(HeaderMutation {
@@ -267,6 +298,41 @@ impl StreamState {
             mode_override: sse.then(streamed_response_mode),
             ..Default::default()
         }
+    }
+}
+
+impl StreamState {
+    fn on_response_body(&mut self, b: &HttpBody) {
+        if let Some(scanner) = &mut self.scanner {
+            scanner.feed(&b.body);
+        }
+        if b.end_of_stream {
+            self.report();
+        }
+    }
+
+    /// Accounts the request once, when its response ends (or the stream does).
+    fn report(&mut self) {
+        let Some(summary) = &self.summary else { return };
+        if self.reported {
+            return;
+        }
+        self.reported = true;
+        let usage = self.scanner.as_mut().and_then(UsageScanner::finish);
+        let u = usage.unwrap_or_default();
+        accounting::record(&UsageReport {
+            request_id: std::mem::take(&mut self.request_id),
+            model: summary.model.clone(),
+            decision: summary.decision.clone().unwrap_or_default(),
+            status: self.status,
+            stream: self.stream,
+            prompt_tokens: u.prompt,
+            completion_tokens: u.completion,
+            cached_tokens: u.cached,
+            time_to_first_byte_us: self.ttfb.map_or(0, |d| d.as_micros() as u64),
+            duration_us: self.start.map_or(0, |s| s.elapsed().as_micros() as u64),
+            usage_seen: usage.is_some(),
+        });
     }
 }
 

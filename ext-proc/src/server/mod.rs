@@ -1,7 +1,8 @@
-//! The sidecar's network front ends: the ext_proc gRPC service (and, later, llmsoup's Router
-//! service on the same port), with config reload and graceful shutdown.
+//! The sidecar's network front ends: Envoy's ext_proc gRPC service and llmsoup's Router service
+//! (for the wasm filter) on one port, with config reload and graceful shutdown.
 
 mod ext_proc;
+mod router;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,8 +11,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
+use llmsoup_proto::v1::router_server::RouterServer;
 
 pub use ext_proc::ExtProcService;
+pub use router::RouterService;
 
 use crate::config;
 use crate::engine::Engine;
@@ -56,15 +59,19 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
 
     tokio::spawn(reload_on_sighup(source, handle.clone()));
 
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding gRPC listener on {addr}"))?;
-    tracing::info!(%addr, "llmsoup sidecar listening (ext_proc)");
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Nagle + delayed ACKs would add ~40 ms to every small ext_proc message.
+    let incoming = tonic::transport::server::TcpIncoming::bind(addr)
+        .with_context(|| format!("binding gRPC listener on {addr}"))?
+        .with_nodelay(Some(true));
+    tracing::info!(%addr, "llmsoup sidecar listening (ext_proc + Router gRPC)");
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(
             ExternalProcessorServer::new(ExtProcService::new(handle.clone()))
+                .max_decoding_message_size(MAX_GRPC_MESSAGE)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE),
+        )
+        .add_service(
+            RouterServer::new(RouterService::new(handle.clone()))
                 .max_decoding_message_size(MAX_GRPC_MESSAGE)
                 .max_encoding_message_size(MAX_GRPC_MESSAGE),
         )

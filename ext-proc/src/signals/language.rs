@@ -25,7 +25,11 @@ pub fn detect(text: &str) -> Option<(&'static str, f64)> {
         end -= 1;
     }
     let info = whatlang::detect(&text[..end])?;
-    let code = isolang::Language::from_639_3(info.lang().code())?.to_639_1()?;
+    // whatlang names Mandarin `cmn`, which has no ISO-639-1 code of its own; users write `zh`.
+    let code = match info.lang() {
+        whatlang::Lang::Cmn => "zh",
+        lang => isolang::Language::from_639_3(lang.code())?.to_639_1()?,
+    };
     Some((code, info.confidence()))
 }
 

@@ -1,0 +1,82 @@
+//! llmsoup's own `Router` gRPC service, called by the proxy-wasm filter: one unary Route call per
+//! request (the same engine as ext_proc), and Report for response-side facts.
+
+use llmsoup_proto::v1::{
+    self, ReportAck, RouteRequest, RouteResponse, UsageReports, route_response::Action, router_server::Router,
+};
+use tonic::{Request, Response, Status};
+
+use super::EngineHandle;
+use crate::accounting;
+use crate::engine::Outcome;
+
+/// The Router gRPC service.
+#[derive(Clone)]
+pub struct RouterService {
+    engine: EngineHandle,
+}
+
+impl RouterService {
+    /// Serves with the engine behind `engine`.
+    pub fn new(engine: EngineHandle) -> Self {
+        RouterService { engine }
+    }
+}
+
+fn header(name: &str, value: impl Into<Vec<u8>>) -> v1::Header {
+    v1::Header {
+        name: name.to_string(),
+        value: value.into(),
+    }
+}
+
+/// Maps the engine's answer to the wire.
+pub fn to_response(outcome: Option<Outcome>) -> RouteResponse {
+    match outcome {
+        None => RouteResponse::default(),
+        Some(Outcome::Reply(r)) => RouteResponse {
+            action: Some(Action::Reply(v1::ImmediateReply {
+                status: u32::from(r.status),
+                headers: r.headers.iter().map(|(k, v)| header(k, v.as_bytes())).collect(),
+                body: r.body,
+            })),
+            ..Default::default()
+        },
+        Some(Outcome::Forward(f)) => RouteResponse {
+            response_headers: f
+                .summary
+                .response_headers()
+                .into_iter()
+                .map(|(k, v)| header(k, v.into_bytes()))
+                .collect(),
+            model: f.summary.model.clone(),
+            decision: f.summary.decision.clone().unwrap_or_default(),
+            action: Some(Action::Forward(v1::Forward {
+                set_headers: f.set_headers.iter().map(|(k, v)| header(k, v.as_bytes())).collect(),
+                remove_headers: Vec::new(),
+                body: f.body,
+            })),
+        },
+    }
+}
+
+#[tonic::async_trait]
+impl Router for RouterService {
+    async fn route(&self, request: Request<RouteRequest>) -> Result<Response<RouteResponse>, Status> {
+        let req = request.into_inner();
+        let engine = self.engine.load_full();
+        let outcome = if req.body.is_empty() {
+            engine.on_headers_only(&req.method, &req.path)
+        } else {
+            Some(engine.on_body(&req.body).await)
+        };
+        Ok(Response::new(to_response(outcome)))
+    }
+
+    async fn report(&self, request: Request<UsageReports>) -> Result<Response<ReportAck>, Status> {
+        for r in &request.into_inner().reports {
+            accounting::record(r);
+        }
+        Ok(Response::new(ReportAck {}))
+    }
+}

@@ -1,0 +1,389 @@
+//! The per-request state machine: headers → (body) → Route call → mutations or a local reply;
+//! then response headers and usage accounting.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use llmsoup_proto::v1::{self, route_response::Action as RouteAction};
+use prost::Message as _;
+
+use crate::config::{FailureMode, Plugin};
+use crate::host::{Host, HostError};
+use crate::logic::{self, RESERVED_PREFIX};
+use llmsoup_proto::usage::UsageScanner;
+
+/// What the filter tells Envoy to do with the current callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Let the request/response continue.
+    Continue,
+    /// Hold it (waiting for the body or the sidecar, or replied locally).
+    Pause,
+}
+
+/// Headers forwarded to the sidecar in RouteRequest (the rest are irrelevant to routing).
+const FORWARDED_HEADERS: &[&str] = &["content-type", "user-agent", "x-request-id"];
+
+/// Reports waiting to be sent by the root context (one queue per VM, i.e. per worker thread).
+pub type ReportQueue = Rc<RefCell<Vec<v1::UsageReport>>>;
+
+/// One HTTP request going through the filter.
+pub struct Filter<H: Host> {
+    host: H,
+    plugin: Rc<Plugin>,
+    reports: ReportQueue,
+    start: Duration,
+    method: String,
+    path: String,
+    request_id: String,
+    client: String,
+    body_size: usize,
+    route_call: Option<u32>,
+    replied: bool,
+    response_headers: Vec<(String, Vec<u8>)>,
+    model: String,
+    decision: String,
+    status: u32,
+    ttfb: Option<Duration>,
+    scanner: Option<UsageScanner>,
+    stream: bool,
+    reported: bool,
+}
+
+impl<H: Host> Filter<H> {
+    /// A filter for one request.
+    pub fn new(host: H, plugin: Rc<Plugin>, reports: ReportQueue) -> Self {
+        Filter {
+            host,
+            plugin,
+            reports,
+            start: Duration::ZERO,
+            method: String::new(),
+            path: String::new(),
+            request_id: String::new(),
+            client: String::new(),
+            body_size: 0,
+            route_call: None,
+            replied: false,
+            response_headers: Vec::new(),
+            model: String::new(),
+            decision: String::new(),
+            status: 0,
+            ttfb: None,
+            scanner: None,
+            stream: false,
+            reported: false,
+        }
+    }
+
+    /// The host (tests drive a fake one).
+    pub fn host(&self) -> &H {
+        &self.host
+    }
+
+    /// The host, mutably.
+    pub fn host_mut(&mut self) -> &mut H {
+        &mut self.host
+    }
+
+    fn header_string(&self, name: &str) -> String {
+        self.host
+            .request_header(name)
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Local reply; the request goes no further.
+    fn reply(&mut self, status: u32, body: &[u8]) -> Next {
+        self.replied = true;
+        if let Err(e) = self
+            .host
+            .send_response(status, &[("content-type", b"application/json")], body)
+        {
+            self.host
+                .warn(&format!("llmsoup: local reply {status} failed: {}", e.0));
+        }
+        Next::Pause
+    }
+
+    /// `on_http_request_headers`.
+    pub fn on_request_headers(&mut self, end_of_stream: bool) -> Next {
+        self.start = self.host.now();
+        self.method = self.header_string(":method");
+        self.path = self.header_string(":path");
+        self.request_id = self.header_string("x-request-id");
+        if !self.plugin.tokens.is_empty() {
+            let auth = self.host.request_header("authorization");
+            let key = self.host.request_header("x-api-key");
+            match logic::authenticate(&self.plugin.tokens, auth.as_deref(), key.as_deref()) {
+                Ok(i) => self.client = self.plugin.config.token_names.get(i).cloned().unwrap_or_default(),
+                Err(e) => return self.reply(401, &e.body()),
+            }
+        }
+        // Clients may not choose routes or fake llmsoup's verdicts; our token never goes upstream.
+        let mut remove: Vec<String> = self
+            .host
+            .request_headers()
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| {
+                k.len() >= RESERVED_PREFIX.len() && k[..RESERVED_PREFIX.len()].eq_ignore_ascii_case(RESERVED_PREFIX)
+            })
+            .collect();
+        if !self.plugin.tokens.is_empty() {
+            remove.extend(["authorization".to_string(), "x-api-key".to_string()]);
+        }
+        for name in remove {
+            if let Err(e) = self.host.set_request_header(&name, None) {
+                self.host.warn(&format!("llmsoup: removing {name} failed: {}", e.0));
+            }
+        }
+        if end_of_stream {
+            return self.route(Vec::new());
+        }
+        Next::Pause
+    }
+
+    /// `on_http_request_body`.
+    pub fn on_request_body(&mut self, size: usize, end_of_stream: bool) -> Next {
+        if self.replied {
+            return Next::Pause;
+        }
+        if size > self.plugin.config.max_body_bytes {
+            let body = logic::error_body(
+                "Request body is too large.",
+                "invalid_request_error",
+                "request_too_large",
+            );
+            return self.reply(413, &body);
+        }
+        if !end_of_stream {
+            return Next::Pause;
+        }
+        self.body_size = size;
+        let body = self.host.request_body(size).unwrap_or_default();
+        self.route(body)
+    }
+
+    fn route(&mut self, body: Vec<u8>) -> Next {
+        let headers = FORWARDED_HEADERS
+            .iter()
+            .filter_map(|n| {
+                self.host.request_header(n).map(|v| v1::Header {
+                    name: (*n).to_string(),
+                    value: v,
+                })
+            })
+            .collect();
+        let msg = v1::RouteRequest {
+            method: self.method.clone(),
+            path: self.path.clone(),
+            headers,
+            body,
+            client: self.client.clone(),
+            request_id: self.request_id.clone(),
+        }
+        .encode_to_vec();
+        let upstream = logic::grpc_service(&self.plugin.config.sidecar_cluster);
+        let timeout = Duration::from_millis(self.plugin.config.timeout_ms);
+        match self.host.dispatch_route(&upstream, &msg, timeout) {
+            Ok(token) => {
+                self.route_call = Some(token);
+                Next::Pause
+            }
+            Err(e) => {
+                self.sidecar_failed(&format!("dispatch failed: {}", e.0));
+                Next::Pause
+            }
+        }
+    }
+
+    /// `on_grpc_call_response` for the Route call.
+    pub fn on_route_response(&mut self, token: u32, grpc_status: u32, size: usize) {
+        if self.route_call != Some(token) {
+            return;
+        }
+        self.route_call = None;
+        if grpc_status != 0 {
+            return self.sidecar_failed(&format!("Route returned gRPC status {grpc_status}"));
+        }
+        let bytes = self.host.grpc_response(size).unwrap_or_default();
+        let resp = match v1::RouteResponse::decode(bytes.as_slice()) {
+            Ok(r) => r,
+            Err(e) => return self.sidecar_failed(&format!("undecodable Route response: {e}")),
+        };
+        self.model = resp.model;
+        self.decision = resp.decision;
+        self.response_headers = resp.response_headers.into_iter().map(|h| (h.name, h.value)).collect();
+        match resp.action {
+            Some(RouteAction::Reply(r)) => {
+                self.replied = true;
+                let headers: Vec<(&str, &[u8])> = r
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.as_str(), h.value.as_slice()))
+                    .collect();
+                if let Err(e) = self.host.send_response(r.status, &headers, &r.body) {
+                    self.host.warn(&format!("llmsoup: local reply failed: {}", e.0));
+                }
+            }
+            Some(RouteAction::Forward(f)) => {
+                if let Err(e) = self.apply(&f) {
+                    self.host.warn(&format!("llmsoup: applying the route failed: {}", e.0));
+                    let body = logic::error_body(
+                        "llmsoup could not apply the routing decision.",
+                        "server_error",
+                        "router_error",
+                    );
+                    self.reply(500, &body);
+                }
+            }
+            None => self.resume(),
+        }
+    }
+
+    fn apply(&mut self, f: &v1::Forward) -> Result<(), HostError> {
+        for name in &f.remove_headers {
+            self.host.set_request_header(name, None)?;
+        }
+        for h in &f.set_headers {
+            self.host.set_request_header(&h.name, Some(&h.value))?;
+        }
+        if let Some(body) = &f.body {
+            self.host.set_request_body(self.body_size, body)?;
+            // Envoy does not fix content-length after a body rewrite.
+            self.host
+                .set_request_header("content-length", Some(body.len().to_string().as_bytes()))?;
+        }
+        self.host.clear_route_cache()?;
+        self.host.resume_request()
+    }
+
+    fn resume(&mut self) {
+        if let Err(e) = self.host.resume_request() {
+            self.host.warn(&format!("llmsoup: resume failed: {}", e.0));
+        }
+    }
+
+    fn sidecar_failed(&mut self, why: &str) {
+        match self.plugin.config.failure_mode {
+            FailureMode::Closed => {
+                self.host
+                    .warn(&format!("llmsoup: sidecar unavailable ({why}); failing closed"));
+                let body = logic::error_body(
+                    "The llmsoup router is unavailable.",
+                    "server_error",
+                    "router_unavailable",
+                );
+                self.reply(503, &body);
+            }
+            FailureMode::Open => {
+                self.host
+                    .warn(&format!("llmsoup: sidecar unavailable ({why}); fail-open"));
+                if let Err(e) = self.fail_open() {
+                    self.host.warn(&format!("llmsoup: fail-open rewrite failed: {}", e.0));
+                }
+                self.resume();
+            }
+        }
+    }
+
+    /// The body still says `"model": "auto"`: send it to the default model (or keep a concrete
+    /// configured one) so a real provider accepts it.
+    fn fail_open(&mut self) -> Result<(), HostError> {
+        if self.body_size == 0 {
+            return Ok(());
+        }
+        let body = self.host.request_body(self.body_size).unwrap_or_default();
+        let cfg = &self.plugin.config;
+        let Some((model, new)) = logic::fail_open_rewrite(&body, &cfg.models, &cfg.default_model) else {
+            return Ok(());
+        };
+        let model = model.to_string();
+        self.host.set_request_body(self.body_size, &new)?;
+        self.host
+            .set_request_header("content-length", Some(new.len().to_string().as_bytes()))?;
+        self.host
+            .set_request_header("x-llmsoup-model", Some(model.as_bytes()))?;
+        self.response_headers = vec![
+            ("x-llmsoup-model".into(), model.clone().into_bytes()),
+            ("x-llmsoup-decision".into(), b"fail-open".to_vec()),
+        ];
+        self.model = model;
+        self.decision = "fail-open".into();
+        self.host.clear_route_cache()
+    }
+
+    /// `on_http_response_headers`.
+    pub fn on_response_headers(&mut self) -> Next {
+        self.ttfb = Some(self.host.now().saturating_sub(self.start));
+        self.status = self
+            .host
+            .response_header(":status")
+            .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok())
+            .unwrap_or(0);
+        let ct = self.host.response_header("content-type").unwrap_or_default();
+        self.stream = ct.starts_with(b"text/event-stream");
+        if !self.model.is_empty() && (self.stream || ct.starts_with(b"application/json")) {
+            self.scanner = Some(UsageScanner::new(self.stream));
+        }
+        for (k, v) in std::mem::take(&mut self.response_headers) {
+            if let Err(e) = self.host.set_response_header(&k, &v) {
+                self.host
+                    .warn(&format!("llmsoup: setting response header {k} failed: {}", e.0));
+            }
+        }
+        Next::Continue
+    }
+
+    /// `on_http_response_body`: reads each chunk as it passes; never holds the stream back.
+    pub fn on_response_body(&mut self, size: usize, end_of_stream: bool) -> Next {
+        if let Some(scanner) = &mut self.scanner
+            && size > 0
+            && let Some(chunk) = self.host.response_body(size)
+        {
+            scanner.feed(&chunk);
+        }
+        if end_of_stream {
+            self.report();
+        }
+        Next::Continue
+    }
+
+    /// `on_log`: the stream is over, possibly early (client gone, upstream reset).
+    pub fn on_done(&mut self) {
+        self.report();
+    }
+
+    fn report(&mut self) {
+        if self.reported || self.model.is_empty() {
+            return;
+        }
+        self.reported = true;
+        let usage = self.scanner.as_mut().and_then(UsageScanner::finish);
+        let u = usage.unwrap_or_default();
+        let report = v1::UsageReport {
+            request_id: self.request_id.clone(),
+            model: self.model.clone(),
+            decision: self.decision.clone(),
+            status: self.status,
+            stream: self.stream,
+            prompt_tokens: u.prompt,
+            completion_tokens: u.completion,
+            cached_tokens: u.cached,
+            time_to_first_byte_us: self.ttfb.map_or(0, |d| d.as_micros() as u64),
+            duration_us: self.host.now().saturating_sub(self.start).as_micros() as u64,
+            usage_seen: usage.is_some(),
+        };
+        let mut q = self.reports.borrow_mut();
+        // Bounded: if the sidecar stops accepting reports, drop the oldest rather than grow.
+        if q.len() >= 4096 {
+            q.remove(0);
+        }
+        q.push(report);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,327 @@
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+
+use super::*;
+use crate::config::Plugin;
+
+#[derive(Default)]
+struct Fake {
+    now_ms: u64,
+    req_headers: Vec<(String, Vec<u8>)>,
+    req_body: Vec<u8>,
+    resp_headers: Vec<(String, Vec<u8>)>,
+    resp_chunk: Vec<u8>,
+    sent: Option<(u32, Vec<u8>)>,
+    routes: Vec<v1::RouteRequest>,
+    dispatch_fails: bool,
+    grpc_resp: Vec<u8>,
+    cleared: u32,
+    resumed: u32,
+    warnings: RefCell<Vec<String>>,
+}
+
+impl Fake {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.req_headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+impl Host for Fake {
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.now_ms)
+    }
+    fn request_headers(&self) -> Vec<(String, Vec<u8>)> {
+        self.req_headers.clone()
+    }
+    fn request_header(&self, name: &str) -> Option<Vec<u8>> {
+        self.header(name).map(<[u8]>::to_vec)
+    }
+    fn set_request_header(&mut self, name: &str, value: Option<&[u8]>) -> Result<(), HostError> {
+        self.req_headers.retain(|(k, _)| k != name);
+        if let Some(v) = value {
+            self.req_headers.push((name.to_string(), v.to_vec()));
+        }
+        Ok(())
+    }
+    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
+        Some(self.req_body[..size.min(self.req_body.len())].to_vec())
+    }
+    fn set_request_body(&mut self, old_size: usize, body: &[u8]) -> Result<(), HostError> {
+        assert_eq!(old_size, self.req_body.len(), "must replace the whole body");
+        self.req_body = body.to_vec();
+        Ok(())
+    }
+    fn response_header(&self, name: &str) -> Option<Vec<u8>> {
+        self.resp_headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+    fn set_response_header(&mut self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.resp_headers.push((name.to_string(), value.to_vec()));
+        Ok(())
+    }
+    fn response_body(&self, _size: usize) -> Option<Vec<u8>> {
+        Some(self.resp_chunk.clone())
+    }
+    fn send_response(&mut self, status: u32, _headers: &[(&str, &[u8])], body: &[u8]) -> Result<(), HostError> {
+        self.sent = Some((status, body.to_vec()));
+        Ok(())
+    }
+    fn dispatch_route(&mut self, upstream: &[u8], message: &[u8], _timeout: Duration) -> Result<u32, HostError> {
+        assert_eq!(upstream, logic::grpc_service("llmsoup_sidecar").as_slice());
+        if self.dispatch_fails {
+            return Err(HostError("BadArgument".into()));
+        }
+        self.routes.push(v1::RouteRequest::decode(message).unwrap());
+        Ok(7)
+    }
+    fn grpc_response(&self, _size: usize) -> Option<Vec<u8>> {
+        Some(self.grpc_resp.clone())
+    }
+    fn clear_route_cache(&mut self) -> Result<(), HostError> {
+        self.cleared += 1;
+        Ok(())
+    }
+    fn resume_request(&mut self) -> Result<(), HostError> {
+        self.resumed += 1;
+        Ok(())
+    }
+    fn warn(&self, message: &str) {
+        self.warnings.borrow_mut().push(message.to_string());
+    }
+}
+
+fn plugin(tokens: &[&str], closed: bool) -> Rc<Plugin> {
+    let hashes: Vec<String> = tokens
+        .iter()
+        .map(|t| hex::encode(Sha256::digest(t.as_bytes())))
+        .collect();
+    let json = serde_json::json!({
+        "sidecar_cluster": "llmsoup_sidecar",
+        "failure_mode": if closed { "closed" } else { "open" },
+        "max_body_bytes": 64,
+        "token_sha256": hashes,
+        "token_names": tokens.iter().map(|t| format!("client-{t}")).collect::<Vec<_>>(),
+        "models": {"small": "small-v1", "coder": "coder-v2"},
+        "default_model": "small",
+    });
+    Rc::new(Plugin::parse(json.to_string().as_bytes()).unwrap())
+}
+
+fn filter(p: Rc<Plugin>, headers: &[(&str, &str)], body: &str) -> Filter<Fake> {
+    let fake = Fake {
+        req_headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect(),
+        req_body: body.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    Filter::new(fake, p, Rc::new(RefCell::new(Vec::new())))
+}
+
+const BASE: &[(&str, &str)] = &[
+    (":method", "POST"),
+    (":path", "/v1/chat/completions"),
+    ("content-type", "application/json"),
+];
+
+fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    BASE.iter().copied().chain(extra.iter().copied()).collect()
+}
+
+fn forward_response(model: &str, body: Option<&str>) -> Vec<u8> {
+    v1::RouteResponse {
+        action: Some(RouteAction::Forward(v1::Forward {
+            set_headers: vec![v1::Header {
+                name: "x-llmsoup-model".into(),
+                value: model.as_bytes().to_vec(),
+            }],
+            remove_headers: vec![],
+            body: body.map(|b| b.as_bytes().to_vec()),
+        })),
+        response_headers: vec![v1::Header {
+            name: "x-llmsoup-model".into(),
+            value: model.as_bytes().to_vec(),
+        }],
+        model: model.into(),
+        decision: "coding".into(),
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn routes_through_the_sidecar_and_applies_mutations() {
+    let body = r#"{"model":"auto","messages":[]}"#;
+    let mut f = filter(
+        plugin(&[], false),
+        &with(&[("x-llmsoup-model", "spoof"), ("x-request-id", "r1")]),
+        body,
+    );
+    assert_eq!(f.on_request_headers(false), Next::Pause);
+    assert!(f.host().header("x-llmsoup-model").is_none(), "spoofed header stripped");
+    assert_eq!(f.on_request_body(10, false), Next::Pause);
+    assert_eq!(f.on_request_body(body.len(), true), Next::Pause);
+    let sent = &f.host().routes[0];
+    assert_eq!(
+        (sent.method.as_str(), sent.path.as_str(), sent.request_id.as_str()),
+        ("POST", "/v1/chat/completions", "r1")
+    );
+    assert_eq!(sent.body, body.as_bytes());
+
+    let new_body = r#"{"model":"coder-v2","messages":[]}"#;
+    f.host_mut().grpc_resp = forward_response("coder", Some(new_body));
+    f.on_route_response(7, 0, 0);
+    let h = f.host();
+    assert_eq!(h.header("x-llmsoup-model"), Some(b"coder".as_slice()));
+    assert_eq!(h.req_body, new_body.as_bytes());
+    assert_eq!(h.header("content-length"), Some(new_body.len().to_string().as_bytes()));
+    assert_eq!((h.cleared, h.resumed), (1, 1));
+
+    // Response side: headers added, usage read from the passing body, report queued.
+    f.host_mut().resp_headers = vec![
+        (":status".into(), b"200".to_vec()),
+        ("content-type".into(), b"application/json".to_vec()),
+    ];
+    f.host_mut().now_ms = 40;
+    assert_eq!(f.on_response_headers(), Next::Continue);
+    assert!(
+        f.host()
+            .resp_headers
+            .iter()
+            .any(|(k, v)| k == "x-llmsoup-model" && v == b"coder")
+    );
+    f.host_mut().resp_chunk = br#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#.to_vec();
+    assert_eq!(f.on_response_body(10, true), Next::Continue);
+    f.on_done();
+    let q = f.reports.borrow();
+    assert_eq!(q.len(), 1, "reported exactly once");
+    let r = &q[0];
+    assert_eq!(
+        (
+            r.model.as_str(),
+            r.status,
+            r.prompt_tokens,
+            r.completion_tokens,
+            r.usage_seen
+        ),
+        ("coder", 200, 3, 4, true)
+    );
+    assert_eq!(r.time_to_first_byte_us, 40_000);
+}
+
+#[test]
+fn auth_rejects_locally_and_strips_the_token() {
+    let p = plugin(&["good"], false);
+    let mut f = filter(p.clone(), BASE, "");
+    assert_eq!(f.on_request_headers(false), Next::Pause);
+    let (status, body) = f.host().sent.clone().unwrap();
+    assert_eq!(status, 401);
+    assert!(String::from_utf8(body).unwrap().contains("invalid_api_key"));
+    assert_eq!(f.on_request_body(3, true), Next::Pause);
+    assert!(f.host().routes.is_empty(), "no Route call after a local reply");
+
+    let mut f = filter(p.clone(), &with(&[("authorization", "Bearer bad")]), "");
+    f.on_request_headers(false);
+    assert_eq!(f.host().sent.as_ref().unwrap().0, 401);
+
+    let mut f = filter(p, &with(&[("authorization", "Bearer good")]), "{}");
+    assert_eq!(f.on_request_headers(false), Next::Pause);
+    assert!(f.host().sent.is_none());
+    assert!(f.host().header("authorization").is_none());
+    f.on_request_body(2, true);
+    assert_eq!(f.host().routes[0].client, "client-good");
+}
+
+#[test]
+fn oversize_body_is_413() {
+    let mut f = filter(plugin(&[], false), BASE, "");
+    f.on_request_headers(false);
+    assert_eq!(f.on_request_body(65, false), Next::Pause);
+    assert_eq!(f.host().sent.as_ref().unwrap().0, 413);
+}
+
+#[test]
+fn sidecar_failure_fails_open_or_closed() {
+    let body = r#"{"model":"auto"}"#;
+    let mut f = filter(plugin(&[], false), BASE, body);
+    f.on_request_headers(false);
+    f.on_request_body(body.len(), true);
+    f.on_route_response(7, 14, 0); // UNAVAILABLE
+    let h = f.host();
+    assert_eq!(h.req_body, br#"{"model":"small-v1"}"#);
+    assert_eq!(h.header("x-llmsoup-model"), Some(b"small".as_slice()));
+    assert_eq!((h.cleared, h.resumed), (1, 1));
+    f.host_mut().resp_headers = vec![(":status".into(), b"200".to_vec())];
+    f.on_response_headers();
+    assert!(
+        f.host()
+            .resp_headers
+            .iter()
+            .any(|(k, v)| k == "x-llmsoup-decision" && v == b"fail-open")
+    );
+
+    let mut f = filter(plugin(&[], false), BASE, r#"{"model":"coder"}"#);
+    f.host_mut().dispatch_fails = true;
+    f.on_request_headers(false);
+    f.on_request_body(17, true);
+    assert_eq!(f.host().req_body, br#"{"model":"coder-v2"}"#);
+
+    let mut f = filter(plugin(&[], true), BASE, body);
+    f.on_request_headers(false);
+    f.on_request_body(body.len(), true);
+    f.on_route_response(7, 4, 0); // DEADLINE_EXCEEDED
+    assert_eq!(f.host().sent.as_ref().unwrap().0, 503);
+    assert_eq!(f.host().resumed, 0);
+}
+
+#[test]
+fn immediate_replies_and_garbage_responses() {
+    let mut f = filter(plugin(&[], false), BASE, "{");
+    f.on_request_headers(false);
+    f.on_request_body(1, true);
+    f.host_mut().grpc_resp = v1::RouteResponse {
+        action: Some(RouteAction::Reply(v1::ImmediateReply {
+            status: 400,
+            headers: vec![],
+            body: b"{\"error\":{}}".to_vec(),
+        })),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    f.on_route_response(7, 0, 0);
+    assert_eq!(f.host().sent.as_ref().unwrap().0, 400);
+
+    // A response for another call is ignored; garbage fails open without panicking.
+    let mut f = filter(plugin(&[], false), BASE, r#"{"model":"auto"}"#);
+    f.on_request_headers(false);
+    f.on_request_body(16, true);
+    f.on_route_response(99, 0, 0);
+    assert_eq!(f.host().resumed, 0);
+    f.host_mut().grpc_resp = vec![0xff, 0xff, 0xff];
+    f.on_route_response(7, 0, 3);
+    assert_eq!(f.host().resumed, 1);
+    assert!(f.host().warnings.borrow().iter().any(|w| w.contains("undecodable")));
+}
+
+#[test]
+fn bodiless_requests_still_ask_the_sidecar() {
+    let mut f = filter(plugin(&[], false), &[(":method", "GET"), (":path", "/v1/models")], "");
+    assert_eq!(f.on_request_headers(true), Next::Pause);
+    assert_eq!(f.host().routes.len(), 1);
+    assert!(f.host().routes[0].body.is_empty());
+}
+
+#[test]
+fn config_errors_are_reported() {
+    assert!(Plugin::parse(b"{}").unwrap_err().contains("sidecar_cluster"));
+    let bad = serde_json::json!({"sidecar_cluster": "x", "models": {"a": "b"}, "default_model": "zzz"});
+    assert!(Plugin::parse(bad.to_string().as_bytes()).unwrap_err().contains("zzz"));
+    let _ = HashMap::<String, String>::new();
+}

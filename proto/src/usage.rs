@@ -1,0 +1,184 @@
+//! Token usage in provider responses (OpenAI and Anthropic shapes), read chunk by chunk as the
+//! response passes: what `UsageReport` carries. Shared by the wasm filter and the sidecar so both
+//! attach modes account the same way.
+
+use serde::Deserialize;
+
+/// Token counts found in a response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt (input) tokens.
+    pub prompt: u64,
+    /// Completion (output) tokens.
+    pub completion: u64,
+    /// Cached prompt tokens.
+    pub cached: u64,
+}
+
+#[derive(Deserialize)]
+struct WithUsage {
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default, alias = "input_tokens")]
+    prompt_tokens: u64,
+    #[serde(default, alias = "output_tokens")]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<Details>,
+    #[serde(default)]
+    cache_read_input_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct Details {
+    #[serde(default)]
+    cached_tokens: u64,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(w: WireUsage) -> Self {
+        Usage {
+            prompt: w.prompt_tokens,
+            completion: w.completion_tokens,
+            cached: w.prompt_tokens_details.map_or(0, |d| d.cached_tokens) + w.cache_read_input_tokens,
+        }
+    }
+}
+
+/// Largest JSON response kept for usage extraction; larger ones are not accounted.
+const MAX_JSON: usize = 1 << 20;
+/// Longest SSE line kept across chunks.
+const MAX_LINE: usize = 256 * 1024;
+
+/// Extracts usage from a response body seen chunk by chunk, without holding the stream back:
+/// JSON bodies are collected (bounded) and parsed at the end; SSE is parsed line by line, with
+/// events split across chunks reassembled.
+#[derive(Debug, Default)]
+pub struct UsageScanner {
+    sse: bool,
+    buf: Vec<u8>,
+    overflow: bool,
+    usage: Option<Usage>,
+}
+
+impl UsageScanner {
+    /// A scanner for a JSON (`sse = false`) or SSE body.
+    pub fn new(sse: bool) -> Self {
+        UsageScanner {
+            sse,
+            ..Default::default()
+        }
+    }
+
+    /// Feeds the next chunk.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if self.overflow {
+            return;
+        }
+        if !self.sse {
+            if self.buf.len() + chunk.len() > MAX_JSON {
+                self.overflow = true;
+                self.buf = Vec::new();
+            } else {
+                self.buf.extend_from_slice(chunk);
+            }
+            return;
+        }
+        let mut rest = chunk;
+        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+            if self.buf.is_empty() {
+                self.line(&rest[..nl]);
+            } else {
+                self.buf.extend_from_slice(&rest[..nl]);
+                let line = std::mem::take(&mut self.buf);
+                self.line(&line);
+            }
+            rest = &rest[nl + 1..];
+        }
+        if self.buf.len() + rest.len() > MAX_LINE {
+            self.buf.clear();
+        } else {
+            self.buf.extend_from_slice(rest);
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(data) = line.strip_prefix(b"data:") else {
+            return;
+        };
+        let data = data.trim_ascii_start();
+        // Cheap pre-check: most events carry no usage.
+        if !data.windows(7).any(|w| w == b"\"usage\"") {
+            return;
+        }
+        if let Ok(WithUsage { usage: Some(u) }) = serde_json::from_slice::<WithUsage>(data) {
+            self.usage = Some(u.into());
+        }
+    }
+
+    /// The usage seen, once the body is complete.
+    pub fn finish(&mut self) -> Option<Usage> {
+        if !self.sse && !self.overflow && !self.buf.is_empty() {
+            if let Ok(WithUsage { usage: Some(u) }) = serde_json::from_slice::<WithUsage>(&self.buf) {
+                self.usage = Some(u.into());
+            }
+            self.buf = Vec::new();
+        }
+        self.usage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_from_json_and_split_sse() {
+        let mut s = UsageScanner::new(false);
+        s.feed(br#"{"id":"x","usage":{"prompt_tokens":11,"#);
+        s.feed(br#""completion_tokens":22,"prompt_tokens_details":{"cached_tokens":3}}}"#);
+        assert_eq!(
+            s.finish(),
+            Some(Usage {
+                prompt: 11,
+                completion: 22,
+                cached: 3
+            })
+        );
+
+        let mut s = UsageScanner::new(true);
+        s.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"choices\":[],\"us");
+        s.feed(b"age\":{\"prompt_tokens\":5,\"completion_tokens\":7}}\r\n\r\ndata: [DONE]\n\n");
+        assert_eq!(
+            s.finish(),
+            Some(Usage {
+                prompt: 5,
+                completion: 7,
+                cached: 0
+            })
+        );
+
+        let mut s = UsageScanner::new(true);
+        s.feed(b"data: {\"choices\":[]}\n\n");
+        assert_eq!(s.finish(), None);
+    }
+
+    #[test]
+    fn anthropic_usage_names() {
+        let mut s = UsageScanner::new(false);
+        s.feed(br#"{"usage":{"input_tokens":4,"output_tokens":9,"cache_read_input_tokens":2}}"#);
+        assert_eq!(
+            s.finish(),
+            Some(Usage {
+                prompt: 4,
+                completion: 9,
+                cached: 2
+            })
+        );
+    }
+}
