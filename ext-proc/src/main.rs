@@ -14,6 +14,22 @@ use llmsoup::envoy::{RenderOptions, render};
 use llmsoup::protocol::{RequestView, parse_request};
 use llmsoup::server::{ConfigSource, serve};
 
+/// Writes to stdout, ignoring a closed pipe (`llmsoup config check f | head -1`).
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// [`outln!`] without the newline.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
+
 #[derive(Parser)]
 #[command(name = "llmsoup", version, about = "Semantic LLM routing for Envoy")]
 struct Cli {
@@ -158,15 +174,15 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let yaml = render(&cfg, &opts)?;
             match output {
                 Some(path) => std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?,
-                None => print!("{yaml}"),
+                None => out!("{yaml}"),
             }
         }
         Command::Config {
             command: ConfigCommand::Check { file },
         } => match config::load_file(&file) {
             Ok(cfg) => {
-                println!("{}: OK", file.display());
-                println!(
+                outln!("{}: OK", file.display());
+                outln!(
                     "  providers: {}",
                     cfg.providers
                         .iter()
@@ -174,7 +190,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
-                println!(
+                outln!(
                     "  models:    {}",
                     cfg.models
                         .iter()
@@ -183,13 +199,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                         .join(", ")
                 );
                 let s = &cfg.signals;
-                println!(
+                outln!(
                     "  signals:   {} keyword, {} context, {} language",
                     s.keywords.len(),
                     s.context.len(),
                     s.language.len()
                 );
-                println!(
+                outln!(
                     "  decisions: {}",
                     cfg.decisions
                         .iter()
@@ -197,7 +213,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
-                println!("  default:   {}", cfg.default_model().name);
+                outln!("  default:   {}", cfg.default_model().name);
                 Engine::new(cfg)?;
             }
             Err(e) => {
@@ -208,7 +224,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Config {
             command: ConfigCommand::Schema,
         } => {
-            println!("{}", serde_json::to_string_pretty(&config::json_schema())?);
+            outln!("{}", serde_json::to_string_pretty(&config::json_schema())?);
         }
         Command::Route { config, file, text } => {
             let cfg = source(config).load()?;
@@ -226,7 +242,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let routed = runtime()?
                 .block_on(engine.route(&view))
                 .map_err(|e| anyhow::anyhow!(e.message))?;
-            println!("prompt tokens (est.): {}", view.prompt_tokens);
+            outln!("prompt tokens (est.): {}", view.prompt_tokens);
             for r in &routed.reports {
                 let matched: Vec<String> = routed
                     .matches
@@ -241,19 +257,19 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                         matched.join(", ")
                     }
                 });
-                println!(
+                outln!(
                     "signal {:<10} {:>8.3} ms  {status}",
                     r.kind.as_str(),
                     r.elapsed.as_secs_f64() * 1e3
                 );
             }
-            println!(
+            outln!(
                 "decision: {}",
                 routed.decision.as_deref().unwrap_or("(none: default model)")
             );
-            println!("confidence: {:.3}", routed.confidence);
-            println!("model: {}", routed.model);
-            println!("routing time: {:.3} ms", routed.elapsed.as_secs_f64() * 1e3);
+            outln!("confidence: {:.3}", routed.confidence);
+            outln!("model: {}", routed.model);
+            outln!("routing time: {:.3} ms", routed.elapsed.as_secs_f64() * 1e3);
         }
         Command::MockUpstream { listen, name } => runtime()?.block_on(llmsoup::mock_upstream::run(&listen, &name))?,
         Command::HashToken { token } => {
@@ -261,7 +277,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Some(t) => t,
                 None => read_stdin()?,
             };
-            println!("{}", hash_token(&token));
+            outln!("{}", hash_token(&token));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -2,6 +2,7 @@
 fail-open and body limits."""
 
 import json
+import signal
 import time
 
 import openai
@@ -231,3 +232,19 @@ def test_sidecar_down_fails_open_to_the_default_model(fresh_stack):
         time.sleep(0.2)
     else:
         pytest.fail("routing did not resume after the sidecar restarted")
+
+
+def test_sighup_reloads_config_and_keeps_the_old_one_when_bad(fresh_stack):
+    s = fresh_stack
+    assert s.chat("What is the capital of Australia?").headers["x-llmsoup-model"] == "small"
+    original = s.config.read_text()
+    s.config.write_text(original.replace("default_model: small", "default_model: writer"))
+    s.procs["sidecar"].send_signal(signal.SIGHUP)
+    s.wait_log("sidecar", "configuration reloaded")
+    assert s.chat("What is the capital of Australia?").headers["x-llmsoup-model"] == "writer"
+    # A broken file is refused with the key path, and the running config keeps serving.
+    s.config.write_text(original.replace("default_model: small", "default_model: nope"))
+    s.procs["sidecar"].send_signal(signal.SIGHUP)
+    line = s.wait_log("sidecar", "reload refused")
+    assert "routing.default_model" in line
+    assert s.chat("What is the capital of Australia?").headers["x-llmsoup-model"] == "writer"

@@ -124,3 +124,17 @@ fn schema_is_published() {
     assert!(s["properties"]["providers"].is_object());
     assert!(s.to_string().contains("modelRefs"));
 }
+
+#[test]
+fn published_schema_file_is_current() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/llmsoup.schema.json");
+    let expected = serde_json::to_string_pretty(&json_schema()).unwrap() + "\n";
+    let actual = std::fs::read_to_string(path).unwrap_or_default();
+    if actual != expected {
+        if std::env::var_os("LLMSOUP_BLESS").is_some() {
+            std::fs::write(path, expected).unwrap();
+        } else {
+            panic!("config/llmsoup.schema.json is stale; run `LLMSOUP_BLESS=1 cargo test -p llmsoup published_schema`");
+        }
+    }
+}

@@ -136,3 +136,46 @@ fn models_endpoint_lists_auto_and_enabled_models() {
     assert_eq!(ids, ["auto", "MoM", "cheap", "strong"]);
     assert!(e.on_headers_only("POST", "/v1/chat/completions").is_none());
 }
+
+/// Arbitrary bytes (mutations of valid requests) never panic and never produce a 5xx.
+#[tokio::test]
+async fn hostile_bodies_get_client_errors_not_panics() {
+    let e = engine("");
+    let seeds: [&[u8]; 4] = [
+        br#"{"model":"auto","messages":[{"role":"user","content":"python"}]}"#,
+        br#"{"model":"auto","messages":[{"role":"user","content":[{"type":"text","text":"fr"}]}],"stream":true}"#,
+        br#"{"model":"strong","prompt":["a","b"]}"#,
+        br#"{"model":"auto","system":[{"type":"text","text":"s"}],"messages":[]}"#,
+    ];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..3000 {
+        let mut body = seeds[(next() % 4) as usize].to_vec();
+        for _ in 0..(next() % 6) {
+            let i = (next() as usize) % body.len().max(1);
+            match next() % 3 {
+                0 => body[i] = next() as u8,
+                1 => {
+                    body.remove(i.min(body.len().saturating_sub(1)));
+                }
+                _ => body.insert(i, [b'"', b'{', b'[', b'\\', 0xff, b':'][(next() % 6) as usize]),
+            }
+            if body.is_empty() {
+                break;
+            }
+        }
+        match e.on_body(&body).await {
+            Outcome::Reply(r) => assert!(r.status < 500, "{} for {:?}", r.status, String::from_utf8_lossy(&body)),
+            Outcome::Forward(f) => {
+                if let Some(b) = f.body {
+                    serde_json::from_slice::<serde_json::Value>(&b).expect("rewritten bodies stay valid JSON");
+                }
+            }
+        }
+    }
+}
