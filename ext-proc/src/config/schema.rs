@@ -33,6 +33,71 @@ pub struct Config {
     /// Client authentication at the gateway.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// The sentence-embedding model shared by model-based signals.
+    #[serde(default)]
+    pub embedding: EmbeddingConfig,
+}
+
+/// The sentence encoder behind embedding signals (loaded lazily, on first use).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingConfig {
+    /// A directory holding `config.json`, `tokenizer.json` and `model.safetensors` (`make models`
+    /// fetches all-MiniLM-L6-v2), or a Hugging Face id such as
+    /// `sentence-transformers/all-MiniLM-L6-v2` (downloaded through hf-hub when online).
+    #[serde(default = "default_embedding_model")]
+    pub model: String,
+    /// Longest input in tokens; longer texts keep their head and tail.
+    #[serde(default = "default_embedding_max_tokens")]
+    pub max_tokens: usize,
+    /// Most texts per forward pass when concurrent requests are batched.
+    #[serde(default = "default_embedding_batch")]
+    pub batch_size: usize,
+    /// Inference threads (each forward pass uses every core; more helps only on big machines).
+    #[serde(default = "one")]
+    pub workers: usize,
+    /// Bounded inference queue; when full, model signals report no match instead of waiting.
+    #[serde(default = "default_embedding_queue")]
+    pub queue: usize,
+    /// Query embeddings cached (LRU).
+    #[serde(default = "default_embedding_cache")]
+    pub cache_entries: u64,
+    /// How many matching embedding rules are reported (best first), as vLLM Semantic Router.
+    #[serde(default = "one")]
+    pub top_k: usize,
+}
+
+fn default_embedding_model() -> String {
+    ".cache/models/all-MiniLM-L6-v2".into()
+}
+fn default_embedding_max_tokens() -> usize {
+    256
+}
+fn default_embedding_batch() -> usize {
+    16
+}
+fn default_embedding_queue() -> usize {
+    256
+}
+fn default_embedding_cache() -> u64 {
+    4096
+}
+fn one() -> usize {
+    1
+}
+
+impl Default for EmbeddingConfig {
+    fn default() -> Self {
+        EmbeddingConfig {
+            model: default_embedding_model(),
+            max_tokens: default_embedding_max_tokens(),
+            batch_size: default_embedding_batch(),
+            workers: 1,
+            queue: default_embedding_queue(),
+            cache_entries: default_embedding_cache(),
+            top_k: 1,
+        }
+    }
 }
 
 /// Sidecar listen addresses.
@@ -317,6 +382,45 @@ pub struct SignalsConfig {
     /// Languages (ISO-639-1 names).
     #[serde(default)]
     pub language: Vec<LanguageRule>,
+    /// Semantic similarity to candidate phrases.
+    #[serde(default)]
+    pub embeddings: Vec<EmbeddingRule>,
+}
+
+/// How an embedding rule turns candidate similarities into a score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregation {
+    /// Best candidate's similarity must reach the threshold.
+    #[default]
+    Max,
+    /// Mean similarity over all candidates must reach the threshold.
+    Mean,
+    /// Any candidate reaching the threshold matches (score = the best one).
+    Any,
+}
+
+/// An embedding-similarity rule.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingRule {
+    /// Signal name referenced by decisions.
+    pub name: String,
+    /// Example phrases; their embeddings are computed once per config load.
+    pub candidates: Vec<String>,
+    /// Cosine similarity needed to match (0..1).
+    #[serde(default = "default_similarity")]
+    pub threshold: f32,
+    /// `max` (default), `mean` or `any`.
+    #[serde(default, alias = "aggregation_method")]
+    pub aggregation: Aggregation,
+    /// Human description.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+fn default_similarity() -> f32 {
+    0.6
 }
 
 /// The kinds of signal a decision can reference.
@@ -329,6 +433,8 @@ pub enum SignalKind {
     Context,
     /// Detected language.
     Language,
+    /// Semantic similarity to candidate phrases.
+    Embedding,
 }
 
 impl SignalKind {
@@ -338,6 +444,7 @@ impl SignalKind {
             SignalKind::Keyword => "keyword",
             SignalKind::Context => "context",
             SignalKind::Language => "language",
+            SignalKind::Embedding => "embedding",
         }
     }
 }

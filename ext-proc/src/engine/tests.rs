@@ -179,3 +179,70 @@ async fn hostile_bodies_get_client_errors_not_panics() {
         }
     }
 }
+
+fn semantic_engine(model: &str) -> Engine {
+    let text = format!(
+        "
+providers: [{{name: p, base_url: 'http://127.0.0.1:1/v1'}}]
+models:
+  - {{name: general, provider: p}}
+  - {{name: support, provider: p}}
+  - {{name: coder, provider: p}}
+embedding:
+  model: '{model}'
+signals:
+  keywords:
+    - {{name: code, keywords: [python]}}
+  embeddings:
+    - name: refunds
+      threshold: 0.55
+      candidates:
+        - I want a refund for my order
+        - how do I return this item and get my money back
+        - my payment was charged twice
+decisions:
+  - {{name: billing, priority: 5, rules: {{type: embedding, name: refunds}}, modelRefs: [{{model: support}}]}}
+  - {{name: coding, priority: 10, rules: {{type: keyword, name: code}}, modelRefs: [{{model: coder}}]}}
+routing:
+  default_model: general
+"
+    );
+    Engine::new(load_str_with_env(&text, &|_| None).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn embedding_rules_match_paraphrases_not_unrelated_text() {
+    let Some(dir) = crate::models::tests::model_dir() else {
+        return;
+    };
+    let e = semantic_engine(&dir.display().to_string());
+    for prompt in [
+        "Can I get my money back for this purchase?",
+        "I was billed two times for the same thing",
+    ] {
+        let r = e.route(&RequestView::from_text(prompt)).await.unwrap();
+        assert_eq!(r.model, "support", "{prompt}: {:?}", r.matches);
+        assert!(r.matches[0].confidence >= 0.55);
+    }
+    for prompt in ["What is the capital of France?", "Write a haiku about the sea"] {
+        let r = e.route(&RequestView::from_text(prompt)).await.unwrap();
+        assert_eq!(r.model, "general", "{prompt}: {:?}", r.matches);
+    }
+}
+
+#[tokio::test]
+async fn missing_model_degrades_to_other_signals() {
+    let e = semantic_engine("/nonexistent/model");
+    let r = e
+        .route(&RequestView::from_text("refund my python course"))
+        .await
+        .unwrap();
+    assert_eq!(r.model, "coder", "keyword routing still works");
+    let report = r.reports.iter().find(|r| r.kind == SignalKind::Embedding).unwrap();
+    assert!(report.error.as_deref().unwrap().contains("model load failed"));
+    let r = e
+        .route(&RequestView::from_text("I want a refund for my order"))
+        .await
+        .unwrap();
+    assert_eq!(r.model, "general", "a failing signal counts as no match");
+}

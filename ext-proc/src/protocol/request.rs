@@ -8,7 +8,10 @@ use std::ops::Range;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use tokio::sync::OnceCell;
+
 use super::ApiError;
+use crate::models::{Embedder, Embedding, ModelError};
 
 /// What signals see of a request.
 #[derive(Debug, Clone, Default)]
@@ -19,6 +22,8 @@ pub struct RequestView {
     pub prompt_tokens: u64,
     /// Number of messages in the conversation.
     pub messages: usize,
+    /// The embedding of `text`, computed once per request and shared by every model signal.
+    query_embedding: OnceCell<Result<Embedding, ModelError>>,
 }
 
 impl RequestView {
@@ -28,7 +33,16 @@ impl RequestView {
             text: text.to_string(),
             prompt_tokens: estimate_tokens(text.len()),
             messages: 1,
+            ..Default::default()
         }
+    }
+
+    /// The embedding of `text`; the first model signal to ask computes it, the others wait for it.
+    pub async fn embedding(&self, embedder: &Embedder) -> Result<Embedding, ModelError> {
+        self.query_embedding
+            .get_or_init(|| embedder.embed(&self.text))
+            .await
+            .clone()
     }
 }
 

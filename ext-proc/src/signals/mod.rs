@@ -3,6 +3,7 @@
 //! computed stays here, one file per kind.
 
 mod context;
+mod embedding;
 mod keyword;
 mod language;
 
@@ -14,9 +15,11 @@ use futures::future::BoxFuture;
 use thiserror::Error;
 
 use crate::config::{Config, SignalKind};
+use crate::models::Embedder;
 use crate::protocol::RequestView;
 
 pub use context::ContextSignal;
+pub use embedding::EmbeddingSignal;
 pub use keyword::KeywordSignal;
 pub use language::LanguageSignal;
 
@@ -96,6 +99,21 @@ impl SignalSet {
             .collect();
         if !language.is_empty() {
             signals.push(Box::new(LanguageSignal::new(&language)));
+        }
+        let embeddings: Vec<_> = config
+            .signals
+            .embeddings
+            .iter()
+            .filter(|r| wanted(SignalKind::Embedding, &r.name))
+            .cloned()
+            .collect();
+        if !embeddings.is_empty() {
+            let embedder = Arc::new(Embedder::new(config.embedding.clone()));
+            signals.push(Box::new(EmbeddingSignal::new(
+                embedder,
+                &embeddings,
+                config.embedding.top_k,
+            )));
         }
         Ok(SignalSet { signals })
     }

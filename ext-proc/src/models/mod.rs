@@ -1,0 +1,255 @@
+//! Model-based inference for signals (Candle on CPU; CUDA with the `cuda` feature).
+//!
+//! The [`Embedder`] loads its sentence encoder lazily on first use (never at start), from a local
+//! directory or a Hugging Face id, and keeps it. Inference runs on dedicated worker threads fed
+//! by a bounded queue, never on the async runtime; concurrent requests are micro-batched into one
+//! forward pass; query embeddings are cached (bounded LRU keyed by a hash of the text).
+
+mod bert;
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use thiserror::Error;
+use tokio::sync::{OnceCell, mpsc, oneshot};
+
+pub use bert::{MODEL_FILES, SentenceEncoder};
+
+use crate::config::EmbeddingConfig;
+
+/// A model could not be loaded or run; signals that need it degrade to "no match".
+#[derive(Debug, Clone, Error)]
+pub enum ModelError {
+    /// Loading failed (missing files, bad weights, download failed).
+    #[error("model load failed: {0}")]
+    Load(String),
+    /// A forward pass failed.
+    #[error("inference failed: {0}")]
+    Inference(String),
+    /// The bounded inference queue is full.
+    #[error("inference queue full")]
+    Overloaded,
+}
+
+/// One embedding, L2-normalised.
+pub type Embedding = Arc<[f32]>;
+
+/// Cosine similarity of two L2-normalised vectors.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Resident set size of this process in bytes (Linux), for memory accounting in logs.
+pub fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Where a model comes from: a local directory, or a Hugging Face id fetched through `hf-hub`.
+fn resolve(model: &str) -> Result<PathBuf, ModelError> {
+    let path = Path::new(model);
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    let looks_like_hub_id = !model.starts_with(['.', '/', '~']) && model.split('/').count() == 2;
+    if !looks_like_hub_id {
+        return Err(ModelError::Load(format!(
+            "model directory `{model}` does not exist (run `make models`, or name a Hugging Face id)"
+        )));
+    }
+    download(model)
+}
+
+#[cfg(feature = "hub")]
+fn download(id: &str) -> Result<PathBuf, ModelError> {
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .with_progress(true)
+        .build()
+        .map_err(|e| ModelError::Load(format!("hf-hub: {e}")))?;
+    let repo = api.model(id.to_string());
+    let mut dir = None;
+    for f in MODEL_FILES {
+        let p = repo
+            .get(f)
+            .map_err(|e| ModelError::Load(format!("downloading {id}/{f}: {e}")))?;
+        dir = p.parent().map(Path::to_path_buf);
+    }
+    dir.ok_or_else(|| ModelError::Load(format!("{id}: empty download")))
+}
+
+#[cfg(not(feature = "hub"))]
+fn download(id: &str) -> Result<PathBuf, ModelError> {
+    Err(ModelError::Load(format!(
+        "`{id}` is not a local directory and this build has no Hugging Face download (feature `hub`)"
+    )))
+}
+
+fn device() -> candle_core::Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(d) = candle_core::Device::new_cuda(0) {
+        return d;
+    }
+    candle_core::Device::Cpu
+}
+
+struct Job {
+    texts: Vec<String>,
+    reply: oneshot::Sender<Result<Vec<Vec<f32>>, ModelError>>,
+}
+
+/// A loaded model behind its worker threads.
+struct Worker {
+    queue: mpsc::Sender<Job>,
+    dim: usize,
+}
+
+impl Worker {
+    fn start(settings: &EmbeddingConfig) -> Result<Self, ModelError> {
+        let dir = resolve(&settings.model)?;
+        let before = rss_bytes().unwrap_or(0);
+        let start = Instant::now();
+        let encoder = Arc::new(SentenceEncoder::load(&dir, settings.max_tokens, device())?);
+        let after = rss_bytes().unwrap_or(0);
+        tracing::info!(
+            model = %dir.display(),
+            dim = encoder.dim,
+            load_ms = start.elapsed().as_millis() as u64,
+            rss_added_mb = after.saturating_sub(before) / (1 << 20),
+            rss_mb = after / (1 << 20),
+            "embedding model loaded"
+        );
+        let dim = encoder.dim;
+        let (tx, rx) = mpsc::channel::<Job>(settings.queue.max(1));
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..settings.workers.max(1) {
+            let (rx, encoder, batch) = (rx.clone(), encoder.clone(), settings.batch_size.max(1));
+            std::thread::Builder::new()
+                .name(format!("llmsoup-infer-{i}"))
+                .spawn(move || work(&rx, &encoder, batch))
+                .map_err(|e| ModelError::Load(format!("spawning inference thread: {e}")))?;
+        }
+        Ok(Worker { queue: tx, dim })
+    }
+}
+
+/// The worker loop: wait for one job, then take whatever else is queued (up to `batch` texts)
+/// and run them in one forward pass. Exits when the engine (and its queue sender) is dropped.
+fn work(rx: &std::sync::Mutex<mpsc::Receiver<Job>>, encoder: &SentenceEncoder, batch: usize) {
+    loop {
+        let mut jobs = Vec::new();
+        {
+            let Ok(mut rx) = rx.lock() else { return };
+            let Some(first) = rx.blocking_recv() else { return };
+            let mut n = first.texts.len();
+            jobs.push(first);
+            while n < batch {
+                match rx.try_recv() {
+                    Ok(j) => {
+                        n += j.texts.len();
+                        jobs.push(j);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let texts: Vec<&str> = jobs.iter().flat_map(|j| j.texts.iter().map(String::as_str)).collect();
+        match encoder.embed(&texts) {
+            Ok(mut rows) => {
+                for job in jobs.into_iter().rev() {
+                    let mine = rows.split_off(rows.len() - job.texts.len());
+                    let _ = job.reply.send(Ok(mine));
+                }
+            }
+            Err(e) => {
+                for job in jobs {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Shared, lazily loaded sentence embedder.
+pub struct Embedder {
+    settings: EmbeddingConfig,
+    worker: OnceCell<Result<Worker, ModelError>>,
+    cache: moka::sync::Cache<u64, Embedding>,
+}
+
+fn text_key(text: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+impl Embedder {
+    /// An embedder that loads nothing until first used.
+    pub fn new(settings: EmbeddingConfig) -> Self {
+        let cache = moka::sync::Cache::new(settings.cache_entries);
+        Embedder {
+            settings,
+            worker: OnceCell::new(),
+            cache,
+        }
+    }
+
+    async fn worker(&self) -> Result<&Worker, ModelError> {
+        let settings = self.settings.clone();
+        let result = self
+            .worker
+            .get_or_init(|| async move {
+                match tokio::task::spawn_blocking(move || Worker::start(&settings)).await {
+                    Ok(r) => r,
+                    Err(e) => Err(ModelError::Load(format!("loader panicked: {e}"))),
+                }
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "embedding model unavailable; model-based signals report no match");
+        }
+        result.as_ref().map_err(Clone::clone)
+    }
+
+    /// Embedding width, once loaded.
+    pub async fn dim(&self) -> Result<usize, ModelError> {
+        Ok(self.worker().await?.dim)
+    }
+
+    async fn run(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, ModelError> {
+        let worker = self.worker().await?;
+        let (reply, rx) = oneshot::channel();
+        worker
+            .queue
+            .try_send(Job { texts, reply })
+            .map_err(|_| ModelError::Overloaded)?;
+        rx.await
+            .map_err(|_| ModelError::Inference("inference worker stopped".into()))?
+    }
+
+    /// Embeds one text (cached).
+    pub async fn embed(&self, text: &str) -> Result<Embedding, ModelError> {
+        let key = text_key(text);
+        if let Some(e) = self.cache.get(&key) {
+            return Ok(e);
+        }
+        let mut rows = self.run(vec![text.to_string()]).await?;
+        let e: Embedding = rows.pop().unwrap_or_default().into();
+        self.cache.insert(key, e.clone());
+        Ok(e)
+    }
+
+    /// Embeds many texts (prototype banks), in batches, uncached.
+    pub async fn embed_all(&self, texts: &[String]) -> Result<Vec<Embedding>, ModelError> {
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(self.settings.batch_size.max(1)) {
+            out.extend(self.run(chunk.to_vec()).await?.into_iter().map(Embedding::from));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
