@@ -1,11 +1,12 @@
 //! Response-side accounting: where usage reports from both attach modes (the wasm filter's
-//! Report call, the ext_proc response phase) end up. Today: a structured log line per request.
+//! Report call, the ext_proc response phase) end up. Today: a structured debug log line per
+//! request (`LLMSOUP_LOG=info,llmsoup=debug`); metrics come next.
 
 use llmsoup_proto::v1::UsageReport;
 
 /// Records one finished request.
 pub fn record(r: &UsageReport) {
-    tracing::info!(
+    tracing::debug!(
         request_id = %r.request_id,
         model = %r.model,
         decision = %r.decision,

@@ -276,7 +276,7 @@ impl Engine {
             .config
             .model(&routed.model)
             .ok_or_else(|| ApiError::unavailable("The selected model is not configured."))?;
-        tracing::info!(
+        tracing::debug!(
             model = %routed.model,
             decision = routed.decision.as_deref().unwrap_or("-"),
             signals = %routed.signals_header(),

@@ -22,8 +22,6 @@ use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use futures::Stream;
 use llmsoup_proto::usage::UsageScanner;
 use llmsoup_proto::v1::UsageReport;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::EngineHandle;
@@ -53,32 +51,30 @@ impl ExternalProcessor for ExtProcService {
         &self,
         request: Request<Streaming<ProcessingRequest>>,
     ) -> Result<Response<Self::ProcessStream>, Status> {
-        let mut inbound = request.into_inner();
-        // One snapshot per HTTP request, so a reload never changes a request mid-flight.
+        let inbound = request.into_inner();
+        // One snapshot per HTTP request, so a reload never changes a request mid-flight. The
+        // phases are answered in order on this stream; no task or channel per request.
         let engine = self.engine.load_full();
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(async move {
-            let mut stream = StreamState::default();
-            loop {
-                let msg = match inbound.message().await {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break,
-                    Err(status) => {
-                        tracing::debug!(%status, "ext_proc stream ended with an error");
-                        break;
+        let responses = futures::stream::unfold(
+            (inbound, StreamState::default(), engine),
+            |(mut inbound, mut state, engine)| async move {
+                loop {
+                    match inbound.message().await {
+                        Ok(Some(msg)) => {
+                            if let Some(response) = state.handle(&engine, msg).await {
+                                return Some((Ok(response), (inbound, state, engine)));
+                            }
+                        }
+                        Ok(None) => return None,
+                        Err(status) => {
+                            tracing::debug!(%status, "ext_proc stream ended with an error");
+                            return None;
+                        }
                     }
-                };
-                let Some(response) = stream.handle(&engine, msg).await else {
-                    continue;
-                };
-                if tx.send(Ok(response)).await.is_err() {
-                    break;
                 }
-            }
-            // Requests that end early (client gone, upstream reset) are accounted too.
-            stream.report();
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+            },
+        );
+        Ok(Response::new(Box::pin(responses)))
     }
 }
 
@@ -298,6 +294,13 @@ impl StreamState {
             mode_override: sse.then(streamed_response_mode),
             ..Default::default()
         }
+    }
+}
+
+/// Requests that end early (client gone, upstream reset, stream cancelled) are accounted too.
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        self.report();
     }
 }
 
