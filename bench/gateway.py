@@ -1,0 +1,421 @@
+#!/usr/bin/env python3
+"""`make bench`: requests/s and p50/p99 latency at concurrency 16 for three gateways built from
+the same config (bench/bench-config.yaml, keyword rules only, no auth), measured in the same run:
+
+  bare      Envoy -> mock upstream: the ext_proc bootstrap with the ext_proc and Lua filters
+            removed, so every request takes the `fail_open_default` route straight to the mock;
+  ext_proc  Envoy's ext_proc filter + the llmsoup sidecar;
+  wasm      the proxy-wasm filter + the sidecar's Router gRPC service.
+
+The stacks (mock upstream + sidecar + Envoy on free 127.0.0.1 ports) come from the end-to-end
+harness (tests/e2e/harness.py). The load tool is wrk (installed from Debian when missing; oha is
+used instead when wrk cannot be installed and oha is on PATH). Results are printed and written to
+bench/results.md. Benchmarks report, they do not gate: the exit status is 0 whether or not the
+targets are met (non-zero only when the benchmark itself could not run).
+
+Environment: LLMSOUP_BIN (the harness default is the debug build; `make bench` passes the release
+one), LLMSOUP_WASM, ENVOY_BIN, BENCH_DURATION (s, default 10), BENCH_WARMUP (s, default 2),
+BENCH_ROUNDS (default 1; >1 interleaves the modes and reports the per-mode median),
+BENCH_SIDECAR_LOG (sidecar log filter, default `info` = the production default), BENCH_KEEP=1
+(keep the stacks' temp dirs and logs).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+import yaml
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+
+import harness  # noqa: E402  (tests/e2e/harness.py: Stack, envoy_bin, wasm_filter, llmsoup_bin)
+
+CONFIG = BENCH_DIR / "bench-config.yaml"
+RESULTS = BENCH_DIR / "results.md"
+
+CONCURRENCY = 16
+THREADS = 2
+DURATION_S = int(os.environ.get("BENCH_DURATION", "10"))
+WARMUP_S = int(os.environ.get("BENCH_WARMUP", "2"))
+ROUNDS = max(1, int(os.environ.get("BENCH_ROUNDS", "1")))
+SIDECAR_LOG = os.environ.get("BENCH_SIDECAR_LOG", "info")
+KEEP = os.environ.get("BENCH_KEEP") == "1"
+
+# Targets from the issue: each mode adds <= 0.3 ms p50 and <= 1 ms p99 over bare Envoy, and keeps
+# >= 80% of its requests/s.
+MAX_ADDED_P50_MS = 0.3
+MAX_ADDED_P99_MS = 1.0
+MIN_RPS_RATIO = 0.80
+
+PATH = "/v1/chat/completions"
+# (prompt, model picked by the keyword rules, that model's provider id). Every prompt hits a rule;
+# the load tool cycles through them.
+PROMPTS = [
+    ("Please refactor this Python function so it handles empty lists", "coder", "coder-v2"),
+    ("Write a haiku about autumn leaves falling on a quiet river", "writer", "writer-v1"),
+]
+TARGETS = [
+    ("bare", "bare Envoy → mock"),
+    ("ext_proc", "ext_proc"),
+    ("wasm", "wasm"),
+]
+# Filters that make the routed modes; removed from the bare bootstrap.
+ROUTING_FILTERS = {"envoy.filters.http.ext_proc", "envoy.filters.http.lua", "envoy.filters.http.wasm"}
+
+
+def body(prompt: str) -> str:
+    return json.dumps({"model": "auto", "messages": [{"role": "user", "content": prompt}]}, separators=(",", ":"))
+
+
+class BenchStack(harness.Stack):
+    """A harness Stack on the bench config. `bare` renders the ext_proc bootstrap, strips the
+    routing filters from it and runs no sidecar."""
+
+    def __init__(self, target: str):
+        super().__init__(mode="wasm" if target == "wasm" else "ext_proc")
+        self.target = target
+        shutil.copy(CONFIG, self.config)  # replaces the e2e template the harness copied
+        self.env["LLMSOUP_LOG"] = SIDECAR_LOG
+        self.envoy_concurrency = "?"
+
+    def start_sidecar(self):
+        if self.target != "bare":
+            super().start_sidecar()
+
+    def _spawn(self, name, args):
+        if name == "envoy":
+            if "--concurrency" in args:
+                self.envoy_concurrency = args[args.index("--concurrency") + 1]
+            if self.target == "bare":
+                strip_routing_filters(self.dir / "envoy.yaml")
+        return super()._spawn(name, args)
+
+
+def strip_routing_filters(path: Path):
+    doc = yaml.safe_load(path.read_text())
+    removed = []
+    for listener in doc["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for f in chain["filters"]:
+                hcm = f.get("typed_config", {})
+                if "http_filters" in hcm:
+                    removed += [h["name"] for h in hcm["http_filters"] if h["name"] in ROUTING_FILTERS]
+                    hcm["http_filters"] = [h for h in hcm["http_filters"] if h["name"] not in ROUTING_FILTERS]
+    if sorted(removed) != ["envoy.filters.http.ext_proc", "envoy.filters.http.lua"]:
+        raise RuntimeError(f"expected to strip the ext_proc and lua filters from {path}, stripped {removed}")
+    path.write_text("# bench: ext_proc bootstrap without the ext_proc and lua filters\n"
+                    + yaml.safe_dump(doc, sort_keys=False))
+
+
+def sanity_check(stack: BenchStack):
+    """One request per prompt before the load: the bare gateway must reach the mock untouched, the
+    routed ones must apply the keyword rules."""
+    for prompt, model, provider_id in PROMPTS:
+        r = requests.post(stack.url + PATH, data=body(prompt), headers={"content-type": "application/json"},
+                          timeout=10)
+        if r.status_code != 200:
+            raise RuntimeError(f"{stack.target}: {r.status_code} {r.text[:300]}")
+        got_model = r.json()["mock"]["body"]["model"]
+        if stack.target == "bare":
+            ok = got_model == "auto" and "x-llmsoup-model" not in r.headers
+        else:
+            ok = got_model == provider_id and r.headers.get("x-llmsoup-model") == model
+        if not ok:
+            raise RuntimeError(f"{stack.target}: {prompt!r} reached the mock as {got_model!r} "
+                               f"(x-llmsoup-model={r.headers.get('x-llmsoup-model')!r})")
+
+
+# --- load tools --------------------------------------------------------------------------------
+
+def ensure_load_tool() -> str:
+    if shutil.which("wrk"):
+        return "wrk"
+    sudo = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
+    if sudo is not None and shutil.which("apt-get"):
+        print("installing wrk (apt-get install wrk)...", flush=True)
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        install = sudo + ["apt-get", "install", "-y", "-qq", "wrk"]
+        for cmd in (install, sudo + ["apt-get", "update", "-qq"], install):
+            if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, timeout=600).returncode == 0 \
+                    and shutil.which("wrk"):
+                return "wrk"
+    if shutil.which("oha"):
+        print("wrk is not available; using oha", flush=True)
+        return "oha"
+    raise RuntimeError("no load tool: install wrk (apt-get install wrk) or oha")
+
+
+def tool_version(tool: str) -> str:
+    r = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=10)
+    first = ((r.stdout or r.stderr).strip().splitlines() or [tool])[0]
+    return first.split(" [")[0].split(" Copyright")[0]
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PROCS = ("envoy", "sidecar", "mock")
+
+
+def cpu_seconds(stack: BenchStack) -> dict:
+    """User + system CPU seconds so far of each process of the stack (all its threads)."""
+    out = {}
+    for name in PROCS:
+        p = stack.procs.get(name)
+        if p is None:
+            continue
+        fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        out[name] = (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    return out
+
+
+WRK_LUA = """-- generated by bench/gateway.py: POSTs the bench prompts in turn, reports raw numbers.
+local bodies = {
+%s
+}
+local reqs = {}
+local n = 0
+function init(args)
+  for i, b in ipairs(bodies) do
+    reqs[i] = wrk.format("POST", "%s", {["Content-Type"] = "application/json"}, b)
+  end
+end
+function request()
+  n = n %% #reqs + 1
+  return reqs[n]
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH requests=%%.0f duration_us=%%.0f p50_us=%%.0f p99_us=%%.0f mean_us=%%.1f max_us=%%.0f " ..
+    "connect=%%.0f read=%%.0f write=%%.0f status=%%.0f timeout=%%.0f\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency.mean,
+    latency.max, e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+
+def write_wrk_script(path: Path):
+    entries = ",\n".join(f"  [==[{body(p)}]==]" for p, _, _ in PROMPTS)
+    path.write_text(WRK_LUA % (entries, PATH))
+
+
+def run_wrk(url: str, script: Path, seconds: int) -> dict:
+    cmd = ["wrk", "-t", str(THREADS), "-c", str(CONCURRENCY), "-d", f"{seconds}s", "--timeout", "5s",
+           "--latency", "-s", str(script), url + PATH]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    m = re.search(r"^BENCH (.*)$", r.stdout, re.M)
+    if r.returncode != 0 or not m:
+        raise RuntimeError(f"wrk failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    v = {k: float(x) for k, x in (kv.split("=") for kv in m.group(1).split())}
+    return {
+        "rps": v["requests"] / (v["duration_us"] / 1e6),
+        "p50": v["p50_us"] / 1000,
+        "p99": v["p99_us"] / 1000,
+        "requests": int(v["requests"]),
+        "errors": int(v["connect"] + v["read"] + v["write"] + v["status"] + v["timeout"]),
+    }
+
+
+def run_oha(url: str, seconds: int) -> dict:
+    base = ["oha", "--no-tui", "-z", f"{seconds}s", "-c", str(CONCURRENCY), "-m", "POST",
+            "-H", "content-type: application/json", "-d", body(PROMPTS[0][0]), url + PATH]
+    for fmt in (["--output-format", "json"], ["-j"]):
+        r = subprocess.run(base[:1] + fmt + base[1:], capture_output=True, text=True, timeout=seconds + 60)
+        if r.returncode == 0:
+            break
+    else:
+        raise RuntimeError(f"oha failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    out = json.loads(r.stdout)
+    codes = {int(k): n for k, n in out.get("statusCodeDistribution", {}).items()}
+    ok = sum(n for c, n in codes.items() if 200 <= c < 400)
+    errors = sum(n for c, n in codes.items() if not 200 <= c < 400) + sum(out.get("errorDistribution", {}).values())
+    return {
+        "rps": out["summary"]["requestsPerSec"],
+        "p50": out["latencyPercentiles"]["p50"] * 1000,
+        "p99": out["latencyPercentiles"]["p99"] * 1000,
+        "requests": ok + errors,
+        "errors": errors,
+    }
+
+
+# --- report ------------------------------------------------------------------------------------
+
+def envoy_version() -> str:
+    r = subprocess.run([str(harness.envoy_bin()), "--version"], capture_output=True, text=True, timeout=30)
+    m = re.search(r"/(\d+\.\d+\.\d+)/", r.stdout)
+    return m.group(1) if m else r.stdout.strip()
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def report(results: dict, meta: dict) -> tuple[str, bool]:
+    bare = results["bare"]
+    lines = [
+        "# llmsoup gateway benchmark",
+        "",
+        f"- date: {meta['date']}",
+        f"- machine: {meta['nproc']} CPUs ({meta['cpu']}), {platform.system()} {platform.release()}; "
+        "the load tool, Envoy, the sidecar and the mock share these CPUs; "
+        f"load average before the run {meta['loadavg']}",
+        f"- Envoy {meta['envoy']} with `--concurrency {meta['envoy_concurrency']}` for all three modes",
+        f"- load: {meta['tool']}, {meta['load']}",
+        f"- config: bench/bench-config.yaml (keyword rules only, no auth); sidecar log `{SIDECAR_LOG}`",
+        f"- wasm filter: {meta['wasm_path']}: **{meta['wasm_size']} bytes**",
+        "",
+        "| mode | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | % of bare req/s | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    verdicts = []
+    all_met = True
+    for key, label in TARGETS:
+        r = results[key]
+        if key == "bare":
+            lines.append(f"| {label} | {r['rps']:.0f} | {r['p50']:.3f} | {r['p99']:.3f} | – | – | 100% "
+                         f"| {r['errors']} |")
+            continue
+        d50, d99, ratio = r["p50"] - bare["p50"], r["p99"] - bare["p99"], r["rps"] / bare["rps"]
+        lines.append(f"| {label} | {r['rps']:.0f} | {r['p50']:.3f} | {r['p99']:.3f} | {d50:+.3f} | {d99:+.3f} "
+                     f"| {ratio:.0%} | {r['errors']} |")
+        checks = [
+            (d50 <= MAX_ADDED_P50_MS, f"added p50 {d50:+.3f} ms (≤ {MAX_ADDED_P50_MS} ms)"),
+            (d99 <= MAX_ADDED_P99_MS, f"added p99 {d99:+.3f} ms (≤ {MAX_ADDED_P99_MS} ms)"),
+            (ratio >= MIN_RPS_RATIO, f"req/s {ratio:.0%} of bare (≥ {MIN_RPS_RATIO:.0%})"),
+            (r["errors"] == 0, f"{r['errors']} errors (0)"),
+        ]
+        met = all(ok for ok, _ in checks)
+        all_met &= met
+        verdicts.append(f"- **{label}: {'MET' if met else 'MISSED'}** — "
+                        + "; ".join(f"{'✅' if ok else '❌'} {text}" for ok, text in checks))
+    if bare["errors"]:
+        verdicts.append(f"- ⚠️ the bare gateway had {bare['errors']} errors: the baseline is suspect")
+    lines += ["", "Targets (each mode vs bare Envoy):", ""] + verdicts
+    lines += ["", "CPU time per request (µs, user + system, all threads; from /proc during the measured "
+              "run; the load tool's own CPU is not counted):", "",
+              "| mode | " + " | ".join(PROCS) + " | total |", "|---|" + "---:|" * (len(PROCS) + 1)]
+    for key, label in TARGETS:
+        cpu = results[key]["cpu_us"]
+        lines.append(f"| {label} | " + " | ".join(f"{cpu[n]:.0f}" if n in cpu else "–" for n in PROCS)
+                     + f" | {sum(cpu.values()):.0f} |")
+    if ROUNDS > 1:
+        lines += ["", f"Median of {ROUNDS} interleaved rounds per mode. Per round:", "",
+                  "| round | " + " | ".join(f"{label} req/s, p50, p99" for _, label in TARGETS) + " |",
+                  "|---|" + "---|" * len(TARGETS)]
+        for i in range(ROUNDS):
+            cells = [f"{r['rps']:.0f}, {r['p50']:.3f}, {r['p99']:.3f}"
+                     for r in (meta["rounds"][key][i] for key, _ in TARGETS)]
+            lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n", all_met
+
+
+# --- main --------------------------------------------------------------------------------------
+
+def main() -> int:
+    # Stop the stacks (finally below) on SIGTERM too, not only on Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if harness.envoy_bin() is None:
+        print("envoy not found: run `make deps`", file=sys.stderr)
+        return 1
+    wasm = harness.wasm_filter()
+    if wasm is None:
+        print("wasm filter not built: run `make wasm`", file=sys.stderr)
+        return 1
+    print(f"llmsoup: {harness.llmsoup_bin()}")
+    tool = ensure_load_tool()
+    loadavg = Path("/proc/loadavg").read_text().split()[:3]
+
+    stacks: dict[str, BenchStack] = {}
+    failed = False
+    try:
+        for key, label in TARGETS:
+            stack = BenchStack(key)
+            stacks[key] = stack
+            stack.start()
+            sanity_check(stack)
+            print(f"started {label} on {stack.url} (logs in {stack.dir})", flush=True)
+        script = next(iter(stacks.values())).dir / "bench.lua"
+        write_wrk_script(script)
+
+        def load(stack: BenchStack, seconds: int) -> dict:
+            return run_wrk(stack.url, script, seconds) if tool == "wrk" else run_oha(stack.url, seconds)
+
+        def measure(stack: BenchStack) -> dict:
+            before = cpu_seconds(stack)
+            r = load(stack, DURATION_S)
+            after = cpu_seconds(stack)
+            r["cpu_us"] = {n: (after[n] - before[n]) * 1e6 / max(r["requests"], 1) for n in before}
+            return r
+
+        rounds: dict[str, list[dict]] = {key: [] for key, _ in TARGETS}
+        for i in range(ROUNDS):
+            for key, label in TARGETS:
+                if WARMUP_S > 0:
+                    load(stacks[key], WARMUP_S)
+                r = measure(stacks[key])
+                rounds[key].append(r)
+                print(f"[round {i + 1}/{ROUNDS}] {label:18} {r['rps']:8.0f} req/s  p50 {r['p50']:.3f} ms  "
+                      f"p99 {r['p99']:.3f} ms  errors {r['errors']}", flush=True)
+        results = {key: {m: statistics.median(r[m] for r in rs) for m in ("rps", "p50", "p99")}
+                   | {"errors": sum(r["errors"] for r in rs),
+                      "cpu_us": {n: statistics.median(r["cpu_us"][n] for r in rs) for n in rs[0]["cpu_us"]}}
+                   for key, rs in rounds.items()}
+        concurrency = {s.envoy_concurrency for s in stacks.values()}
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        for stack in stacks.values():
+            stack.stop()
+            if KEEP or failed:
+                print(f"kept {stack.dir}", file=sys.stderr)
+            else:
+                shutil.rmtree(stack.dir, ignore_errors=True)
+
+    if tool == "wrk":
+        load_desc = (f"`wrk -t {THREADS} -c {CONCURRENCY} -d {DURATION_S}s --latency` (Lua: POST, "
+                     f"{len(PROMPTS)} keyword prompts in turn), {WARMUP_S}s warm-up per mode")
+    else:
+        load_desc = f"`oha -c {CONCURRENCY} -z {DURATION_S}s` (one keyword prompt), {WARMUP_S}s warm-up per mode"
+    meta = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": cpu_model(),
+        "envoy": envoy_version(),
+        "envoy_concurrency": ",".join(sorted(concurrency)),
+        "tool": tool_version(tool),
+        "load": load_desc,
+        "wasm_path": os.path.relpath(wasm, ROOT),
+        "wasm_size": wasm.stat().st_size,
+        "rounds": rounds,
+        "loadavg": " ".join(loadavg),
+    }
+    text, all_met = report(results, meta)
+    RESULTS.write_text(text)
+    print()
+    print(text)
+    print(f"written to {os.path.relpath(RESULTS, Path.cwd())}")
+    print("all targets met" if all_met else "some targets MISSED (see above); benchmarks report, they do not gate")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
