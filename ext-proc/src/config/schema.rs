@@ -36,6 +36,30 @@ pub struct Config {
     /// The sentence-embedding model shared by model-based signals.
     #[serde(default)]
     pub embedding: EmbeddingConfig,
+    /// The built-in domain classifier.
+    #[serde(default)]
+    pub classifier: ClassifierConfig,
+}
+
+/// Settings of the built-in domain classifier (14 MMLU-Pro categories).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierConfig {
+    /// Probability the best category needs; below it the label is `other`.
+    #[serde(default = "default_classifier_threshold")]
+    pub threshold: f32,
+}
+
+fn default_classifier_threshold() -> f32 {
+    0.3
+}
+
+impl Default for ClassifierConfig {
+    fn default() -> Self {
+        ClassifierConfig {
+            threshold: default_classifier_threshold(),
+        }
+    }
 }
 
 /// The sentence encoder behind embedding signals (loaded lazily, on first use).
@@ -385,6 +409,31 @@ pub struct SignalsConfig {
     /// Semantic similarity to candidate phrases.
     #[serde(default)]
     pub embeddings: Vec<EmbeddingRule>,
+    /// Subject domains: built-in MMLU-Pro categories or custom ones.
+    #[serde(default)]
+    pub domains: Vec<DomainRule>,
+}
+
+/// A domain rule: a built-in category (`math`, `law`, `health`, ...), or a custom domain given by
+/// a description and examples (matched by similarity), optionally also satisfied by built-in
+/// categories listed in `mmlu_categories`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DomainRule {
+    /// Signal name referenced by decisions; a built-in category name selects that category.
+    pub name: String,
+    /// What the domain is about (used as a prototype).
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Example prompts (prototypes).
+    #[serde(default)]
+    pub examples: Vec<String>,
+    /// Built-in categories that also satisfy this rule.
+    #[serde(default)]
+    pub mmlu_categories: Vec<String>,
+    /// Similarity a custom domain's prototypes need (default 0.35).
+    #[serde(default)]
+    pub threshold: Option<f32>,
 }
 
 /// How an embedding rule turns candidate similarities into a score.
@@ -435,6 +484,8 @@ pub enum SignalKind {
     Language,
     /// Semantic similarity to candidate phrases.
     Embedding,
+    /// Subject domain.
+    Domain,
 }
 
 impl SignalKind {
@@ -445,6 +496,7 @@ impl SignalKind {
             SignalKind::Context => "context",
             SignalKind::Language => "language",
             SignalKind::Embedding => "embedding",
+            SignalKind::Domain => "domain",
         }
     }
 }

@@ -230,6 +230,11 @@ impl Engine {
         })
     }
 
+    /// The scores behind each signal's verdict (for `llmsoup route` / `classify`).
+    pub async fn explain(&self, view: &RequestView) -> serde_json::Map<String, serde_json::Value> {
+        self.signals.explain(view).await
+    }
+
     /// Handles a request that has no body (or whose body is not routed).
     pub fn on_headers_only(&self, method: &str, path: &str) -> Option<Outcome> {
         let path = path.split('?').next().unwrap_or(path);

@@ -246,3 +246,59 @@ async fn missing_model_degrades_to_other_signals() {
         .unwrap();
     assert_eq!(r.model, "general", "a failing signal counts as no match");
 }
+
+#[tokio::test]
+async fn builtin_domain_classifier_and_custom_domains() {
+    let Some(dir) = crate::models::tests::model_dir() else {
+        return;
+    };
+    let text = format!(
+        "
+providers: [{{name: p, base_url: 'http://127.0.0.1:1/v1'}}]
+models:
+  - {{name: general, provider: p}}
+  - {{name: mathy, provider: p}}
+  - {{name: lawyer, provider: p}}
+  - {{name: doctor, provider: p}}
+  - {{name: cook, provider: p}}
+embedding: {{model: '{}'}}
+signals:
+  domains:
+    - {{name: math}}
+    - {{name: law}}
+    - {{name: medical, mmlu_categories: [health, biology]}}
+    - name: cooking
+      description: recipes, cooking techniques and kitchen questions
+      examples: [How long should I roast a chicken?, What can I use instead of eggs when baking?]
+decisions:
+  - {{name: m, rules: {{type: domain, name: math}}, modelRefs: [{{model: mathy}}]}}
+  - {{name: l, rules: {{type: domain, name: law}}, modelRefs: [{{model: lawyer}}]}}
+  - {{name: h, rules: {{type: domain, name: medical}}, modelRefs: [{{model: doctor}}]}}
+  - {{name: c, rules: {{type: domain, name: cooking}}, modelRefs: [{{model: cook}}]}}
+routing: {{default_model: general}}
+",
+        dir.display()
+    );
+    let e = Engine::new(load_str_with_env(&text, &|_| None).unwrap()).unwrap();
+    for (prompt, model) in [
+        ("Solve for x: 3x + 7 = 22, and show each algebra step", "mathy"),
+        ("What is the derivative of sin(x) * x^2?", "mathy"),
+        (
+            "Can my employer fire me for filing a workers' compensation claim?",
+            "lawyer",
+        ),
+        ("Is a verbal agreement enforceable in court?", "lawyer"),
+        ("What are the early symptoms of type 2 diabetes?", "doctor"),
+        (
+            "What dose of amoxicillin is usual for an ear infection in adults?",
+            "doctor",
+        ),
+        (
+            "How long do I need to bake banana bread, and at what oven temperature?",
+            "cook",
+        ),
+    ] {
+        let r = e.route(&RequestView::from_text(prompt)).await.unwrap();
+        assert_eq!(r.model, model, "{prompt}: {:?}", r.matches);
+    }
+}

@@ -121,6 +121,19 @@ impl Signal for EmbeddingSignal {
     fn evaluate<'a>(&'a self, req: &'a RequestView) -> BoxFuture<'a, Result<Vec<Match>, SignalError>> {
         self.run(req).boxed()
     }
+
+    fn explain<'a>(&'a self, req: &'a RequestView) -> BoxFuture<'a, Option<serde_json::Value>> {
+        async move {
+            let scores = self.scores(req).await.ok()?;
+            Some(serde_json::Value::Object(
+                scores
+                    .into_iter()
+                    .map(|(n, s)| (n.to_string(), serde_json::json!(s)))
+                    .collect(),
+            ))
+        }
+        .boxed()
+    }
 }
 
 #[cfg(test)]

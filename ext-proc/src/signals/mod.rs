@@ -3,6 +3,7 @@
 //! computed stays here, one file per kind.
 
 mod context;
+pub mod domain;
 mod embedding;
 mod keyword;
 mod language;
@@ -11,7 +12,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FutureExt};
 use thiserror::Error;
 
 use crate::config::{Config, SignalKind};
@@ -19,6 +20,7 @@ use crate::models::Embedder;
 use crate::protocol::RequestView;
 
 pub use context::ContextSignal;
+pub use domain::DomainSignal;
 pub use embedding::EmbeddingSignal;
 pub use keyword::KeywordSignal;
 pub use language::LanguageSignal;
@@ -47,6 +49,11 @@ pub trait Signal: Send + Sync {
     fn kind(&self) -> SignalKind;
     /// Evaluates every rule it holds against the request; returns the matches.
     fn evaluate<'a>(&'a self, req: &'a RequestView) -> BoxFuture<'a, Result<Vec<Match>, SignalError>>;
+
+    /// Scores behind the verdict (labels, similarities), for `llmsoup route` and `classify`.
+    fn explain<'a>(&'a self, _req: &'a RequestView) -> BoxFuture<'a, Option<serde_json::Value>> {
+        futures::future::ready(None).boxed()
+    }
 }
 
 /// What one signal reported for one request, for headers, logs and `llmsoup route`.
@@ -107,15 +114,44 @@ impl SignalSet {
             .filter(|r| wanted(SignalKind::Embedding, &r.name))
             .cloned()
             .collect();
-        if !embeddings.is_empty() {
-            let embedder = Arc::new(Embedder::new(config.embedding.clone()));
-            signals.push(Box::new(EmbeddingSignal::new(
-                embedder,
-                &embeddings,
-                config.embedding.top_k,
-            )));
+        let domains: Vec<_> = config
+            .signals
+            .domains
+            .iter()
+            .filter(|r| wanted(SignalKind::Domain, &r.name))
+            .cloned()
+            .collect();
+        // Every model-based signal shares one embedder, so a request needs one forward pass.
+        let embedder =
+            (!embeddings.is_empty() || !domains.is_empty()).then(|| Arc::new(Embedder::new(config.embedding.clone())));
+        if let Some(embedder) = &embedder {
+            if !embeddings.is_empty() {
+                signals.push(Box::new(EmbeddingSignal::new(
+                    embedder.clone(),
+                    &embeddings,
+                    config.embedding.top_k,
+                )));
+            }
+            if !domains.is_empty() {
+                signals.push(Box::new(DomainSignal::new(
+                    embedder.clone(),
+                    &domains,
+                    config.classifier.threshold,
+                )));
+            }
         }
         Ok(SignalSet { signals })
+    }
+
+    /// Every signal's explanation (`kind` → details), for debugging configs.
+    pub async fn explain(&self, req: &RequestView) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        for s in &self.signals {
+            if let Some(v) = s.explain(req).await {
+                out.insert(s.kind().as_str().to_string(), v);
+            }
+        }
+        out
     }
 
     /// Kinds that will run.

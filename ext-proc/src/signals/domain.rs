@@ -1,0 +1,290 @@
+//! Domain signal: which subject a request is about.
+//!
+//! (a) A built-in classifier for the 14 MMLU-Pro categories: a linear softmax head on the shared
+//! MiniLM embedding, trained by `make train-domain` (weights in `assets/`); below its threshold
+//! the label is `other`. (b) Custom domains from a description and example prompts, matched by
+//! prototype similarity. A rule also matches when the built-in label is in its
+//! `mmlu_categories`.
+
+use std::sync::{Arc, OnceLock};
+
+use futures::future::{BoxFuture, FutureExt};
+use tokio::sync::OnceCell;
+
+use super::{Match, Signal, SignalError};
+use crate::config::{DomainRule, SignalKind};
+use crate::models::{Embedder, Embedding, ModelError, cosine};
+use crate::protocol::RequestView;
+
+/// The built-in categories (MMLU-Pro), in the classifier's output order.
+pub const CATEGORIES: [&str; 14] = [
+    "biology",
+    "business",
+    "chemistry",
+    "computer science",
+    "economics",
+    "engineering",
+    "health",
+    "history",
+    "law",
+    "math",
+    "philosophy",
+    "physics",
+    "psychology",
+    "other",
+];
+
+/// Default probability the built-in label needs; below it the label is `other`.
+pub const DEFAULT_BUILTIN_THRESHOLD: f32 = 0.3;
+/// Default similarity a custom domain's prototypes need.
+pub const DEFAULT_CUSTOM_THRESHOLD: f32 = 0.35;
+
+/// Maps one of MMLU's 57 subjects to its MMLU-Pro category.
+pub fn category_of_mmlu_subject(subject: &str) -> Option<&'static str> {
+    Some(match subject {
+        "anatomy" | "college biology" | "high school biology" | "medical genetics" | "virology" => "biology",
+        "business ethics" | "management" | "marketing" | "professional accounting" | "public relations" => "business",
+        "college chemistry" | "high school chemistry" => "chemistry",
+        "college computer science" | "computer security" | "high school computer science" | "machine learning" => {
+            "computer science"
+        }
+        "econometrics" | "high school macroeconomics" | "high school microeconomics" => "economics",
+        "electrical engineering" => "engineering",
+        "clinical knowledge" | "college medicine" | "human aging" | "nutrition" | "professional medicine" => "health",
+        "high school european history" | "high school us history" | "high school world history" | "prehistory" => {
+            "history"
+        }
+        "international law" | "jurisprudence" | "professional law" => "law",
+        "abstract algebra"
+        | "college mathematics"
+        | "elementary mathematics"
+        | "high school mathematics"
+        | "high school statistics" => "math",
+        "formal logic" | "logical fallacies" | "moral disputes" | "moral scenarios" | "philosophy"
+        | "world religions" => "philosophy",
+        "astronomy" | "college physics" | "conceptual physics" | "high school physics" => "physics",
+        "high school psychology" | "human sexuality" | "professional psychology" => "psychology",
+        "global facts"
+        | "miscellaneous"
+        | "high school geography"
+        | "high school government and politics"
+        | "security studies"
+        | "sociology"
+        | "us foreign policy" => "other",
+        _ => return None,
+    })
+}
+
+/// The built-in linear head (14 × dim weights and 14 biases).
+pub struct DomainHead {
+    weight: Vec<Vec<f32>>,
+    bias: Vec<f32>,
+}
+
+static BUILTIN_HEAD: &[u8] = include_bytes!("../../assets/domain_head.safetensors");
+
+impl DomainHead {
+    /// Parses safetensors bytes with `weight` [14, dim] and `bias` [14].
+    pub fn from_safetensors(bytes: &[u8]) -> Result<Self, String> {
+        let t = candle_core::safetensors::load_buffer(bytes, &candle_core::Device::Cpu).map_err(|e| e.to_string())?;
+        let get = |k: &str| t.get(k).ok_or_else(|| format!("domain head has no `{k}`"));
+        let weight = get("weight")?.to_vec2::<f32>().map_err(|e| e.to_string())?;
+        let bias = get("bias")?.to_vec1::<f32>().map_err(|e| e.to_string())?;
+        if weight.len() != CATEGORIES.len() || bias.len() != CATEGORIES.len() {
+            return Err(format!(
+                "domain head has {} classes, expected {}",
+                weight.len(),
+                CATEGORIES.len()
+            ));
+        }
+        Ok(DomainHead { weight, bias })
+    }
+
+    /// The built-in head shipped in the binary.
+    pub fn builtin() -> Result<&'static DomainHead, String> {
+        static HEAD: OnceLock<Result<DomainHead, String>> = OnceLock::new();
+        HEAD.get_or_init(|| DomainHead::from_safetensors(BUILTIN_HEAD))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Class probabilities for an embedding.
+    pub fn probabilities(&self, e: &[f32]) -> Vec<f32> {
+        let logits: Vec<f32> = self
+            .weight
+            .iter()
+            .zip(&self.bias)
+            .map(|(w, b)| cosine(w, e) + b)
+            .collect();
+        let max = logits.iter().copied().fold(f32::MIN, f32::max);
+        let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+        let sum: f32 = exp.iter().sum();
+        exp.into_iter().map(|x| x / sum).collect()
+    }
+
+    /// The label (`other` below `threshold`) and its probability.
+    pub fn classify(&self, e: &[f32], threshold: f32) -> (&'static str, f32) {
+        let p = self.probabilities(e);
+        let (i, best) = p
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, p)| (i, *p))
+            .unwrap_or((CATEGORIES.len() - 1, 0.0));
+        if best < threshold {
+            ("other", best)
+        } else {
+            (CATEGORIES[i], best)
+        }
+    }
+}
+
+struct Rule {
+    name: Arc<str>,
+    /// Built-in labels that satisfy this rule (its own name when it is a category).
+    labels: Vec<String>,
+    /// Description and examples, for prototype similarity.
+    prototypes: Vec<String>,
+    threshold: Option<f32>,
+}
+
+/// Evaluates domain rules.
+pub struct DomainSignal {
+    embedder: Arc<Embedder>,
+    rules: Vec<Rule>,
+    builtin_threshold: f32,
+    needs_builtin: bool,
+    bank: OnceCell<Result<Vec<Vec<Embedding>>, ModelError>>,
+}
+
+/// What the domain classifier concluded for one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DomainVerdict {
+    /// Built-in label and probability (when some rule needs it).
+    pub builtin: Option<(&'static str, f32)>,
+    /// Best custom domain and its similarity.
+    pub custom: Option<(Arc<str>, f32)>,
+}
+
+impl DomainSignal {
+    /// Builds the evaluator; `builtin_threshold` applies to the built-in head.
+    pub fn new(embedder: Arc<Embedder>, rules: &[DomainRule], builtin_threshold: f32) -> Self {
+        let rules: Vec<Rule> = rules
+            .iter()
+            .map(|r| {
+                let mut labels = r.mmlu_categories.clone();
+                if CATEGORIES.contains(&r.name.as_str()) {
+                    labels.push(r.name.clone());
+                }
+                let prototypes = r
+                    .description
+                    .iter()
+                    .chain(&r.examples)
+                    .filter(|t| !t.trim().is_empty())
+                    .cloned()
+                    .collect();
+                Rule {
+                    name: r.name.as_str().into(),
+                    labels,
+                    prototypes,
+                    threshold: r.threshold,
+                }
+            })
+            .collect();
+        let needs_builtin = rules.iter().any(|r| !r.labels.is_empty());
+        DomainSignal {
+            embedder,
+            rules,
+            builtin_threshold,
+            needs_builtin,
+            bank: OnceCell::new(),
+        }
+    }
+
+    async fn bank(&self) -> Result<&Vec<Vec<Embedding>>, ModelError> {
+        self.bank
+            .get_or_init(|| async {
+                let mut bank = Vec::with_capacity(self.rules.len());
+                for r in &self.rules {
+                    bank.push(if r.prototypes.is_empty() {
+                        Vec::new()
+                    } else {
+                        self.embedder.embed_all(&r.prototypes).await?
+                    });
+                }
+                Ok(bank)
+            })
+            .await
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Classifies the request.
+    pub async fn verdict(&self, req: &RequestView) -> Result<DomainVerdict, SignalError> {
+        let fail = |e: ModelError| SignalError::Failed(e.to_string());
+        let query = req.embedding(&self.embedder).await.map_err(fail)?;
+        let builtin = if self.needs_builtin {
+            let head = DomainHead::builtin().map_err(SignalError::Failed)?;
+            Some(head.classify(&query, self.builtin_threshold))
+        } else {
+            None
+        };
+        let bank = self.bank().await.map_err(fail)?;
+        let custom = self
+            .rules
+            .iter()
+            .zip(bank)
+            .filter(|(_, protos)| !protos.is_empty())
+            .map(|(r, protos)| {
+                let best = protos.iter().map(|p| cosine(&query, p)).fold(f32::MIN, f32::max);
+                (r, best)
+            })
+            .filter(|(r, s)| *s >= r.threshold.unwrap_or(DEFAULT_CUSTOM_THRESHOLD))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(r, s)| (r.name.clone(), s));
+        Ok(DomainVerdict { builtin, custom })
+    }
+
+    async fn run(&self, req: &RequestView) -> Result<Vec<Match>, SignalError> {
+        let v = self.verdict(req).await?;
+        let mut out = Vec::new();
+        for r in &self.rules {
+            let by_prototype = v.custom.as_ref().filter(|(n, _)| *n == r.name).map(|(_, s)| *s);
+            let by_label = v
+                .builtin
+                .filter(|(l, _)| r.labels.iter().any(|x| x == l))
+                .map(|(_, p)| p);
+            if let Some(conf) = by_prototype.into_iter().chain(by_label).reduce(f32::max) {
+                out.push(Match {
+                    kind: SignalKind::Domain,
+                    name: r.name.clone(),
+                    confidence: f64::from(conf.clamp(0.0, 1.0)),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Signal for DomainSignal {
+    fn kind(&self) -> SignalKind {
+        SignalKind::Domain
+    }
+
+    fn evaluate<'a>(&'a self, req: &'a RequestView) -> BoxFuture<'a, Result<Vec<Match>, SignalError>> {
+        self.run(req).boxed()
+    }
+
+    fn explain<'a>(&'a self, req: &'a RequestView) -> BoxFuture<'a, Option<serde_json::Value>> {
+        async move {
+            let v = self.verdict(req).await.ok()?;
+            Some(serde_json::json!({
+                "label": v.builtin.map(|(l, _)| l),
+                "probability": v.builtin.map(|(_, p)| p),
+                "custom": v.custom.as_ref().map(|(n, _)| n.to_string()),
+                "similarity": v.custom.as_ref().map(|(_, s)| *s),
+            }))
+        }
+        .boxed()
+    }
+}
