@@ -55,9 +55,20 @@ def test_embedding_rule_routes_paraphrases(stack):
     got = received(r)
     assert r.headers["x-llmsoup-model"] == "support"
     assert r.headers["x-llmsoup-decision"] == "billing"
-    assert r.headers["x-llmsoup-signals"].startswith("embedding:refunds")
+    assert "embedding:refunds" in r.headers["x-llmsoup-signals"].split(",")
     assert got["body"]["model"] == "support-v1"
     assert got["port"] == stack.ports["beta"]
+
+
+def test_complexity_routes_hard_requests_and_is_reported(stack):
+    r = stack.chat("Prove step by step that there are infinitely many primes and discuss the edge cases")
+    assert received(r)["body"]["model"] == "thinker-v1"
+    assert r.headers["x-llmsoup-decision"] == "hard_reasoning"
+    assert "complexity:task:hard" in r.headers["x-llmsoup-signals"]
+    assert float(r.headers["x-llmsoup-complexity"]) >= 0.6
+    easy = stack.chat("What is the capital of Australia?")
+    assert easy.headers["x-llmsoup-model"] == "small"
+    assert float(easy.headers["x-llmsoup-complexity"]) < 0.35
 
 
 def test_not_condition_keeps_french_code_on_the_coder(stack):

@@ -270,6 +270,20 @@ impl Config {
                 }
             }
         }
+        for (i, r) in self.signals.complexity.iter().enumerate() {
+            let at = format!("signals.complexity[{i}]");
+            check_name(&r.name, &format!("{at}.name"))?;
+            for level in ["easy", "medium", "hard"] {
+                add(
+                    SignalKind::Complexity,
+                    &format!("{}:{level}", r.name),
+                    format!("{at}.name"),
+                )?;
+            }
+            if !(0.0 < r.easy_below && r.easy_below <= r.hard_from && r.hard_from <= 1.0) {
+                return Err(ConfigError::invalid(at, "need 0 < easy_below <= hard_from <= 1"));
+            }
+        }
         if !(0.0..=1.0).contains(&self.classifier.threshold) {
             return Err(ConfigError::invalid(
                 "classifier.threshold",

@@ -412,6 +412,49 @@ pub struct SignalsConfig {
     /// Subject domains: built-in MMLU-Pro categories or custom ones.
     #[serde(default)]
     pub domains: Vec<DomainRule>,
+    /// Task complexity (easy / medium / hard); conditions name `<rule>:easy|medium|hard`.
+    #[serde(default)]
+    pub complexity: Vec<ComplexityRule>,
+}
+
+/// Exemplar prompts for one end of the complexity scale.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Exemplars {
+    /// Example prompts.
+    #[serde(default)]
+    pub candidates: Vec<String>,
+}
+
+/// A complexity rule: a 0–1 score from similarity to hard/easy exemplars and request features
+/// (length, conversation depth, system prompt, JSON mode, tools, code, reasoning cues).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComplexityRule {
+    /// Rule name; decisions reference `<name>:easy`, `<name>:medium` or `<name>:hard`.
+    pub name: String,
+    /// Prompts that are hard.
+    #[serde(default)]
+    pub hard: Exemplars,
+    /// Prompts that are easy.
+    #[serde(default)]
+    pub easy: Exemplars,
+    /// Scores below this are easy (default 0.35).
+    #[serde(default = "default_easy_below")]
+    pub easy_below: f64,
+    /// Scores at or above this are hard (default 0.6).
+    #[serde(default = "default_hard_from")]
+    pub hard_from: f64,
+    /// Human description.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+fn default_easy_below() -> f64 {
+    0.35
+}
+fn default_hard_from() -> f64 {
+    0.6
 }
 
 /// A domain rule: a built-in category (`math`, `law`, `health`, ...), or a custom domain given by
@@ -486,6 +529,8 @@ pub enum SignalKind {
     Embedding,
     /// Subject domain.
     Domain,
+    /// Task complexity.
+    Complexity,
 }
 
 impl SignalKind {
@@ -497,6 +542,7 @@ impl SignalKind {
             SignalKind::Language => "language",
             SignalKind::Embedding => "embedding",
             SignalKind::Domain => "domain",
+            SignalKind::Complexity => "complexity",
         }
     }
 }

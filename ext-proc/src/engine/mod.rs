@@ -23,6 +23,8 @@ pub const DECISION_HEADER: &str = "x-llmsoup-decision";
 pub const SIGNALS_HEADER: &str = "x-llmsoup-signals";
 /// Response header: the decision's confidence.
 pub const CONFIDENCE_HEADER: &str = "x-llmsoup-confidence";
+/// Response header: the request's complexity score (when a complexity signal ran).
+pub const COMPLEXITY_HEADER: &str = "x-llmsoup-complexity";
 /// Prefix reserved for llmsoup; clients may not send these headers.
 pub const RESERVED_PREFIX: &str = "x-llmsoup-";
 
@@ -68,6 +70,8 @@ pub struct Summary {
     pub signals: String,
     /// Decision confidence, when routed.
     pub confidence: Option<f64>,
+    /// Complexity score, when a complexity signal ran.
+    pub complexity: Option<f64>,
 }
 
 impl Summary {
@@ -82,6 +86,9 @@ impl Summary {
         }
         if let Some(c) = self.confidence {
             h.push((CONFIDENCE_HEADER, format!("{c:.3}")));
+        }
+        if let Some(c) = self.complexity {
+            h.push((COMPLEXITY_HEADER, format!("{c:.3}")));
         }
         h
     }
@@ -298,6 +305,7 @@ impl Engine {
                 signals: routed.signals_header(),
                 decision: routed.decision,
                 confidence: Some(routed.confidence),
+                complexity: parsed.view.complexity.get().copied(),
             },
         })
     }

@@ -22,6 +22,14 @@ pub struct RequestView {
     pub prompt_tokens: u64,
     /// Number of messages in the conversation.
     pub messages: usize,
+    /// Characters of system prompt.
+    pub system_chars: usize,
+    /// The client asked for JSON output (`response_format`).
+    pub json_mode: bool,
+    /// The request offers tools (function calling).
+    pub tools: bool,
+    /// The complexity score (0–1), once a complexity signal computed it.
+    pub complexity: std::sync::OnceLock<f64>,
     /// The embedding of `text`, computed once per request and shared by every model signal.
     query_embedding: OnceCell<Result<Embedding, ModelError>>,
 }
@@ -90,6 +98,12 @@ struct Wire<'a> {
     system: Option<&'a RawValue>,
     #[serde(default)]
     stream: Option<bool>,
+    #[serde(default, borrow)]
+    response_format: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    tools: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    functions: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -166,13 +180,21 @@ pub fn parse_request(body: &[u8], include_history: bool) -> Result<ParsedRequest
     let mut total = String::new();
     if let Some(system) = wire.system {
         push_text(system, &mut total);
+        view.system_chars = total.len();
     }
+    view.json_mode = wire.response_format.is_some_and(|r| r.get().contains("json"));
+    let non_empty = |r: Option<&RawValue>| r.is_some_and(|r| !matches!(r.get().trim(), "null" | "[]"));
+    view.tools = non_empty(wire.tools) || non_empty(wire.functions);
     if let Some(messages) = &wire.messages {
         view.messages = messages.len();
         let mut last_user: Option<&RawValue> = None;
         for m in messages {
             let Some(content) = m.content else { continue };
+            let before = total.len();
             push_text(content, &mut total);
+            if matches!(m.role.as_deref(), Some("system" | "developer")) {
+                view.system_chars += total.len() - before;
+            }
             if m.role.as_deref() == Some("user") {
                 if include_history {
                     push_text(content, &mut view.text);
@@ -218,6 +240,14 @@ mod tests {
         assert_eq!(p.view.prompt_tokens, estimate_tokens(total));
         let h = parse_request(body, true).unwrap();
         assert_eq!(h.view.text, "first question\nsecond\npart");
+        assert_eq!(p.view.system_chars, "You are terse.".len());
+        assert!(!p.view.json_mode && !p.view.tools);
+        let t = parse_request(
+            br#"{"model":"auto","messages":[],"tools":[{"type":"function"}],"response_format":{"type":"json_object"}}"#,
+            false,
+        )
+        .unwrap();
+        assert!(t.view.json_mode && t.view.tools);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! matched, with a confidence. The decision engine only sees [`Match`]es; how a signal is
 //! computed stays here, one file per kind.
 
+pub mod complexity;
 mod context;
 pub mod domain;
 mod embedding;
@@ -19,6 +20,7 @@ use crate::config::{Config, SignalKind};
 use crate::models::Embedder;
 use crate::protocol::RequestView;
 
+pub use complexity::ComplexitySignal;
 pub use context::ContextSignal;
 pub use domain::DomainSignal;
 pub use embedding::EmbeddingSignal;
@@ -121,9 +123,26 @@ impl SignalSet {
             .filter(|r| wanted(SignalKind::Domain, &r.name))
             .cloned()
             .collect();
+        let complexity: Vec<_> = config
+            .signals
+            .complexity
+            .iter()
+            .filter(|r| {
+                ["easy", "medium", "hard"]
+                    .iter()
+                    .any(|l| wanted(SignalKind::Complexity, &format!("{}:{l}", r.name)))
+            })
+            .cloned()
+            .collect();
         // Every model-based signal shares one embedder, so a request needs one forward pass.
-        let embedder =
-            (!embeddings.is_empty() || !domains.is_empty()).then(|| Arc::new(Embedder::new(config.embedding.clone())));
+        let embedder = (!embeddings.is_empty() || !domains.is_empty() || ComplexitySignal::needs_embedder(&complexity))
+            .then(|| Arc::new(Embedder::new(config.embedding.clone())));
+        if !complexity.is_empty() {
+            let e = ComplexitySignal::needs_embedder(&complexity)
+                .then(|| embedder.clone())
+                .flatten();
+            signals.push(Box::new(ComplexitySignal::new(e, &complexity)));
+        }
         if let Some(embedder) = &embedder {
             if !embeddings.is_empty() {
                 signals.push(Box::new(EmbeddingSignal::new(
