@@ -207,10 +207,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 );
                 let s = &cfg.signals;
                 outln!(
-                    "  signals:   {} keyword, {} context, {} language",
+                    "  signals:   {} keyword, {} context, {} language, {} embedding, {} domain, {} complexity",
                     s.keywords.len(),
                     s.context.len(),
-                    s.language.len()
+                    s.language.len(),
+                    s.embeddings.len(),
+                    s.domains.len(),
+                    s.complexity.len()
                 );
                 outln!(
                     "  decisions: {}",
@@ -270,6 +273,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     r.kind.as_str(),
                     r.elapsed.as_secs_f64() * 1e3
                 );
+            }
+            for (kind, details) in rt.block_on(engine.explain(&view)) {
+                outln!("  {kind}: {details}");
             }
             outln!(
                 "decision: {}",
