@@ -39,3 +39,11 @@ def fresh_stack(request):
     s = Stack(mode=request.param).start()
     yield s
     s.stop()
+
+
+@pytest.fixture(params=MODES)
+def closed_stack(request):
+    """A private stack configured fail-closed."""
+    s = Stack(mode=request.param, failure_mode="closed").start()
+    yield s
+    s.stop()

@@ -270,3 +270,18 @@ def test_sighup_reloads_config_and_keeps_the_old_one_when_bad(fresh_stack):
     line = s.wait_log("sidecar", "reload refused")
     assert "routing.default_model" in line
     assert s.chat("What is the capital of Australia?").headers["x-llmsoup-model"] == "writer"
+
+
+def test_sidecar_down_fails_closed_when_configured(closed_stack):
+    s = closed_stack
+    assert s.chat("fix this python bug").headers["x-llmsoup-model"] == "coder"
+    s.kill_sidecar()
+    r = s.chat("fix this python bug")
+    assert r.status_code == 503, r.text
+
+
+def test_upstream_reset_is_a_gateway_error_and_still_accounted(stack):
+    r = stack.chat("hello there", headers={"x-mock-reset": "1", "x-request-id": f"reset-{stack.mode}"})
+    assert r.status_code == 503
+    line = stack.wait_log("sidecar", f"reset-{stack.mode}")
+    assert "usage report" in line and "usage_seen=false" in line, line
