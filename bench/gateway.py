@@ -46,8 +46,8 @@ import harness  # noqa: E402  (tests/e2e/harness.py: Stack, envoy_bin, wasm_filt
 CONFIG = BENCH_DIR / "bench-config.yaml"
 RESULTS = BENCH_DIR / "results.md"
 
-CONCURRENCY = 16
-THREADS = 2
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "16"))
+THREADS = min(2, CONCURRENCY)
 DURATION_S = int(os.environ.get("BENCH_DURATION", "10"))
 WARMUP_S = int(os.environ.get("BENCH_WARMUP", "2"))
 ROUNDS = max(1, int(os.environ.get("BENCH_ROUNDS", "1")))
