@@ -8,6 +8,7 @@ pub mod config;
 pub mod decision;
 pub mod engine;
 pub mod envoy;
+pub mod metrics;
 pub mod mock_upstream;
 pub mod models;
 pub mod protocol;

@@ -80,12 +80,13 @@ class Stack:
     def __init__(self, mode: str = "ext_proc", failure_mode: str = "open", max_body_bytes: int = 1 << 20):
         self.mode = mode
         self.dir = Path(tempfile.mkdtemp(prefix=f"llmsoup-e2e-{mode}-"))
-        self.ports = {k: free_port() for k in ("listen", "admin", "grpc", "alpha", "beta")}
+        self.ports = {k: free_port() for k in ("listen", "admin", "grpc", "alpha", "beta", "metrics")}
         self.env = dict(os.environ)
         self.env.update(
             E2E_LISTEN_PORT=str(self.ports["listen"]),
             E2E_ADMIN_PORT=str(self.ports["admin"]),
             E2E_GRPC_PORT=str(self.ports["grpc"]),
+            E2E_METRICS_PORT=str(self.ports["metrics"]),
             E2E_ALPHA_PORT=str(self.ports["alpha"]),
             E2E_BETA_PORT=str(self.ports["beta"]),
             E2E_MODE=mode,
@@ -141,6 +142,10 @@ class Stack:
     def start_sidecar(self):
         self._spawn("sidecar", [str(llmsoup_bin()), "serve", "--config", str(self.config)])
         wait_for(lambda: port_open(self.ports["grpc"]), "llmsoup sidecar", logs=self.dir)
+
+    def metrics(self, token: str | None = CLIENT_TOKEN) -> requests.Response:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        return requests.get(f"http://127.0.0.1:{self.ports['metrics']}/metrics", headers=headers, timeout=10)
 
     def kill_sidecar(self):
         p = self.procs.pop("sidecar")

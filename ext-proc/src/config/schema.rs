@@ -131,6 +131,13 @@ pub struct ServerConfig {
     /// gRPC address serving Envoy's ExternalProcessor (and llmsoup's Router) services.
     #[serde(default = "default_grpc_listen")]
     pub grpc_listen: String,
+    /// Admin HTTP address (`/health`, `/ready`, `/metrics`); `null` turns it off.
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: Option<String>,
+}
+
+fn default_admin_listen() -> Option<String> {
+    Some("127.0.0.1:9190".into())
 }
 
 fn default_grpc_listen() -> String {
@@ -141,6 +148,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             grpc_listen: default_grpc_listen(),
+            admin_listen: default_admin_listen(),
         }
     }
 }

@@ -11,6 +11,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{Config, ModelConfig, SignalKind};
 use crate::decision::DecisionEngine;
+use crate::metrics::{self, kv};
 use crate::protocol::{ApiError, RequestView, parse_request};
 use crate::selection;
 use crate::signals::{Match, SignalReport, SignalSet};
@@ -143,6 +144,8 @@ pub struct Engine {
     token_hashes: Vec<[u8; 32]>,
     /// Precomputed `GET /v1/models` body.
     models_body: Vec<u8>,
+    /// "Saved" compares against this model's prices: the most expensive one a decision uses.
+    baseline: Option<String>,
 }
 
 impl Engine {
@@ -162,18 +165,38 @@ impl Engine {
             })
             .collect::<Result<Vec<_>, hex::FromHexError>>()?;
         let models_body = models_list(&config);
+        let baseline = config
+            .decisions
+            .iter()
+            .flat_map(|d| &d.model_refs)
+            .filter_map(|r| config.model(&r.model))
+            .chain(std::iter::once(config.default_model()))
+            .filter_map(|m| Some((m, m.pricing.as_ref()?)))
+            .max_by(|a, b| {
+                let price = |p: &crate::config::Pricing| p.prompt_per_1m + p.completion_per_1m;
+                price(a.1).total_cmp(&price(b.1))
+            })
+            .map(|(m, _)| m.name.clone());
         Ok(Engine {
             config,
             signals,
             decisions,
             token_hashes,
             models_body,
+            baseline,
         })
     }
 
     /// The configuration this engine was built from.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Prices of the baseline model "saved" is measured against.
+    pub fn baseline_pricing(&self) -> Option<&crate::config::Pricing> {
+        self.baseline
+            .as_deref()
+            .and_then(|b| self.config.model(b)?.pricing.as_ref())
     }
 
     /// Whether client tokens are required.
@@ -205,6 +228,7 @@ impl Engine {
         if bool::from(ok) {
             Ok(())
         } else {
+            metrics::get().rejections.add(1, &[kv("code", "invalid_api_key")]);
             Err(ApiError::unauthorized("Incorrect API key provided."))
         }
     }
@@ -213,6 +237,19 @@ impl Engine {
     pub async fn route(&self, view: &RequestView) -> Result<Routed, ApiError> {
         let start = Instant::now();
         let (matches, reports) = self.signals.evaluate(view).await;
+        let m = metrics::get();
+        for r in &reports {
+            let signal = kv("signal", r.kind.as_str());
+            m.signal_duration
+                .record(r.elapsed.as_secs_f64(), std::slice::from_ref(&signal));
+            if r.error.is_some() {
+                m.signal_errors.add(1, &[signal]);
+            }
+        }
+        for x in &matches {
+            m.signal_matches
+                .add(1, &[kv("signal", x.kind.as_str()), kv("rule", x.name.to_string())]);
+        }
         let winner = self.decisions.decide(&matches);
         let (model, decision, confidence) = match winner {
             Some(w) => match selection::select(&self.config, &w.decision.model_refs) {
@@ -257,9 +294,28 @@ impl Engine {
 
     /// Handles a complete request body: the routing gate, then routing for auto models.
     pub async fn on_body(&self, body: &[u8]) -> Outcome {
+        let m = metrics::get();
         match self.on_body_inner(body).await {
-            Ok(f) => Outcome::Forward(f),
-            Err(e) => Outcome::Reply(e.into()),
+            Ok(f) => {
+                let outcome = if f.summary.confidence.is_some() {
+                    "routed"
+                } else {
+                    "passthrough"
+                };
+                m.requests.add(
+                    1,
+                    &[
+                        kv("model", f.summary.model.clone()),
+                        kv("decision", f.summary.decision.clone().unwrap_or_else(|| "none".into())),
+                        kv("outcome", outcome),
+                    ],
+                );
+                Outcome::Forward(f)
+            }
+            Err(e) => {
+                m.rejections.add(1, &[kv("code", e.code.unwrap_or("error"))]);
+                Outcome::Reply(e.into())
+            }
         }
     }
 
@@ -284,6 +340,9 @@ impl Engine {
             });
         }
         let routed = self.route(&parsed.view).await?;
+        metrics::get()
+            .routing_duration
+            .record(routed.elapsed.as_secs_f64(), &[]);
         let model: &ModelConfig = self
             .config
             .model(&routed.model)

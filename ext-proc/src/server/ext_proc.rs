@@ -56,7 +56,7 @@ impl ExternalProcessor for ExtProcService {
         // phases are answered in order on this stream; no task or channel per request.
         let engine = self.engine.load_full();
         let responses = futures::stream::unfold(
-            (inbound, StreamState::default(), engine),
+            (inbound, StreamState::new(engine.clone()), engine),
             |(mut inbound, mut state, engine)| async move {
                 loop {
                     match inbound.message().await {
@@ -79,8 +79,8 @@ impl ExternalProcessor for ExtProcService {
 }
 
 /// What one HTTP request's stream remembers between phases.
-#[derive(Default)]
 struct StreamState {
+    engine: Arc<Engine>,
     start: Option<Instant>,
     method: String,
     path: String,
@@ -150,6 +150,23 @@ fn continue_headers(mutation: Option<HeaderMutation>) -> CommonResponse {
 }
 
 impl StreamState {
+    fn new(engine: Arc<Engine>) -> Self {
+        StreamState {
+            engine,
+            start: None,
+            method: String::new(),
+            path: String::new(),
+            request_id: String::new(),
+            body: Vec::new(),
+            summary: None,
+            status: 0,
+            stream: false,
+            ttfb: None,
+            scanner: None,
+            reported: false,
+        }
+    }
+
     async fn handle(&mut self, engine: &Arc<Engine>, msg: ProcessingRequest) -> Option<ProcessingResponse> {
         let response = match msg.request? {
             Phase::RequestHeaders(h) => return Some(self.on_request_headers(engine, h)),
@@ -323,19 +340,22 @@ impl StreamState {
         self.reported = true;
         let usage = self.scanner.as_mut().and_then(UsageScanner::finish);
         let u = usage.unwrap_or_default();
-        accounting::record(&UsageReport {
-            request_id: std::mem::take(&mut self.request_id),
-            model: summary.model.clone(),
-            decision: summary.decision.clone().unwrap_or_default(),
-            status: self.status,
-            stream: self.stream,
-            prompt_tokens: u.prompt,
-            completion_tokens: u.completion,
-            cached_tokens: u.cached,
-            time_to_first_byte_us: self.ttfb.map_or(0, |d| d.as_micros() as u64),
-            duration_us: self.start.map_or(0, |s| s.elapsed().as_micros() as u64),
-            usage_seen: usage.is_some(),
-        });
+        accounting::record(
+            &self.engine,
+            &UsageReport {
+                request_id: std::mem::take(&mut self.request_id),
+                model: summary.model.clone(),
+                decision: summary.decision.clone().unwrap_or_default(),
+                status: self.status,
+                stream: self.stream,
+                prompt_tokens: u.prompt,
+                completion_tokens: u.completion,
+                cached_tokens: u.cached,
+                time_to_first_byte_us: self.ttfb.map_or(0, |d| d.as_micros() as u64),
+                duration_us: self.start.map_or(0, |s| s.elapsed().as_micros() as u64),
+                usage_seen: usage.is_some(),
+            },
+        );
     }
 }
 

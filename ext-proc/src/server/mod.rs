@@ -1,6 +1,7 @@
 //! The sidecar's network front ends: Envoy's ext_proc gRPC service and llmsoup's Router service
 //! (for the wasm filter) on one port, with config reload and graceful shutdown.
 
+mod admin;
 mod ext_proc;
 mod router;
 
@@ -48,6 +49,7 @@ impl ConfigSource {
 /// Runs the gRPC server until SIGINT/SIGTERM; SIGHUP reloads the config (a bad one is refused
 /// and the running one kept).
 pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
+    crate::metrics::install()?;
     let engine = Engine::new(source.load()?)?;
     let addr: SocketAddr = engine.config().server.grpc_listen.parse().with_context(|| {
         format!(
@@ -58,6 +60,17 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     let handle: EngineHandle = Arc::new(ArcSwap::from_pointee(engine));
 
     tokio::spawn(reload_on_sighup(source, handle.clone()));
+    if let Some(admin) = &handle.load().config().server.admin_listen {
+        let admin: SocketAddr = admin
+            .parse()
+            .with_context(|| format!("server.admin_listen `{admin}` is not host:port"))?;
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            if let Err(e) = admin::serve(admin, handle).await {
+                tracing::error!(error = format!("{e:#}"), "admin endpoint failed");
+            }
+        });
+    }
 
     // Nagle + delayed ACKs would add ~40 ms to every small ext_proc message.
     let incoming = tonic::transport::server::TcpIncoming::bind(addr)

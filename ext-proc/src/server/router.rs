@@ -74,8 +74,9 @@ impl Router for RouterService {
     }
 
     async fn report(&self, request: Request<UsageReports>) -> Result<Response<ReportAck>, Status> {
+        let engine = self.engine.load_full();
         for r in &request.into_inner().reports {
-            accounting::record(r);
+            accounting::record(&engine, r);
         }
         Ok(Response::new(ReportAck {}))
     }

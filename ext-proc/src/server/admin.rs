@@ -1,0 +1,75 @@
+//! The admin HTTP endpoint: `/health`, `/ready`, `/metrics` (Prometheus text). Protected by the
+//! same client tokens as the gateway when `auth.tokens` is set.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::EngineHandle;
+use crate::engine::Reply;
+use crate::metrics;
+
+fn reply(r: Reply) -> Response {
+    let mut resp = (
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        r.body,
+    )
+        .into_response();
+    for (k, v) in r.headers {
+        if let Ok(v) = v.parse() {
+            resp.headers_mut().insert(k, v);
+        }
+    }
+    resp
+}
+
+/// The 401 to send, if the request is not authorised.
+fn rejection(engine: &EngineHandle, headers: &HeaderMap) -> Option<Response> {
+    let get = |name: &str| headers.get(name).map(|v| v.as_bytes());
+    engine
+        .load()
+        .authenticate(get("authorization"), get("x-api-key"))
+        .err()
+        .map(|e| reply(e.into()))
+}
+
+async fn health() -> &'static str {
+    "ok\n"
+}
+
+async fn ready(State(engine): State<EngineHandle>, headers: HeaderMap) -> Response {
+    if let Some(r) = rejection(&engine, &headers) {
+        return r;
+    }
+    "ready\n".into_response()
+}
+
+async fn prometheus(State(engine): State<EngineHandle>, headers: HeaderMap) -> Response {
+    if let Some(r) = rejection(&engine, &headers) {
+        return r;
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        metrics::render(),
+    )
+        .into_response()
+}
+
+/// Serves the admin endpoint until the process stops.
+pub async fn serve(addr: SocketAddr, engine: EngineHandle) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(prometheus))
+        .with_state(engine);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding admin listener on {addr}"))?;
+    tracing::info!(%addr, "admin endpoint listening (/health, /ready, /metrics)");
+    axum::serve(listener, app).await.context("admin server")
+}
