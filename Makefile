@@ -45,8 +45,9 @@ test-e2e: deps models build wasm
 
 # Load benchmark (wrk, concurrency 16): bare Envoy vs ext_proc vs wasm, same config and run;
 # prints a table and writes bench/results.md. Reports, does not gate (see bench/README.md).
-bench: deps release wasm
+bench: deps models release wasm
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/gateway.py
+	$(CARGO) run --release -q -p llmsoup --example bench_signals -- bench/signals-results.md
 
 lint:
 	$(CARGO) fmt --all --check
