@@ -116,9 +116,9 @@ impl<H: Host> Filter<H> {
         if !self.plugin.tokens.is_empty() {
             let auth = self.host.request_header("authorization");
             let key = self.host.request_header("x-api-key");
-            match logic::authenticate(&self.plugin.tokens, auth.as_deref(), key.as_deref()) {
+            match llmsoup_proto::auth::check(&self.plugin.tokens, auth.as_deref(), key.as_deref()) {
                 Ok(i) => self.client = self.plugin.config.token_names.get(i).cloned().unwrap_or_default(),
-                Err(e) => return self.reply(401, &e.body()),
+                Err(e) => return self.reply(401, &logic::auth_error_body(e)),
             }
         }
         // Clients may not choose routes or fake llmsoup's verdicts; our token never goes upstream.

@@ -3,8 +3,6 @@
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 /// Prefix reserved for llmsoup; clients may not send these headers.
 pub const RESERVED_PREFIX: &str = "x-llmsoup-";
@@ -17,49 +15,15 @@ pub fn error_body(message: &str, kind: &str, code: &str) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-/// Why a client was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthError {
-    /// No token sent.
-    Missing,
-    /// Token not accepted.
-    Wrong,
-}
+pub use llmsoup_proto::auth::AuthError;
 
-impl AuthError {
-    /// The 401 body, identical to the sidecar's in ext_proc mode.
-    pub fn body(self) -> Vec<u8> {
-        let message = match self {
-            AuthError::Missing => "You didn't provide an API key. Send it as `Authorization: Bearer <token>`.",
-            AuthError::Wrong => "Incorrect API key provided.",
-        };
-        error_body(message, "authentication_error", "invalid_api_key")
-    }
-}
-
-/// Checks a bearer token (or `x-api-key`) against the SHA-256 hashes; returns the index of the
-/// matching hash. Every hash is compared so timing does not reveal which one matched.
-pub fn authenticate(
-    tokens: &[[u8; 32]],
-    authorization: Option<&[u8]>,
-    api_key: Option<&[u8]>,
-) -> Result<usize, AuthError> {
-    let token = authorization
-        .and_then(|v| {
-            let v = v.trim_ascii();
-            (v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ")).then(|| v[7..].trim_ascii())
-        })
-        .or(api_key.map(<[u8]>::trim_ascii))
-        .filter(|t| !t.is_empty())
-        .ok_or(AuthError::Missing)?;
-    let digest: [u8; 32] = Sha256::digest(token).into();
-    let mut found = None;
-    for (i, h) in tokens.iter().enumerate() {
-        if bool::from(h.ct_eq(&digest)) && found.is_none() {
-            found = Some(i);
-        }
-    }
-    found.ok_or(AuthError::Wrong)
+/// The 401 body for a refusal, identical to the sidecar's in ext_proc mode.
+pub fn auth_error_body(e: AuthError) -> Vec<u8> {
+    let message = match e {
+        AuthError::Missing => "You didn't provide an API key. Send it as `Authorization: Bearer <token>`.",
+        AuthError::Wrong => "Incorrect API key provided.",
+    };
+    error_body(message, "authentication_error", "invalid_api_key")
 }
 
 #[derive(Deserialize)]
@@ -116,20 +80,6 @@ pub fn grpc_service(cluster: &str) -> Vec<u8> {
 mod tests {
     use super::*;
     use std::collections::HashMap;
-
-    fn hash(t: &str) -> [u8; 32] {
-        Sha256::digest(t.as_bytes()).into()
-    }
-
-    #[test]
-    fn auth_accepts_bearer_and_api_key() {
-        let tokens = [hash("a"), hash("b")];
-        assert_eq!(authenticate(&tokens, Some(b"Bearer b"), None), Ok(1));
-        assert_eq!(authenticate(&tokens, None, Some(b"a")), Ok(0));
-        assert_eq!(authenticate(&tokens, None, None), Err(AuthError::Missing));
-        assert_eq!(authenticate(&tokens, Some(b"Bearer c"), None), Err(AuthError::Wrong));
-        assert_eq!(authenticate(&tokens, Some(b"Basic a"), None), Err(AuthError::Missing));
-    }
 
     #[test]
     fn fail_open_keeps_known_models_and_defaults_the_rest() {

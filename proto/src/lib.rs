@@ -10,6 +10,7 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/llmsoup.v1.rs"));
 }
 
+pub mod auth;
 pub mod usage;
 
 /// gRPC service name, as the wasm filter dispatches it.

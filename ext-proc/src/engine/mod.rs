@@ -6,10 +6,10 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::config::{Config, ModelConfig, SignalKind};
+use llmsoup_proto::auth::{self, AuthError};
+
 use crate::decision::DecisionEngine;
 use crate::metrics::{self, kv};
 use crate::protocol::{ApiError, RequestView, parse_request};
@@ -209,28 +209,16 @@ impl Engine {
         if self.token_hashes.is_empty() {
             return Ok(());
         }
-        let token = authorization
-            .and_then(|v| {
-                let v = v.trim_ascii();
-                (v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ")).then(|| v[7..].trim_ascii())
-            })
-            .or(api_key.map(<[u8]>::trim_ascii))
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::unauthorized("You didn't provide an API key. Send it as `Authorization: Bearer <token>`.")
-            })?;
-        let digest: [u8; 32] = Sha256::digest(token).into();
-        // Compare against every hash so timing does not reveal which one matched.
-        let mut ok = subtle::Choice::from(0u8);
-        for h in &self.token_hashes {
-            ok |= h.ct_eq(&digest);
-        }
-        if bool::from(ok) {
-            Ok(())
-        } else {
-            metrics::get().rejections.add(1, &[kv("code", "invalid_api_key")]);
-            Err(ApiError::unauthorized("Incorrect API key provided."))
-        }
+        let (code, message) = match auth::check(&self.token_hashes, authorization, api_key) {
+            Ok(_) => return Ok(()),
+            Err(AuthError::Missing) => (
+                "missing_api_key",
+                "You didn't provide an API key. Send it as `Authorization: Bearer <token>`.",
+            ),
+            Err(AuthError::Wrong) => ("invalid_api_key", "Incorrect API key provided."),
+        };
+        metrics::get().rejections.add(1, &[kv("code", code)]);
+        Err(ApiError::unauthorized(message))
     }
 
     /// Evaluates signals and decisions on a prompt and selects the model.
@@ -389,7 +377,7 @@ fn models_list(config: &Config) -> Vec<u8> {
 
 /// SHA-256 hex of a client token, as stored in `auth.tokens[].sha256`.
 pub fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.trim().as_bytes()))
+    hex::encode(auth::hash(token.trim().as_bytes()))
 }
 
 #[cfg(test)]
