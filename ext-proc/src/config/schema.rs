@@ -66,8 +66,9 @@ impl Default for ClassifierConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingConfig {
-    /// A directory holding `config.json`, `tokenizer.json` and `model.safetensors` (`make models`
-    /// fetches all-MiniLM-L6-v2), or a Hugging Face id such as
+    /// A directory holding `config.json`, `tokenizer.json` and `model.safetensors` (default:
+    /// `$LLMSOUP_MODEL_DIR`, else `.cache/models/all-MiniLM-L6-v2` where `make models` puts it), or
+    /// a Hugging Face id such as
     /// `sentence-transformers/all-MiniLM-L6-v2` (downloaded through hf-hub when online).
     #[serde(default = "default_embedding_model")]
     pub model: String,
@@ -91,8 +92,9 @@ pub struct EmbeddingConfig {
     pub top_k: usize,
 }
 
+/// `$LLMSOUP_MODEL_DIR` when set (the container image sets it), else where `make models` puts it.
 fn default_embedding_model() -> String {
-    ".cache/models/all-MiniLM-L6-v2".into()
+    std::env::var("LLMSOUP_MODEL_DIR").unwrap_or_else(|_| ".cache/models/all-MiniLM-L6-v2".into())
 }
 fn default_embedding_max_tokens() -> usize {
     256

@@ -127,6 +127,10 @@ fn schema_is_published() {
 
 #[test]
 fn published_schema_file_is_current() {
+    if std::env::var_os("LLMSOUP_MODEL_DIR").is_some() {
+        // The embedding model default follows that variable; the published file is generated without it.
+        return;
+    }
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/llmsoup.schema.json");
     let expected = serde_json::to_string_pretty(&json_schema()).unwrap() + "\n";
     let actual = std::fs::read_to_string(path).unwrap_or_default();
