@@ -3,11 +3,68 @@
 //! first token, time per output token), cost and savings, and a structured debug log line
 //! (`LLMSOUP_LOG=info,llmsoup=debug`).
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
 use llmsoup_proto::v1::UsageReport;
+use serde::Serialize;
 
 use crate::config::Pricing;
 use crate::engine::Engine;
 use crate::metrics::{self, kv};
+
+/// Running totals for one model or decision.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    /// Finished requests.
+    pub requests: u64,
+    /// Requests whose upstream answered 5xx or never answered.
+    pub errors: u64,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Cached prompt tokens.
+    pub cached_tokens: u64,
+    /// Spend in USD.
+    pub spent_usd: f64,
+    /// Spend avoided versus the baseline model, in USD.
+    pub saved_usd: f64,
+}
+
+impl Totals {
+    fn add(&mut self, r: &UsageReport, spent: f64, saved: f64) {
+        self.requests += 1;
+        if r.status == 0 || r.status >= 500 {
+            self.errors += 1;
+        }
+        self.prompt_tokens += r.prompt_tokens;
+        self.completion_tokens += r.completion_tokens;
+        self.cached_tokens += r.cached_tokens;
+        self.spent_usd += spent;
+        self.saved_usd += saved;
+    }
+}
+
+/// What `/stats` reports: totals overall, by model and by decision, since the sidecar started.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    /// Everything.
+    pub total: Totals,
+    /// By model name.
+    pub by_model: BTreeMap<String, Totals>,
+    /// By decision name (`none` when no decision matched, `fail-open` on the fail-open path).
+    pub by_decision: BTreeMap<String, Totals>,
+}
+
+// Label values are configured names, so these maps stay small; the lock is never held across an
+// await.
+static STATS: Mutex<Option<Stats>> = Mutex::new(None);
+
+/// A snapshot of the totals.
+pub fn stats() -> Stats {
+    STATS.lock().map(|s| s.clone().unwrap_or_default()).unwrap_or_default()
+}
 
 /// USD for the tokens of a report at `pricing`.
 pub fn cost(p: &Pricing, r: &UsageReport) -> f64 {
@@ -47,13 +104,32 @@ pub fn record(engine: &Engine, r: &UsageReport) {
             let per_token = (r.duration_us - r.time_to_first_byte_us) as f64 / 1e6 / (r.completion_tokens - 1) as f64;
             m.time_per_output_token.record(per_token, std::slice::from_ref(&model));
         }
-        if let Some(p) = engine.config().model(&r.model).and_then(|c| c.pricing.as_ref()) {
-            let spent = cost(p, r);
-            m.cost.add(spent, std::slice::from_ref(&model));
-            if let Some(base) = engine.baseline_pricing() {
-                m.saved.add((cost(base, r) - spent).max(0.0), &[model]);
-            }
+    }
+    let (mut spent, mut saved) = (0.0, 0.0);
+    if r.usage_seen
+        && let Some(p) = engine.config().model(&r.model).and_then(|c| c.pricing.as_ref())
+    {
+        spent = cost(p, r);
+        m.cost.add(spent, std::slice::from_ref(&model));
+        if let Some(base) = engine.baseline_pricing() {
+            saved = (cost(base, r) - spent).max(0.0);
+            m.saved.add(saved, &[model]);
         }
+    }
+    if let Ok(mut guard) = STATS.lock() {
+        let stats = guard.get_or_insert_with(Stats::default);
+        stats.total.add(r, spent, saved);
+        stats.by_model.entry(r.model.clone()).or_default().add(r, spent, saved);
+        let decision = if r.decision.is_empty() {
+            "none"
+        } else {
+            r.decision.as_str()
+        };
+        stats
+            .by_decision
+            .entry(decision.to_string())
+            .or_default()
+            .add(r, spent, saved);
     }
     tracing::debug!(
         request_id = %r.request_id,

@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import pytest
+import requests
 
 
 def sample(text: str, name: str, **labels) -> float:
@@ -20,6 +21,18 @@ def sample(text: str, name: str, **labels) -> float:
     return 0.0
 
 
+def settled(fetch):
+    """A snapshot once asynchronous (wasm-mode) reports have stopped arriving."""
+    before = fetch()
+    for _ in range(20):
+        time.sleep(0.3)
+        now = fetch()
+        if now == before:
+            break
+        before = now
+    return before
+
+
 def test_metrics_need_the_token(stack):
     assert stack.metrics(token=None).status_code == 401
     assert stack.metrics(token="wrong").status_code == 401
@@ -27,7 +40,7 @@ def test_metrics_need_the_token(stack):
 
 
 def test_tokens_cost_and_savings_are_exact(stack):
-    before = stack.metrics().text
+    before = settled(lambda: stack.metrics().text)
     tag = f"metrics-{stack.mode}-{time.monotonic_ns()}"
     for _ in range(3):
         r = stack.chat("hello there", headers={"x-mock-usage": "100,50", "x-request-id": tag})
@@ -70,3 +83,30 @@ def test_exposition_passes_promtool(stack):
     # promtool exits 3 for lint-only findings (naming style); errors exit 1.
     assert r.returncode in (0, 3), r.stdout + r.stderr
     assert not re.search(r"error", r.stderr, re.IGNORECASE), r.stderr
+
+
+def test_stats_report_exact_tokens_and_spend(stack):
+    url = f"http://127.0.0.1:{stack.ports['metrics']}/stats"
+    auth = {"authorization": "Bearer e2e-client-token"}
+    assert requests.get(url, timeout=10).status_code == 401
+    before = settled(lambda: requests.get(url, headers=auth, timeout=10).json())
+    for _ in range(2):
+        r = stack.chat("fix this rust crate", headers={"x-mock-usage": "1000,500"})
+        assert r.headers["x-llmsoup-model"] == "coder"
+    deadline = time.monotonic() + 5
+    while True:
+        after = requests.get(url, headers=auth, timeout=10).json()
+        done = after["by_model"].get("coder", {}).get("requests", 0) - before["by_model"].get("coder", {}).get(
+            "requests", 0) >= 2
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    b, a = before["by_model"].get("coder", {}), after["by_model"]["coder"]
+    assert a["requests"] - b.get("requests", 0) == 2
+    assert a["prompt_tokens"] - b.get("prompt_tokens", 0) == 2000
+    assert a["completion_tokens"] - b.get("completion_tokens", 0) == 1000
+    # coder: 10 $/1M in, 30 $/1M out; it is the baseline, so nothing is saved.
+    assert a["spent_usd"] - b.get("spent_usd", 0) == pytest.approx(2 * (1000 * 10 + 500 * 30) / 1e6)
+    assert a["saved_usd"] - b.get("saved_usd", 0) == pytest.approx(0)
+    assert after["by_decision"]["coding"]["requests"] >= 2
+    assert after["total"]["requests"] >= a["requests"]

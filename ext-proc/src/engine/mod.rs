@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-
 use crate::config::{Config, ModelConfig, SignalKind};
 use llmsoup_proto::auth::{self, AuthError};
 

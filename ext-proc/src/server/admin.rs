@@ -1,4 +1,5 @@
-//! The admin HTTP endpoint: `/health`, `/ready`, `/metrics` (Prometheus text). Protected by the
+//! The admin HTTP endpoint: `/health`, `/ready`, `/metrics` (Prometheus text), `/stats` (requests,
+//! tokens, spend and savings by model and decision). Protected by the
 //! same client tokens as the gateway when `auth.tokens` is set.
 
 use std::net::SocketAddr;
@@ -60,16 +61,24 @@ async fn prometheus(State(engine): State<EngineHandle>, headers: HeaderMap) -> R
         .into_response()
 }
 
+async fn stats(State(engine): State<EngineHandle>, headers: HeaderMap) -> Response {
+    if let Some(r) = rejection(&engine, &headers) {
+        return r;
+    }
+    axum::Json(crate::accounting::stats()).into_response()
+}
+
 /// Serves the admin endpoint until the process stops.
 pub async fn serve(addr: SocketAddr, engine: EngineHandle) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(prometheus))
+        .route("/stats", get(stats))
         .with_state(engine);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding admin listener on {addr}"))?;
-    tracing::info!(%addr, "admin endpoint listening (/health, /ready, /metrics)");
+    tracing::info!(%addr, "admin endpoint listening (/health, /ready, /metrics, /stats)");
     axum::serve(listener, app).await.context("admin server")
 }
