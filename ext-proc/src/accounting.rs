@@ -78,6 +78,13 @@ pub fn cost(p: &Pricing, r: &UsageReport) -> f64 {
 
 /// Records one finished request.
 pub fn record(engine: &Engine, r: &UsageReport) {
+    let ok = r.status != 0 && r.status < 500;
+    let ttft_ms = (r.time_to_first_byte_us > 0).then(|| r.time_to_first_byte_us as f64 / 1e3);
+    let tpot_ms = (r.usage_seen && r.completion_tokens > 1 && r.duration_us > r.time_to_first_byte_us)
+        .then(|| (r.duration_us - r.time_to_first_byte_us) as f64 / 1e3 / (r.completion_tokens - 1) as f64);
+    if r.decision != "fail-open" {
+        crate::selection::backends::record(&r.model, ok, ttft_ms, tpot_ms);
+    }
     let m = metrics::get();
     let model = kv("gen_ai.request.model", r.model.clone());
     if r.decision == "fail-open" {

@@ -10,6 +10,8 @@
 //! | `x-mock-chunks: 8` / `x-mock-chunk-delay-ms: 50` | SSE shape and pacing |
 //! | `x-mock-usage: 12,34` | prompt and completion tokens to report |
 //! | `x-expect-model: m` | answer 417 unless the body's `model` is `m` |
+//! | `x-mock-delay-for: m=200` | delay only requests whose body `model` is `m` |
+//! | `x-mock-fail-for: m=503` | fail only requests whose body `model` is `m` |
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -154,6 +156,23 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, port: u16) -> Resul
         return Ok(error(
             StatusCode::EXPECTATION_FAILED,
             &format!("expected model `{expected}`, received `{model}`"),
+        ));
+    }
+    // Per-model misbehaviour, so one header on every request makes one upstream model slow or
+    // broken while the others stay healthy.
+    let for_model = |name: &str| -> Option<u64> {
+        header(&parts, name)?.split(',').find_map(|kv| {
+            let (m, v) = kv.split_once('=')?;
+            (m.trim() == model).then(|| v.trim().parse().ok()).flatten()
+        })
+    };
+    if let Some(ms) = for_model("x-mock-delay-for") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(status) = for_model("x-mock-fail-for").and_then(|s| StatusCode::from_u16(s as u16).ok()) {
+        return Ok(error(
+            status,
+            &format!("mock upstream told to fail {model} with {}", status.as_u16()),
         ));
     }
     let n = shared.counter.fetch_add(1, Ordering::Relaxed);

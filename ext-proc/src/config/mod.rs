@@ -323,6 +323,21 @@ impl Config {
                     "at least one model reference is required",
                 ));
             }
+            let a = &d.algorithm;
+            if let Some(b) = a.quality_bias
+                && !(0.0..=1.0).contains(&b)
+            {
+                return Err(ConfigError::invalid(
+                    format!("{at}.algorithm.quality_bias"),
+                    "must be between 0 and 1",
+                ));
+            }
+            if !(1..=100).contains(&a.ttft_percentile) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.algorithm.ttft_percentile"),
+                    "must be 1..100",
+                ));
+            }
             for (j, r) in d.model_refs.iter().enumerate() {
                 if !models.contains(r.model.as_str()) {
                     return Err(ConfigError::invalid(

@@ -742,6 +742,64 @@ pub struct DecisionConfig {
     /// Candidate models, in preference order.
     #[serde(rename = "modelRefs", alias = "model_refs")]
     pub model_refs: Vec<ModelRef>,
+    /// How to choose among `modelRefs` (default: the first available).
+    #[serde(default)]
+    pub algorithm: AlgorithmConfig,
+}
+
+/// Model-selection algorithm names (vLLM Semantic Router's where they exist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AlgorithmKind {
+    /// The first available model.
+    #[default]
+    Static,
+    /// Cheapest model meeting `quality_floor`, or the best `quality_bias` trade-off.
+    Cost,
+    /// Lowest observed time to first token; models over the targets are skipped.
+    LatencyAware,
+}
+
+/// Choosing among a decision's models. Models observed failing are skipped by every algorithm
+/// (unless all are).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlgorithmConfig {
+    /// `static`, `cost` or `latency_aware`.
+    #[serde(default, rename = "type")]
+    pub kind: AlgorithmKind,
+    /// `cost`: the cheapest model whose `quality` is at least this.
+    #[serde(default)]
+    pub quality_floor: Option<f64>,
+    /// `cost`: maximise `bias·quality − (1−bias)·price/max_price` (0 = cheapest, 1 = best).
+    #[serde(default)]
+    pub quality_bias: Option<f64>,
+    /// `latency_aware`: which TTFT percentile to compare (1–100, default 90).
+    #[serde(default = "default_ttft_percentile")]
+    pub ttft_percentile: u8,
+    /// `latency_aware`: skip models whose TTFT percentile is above this.
+    #[serde(default)]
+    pub ttft_target_ms: Option<f64>,
+    /// `latency_aware`: skip models whose median time per output token is above this.
+    #[serde(default)]
+    pub tpot_target_ms: Option<f64>,
+}
+
+fn default_ttft_percentile() -> u8 {
+    90
+}
+
+impl Default for AlgorithmConfig {
+    fn default() -> Self {
+        AlgorithmConfig {
+            kind: AlgorithmKind::Static,
+            quality_floor: None,
+            quality_bias: None,
+            ttft_percentile: default_ttft_percentile(),
+            ttft_target_ms: None,
+            tpot_target_ms: None,
+        }
+    }
 }
 
 /// How the winning decision is chosen among matches.

@@ -82,6 +82,8 @@ pub struct Decision {
     pub tier: u32,
     /// Candidate model names in preference order.
     pub model_refs: Vec<String>,
+    /// How to choose among them.
+    pub algorithm: crate::config::AlgorithmConfig,
     rule: Option<Node>,
 }
 
@@ -112,6 +114,7 @@ impl DecisionEngine {
                     priority: d.priority,
                     tier: d.tier,
                     model_refs: d.model_refs.iter().map(|r| r.model.clone()).collect(),
+                    algorithm: d.algorithm.clone(),
                     rule: d.rules.as_ref().map(Node::compile),
                 })
                 .collect(),

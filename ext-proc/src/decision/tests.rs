@@ -27,6 +27,7 @@ fn decision(name: &str, priority: i64, tier: u32, rules: Option<RuleNode>) -> De
         model_refs: vec![ModelRef {
             model: format!("{name}-model"),
         }],
+        algorithm: Default::default(),
     }
 }
 

@@ -239,7 +239,7 @@ impl Engine {
         }
         let winner = self.decisions.decide(&matches);
         let (model, decision, confidence) = match winner {
-            Some(w) => match selection::select(&self.config, &w.decision.model_refs) {
+            Some(w) => match selection::select(&self.config, &w.decision.model_refs, &w.decision.algorithm) {
                 Some(m) => (m, Some(w.decision.name.to_string()), w.confidence),
                 None => {
                     tracing::warn!(decision = %w.decision.name, "no enabled model among the decision's modelRefs; using the default model");

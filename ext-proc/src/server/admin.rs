@@ -1,5 +1,5 @@
 //! The admin HTTP endpoint: `/health`, `/ready`, `/metrics` (Prometheus text), `/stats` (requests,
-//! tokens, spend and savings by model and decision). Protected by the
+//! tokens, spend and savings by model and decision), `/v1/backends` (per-model health and latency). Protected by the
 //! same client tokens as the gateway when `auth.tokens` is set.
 
 use std::net::SocketAddr;
@@ -68,6 +68,27 @@ async fn stats(State(engine): State<EngineHandle>, headers: HeaderMap) -> Respon
     axum::Json(crate::accounting::stats()).into_response()
 }
 
+async fn backends(State(engine): State<EngineHandle>, headers: HeaderMap) -> Response {
+    if let Some(r) = rejection(&engine, &headers) {
+        return r;
+    }
+    let observed = crate::selection::backends::snapshot();
+    let engine = engine.load();
+    let models: serde_json::Map<String, serde_json::Value> = engine
+        .config()
+        .models
+        .iter()
+        .map(|m| {
+            let v = match observed.get(&m.name) {
+                Some(s) => serde_json::to_value(s).unwrap_or_default(),
+                None => serde_json::json!({"status": "healthy", "requests": 0, "errors": 0, "ttft_ms": null, "tpot_ms": null}),
+            };
+            (m.name.clone(), v)
+        })
+        .collect();
+    axum::Json(serde_json::json!({"models": models})).into_response()
+}
+
 /// Serves the admin endpoint until the process stops.
 pub async fn serve(addr: SocketAddr, engine: EngineHandle) -> anyhow::Result<()> {
     let app = Router::new()
@@ -75,6 +96,7 @@ pub async fn serve(addr: SocketAddr, engine: EngineHandle) -> anyhow::Result<()>
         .route("/ready", get(ready))
         .route("/metrics", get(prometheus))
         .route("/stats", get(stats))
+        .route("/v1/backends", get(backends))
         .with_state(engine);
     let listener = tokio::net::TcpListener::bind(addr)
         .await

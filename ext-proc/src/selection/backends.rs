@@ -1,0 +1,164 @@
+//! What llmsoup has observed of each model's upstream: recent time to first token and time per
+//! output token, failures, and a healthy / degraded / down status. Fed by `accounting` from both
+//! attach modes; read by the selection algorithms and `/v1/backends`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Observations kept per model (a sliding window).
+const WINDOW: usize = 128;
+/// Consecutive failures that mark a model down.
+const DOWN_AFTER: u32 = 3;
+/// How long a down model is skipped before it gets traffic again (and a chance to recover).
+const COOLDOWN: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Default)]
+struct Model {
+    ttft_ms: VecDeque<f64>,
+    tpot_ms: VecDeque<f64>,
+    outcomes: VecDeque<bool>,
+    requests: u64,
+    errors: u64,
+    consecutive_failures: u32,
+    down_since: Option<Instant>,
+}
+
+/// A model's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Answering normally.
+    Healthy,
+    /// More than a fifth of recent requests failed.
+    Degraded,
+    /// Failing repeatedly; skipped until the cooldown ends.
+    Down,
+}
+
+/// A snapshot of one model's observations.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// Health.
+    pub status: Status,
+    /// Requests observed.
+    pub requests: u64,
+    /// Failed requests observed (5xx or no answer).
+    pub errors: u64,
+    /// Time to first token percentiles (ms) over the window: p50, p90, p99.
+    pub ttft_ms: Option<[f64; 3]>,
+    /// Time per output token percentiles (ms): p50, p90, p99.
+    pub tpot_ms: Option<[f64; 3]>,
+}
+
+static MODELS: Mutex<Option<HashMap<String, Model>>> = Mutex::new(None);
+
+fn push<T>(q: &mut VecDeque<T>, v: T) {
+    if q.len() == WINDOW {
+        q.pop_front();
+    }
+    q.push_back(v);
+}
+
+/// The `p`-th percentile (1–100) of the values.
+pub fn percentile(values: &VecDeque<f64>, p: u8) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v: Vec<f64> = values.iter().copied().collect();
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() - 1) as f64 * f64::from(p.clamp(1, 100)) / 100.0).round() as usize;
+    Some(v[i])
+}
+
+/// Records one finished request to `model`.
+pub fn record(model: &str, ok: bool, ttft_ms: Option<f64>, tpot_ms: Option<f64>) {
+    let Ok(mut guard) = MODELS.lock() else { return };
+    let m = guard
+        .get_or_insert_with(HashMap::new)
+        .entry(model.to_string())
+        .or_default();
+    m.requests += 1;
+    push(&mut m.outcomes, ok);
+    if ok {
+        m.consecutive_failures = 0;
+        m.down_since = None;
+        if let Some(t) = ttft_ms {
+            push(&mut m.ttft_ms, t);
+        }
+        if let Some(t) = tpot_ms {
+            push(&mut m.tpot_ms, t);
+        }
+    } else {
+        m.errors += 1;
+        m.consecutive_failures += 1;
+        if m.consecutive_failures >= DOWN_AFTER && m.down_since.is_none() {
+            m.down_since = Some(Instant::now());
+            tracing::warn!(model, "model marked down after repeated upstream failures");
+        }
+    }
+}
+
+fn status(m: &Model) -> Status {
+    if m.down_since.is_some_and(|t| t.elapsed() < COOLDOWN) {
+        return Status::Down;
+    }
+    let failed = m.outcomes.iter().filter(|ok| !**ok).count();
+    if !m.outcomes.is_empty() && failed * 5 > m.outcomes.len() {
+        Status::Degraded
+    } else {
+        Status::Healthy
+    }
+}
+
+/// Whether `model` is currently skipped.
+pub fn is_down(model: &str) -> bool {
+    MODELS
+        .lock()
+        .ok()
+        .and_then(|g| g.as_ref()?.get(model).map(|m| status(m) == Status::Down))
+        .unwrap_or(false)
+}
+
+/// The `p`-th percentile TTFT and median TPOT of `model`, in ms.
+pub fn latency(model: &str, p: u8) -> (Option<f64>, Option<f64>) {
+    let Ok(guard) = MODELS.lock() else { return (None, None) };
+    match guard.as_ref().and_then(|g| g.get(model)) {
+        Some(m) => (percentile(&m.ttft_ms, p), percentile(&m.tpot_ms, 50)),
+        None => (None, None),
+    }
+}
+
+/// Every observed model.
+pub fn snapshot() -> HashMap<String, Snapshot> {
+    let Ok(guard) = MODELS.lock() else {
+        return HashMap::new();
+    };
+    let pcts = |q: &VecDeque<f64>| Some([percentile(q, 50)?, percentile(q, 90)?, percentile(q, 99)?]);
+    guard
+        .iter()
+        .flatten()
+        .map(|(name, m)| {
+            let s = Snapshot {
+                status: status(m),
+                requests: m.requests,
+                errors: m.errors,
+                ttft_ms: pcts(&m.ttft_ms),
+                tpot_ms: pcts(&m.tpot_ms),
+            };
+            (name.clone(), s)
+        })
+        .collect()
+}
+
+/// Forgets everything (tests).
+#[cfg(test)]
+pub fn reset(model: &str) {
+    if let Ok(mut g) = MODELS.lock()
+        && let Some(map) = g.as_mut()
+    {
+        map.remove(model);
+    }
+}
