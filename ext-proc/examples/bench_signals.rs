@@ -50,7 +50,9 @@ async fn route(engine: &Engine, text: &str) -> Duration {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
-    let out = std::env::args().nth(1).unwrap_or_else(|| "bench/signals-results.md".into());
+    let out = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "bench/signals-results.md".into());
     let rss_idle = rss_bytes();
     let engine = Arc::new(Engine::new(config::load_file("bench/signals-config.yaml".as_ref())?)?);
     // First request loads the model and embeds every prototype bank.
@@ -82,7 +84,11 @@ async fn main() -> anyhow::Result<()> {
         }
         lat.sort();
         p50_at.insert(tokens, pct(&lat, 0.5));
-        md.push_str(&format!("| {tokens} | {:.2} | {:.2} | {n} |\n", pct(&lat, 0.5), pct(&lat, 0.99)));
+        md.push_str(&format!(
+            "| {tokens} | {:.2} | {:.2} | {n} |\n",
+            pct(&lat, 0.5),
+            pct(&lat, 0.99)
+        ));
         eprintln!("{tokens} tokens: p50 {:.2} ms", pct(&lat, 0.5));
     }
     let cached = prompt(64, 1);
@@ -92,7 +98,11 @@ async fn main() -> anyhow::Result<()> {
         lat.push(route(&engine, &cached).await);
     }
     lat.sort();
-    md.push_str(&format!("| 64 (cached embedding) | {:.3} | {:.3} | 200 |\n\n", pct(&lat, 0.5), pct(&lat, 0.99)));
+    md.push_str(&format!(
+        "| 64 (cached embedding) | {:.3} | {:.3} | 200 |\n\n",
+        pct(&lat, 0.5),
+        pct(&lat, 0.99)
+    ));
 
     // Concurrency 16: micro-batching folds concurrent requests into one forward pass.
     let total = 1600usize;
