@@ -6,6 +6,7 @@
 pub mod accounting;
 pub mod config;
 pub mod decision;
+pub mod decision_log;
 pub mod engine;
 pub mod envoy;
 pub mod metrics;

@@ -98,6 +98,16 @@ enum Command {
         #[arg(long, default_value = "mock")]
         name: String,
     },
+    /// The complexity threshold (`hard_from`) that sends a target share of recent traffic to the
+    /// strong tier, from the complexity scores in a decision log (RouteLLM-style calibration).
+    Calibrate {
+        /// Share of requests that should be `hard` (0–1).
+        #[arg(long)]
+        strong_share: f64,
+        /// Decision log (JSON lines) with routed requests' complexity scores.
+        #[arg(long)]
+        decisions: PathBuf,
+    },
     /// Print the SHA-256 to store in `auth.tokens[].sha256` for a client token.
     HashToken {
         /// The token (stdin when omitted, so it stays out of shell history).
@@ -290,6 +300,24 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let engine = Engine::new(source(config).load()?)?;
             runtime()?.block_on(classify(&engine))?;
         }
+        Command::Calibrate {
+            strong_share,
+            decisions: log,
+        } => {
+            let text = std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
+            let scores = llmsoup::decision_log::complexity_scores(&text);
+            let Some(t) = llmsoup::decision_log::calibrate(&scores, strong_share) else {
+                anyhow::bail!(
+                    "no complexity scores in {} (or --strong-share not in 0..1)",
+                    log.display()
+                );
+            };
+            outln!(
+                "{} requests with a complexity score; for {:.0}% strong: hard_from: {t:.4}",
+                scores.len(),
+                strong_share * 100.0
+            );
+        }
         Command::HashToken { token } => {
             let token = match token {
                 Some(t) => t,
@@ -350,4 +378,15 @@ async fn classify(engine: &Engine) -> anyhow::Result<()> {
         outln!("{out}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// Catches clashing argument names (a global `--log` against a subcommand's) at test time.
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -87,6 +87,7 @@ class Stack:
             E2E_ADMIN_PORT=str(self.ports["admin"]),
             E2E_GRPC_PORT=str(self.ports["grpc"]),
             E2E_METRICS_PORT=str(self.ports["metrics"]),
+            E2E_DECISION_LOG=str(self.dir / "decisions.jsonl"),
             E2E_ALPHA_PORT=str(self.ports["alpha"]),
             E2E_BETA_PORT=str(self.ports["beta"]),
             E2E_MODE=mode,

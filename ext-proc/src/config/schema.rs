@@ -39,6 +39,20 @@ pub struct Config {
     /// The built-in domain classifier.
     #[serde(default)]
     pub classifier: ClassifierConfig,
+    /// The decision log.
+    #[serde(default)]
+    pub decision_log: Option<DecisionLogConfig>,
+}
+
+/// Where routed requests and feedback are logged (JSON lines).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionLogConfig {
+    /// File to append to.
+    pub path: String,
+    /// Write prompts in clear (default: only their SHA-256).
+    #[serde(default)]
+    pub include_prompt: bool,
 }
 
 /// Settings of the built-in domain classifier (14 MMLU-Pro categories).

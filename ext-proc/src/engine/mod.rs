@@ -10,6 +10,7 @@ use crate::config::{Config, ModelConfig, SignalKind};
 use llmsoup_proto::auth::{self, AuthError};
 
 use crate::decision::DecisionEngine;
+use crate::decision_log::DecisionLog;
 use crate::metrics::{self, kv};
 use crate::protocol::{ApiError, RequestView, parse_request};
 use crate::selection;
@@ -145,6 +146,13 @@ pub struct Engine {
     models_body: Vec<u8>,
     /// "Saved" compares against this model's prices: the most expensive one a decision uses.
     baseline: Option<String>,
+    decision_log: Option<DecisionLog>,
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl Engine {
@@ -176,6 +184,10 @@ impl Engine {
                 price(a.1).total_cmp(&price(b.1))
             })
             .map(|(m, _)| m.name.clone());
+        let decision_log = match &config.decision_log {
+            Some(d) => Some(DecisionLog::open(d.path.clone().into(), d.include_prompt)?),
+            None => None,
+        };
         Ok(Engine {
             config,
             signals,
@@ -183,6 +195,7 @@ impl Engine {
             token_hashes,
             models_body,
             baseline,
+            decision_log,
         })
     }
 
@@ -281,8 +294,13 @@ impl Engine {
 
     /// Handles a complete request body: the routing gate, then routing for auto models.
     pub async fn on_body(&self, body: &[u8]) -> Outcome {
+        self.on_request(body, "").await
+    }
+
+    /// [`Engine::on_body`] for a request with an id (`x-request-id`), for the decision log.
+    pub async fn on_request(&self, body: &[u8], request_id: &str) -> Outcome {
         let m = metrics::get();
-        match self.on_body_inner(body).await {
+        match self.on_body_inner(body, request_id).await {
             Ok(f) => {
                 let outcome = if f.summary.confidence.is_some() {
                     "routed"
@@ -306,7 +324,29 @@ impl Engine {
         }
     }
 
-    async fn on_body_inner(&self, body: &[u8]) -> Result<Forward, ApiError> {
+    /// Records a quality score (0–1) for a routed request in the decision log.
+    pub fn feedback(&self, request_id: &str, score: f64) -> Result<(), ApiError> {
+        if !(0.0..=1.0).contains(&score) || request_id.is_empty() {
+            return Err(ApiError::bad_request(
+                "Feedback needs a `request_id` and a `score` between 0 and 1.",
+                None,
+                "invalid_feedback",
+            ));
+        }
+        let Some(log) = &self.decision_log else {
+            return Err(ApiError::bad_request(
+                "Feedback is recorded in the decision log; configure `decision_log` first.",
+                None,
+                "decision_log_disabled",
+            ));
+        };
+        log.write(
+            &serde_json::json!({"event": "feedback", "ts": unix_now(), "request_id": request_id, "score": score}),
+        );
+        Ok(())
+    }
+
+    async fn on_body_inner(&self, body: &[u8], request_id: &str) -> Result<Forward, ApiError> {
         let parsed = parse_request(body, self.config.routing.include_history)?;
         if !self.config.routing.auto_models.iter().any(|a| a == &parsed.model) {
             // Concrete model: pass through untouched, only tell Envoy where it goes.
@@ -343,6 +383,26 @@ impl Engine {
             latency_us = routed.elapsed.as_micros() as u64,
             "routed"
         );
+        if let Some(log) = &self.decision_log {
+            let mut entry = serde_json::json!({
+                "event": "route",
+                "ts": unix_now(),
+                "request_id": request_id,
+                "model": routed.model,
+                "decision": routed.decision,
+                "confidence": routed.confidence,
+                "signals": routed.signals_header(),
+                "complexity": parsed.view.complexity.get(),
+                "prompt_tokens": parsed.view.prompt_tokens,
+                "latency_us": routed.elapsed.as_micros() as u64,
+            });
+            if log.include_prompt {
+                entry["prompt"] = serde_json::json!(parsed.view.text);
+            } else {
+                entry["prompt_sha256"] = serde_json::json!(hex::encode(auth::hash(parsed.view.text.as_bytes())));
+            }
+            log.write(&entry);
+        }
         Ok(Forward {
             set_headers: vec![(MODEL_HEADER, model.name.clone())],
             body: Some(parsed.with_model(body, model.provider_model_id())),

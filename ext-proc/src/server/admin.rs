@@ -89,6 +89,39 @@ async fn backends(State(engine): State<EngineHandle>, headers: HeaderMap) -> Res
     axum::Json(serde_json::json!({"models": models})).into_response()
 }
 
+#[derive(serde::Deserialize)]
+struct Feedback {
+    request_id: String,
+    score: f64,
+}
+
+async fn feedback(State(engine): State<EngineHandle>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Some(r) = rejection(&engine, &headers) {
+        return r;
+    }
+    let parsed: Feedback = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => {
+            return reply(
+                crate::protocol::ApiError::bad_request(
+                    format!("Invalid feedback body: {e}."),
+                    None,
+                    "invalid_feedback",
+                )
+                .into(),
+            );
+        }
+    };
+    match engine.load().feedback(&parsed.request_id, parsed.score) {
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({"status": "recorded"})),
+        )
+            .into_response(),
+        Err(e) => reply(e.into()),
+    }
+}
+
 /// Serves the admin endpoint until the process stops.
 pub async fn serve(addr: SocketAddr, engine: EngineHandle) -> anyhow::Result<()> {
     let app = Router::new()
@@ -97,6 +130,7 @@ pub async fn serve(addr: SocketAddr, engine: EngineHandle) -> anyhow::Result<()>
         .route("/metrics", get(prometheus))
         .route("/stats", get(stats))
         .route("/v1/backends", get(backends))
+        .route("/v1/feedback", axum::routing::post(feedback))
         .with_state(engine);
     let listener = tokio::net::TcpListener::bind(addr)
         .await

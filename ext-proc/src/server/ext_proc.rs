@@ -244,7 +244,7 @@ impl StreamState {
             self.body.extend_from_slice(&b.body);
             std::mem::take(&mut self.body)
         };
-        match engine.on_body(&body).await {
+        match engine.on_request(&body, &self.request_id).await {
             Outcome::Reply(r) => immediate(r, "llmsoup_rejected"),
             Outcome::Forward(f) => {
                 let mut set: Vec<HeaderValueOption> =

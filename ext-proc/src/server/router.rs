@@ -68,7 +68,7 @@ impl Router for RouterService {
         let outcome = if req.body.is_empty() {
             engine.on_headers_only(&req.method, &req.path)
         } else {
-            Some(engine.on_body(&req.body).await)
+            Some(engine.on_request(&req.body, &req.request_id).await)
         };
         Ok(Response::new(to_response(outcome)))
     }
