@@ -38,3 +38,16 @@ def test_failing_upstream_is_marked_down_and_skipped(stack):
     assert statuses[-2:] == [(200, "steady")] * 2, statuses
     assert backends(stack)["shaky"]["status"] == "down"
     assert backends(stack)["steady"]["status"] == "healthy"
+
+
+def test_latency_signal_falls_back_while_the_primary_is_slow(stack):
+    slow = {"x-mock-delay-for": "primary-v1=300"}
+    picked = []
+    for _ in range(5):
+        r = stack.chat("giraffe facts please", headers=slow)
+        assert r.status_code == 200
+        picked.append((r.headers["x-llmsoup-model"], r.headers["x-llmsoup-decision"]))
+        time.sleep(0.3)
+    assert picked[0] == ("primary", "giraffe"), picked
+    assert picked[-2:] == [("secondary", "giraffe_fallback")] * 2, picked
+    assert backends(stack)["primary"]["in_flight"] == 0

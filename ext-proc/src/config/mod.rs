@@ -284,6 +284,24 @@ impl Config {
                 return Err(ConfigError::invalid(at, "need 0 < easy_below <= hard_from <= 1"));
             }
         }
+        for (i, r) in self.signals.latency.iter().enumerate() {
+            let at = format!("signals.latency[{i}]");
+            add(SignalKind::Latency, &r.name, format!("{at}.name"))?;
+            if r.ttft_target_ms.is_none() && r.tpot_target_ms.is_none() {
+                return Err(ConfigError::invalid(at, "set ttft_target_ms and/or tpot_target_ms"));
+            }
+            if !(1..=100).contains(&r.ttft_percentile) {
+                return Err(ConfigError::invalid(format!("{at}.ttft_percentile"), "must be 1..100"));
+            }
+            for (j, m) in r.models.iter().enumerate() {
+                if !models.contains(m.as_str()) {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.models[{j}]"),
+                        format!("unknown model `{m}`"),
+                    ));
+                }
+            }
+        }
         if !(0.0..=1.0).contains(&self.classifier.threshold) {
             return Err(ConfigError::invalid(
                 "classifier.threshold",

@@ -439,6 +439,31 @@ pub struct SignalsConfig {
     /// Task complexity (easy / medium / hard); conditions name `<rule>:easy|medium|hard`.
     #[serde(default)]
     pub complexity: Vec<ComplexityRule>,
+    /// Observed upstream latency: matches when a model of the group is over its target.
+    #[serde(default)]
+    pub latency: Vec<LatencyRule>,
+}
+
+/// A latency rule, e.g. "the primary provider is slow" to fall back to a secondary one.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyRule {
+    /// Signal name referenced by decisions.
+    pub name: String,
+    /// Models watched; the rule matches when any of them is over a target.
+    pub models: Vec<String>,
+    /// Which TTFT percentile to compare (1–100, default 90).
+    #[serde(default = "default_ttft_percentile")]
+    pub ttft_percentile: u8,
+    /// Time-to-first-token target in milliseconds.
+    #[serde(default)]
+    pub ttft_target_ms: Option<f64>,
+    /// Median time-per-output-token target in milliseconds.
+    #[serde(default)]
+    pub tpot_target_ms: Option<f64>,
+    /// Human description.
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 /// Exemplar prompts for one end of the complexity scale.
@@ -555,6 +580,8 @@ pub enum SignalKind {
     Domain,
     /// Task complexity.
     Complexity,
+    /// Observed upstream latency.
+    Latency,
 }
 
 impl SignalKind {
@@ -567,6 +594,7 @@ impl SignalKind {
             SignalKind::Embedding => "embedding",
             SignalKind::Domain => "domain",
             SignalKind::Complexity => "complexity",
+            SignalKind::Latency => "latency",
         }
     }
 }

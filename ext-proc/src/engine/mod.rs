@@ -302,6 +302,7 @@ impl Engine {
         let m = metrics::get();
         match self.on_body_inner(body, request_id).await {
             Ok(f) => {
+                crate::selection::backends::started(&f.summary.model);
                 let outcome = if f.summary.confidence.is_some() {
                     "routed"
                 } else {

@@ -21,6 +21,7 @@ struct Model {
     tpot_ms: VecDeque<f64>,
     outcomes: VecDeque<bool>,
     requests: u64,
+    started: u64,
     errors: u64,
     consecutive_failures: u32,
     down_since: Option<Instant>,
@@ -45,6 +46,8 @@ pub struct Snapshot {
     pub status: Status,
     /// Requests observed.
     pub requests: u64,
+    /// Requests routed to it and not finished yet.
+    pub in_flight: u64,
     /// Failed requests observed (5xx or no answer).
     pub errors: u64,
     /// Time to first token percentiles (ms) over the window: p50, p90, p99.
@@ -71,6 +74,16 @@ pub fn percentile(values: &VecDeque<f64>, p: u8) -> Option<f64> {
     v.sort_by(f64::total_cmp);
     let i = ((v.len() - 1) as f64 * f64::from(p.clamp(1, 100)) / 100.0).round() as usize;
     Some(v[i])
+}
+
+/// Notes a request routed to `model` (for in-flight counts).
+pub fn started(model: &str) {
+    let Ok(mut guard) = MODELS.lock() else { return };
+    guard
+        .get_or_insert_with(HashMap::new)
+        .entry(model.to_string())
+        .or_default()
+        .started += 1;
 }
 
 /// Records one finished request to `model`.
@@ -144,6 +157,7 @@ pub fn snapshot() -> HashMap<String, Snapshot> {
             let s = Snapshot {
                 status: status(m),
                 requests: m.requests,
+                in_flight: m.started.saturating_sub(m.requests),
                 errors: m.errors,
                 ttft_ms: pcts(&m.ttft_ms),
                 tpot_ms: pcts(&m.tpot_ms),

@@ -81,7 +81,9 @@ async fn backends(State(engine): State<EngineHandle>, headers: HeaderMap) -> Res
         .map(|m| {
             let v = match observed.get(&m.name) {
                 Some(s) => serde_json::to_value(s).unwrap_or_default(),
-                None => serde_json::json!({"status": "healthy", "requests": 0, "errors": 0, "ttft_ms": null, "tpot_ms": null}),
+                None => serde_json::json!({
+                    "status": "healthy", "requests": 0, "in_flight": 0, "errors": 0, "ttft_ms": null, "tpot_ms": null
+                }),
             };
             (m.name.clone(), v)
         })

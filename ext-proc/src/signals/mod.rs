@@ -8,6 +8,7 @@ pub mod domain;
 mod embedding;
 mod keyword;
 mod language;
+mod latency;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub use domain::DomainSignal;
 pub use embedding::EmbeddingSignal;
 pub use keyword::KeywordSignal;
 pub use language::LanguageSignal;
+pub use latency::LatencySignal;
 
 /// One matched rule of one signal.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,6 +110,16 @@ impl SignalSet {
             .collect();
         if !language.is_empty() {
             signals.push(Box::new(LanguageSignal::new(&language)));
+        }
+        let latency: Vec<_> = config
+            .signals
+            .latency
+            .iter()
+            .filter(|r| wanted(SignalKind::Latency, &r.name))
+            .cloned()
+            .collect();
+        if !latency.is_empty() {
+            signals.push(Box::new(LatencySignal::new(&latency)));
         }
         let embeddings: Vec<_> = config
             .signals
