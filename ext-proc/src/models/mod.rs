@@ -125,34 +125,64 @@ impl Worker {
         let (tx, rx) = mpsc::channel::<Job>(settings.queue.max(1));
         let rx = Arc::new(std::sync::Mutex::new(rx));
         for i in 0..settings.workers.max(1) {
-            let (rx, encoder, batch) = (rx.clone(), encoder.clone(), settings.batch_size.max(1));
+            let (rx, encoder, batch, max_tokens) = (
+                rx.clone(),
+                encoder.clone(),
+                settings.batch_size.max(1),
+                settings.max_tokens,
+            );
             std::thread::Builder::new()
                 .name(format!("llmsoup-infer-{i}"))
-                .spawn(move || work(&rx, &encoder, batch))
+                .spawn(move || work(&rx, &encoder, batch, max_tokens))
                 .map_err(|e| ModelError::Load(format!("spawning inference thread: {e}")))?;
         }
         Ok(Worker { queue: tx, dim })
     }
 }
 
-/// The worker loop: wait for one job, then take whatever else is queued (up to `batch` texts)
-/// and run them in one forward pass. Exits when the engine (and its queue sender) is dropped.
-fn work(rx: &std::sync::Mutex<mpsc::Receiver<Job>>, encoder: &SentenceEncoder, batch: usize) {
+/// Attention memory grows with batch × width²; cap what one forward pass may take so a burst of
+/// long prompts cannot balloon the RSS (16 texts × 256 tokens peaked at ~430 MB): 16 texts of 128
+/// tokens, or 4 of 256.
+const BATCH_ATTENTION_BUDGET: usize = 16 * 128 * 128;
+
+/// Estimated padded width of a job's texts in tokens (≈ 4 bytes per token, plus CLS/SEP).
+fn job_width(job: &Job, max_tokens: usize) -> usize {
+    job.texts
+        .iter()
+        .map(|t| (t.len() / 4 + 2).min(max_tokens))
+        .max()
+        .unwrap_or(2)
+}
+
+/// The worker loop: wait for one job, then take whatever else is queued (up to `batch` texts and
+/// the attention budget) and run them in one forward pass. A job that does not fit waits for the
+/// next pass. Exits when the engine (and its queue sender) is dropped.
+fn work(rx: &std::sync::Mutex<mpsc::Receiver<Job>>, encoder: &SentenceEncoder, batch: usize, max_tokens: usize) {
+    let mut carry: Option<Job> = None;
     loop {
         let mut jobs = Vec::new();
         {
             let Ok(mut rx) = rx.lock() else { return };
-            let Some(first) = rx.blocking_recv() else { return };
+            let first = match carry.take() {
+                Some(j) => j,
+                None => match rx.blocking_recv() {
+                    Some(j) => j,
+                    None => return,
+                },
+            };
             let mut n = first.texts.len();
+            let mut width = job_width(&first, max_tokens);
             jobs.push(first);
             while n < batch {
-                match rx.try_recv() {
-                    Ok(j) => {
-                        n += j.texts.len();
-                        jobs.push(j);
-                    }
-                    Err(_) => break,
+                let Ok(j) = rx.try_recv() else { break };
+                let w = width.max(job_width(&j, max_tokens));
+                let m = n + j.texts.len();
+                if m > batch || m * w * w > BATCH_ATTENTION_BUDGET {
+                    carry = Some(j);
+                    break;
                 }
+                (n, width) = (m, w);
+                jobs.push(j);
             }
         }
         let texts: Vec<&str> = jobs.iter().flat_map(|j| j.texts.iter().map(String::as_str)).collect();
