@@ -79,73 +79,36 @@ pub struct SignalSet {
 impl SignalSet {
     /// Builds evaluators for the rules that some decision references (and only those).
     pub fn build(config: &Config, referenced: &BTreeSet<(SignalKind, String)>) -> Result<Self, String> {
-        let wanted = |kind: SignalKind, name: &str| referenced.contains(&(kind, name.to_string()));
         let mut signals: Vec<Box<dyn Signal>> = Vec::new();
-        let keywords: Vec<_> = config
-            .signals
-            .keywords
-            .iter()
-            .filter(|r| wanted(SignalKind::Keyword, &r.name))
-            .cloned()
-            .collect();
+        let wanted = |kind: SignalKind, name: &str| referenced.contains(&(kind, name.to_string()));
+        // The rules of one kind that some decision references (only those are evaluated).
+        fn pick<R: Clone>(rules: &[R], keep: impl Fn(&R) -> bool) -> Vec<R> {
+            rules.iter().filter(|r| keep(r)).cloned().collect()
+        }
+        let s = &config.signals;
+        let keywords = pick(&s.keywords, |r| wanted(SignalKind::Keyword, &r.name));
+        let context = pick(&s.context, |r| wanted(SignalKind::Context, &r.name));
+        let language = pick(&s.language, |r| wanted(SignalKind::Language, &r.name));
+        let latency = pick(&s.latency, |r| wanted(SignalKind::Latency, &r.name));
+        let embeddings = pick(&s.embeddings, |r| wanted(SignalKind::Embedding, &r.name));
+        let domains = pick(&s.domains, |r| wanted(SignalKind::Domain, &r.name));
+        let complexity = pick(&s.complexity, |r| {
+            ["easy", "medium", "hard"]
+                .iter()
+                .any(|l| wanted(SignalKind::Complexity, &format!("{}:{l}", r.name)))
+        });
         if !keywords.is_empty() {
             signals.push(Box::new(KeywordSignal::new(&keywords)?));
         }
-        let context: Vec<_> = config
-            .signals
-            .context
-            .iter()
-            .filter(|r| wanted(SignalKind::Context, &r.name))
-            .cloned()
-            .collect();
         if !context.is_empty() {
             signals.push(Box::new(ContextSignal::new(&context)));
         }
-        let language: Vec<_> = config
-            .signals
-            .language
-            .iter()
-            .filter(|r| wanted(SignalKind::Language, &r.name))
-            .cloned()
-            .collect();
         if !language.is_empty() {
             signals.push(Box::new(LanguageSignal::new(&language)));
         }
-        let latency: Vec<_> = config
-            .signals
-            .latency
-            .iter()
-            .filter(|r| wanted(SignalKind::Latency, &r.name))
-            .cloned()
-            .collect();
         if !latency.is_empty() {
             signals.push(Box::new(LatencySignal::new(&latency)));
         }
-        let embeddings: Vec<_> = config
-            .signals
-            .embeddings
-            .iter()
-            .filter(|r| wanted(SignalKind::Embedding, &r.name))
-            .cloned()
-            .collect();
-        let domains: Vec<_> = config
-            .signals
-            .domains
-            .iter()
-            .filter(|r| wanted(SignalKind::Domain, &r.name))
-            .cloned()
-            .collect();
-        let complexity: Vec<_> = config
-            .signals
-            .complexity
-            .iter()
-            .filter(|r| {
-                ["easy", "medium", "hard"]
-                    .iter()
-                    .any(|l| wanted(SignalKind::Complexity, &format!("{}:{l}", r.name)))
-            })
-            .cloned()
-            .collect();
         // Every model-based signal shares one embedder, so a request needs one forward pass.
         let embedder = (!embeddings.is_empty() || !domains.is_empty() || ComplexitySignal::needs_embedder(&complexity))
             .then(|| Arc::new(Embedder::new(config.embedding.clone())));
