@@ -44,10 +44,13 @@ test-e2e: deps models build wasm
 	LLMSOUP_BIN=$(CURDIR)/target/debug/llmsoup $(PYTEST) tests/e2e -q -p no:cacheprovider
 
 # Load benchmark (wrk, concurrency 16): bare Envoy vs ext_proc vs wasm, same config and run;
-# prints a table and writes bench/results.md. Reports, does not gate (see bench/README.md).
+# prints a table and writes bench/results.md. Then the model signals: decision latency against
+# prompt length, req/s and sidecar RSS over the Router gRPC service (bench/signals-results.md).
+# Reports, does not gate (see bench/README.md).
 bench: deps models release wasm
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/gateway.py
-	$(CARGO) run --release -q -p llmsoup --example bench_signals -- bench/signals-results.md
+	$(CARGO) run --release -q -p llmsoup --example bench_route -- \
+		--bin $(CURDIR)/target/release/llmsoup --config bench/signals-config.yaml --out bench/signals-results.md
 
 lint:
 	$(CARGO) fmt --all --check
