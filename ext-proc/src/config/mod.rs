@@ -7,9 +7,11 @@
 
 mod env;
 mod locate;
+mod plugins;
 mod schema;
 mod size;
 
+pub use plugins::*;
 pub use schema::*;
 pub use size::TokenCount;
 
@@ -46,6 +48,27 @@ impl ConfigError {
         }
     }
 }
+
+/// vLLM Semantic Router's PII type names (the vocabulary of `pii_types_allowed`).
+pub const PII_TYPES: &[&str] = &[
+    "AGE",
+    "CREDIT_CARD",
+    "DATE_TIME",
+    "DOMAIN_NAME",
+    "EMAIL_ADDRESS",
+    "GPE",
+    "IBAN_CODE",
+    "IP_ADDRESS",
+    "NO_PII",
+    "NRP",
+    "ORGANIZATION",
+    "PERSON",
+    "PHONE_NUMBER",
+    "STREET_ADDRESS",
+    "US_DRIVER_LICENSE",
+    "US_SSN",
+    "ZIP_CODE",
+];
 
 /// Where configuration text came from, for error messages.
 #[derive(Debug, Clone)]
@@ -301,6 +324,46 @@ impl Config {
                     ));
                 }
             }
+        }
+        let probability = |v: Option<f32>, at: String| match v {
+            Some(t) if !(0.0..=1.0).contains(&t) => Err(ConfigError::invalid(at, "must be between 0 and 1")),
+            _ => Ok(()),
+        };
+        for (i, r) in self.signals.pii.iter().enumerate() {
+            let at = format!("signals.pii[{i}]");
+            add(SignalKind::Pii, &r.name, format!("{at}.name"))?;
+            probability(r.threshold, format!("{at}.threshold"))?;
+            for (j, t) in r.pii_types_allowed.iter().enumerate() {
+                if !PII_TYPES.contains(&t.as_str()) {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.pii_types_allowed[{j}]"),
+                        format!("unknown PII type `{t}` (known: {})", PII_TYPES.join(", ")),
+                    ));
+                }
+            }
+        }
+        for (i, r) in self.signals.jailbreak.iter().enumerate() {
+            let at = format!("signals.jailbreak[{i}]");
+            add(SignalKind::Jailbreak, &r.name, format!("{at}.name"))?;
+            probability(r.threshold, format!("{at}.threshold"))?;
+        }
+        for (i, m) in self.models.iter().enumerate() {
+            if let Some(f) = &m.reasoning_family
+                && !self.routing.reasoning_families.contains_key(f)
+            {
+                return Err(ConfigError::invalid(
+                    format!("models[{i}].reasoning_family"),
+                    format!("no reasoning family `{f}` in routing.reasoning_families"),
+                ));
+            }
+        }
+        if let Some(h) = &self.compat.selected_model_header
+            && (h.is_empty() || h.starts_with(':') || !h.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(ConfigError::invalid(
+                "compat.selected_model_header",
+                "expected a plain HTTP header name such as `x-selected-model`",
+            ));
         }
         if !(0.0..=1.0).contains(&self.classifier.threshold) {
             return Err(ConfigError::invalid(

@@ -5,7 +5,7 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, TokenCount};
+use super::{ConfigError, PluginConfig, ReasoningEffort, ReasoningFamilies, TokenCount};
 
 /// The whole llmsoup configuration file.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -42,6 +42,22 @@ pub struct Config {
     /// The decision log.
     #[serde(default)]
     pub decision_log: Option<DecisionLogConfig>,
+    /// Compatibility with vLLM Semantic Router clients, dashboards and Envoy routes.
+    #[serde(default)]
+    pub compat: CompatConfig,
+}
+
+/// Compatibility switches for users coming from vLLM Semantic Router.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompatConfig {
+    /// Also send vSR's `x-vsr-selected-model`, `x-vsr-selected-decision`, ... response headers.
+    #[serde(default)]
+    pub vsr_headers: bool,
+    /// Also set this request header to the selected model (e.g. `x-selected-model`), for Envoy
+    /// routes written for vSR; `llmsoup envoy-config` routes on it when set.
+    #[serde(default)]
+    pub selected_model_header: Option<String>,
 }
 
 /// Where routed requests and feedback are logged (JSON lines).
@@ -404,6 +420,9 @@ pub struct ModelConfig {
     /// Human description.
     #[serde(default)]
     pub description: Option<String>,
+    /// Key of `routing.reasoning_families`: how this model's reasoning is toggled.
+    #[serde(default)]
+    pub reasoning_family: Option<String>,
 }
 
 fn yes() -> bool {
@@ -442,6 +461,55 @@ pub struct SignalsConfig {
     /// Observed upstream latency: matches when a model of the group is over its target.
     #[serde(default)]
     pub latency: Vec<LatencyRule>,
+    /// Personal data found in the prompt (matches when a type not allowed is present).
+    #[serde(default)]
+    pub pii: Vec<PiiRule>,
+    /// Prompt-injection / jailbreak attempts.
+    #[serde(default)]
+    pub jailbreak: Vec<JailbreakRule>,
+}
+
+/// A PII rule: matches when the prompt holds personal data of a type not in `pii_types_allowed`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PiiRule {
+    /// Signal name referenced by decisions.
+    pub name: String,
+    /// vSR PII type names that do not make the rule match (e.g. `EMAIL_ADDRESS`).
+    #[serde(default)]
+    pub pii_types_allowed: Vec<String>,
+    /// Minimum recognizer confidence (0..1, default 0.5).
+    #[serde(default)]
+    pub threshold: Option<f32>,
+    /// Also scan earlier user turns.
+    #[serde(default)]
+    pub include_history: bool,
+    /// Human description.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// A jailbreak rule: the built-in prompt-injection classifier plus optional patterns.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JailbreakRule {
+    /// Signal name referenced by decisions.
+    pub name: String,
+    /// Classifier probability needed to match (0..1, default 0.5).
+    #[serde(default)]
+    pub threshold: Option<f32>,
+    /// Phrases whose embedding similarity also counts as an attempt.
+    #[serde(default)]
+    pub jailbreak_patterns: Vec<String>,
+    /// Phrases that pull a borderline prompt back to benign.
+    #[serde(default)]
+    pub benign_patterns: Vec<String>,
+    /// Also scan earlier user turns.
+    #[serde(default)]
+    pub include_history: bool,
+    /// Human description.
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 /// A latency rule, e.g. "the primary provider is slow" to fall back to a secondary one.
@@ -582,6 +650,10 @@ pub enum SignalKind {
     Complexity,
     /// Observed upstream latency.
     Latency,
+    /// Personal data in the prompt.
+    Pii,
+    /// Prompt-injection / jailbreak attempt.
+    Jailbreak,
 }
 
 impl SignalKind {
@@ -595,6 +667,8 @@ impl SignalKind {
             SignalKind::Domain => "domain",
             SignalKind::Complexity => "complexity",
             SignalKind::Latency => "latency",
+            SignalKind::Pii => "pii",
+            SignalKind::Jailbreak => "jailbreak",
         }
     }
 }
@@ -761,6 +835,27 @@ impl RuleNode {
 pub struct ModelRef {
     /// Model name (see `models`).
     pub model: String,
+    /// Turn reasoning on or off for this model (through its `reasoning_family`).
+    #[serde(default)]
+    pub use_reasoning: Option<bool>,
+    /// Effort when reasoning is on (default `routing.default_reasoning_effort`).
+    #[serde(default)]
+    pub reasoning_effort: Option<ReasoningEffort>,
+    /// A LoRA adapter name sent upstream as the model id instead of the model's own.
+    #[serde(default)]
+    pub lora_name: Option<String>,
+}
+
+impl ModelRef {
+    /// A plain reference to a model, with no reasoning or LoRA settings.
+    pub fn new(model: impl Into<String>) -> Self {
+        ModelRef {
+            model: model.into(),
+            use_reasoning: None,
+            reasoning_effort: None,
+            lora_name: None,
+        }
+    }
 }
 
 /// A routing decision: when `rules` match, route to one of `modelRefs`.
@@ -787,6 +882,9 @@ pub struct DecisionConfig {
     /// How to choose among `modelRefs` (default: the first available).
     #[serde(default)]
     pub algorithm: AlgorithmConfig,
+    /// What else the decision does to the request (system prompt, headers, blocking, ...).
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
 }
 
 /// Model-selection algorithm names (vLLM Semantic Router's where they exist).
@@ -871,6 +969,12 @@ pub struct RoutingConfig {
     /// Signals also see earlier user turns, not only the last one.
     #[serde(default)]
     pub include_history: bool,
+    /// How each model family toggles reasoning (see `models[].reasoning_family`).
+    #[serde(default)]
+    pub reasoning_families: ReasoningFamilies,
+    /// Effort used when a modelRef turns reasoning on without naming one.
+    #[serde(default)]
+    pub default_reasoning_effort: Option<ReasoningEffort>,
 }
 
 fn default_auto_models() -> Vec<String> {
@@ -884,6 +988,8 @@ impl Default for RoutingConfig {
             default_model: None,
             strategy: Strategy::default(),
             include_history: false,
+            reasoning_families: ReasoningFamilies::new(),
+            default_reasoning_effort: None,
         }
     }
 }

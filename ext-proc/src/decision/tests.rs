@@ -24,10 +24,9 @@ fn decision(name: &str, priority: i64, tier: u32, rules: Option<RuleNode>) -> De
         priority,
         tier,
         rules,
-        model_refs: vec![ModelRef {
-            model: format!("{name}-model"),
-        }],
+        model_refs: vec![ModelRef::new(format!("{name}-model"))],
         algorithm: Default::default(),
+        plugins: Vec::new(),
     }
 }
 
