@@ -102,7 +102,8 @@ pub struct EmbeddingConfig {
     /// `sentence-transformers/all-MiniLM-L6-v2` (downloaded through hf-hub when online).
     #[serde(default = "default_embedding_model")]
     pub model: String,
-    /// Longest input in tokens; longer texts keep their head and tail.
+    /// Longest input in tokens; longer texts keep their head and tail (default 128: a prompt's
+    /// first and last sentences carry its intent, and the cost grows with this window).
     #[serde(default = "default_embedding_max_tokens")]
     pub max_tokens: usize,
     /// Most texts per forward pass when concurrent requests are batched.
@@ -127,7 +128,7 @@ fn default_embedding_model() -> String {
     std::env::var("LLMSOUP_MODEL_DIR").unwrap_or_else(|_| ".cache/models/all-MiniLM-L6-v2".into())
 }
 fn default_embedding_max_tokens() -> usize {
-    256
+    128
 }
 fn default_embedding_batch() -> usize {
     16

@@ -1,23 +1,23 @@
 //! A BERT-family sentence encoder on Candle: tokenise, window long texts (head + tail), one
-//! forward pass per batch, mean-pool with the attention mask, L2-normalise.
+//! forward pass per batch (see [`super::encoder`]), mean-pool over each text's tokens, L2-normalise.
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig, DTYPE};
+use candle_transformers::models::bert::Config as BertConfig;
 use tokenizers::Tokenizer;
 
 use super::ModelError;
+use super::encoder::Encoder;
 
 /// A loaded sentence encoder. Not `Sync`-shared across threads: the worker owns it.
 pub struct SentenceEncoder {
-    model: BertModel,
+    model: Encoder,
     tokenizer: Tokenizer,
     device: Device,
     cls: u32,
     sep: u32,
-    pad: u32,
     max_tokens: usize,
     /// Embedding width.
     pub dim: usize,
@@ -51,15 +51,14 @@ impl SentenceEncoder {
             .map_err(|e| err("tokenizer truncation", e))?;
         let weights: PathBuf = dir.join("model.safetensors");
         // SAFETY: the file is mapped read-only; llmsoup never writes model files while serving.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DTYPE, &device) }
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &device) }
             .map_err(|e| err("mapping model.safetensors", e))?;
-        let model = BertModel::load(vb, &config).map_err(|e| err("building BERT", e))?;
+        let model = Encoder::load(vb, &config).map_err(|e| err("building BERT", e))?;
         let id = |t: &str| tokenizer.token_to_id(t);
         let (cls, sep) = match (id("[CLS]"), id("[SEP]")) {
             (Some(c), Some(s)) => (c, s),
             _ => return Err(ModelError::Load("tokenizer has no [CLS]/[SEP] tokens".into())),
         };
-        let pad = id("[PAD]").unwrap_or(0);
         let max_tokens = max_tokens.clamp(8, config.max_position_embeddings);
         Ok(SentenceEncoder {
             model,
@@ -67,7 +66,6 @@ impl SentenceEncoder {
             device,
             cls,
             sep,
-            pad,
             max_tokens,
             dim: config.hidden_size,
         })
@@ -100,34 +98,32 @@ impl SentenceEncoder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let inf = |what: &str, e: candle_core::Error| ModelError::Inference(format!("{what}: {e}"));
         let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.ids(t)).collect::<Result<_, _>>()?;
-        let width = ids.iter().map(Vec::len).max().unwrap_or(2);
-        let n = ids.len();
-        let mut flat_ids = Vec::with_capacity(n * width);
-        let mut flat_mask = Vec::with_capacity(n * width);
-        for row in &ids {
-            flat_ids.extend_from_slice(row);
-            flat_ids.extend(std::iter::repeat_n(self.pad, width - row.len()));
-            flat_mask.extend(std::iter::repeat_n(1u32, row.len()));
-            flat_mask.extend(std::iter::repeat_n(0u32, width - row.len()));
-        }
-        let input = Tensor::from_vec(flat_ids, (n, width), &self.device).map_err(|e| inf("input ids", e))?;
-        let mask = Tensor::from_vec(flat_mask, (n, width), &self.device).map_err(|e| inf("mask", e))?;
-        let types = input.zeros_like().map_err(|e| inf("token types", e))?;
+        let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
+        let flat: Vec<u32> = ids.into_iter().flatten().collect();
         let hidden = self
             .model
-            .forward(&input, &types, Some(&mask))
-            .map_err(|e| inf("forward", e))?;
-        let pooled = (|| {
-            let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-            let summed = hidden.broadcast_mul(&m)?.sum(1)?;
-            let counts = m.sum(1)?;
-            let mean = summed.broadcast_div(&counts)?;
-            let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-            mean.broadcast_div(&norm)?.to_vec2::<f32>()
-        })()
-        .map_err(|e| inf("pooling", e))?;
-        Ok(pooled)
+            .forward(&flat, &lens, &self.device)
+            .map_err(|e| ModelError::Inference(format!("forward: {e}")))?;
+        Ok(mean_pool(&hidden, &lens, self.dim))
     }
+}
+
+/// Masked mean over each text's token rows (no padding exists in the packed batch), then L2.
+fn mean_pool(hidden: &[f32], lens: &[usize], dim: usize) -> Vec<Vec<f32>> {
+    let mut out = Vec::with_capacity(lens.len());
+    let mut rows = hidden.chunks_exact(dim);
+    for &len in lens {
+        let mut acc = vec![0f32; dim];
+        for row in rows.by_ref().take(len) {
+            for (a, v) in acc.iter_mut().zip(row) {
+                *a += v;
+            }
+        }
+        let norm = acc.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        // The mean's 1/len cancels in the L2 normalisation.
+        acc.iter_mut().for_each(|v| *v /= norm);
+        out.push(acc);
+    }
+    out
 }

@@ -6,6 +6,8 @@
 //! forward pass; query embeddings are cached (bounded LRU keyed by a hash of the text).
 
 mod bert;
+mod encoder;
+mod kernels;
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};

@@ -119,3 +119,54 @@ async fn missing_model_is_an_error_not_a_panic() {
     let err = e.embed("hello").await.unwrap_err();
     assert!(matches!(err, ModelError::Load(_)), "{err}");
 }
+
+/// The serving encoder (packed batches, fused/transposed weights, in-place kernels) must give
+/// the same embeddings as Candle's reference `BertModel` with padding and an attention mask.
+#[test]
+fn encoder_matches_candle_reference_bert() {
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::VarBuilder;
+    use candle_transformers::models::bert::{BertModel, Config};
+
+    let Some(dir) = model_dir() else { return };
+    let enc = SentenceEncoder::load(&dir, 256, Device::Cpu).unwrap();
+    let config: Config = serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    // SAFETY: read-only mapping of a test fixture nobody writes.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[dir.join("model.safetensors")], DType::F32, &Device::Cpu) }
+        .unwrap();
+    let reference = BertModel::load(vb, &config).unwrap();
+    let texts = [
+        "hi",
+        "Prove that the square root of two is irrational, step by step.",
+        "Quel est le meilleur itinéraire pour visiter Lyon en deux jours ?",
+        &"a long rambling paragraph about databases, indexes and query planners ".repeat(30),
+    ];
+    let ours = enc.embed(&texts).unwrap();
+    let ids: Vec<Vec<u32>> = texts.iter().map(|t| enc.ids(t).unwrap()).collect();
+    let width = ids.iter().map(Vec::len).max().unwrap();
+    for (i, row) in ids.iter().enumerate() {
+        let mut padded = row.clone();
+        padded.resize(width, 0);
+        let mask: Vec<u32> = (0..width).map(|j| u32::from(j < row.len())).collect();
+        let input = Tensor::new(padded.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let mask = Tensor::new(mask.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let hidden = reference
+            .forward(&input, &input.zeros_like().unwrap(), Some(&mask))
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .narrow(0, 0, row.len())
+            .unwrap();
+        let mean: Vec<f32> = hidden.mean(0).unwrap().to_vec1().unwrap();
+        let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let want: Vec<f32> = mean.iter().map(|v| v / norm).collect();
+        let cos = cosine(&ours[i], &want);
+        assert!(cos > 0.99999, "text {i}: cosine {cos} against the reference BERT");
+    }
+}
