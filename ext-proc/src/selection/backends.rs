@@ -14,6 +14,10 @@ const WINDOW: usize = 128;
 const DOWN_AFTER: u32 = 3;
 /// How long a down model is skipped before it gets traffic again (and a chance to recover).
 const COOLDOWN: Duration = Duration::from_secs(30);
+/// A model that latency-aware selection has stopped sending traffic to gets one request after
+/// this long without a new observation, so a recovered upstream is noticed (like Envoy's outlier
+/// ejection time) instead of being judged forever on old samples.
+pub const PROBE_AFTER: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Default)]
 struct Model {
@@ -25,6 +29,10 @@ struct Model {
     errors: u64,
     consecutive_failures: u32,
     down_since: Option<Instant>,
+    /// When the last latency sample arrived.
+    last_observed: Option<Instant>,
+    /// When a probe request was last let through.
+    last_probe: Option<Instant>,
 }
 
 /// A model's health.
@@ -100,6 +108,7 @@ pub fn record(model: &str, ok: bool, ttft_ms: Option<f64>, tpot_ms: Option<f64>)
         m.down_since = None;
         if let Some(t) = ttft_ms {
             push(&mut m.ttft_ms, t);
+            m.last_observed = Some(Instant::now());
         }
         if let Some(t) = tpot_ms {
             push(&mut m.tpot_ms, t);
@@ -142,6 +151,22 @@ pub fn latency(model: &str, p: u8) -> (Option<f64>, Option<f64>) {
         Some(m) => (percentile(&m.ttft_ms, p), percentile(&m.tpot_ms, 50)),
         None => (None, None),
     }
+}
+
+/// Whether `model`'s latency samples are older than `after` and no probe went out within `after`;
+/// if so the caller sends it one request, and this records that the probe went out.
+pub fn claim_probe(model: &str, after: Duration) -> bool {
+    let Ok(mut guard) = MODELS.lock() else { return false };
+    let Some(m) = guard.as_mut().and_then(|g| g.get_mut(model)) else {
+        return false;
+    };
+    let stale = m.last_observed.is_some_and(|t| t.elapsed() >= after);
+    let probed_recently = m.last_probe.is_some_and(|t| t.elapsed() < after);
+    if stale && !probed_recently {
+        m.last_probe = Some(Instant::now());
+        return true;
+    }
+    false
 }
 
 /// Every observed model.

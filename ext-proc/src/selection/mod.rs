@@ -90,7 +90,13 @@ fn by_latency<'c>(candidates: &[&'c ModelConfig], a: &AlgorithmConfig) -> Option
             .min_by(|x, y| x.1.unwrap_or(f64::MAX).total_cmp(&y.1.unwrap_or(f64::MAX)))
             .map(|(m, _, _)| *m)
     };
-    fastest(true).or_else(|| fastest(false))
+    let choice = fastest(true).or_else(|| fastest(false))?;
+    // A model passed over for a while gets one request now and then: it may have recovered.
+    let probe = observed
+        .iter()
+        .map(|(m, _, _)| *m)
+        .find(|m| m.name != choice.name && backends::claim_probe(&m.name, backends::PROBE_AFTER));
+    Some(probe.unwrap_or(choice))
 }
 
 #[cfg(test)]

@@ -123,3 +123,22 @@ models: [{name: slow-y, provider: p}, {name: fast-y, provider: p}]
     backends::reset("slow-y");
     backends::reset("fast-y");
 }
+
+#[test]
+fn a_model_passed_over_gets_one_probe_once_its_samples_are_stale() {
+    use std::time::Duration;
+    backends::record("probe-z", true, Some(900.0), None);
+    let soon = Duration::from_millis(40);
+    assert!(!backends::claim_probe("probe-z", soon), "fresh samples: no probe");
+    std::thread::sleep(soon);
+    assert!(backends::claim_probe("probe-z", soon), "stale: one probe");
+    assert!(!backends::claim_probe("probe-z", soon), "only one probe per interval");
+    assert!(
+        !backends::claim_probe("never-seen-z", Duration::ZERO),
+        "unknown models are measured, not probed"
+    );
+    // A new sample makes the model fresh again.
+    backends::record("probe-z", true, Some(100.0), None);
+    assert!(!backends::claim_probe("probe-z", soon));
+    backends::reset("probe-z");
+}
