@@ -174,6 +174,9 @@ def test_event_stream_auth_and_format(stack):
         assert feed.headers["content-type"].startswith("text/event-stream")
         lines = feed.iter_lines(decode_unicode=True)
         assert next(lines) == "event: hello"
+        gauge = [line for line in stack.metrics().text.splitlines()
+                 if line.startswith("llmsoup_dashboard_subscribers")]
+        assert gauge and float(gauge[0].rsplit(" ", 1)[1]) >= 1, gauge
         tag = f"dash-sse-{stack.mode}-{time.monotonic_ns()}"
         assert stack.chat("write me a haiku", headers={"x-request-id": tag}).status_code == 200
         for line in lines:
