@@ -11,6 +11,7 @@
 //! The hot path pays one atomic load when nobody watches: nothing is stored, built or sent.
 //! Events carry names, numbers and ids, never prompt text.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -22,6 +23,8 @@ use crate::engine::{self, Outcome};
 
 /// Events buffered per subscriber; a subscriber further behind skips the oldest.
 const CAPACITY: usize = 256;
+/// Open feeds at most: each is a connection and a task on the admin endpoint.
+pub const MAX_SUBSCRIBERS: usize = 64;
 /// Routed requests whose response has not finished yet, remembered for their event.
 const PENDING_ENTRIES: u64 = 4096;
 /// A response that takes longer than this gets an event without its routing facts.
@@ -86,6 +89,8 @@ struct RouteFacts {
 struct Feed {
     // Serialised once, shared by every subscriber.
     tx: broadcast::Sender<Arc<str>>,
+    // Our own count, not `receiver_count()`, which takes the channel's lock on every request.
+    subscribers: Arc<AtomicUsize>,
     pending: moka::sync::Cache<String, RouteFacts>,
 }
 
@@ -95,6 +100,7 @@ static FEED: OnceLock<Feed> = OnceLock::new();
 /// A live subscription; counted in `llmsoup.dashboard.subscribers` while it exists.
 pub struct Subscription {
     rx: broadcast::Receiver<Arc<str>>,
+    subscribers: Arc<AtomicUsize>,
 }
 
 /// What [`Subscription::recv`] yields.
@@ -122,18 +128,19 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        self.subscribers.fetch_sub(1, Ordering::Relaxed);
         crate::metrics::get().dashboard_subscribers.add(-1, &[]);
     }
 }
 
-/// Subscribes to events published from now on.
-pub fn subscribe() -> Subscription {
+/// Subscribes to events published from now on; `None` when [`MAX_SUBSCRIBERS`] are open.
+pub fn subscribe() -> Option<Subscription> {
     FEED.get_or_init(Feed::new).subscribe()
 }
 
 /// Current number of subscribers.
 pub fn subscribers() -> usize {
-    FEED.get().map_or(0, |f| f.tx.receiver_count())
+    FEED.get().map_or(0, |f| f.subscribers.load(Ordering::Relaxed))
 }
 
 /// Called by the engine once a request body is decided: remembers the routing facts of a
@@ -165,6 +172,7 @@ impl Feed {
     fn new() -> Self {
         Feed {
             tx: broadcast::channel(CAPACITY).0,
+            subscribers: Arc::new(AtomicUsize::new(0)),
             pending: moka::sync::Cache::builder()
                 .max_capacity(PENDING_ENTRIES)
                 .time_to_live(PENDING_TTL)
@@ -172,15 +180,21 @@ impl Feed {
         }
     }
 
-    fn subscribe(&self) -> Subscription {
+    fn subscribe(&self) -> Option<Subscription> {
+        self.subscribers
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < MAX_SUBSCRIBERS).then_some(n + 1)
+            })
+            .ok()?;
         crate::metrics::get().dashboard_subscribers.add(1, &[]);
-        Subscription {
+        Some(Subscription {
             rx: self.tx.subscribe(),
-        }
+            subscribers: self.subscribers.clone(),
+        })
     }
 
     fn listening(&self) -> bool {
-        self.tx.receiver_count() > 0
+        self.subscribers.load(Ordering::Relaxed) > 0
     }
 
     fn publish(&self, event: &Event) {
@@ -308,7 +322,7 @@ mod tests {
     #[tokio::test]
     async fn a_routed_request_carries_its_routing_facts_to_its_finish() {
         let feed = Feed::new();
-        let mut sub = feed.subscribe();
+        let mut sub = feed.subscribe().unwrap();
         let summary = Summary {
             model: "strong".into(),
             decision: Some("coding".into()),
@@ -349,7 +363,7 @@ mod tests {
     #[tokio::test]
     async fn local_replies_and_unknown_requests_are_published() {
         let feed = Feed::new();
-        let mut sub = feed.subscribe();
+        let mut sub = feed.subscribe().unwrap();
         let reply = Reply::from(crate::protocol::ApiError::model_not_found("gpt-9"));
         feed.on_route("feed-2", &Outcome::Reply(reply), Duration::from_millis(1));
         let e = next_for(&mut sub, "feed-2").await;
@@ -372,10 +386,22 @@ mod tests {
         assert_eq!((e.outcome.as_str(), e.status, e.route_ms), ("fail-open", 502, None));
     }
 
+    #[test]
+    fn subscribers_are_capped_and_counted() {
+        let feed = Feed::new();
+        assert!(!feed.listening());
+        let subs: Vec<_> = (0..MAX_SUBSCRIBERS).map(|_| feed.subscribe().unwrap()).collect();
+        assert!(feed.listening());
+        assert!(feed.subscribe().is_none(), "one too many");
+        drop(subs);
+        assert!(!feed.listening(), "leaving subscribers are uncounted");
+        assert!(feed.subscribe().is_some());
+    }
+
     #[tokio::test]
     async fn a_slow_subscriber_skips_instead_of_blocking() {
         let feed = Feed::new();
-        let mut sub = feed.subscribe();
+        let mut sub = feed.subscribe().unwrap();
         for i in 0..(CAPACITY + 10) {
             feed.on_route(
                 &format!("lag-{i}"),

@@ -32,7 +32,7 @@ pub(super) fn reply(r: Reply) -> Response {
 }
 
 /// The 401 to send, if the request is not authorised.
-pub(super) fn rejection(engine: &EngineHandle, headers: &HeaderMap) -> Option<Response> {
+fn rejection(engine: &EngineHandle, headers: &HeaderMap) -> Option<Response> {
     let get = |name: &str| headers.get(name).map(|v| v.as_bytes());
     engine
         .load()

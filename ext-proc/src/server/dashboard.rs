@@ -17,12 +17,12 @@ use axum::response::{IntoResponse, Response};
 use futures::Stream;
 
 use super::EngineHandle;
-use super::admin::{rejection, reply};
+use super::admin::reply;
 use crate::feed::{self, Received};
 
 const PAGE: &str = include_str!("dashboard.html");
 
-/// Proxies and browsers must not hold SSE back; comments keep idle connections open.
+/// Comment lines on an idle feed keep proxies from closing it and reveal clients that left.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// `GET /dashboard`.
@@ -56,15 +56,23 @@ fn query_token(query: Option<&str>) -> Option<String> {
 /// `GET /v1/events`: one `decision` event per finished request, `lagged` when this subscriber
 /// fell behind and skipped some, and a first `hello` so clients know the feed is live.
 pub async fn events(State(engine): State<EngineHandle>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
-    if let Some(denied) = rejection(&engine, &headers) {
-        let token = query_token(query.as_deref());
-        match token {
-            Some(t) if engine.load().authenticate(None, Some(t.as_bytes())).is_ok() => {}
-            Some(_) => return reply(crate::protocol::ApiError::unauthorized("Incorrect API key provided.").into()),
-            None => return denied,
-        }
+    // Headers first, as on every admin endpoint; the query parameter only stands in for them.
+    let get = |name: &str| headers.get(name).map(|v| v.as_bytes());
+    let token = query_token(query.as_deref());
+    let api_key = get("x-api-key").or(token.as_deref().map(str::as_bytes));
+    if let Err(e) = engine.load().authenticate(get("authorization"), api_key) {
+        return reply(e.into());
     }
-    let mut resp = Sse::new(stream(feed::subscribe()))
+    let Some(subscription) = feed::subscribe() else {
+        return reply(
+            crate::protocol::ApiError::unavailable(format!(
+                "Too many open event streams (at most {}); close a dashboard and retry.",
+                feed::MAX_SUBSCRIBERS
+            ))
+            .into(),
+        );
+    };
+    let mut resp = Sse::new(stream(subscription))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response();
     resp.headers_mut()
