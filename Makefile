@@ -11,6 +11,7 @@ all: build
 
 deps:
 	@scripts/install-envoy.sh
+	@scripts/install-browser.sh
 
 build:
 	$(CARGO) build --workspace

@@ -59,6 +59,7 @@ Try it:
     -d '{"model":"auto","messages":[{"role":"user","content":"Refactor this Python function"}]}'
   (the x-llmsoup-model / x-llmsoup-decision response headers say where it went;
    try a French prompt, a short question, or "stream": true)
+Live dashboard: http://127.0.0.1:${LLMSOUP_ADMIN_PORT:-9190}/dashboard
 
 Press Ctrl-C to stop.
 MSG

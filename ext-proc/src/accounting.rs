@@ -138,6 +138,7 @@ pub fn record(engine: &Engine, r: &UsageReport) {
             .or_default()
             .add(r, spent, saved);
     }
+    crate::feed::finished(r, spent, saved);
     tracing::debug!(
         request_id = %r.request_id,
         model = %r.model,

@@ -9,6 +9,7 @@ pub mod decision;
 pub mod decision_log;
 pub mod engine;
 pub mod envoy;
+pub mod feed;
 pub mod metrics;
 pub mod mock_upstream;
 pub mod models;

@@ -12,7 +12,7 @@
 use std::sync::OnceLock;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _};
+use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _, UpDownCounter};
 
 /// Latency buckets in seconds: 100 µs … 60 s.
 const SECONDS: &[f64] = &[
@@ -51,6 +51,10 @@ pub struct Metrics {
     pub cost: Counter<f64>,
     /// What the same tokens would have cost on the baseline model, minus the spend.
     pub saved: Counter<f64>,
+    /// Open `/v1/events` streams (dashboards watching the decision feed).
+    pub dashboard_subscribers: UpDownCounter<i64>,
+    /// Feed events a slow dashboard skipped.
+    pub dashboard_dropped: Counter<u64>,
 }
 
 impl Metrics {
@@ -104,6 +108,14 @@ impl Metrics {
                 .f64_counter("llmsoup.saved_usd")
                 .with_unit("USD")
                 .with_description("Spend avoided versus the baseline model")
+                .build(),
+            dashboard_subscribers: meter
+                .i64_up_down_counter("llmsoup.dashboard.subscribers")
+                .with_description("Open decision-feed streams (dashboards)")
+                .build(),
+            dashboard_dropped: meter
+                .u64_counter("llmsoup.dashboard.dropped_events")
+                .with_description("Decision-feed events skipped by subscribers that fell behind")
                 .build(),
         }
     }

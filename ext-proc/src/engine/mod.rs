@@ -73,6 +73,8 @@ pub struct Summary {
     pub confidence: Option<f64>,
     /// Complexity score, when a complexity signal ran.
     pub complexity: Option<f64>,
+    /// Whether the query embedding came from the cache (`None` when no model signal ran).
+    pub embedding_cached: Option<bool>,
 }
 
 impl Summary {
@@ -299,6 +301,13 @@ impl Engine {
 
     /// [`Engine::on_body`] for a request with an id (`x-request-id`), for the decision log.
     pub async fn on_request(&self, body: &[u8], request_id: &str) -> Outcome {
+        let start = Instant::now();
+        let outcome = self.on_request_inner(body, request_id).await;
+        crate::feed::on_route(request_id, &outcome, start.elapsed());
+        outcome
+    }
+
+    async fn on_request_inner(&self, body: &[u8], request_id: &str) -> Outcome {
         let m = metrics::get();
         match self.on_body_inner(body, request_id).await {
             Ok(f) => {
@@ -413,6 +422,7 @@ impl Engine {
                 decision: routed.decision,
                 confidence: Some(routed.confidence),
                 complexity: parsed.view.complexity.get().copied(),
+                embedding_cached: parsed.view.embedding_cached(),
             },
         })
     }

@@ -261,6 +261,11 @@ impl Embedder {
             .map_err(|_| ModelError::Inference("inference worker stopped".into()))?
     }
 
+    /// Whether `text`'s embedding is cached (so [`Embedder::embed`] runs no model for it).
+    pub fn is_cached(&self, text: &str) -> bool {
+        self.cache.contains_key(&text_key(text))
+    }
+
     /// Embeds one text (cached).
     pub async fn embed(&self, text: &str) -> Result<Embedding, ModelError> {
         let key = text_key(text);

@@ -32,6 +32,8 @@ pub struct RequestView {
     pub complexity: std::sync::OnceLock<f64>,
     /// The embedding of `text`, computed once per request and shared by every model signal.
     query_embedding: OnceCell<Result<Embedding, ModelError>>,
+    /// Whether that embedding was already in the embedder's cache.
+    query_embedding_cached: std::sync::OnceLock<bool>,
 }
 
 impl RequestView {
@@ -48,9 +50,17 @@ impl RequestView {
     /// The embedding of `text`; the first model signal to ask computes it, the others wait for it.
     pub async fn embedding(&self, embedder: &Embedder) -> Result<Embedding, ModelError> {
         self.query_embedding
-            .get_or_init(|| embedder.embed(&self.text))
+            .get_or_init(|| {
+                let _ = self.query_embedding_cached.set(embedder.is_cached(&self.text));
+                embedder.embed(&self.text)
+            })
             .await
             .clone()
+    }
+
+    /// Whether the query embedding came from the cache; `None` when no signal asked for it.
+    pub fn embedding_cached(&self) -> Option<bool> {
+        self.query_embedding_cached.get().copied()
     }
 }
 

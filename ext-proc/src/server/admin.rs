@@ -1,6 +1,7 @@
 //! The admin HTTP endpoint: `/health`, `/ready`, `/metrics` (Prometheus text), `/stats` (requests,
-//! tokens, spend and savings by model and decision), `/v1/backends` (per-model health and latency). Protected by the
-//! same client tokens as the gateway when `auth.tokens` is set.
+//! tokens, spend and savings by model and decision), `/v1/backends` (per-model health and latency),
+//! `/dashboard` and its feed `/v1/events` (see [`super::dashboard`]). Protected by the same client
+//! tokens as the gateway when `auth.tokens` is set.
 
 use std::net::SocketAddr;
 
@@ -15,7 +16,8 @@ use super::EngineHandle;
 use crate::engine::Reply;
 use crate::metrics;
 
-fn reply(r: Reply) -> Response {
+/// An engine reply as an HTTP response.
+pub(super) fn reply(r: Reply) -> Response {
     let mut resp = (
         StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         r.body,
@@ -124,19 +126,26 @@ async fn feedback(State(engine): State<EngineHandle>, headers: HeaderMap, body: 
     }
 }
 
-/// Serves the admin endpoint until the process stops.
-pub async fn serve(addr: SocketAddr, engine: EngineHandle) -> anyhow::Result<()> {
-    let app = Router::new()
+/// The admin routes.
+pub(super) fn app(engine: EngineHandle) -> Router {
+    Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(prometheus))
         .route("/stats", get(stats))
         .route("/v1/backends", get(backends))
         .route("/v1/feedback", axum::routing::post(feedback))
-        .with_state(engine);
+        .route("/dashboard", get(super::dashboard::page))
+        .route("/v1/events", get(super::dashboard::events))
+        .with_state(engine)
+}
+
+/// Serves the admin endpoint until the process stops.
+pub async fn serve(addr: SocketAddr, engine: EngineHandle) -> anyhow::Result<()> {
+    let app = app(engine);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding admin listener on {addr}"))?;
-    tracing::info!(%addr, "admin endpoint listening (/health, /ready, /metrics, /stats)");
+    tracing::info!(%addr, "admin endpoint listening (/health, /ready, /metrics, /stats, /dashboard)");
     axum::serve(listener, app).await.context("admin server")
 }

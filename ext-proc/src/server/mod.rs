@@ -2,6 +2,7 @@
 //! (for the wasm filter) on one port, with config reload and graceful shutdown.
 
 mod admin;
+mod dashboard;
 mod ext_proc;
 mod router;
 
