@@ -272,7 +272,9 @@ impl Config {
         for (i, r) in self.signals.domains.iter().enumerate() {
             let at = format!("signals.domains[{i}]");
             add(SignalKind::Domain, &r.name, format!("{at}.name"))?;
-            let builtin = crate::signals::domain::CATEGORIES.contains(&r.name.as_str());
+            // A checkpoint's labels are only known when it loads (lazily): names are not checked.
+            let checkpoint = self.classifier.checkpoint.is_some();
+            let builtin = checkpoint || crate::signals::domain::CATEGORIES.contains(&r.name.as_str());
             let custom = r.description.is_some() || !r.examples.is_empty() || !r.mmlu_categories.is_empty();
             if !builtin && !custom {
                 return Err(ConfigError::invalid(
@@ -285,7 +287,7 @@ impl Config {
                 ));
             }
             for (j, c) in r.mmlu_categories.iter().enumerate() {
-                if !crate::signals::domain::CATEGORIES.contains(&c.as_str()) {
+                if !checkpoint && !crate::signals::domain::CATEGORIES.contains(&c.as_str()) {
                     return Err(ConfigError::invalid(
                         format!("{at}.mmlu_categories[{j}]"),
                         format!("`{c}` is not a built-in category"),

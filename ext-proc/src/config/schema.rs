@@ -78,6 +78,12 @@ pub struct ClassifierConfig {
     /// Probability the best category needs; below it the label is `other`.
     #[serde(default = "default_classifier_threshold")]
     pub threshold: f32,
+    /// A BERT sequence-classification checkpoint (Hugging Face `BertForSequenceClassification`:
+    /// a directory with `config.json` naming its labels in `id2label`, `tokenizer.json` and
+    /// `model.safetensors`, or a hub id) used instead of the built-in head; domain rules match
+    /// its labels by name or through `mmlu_categories`.
+    #[serde(default)]
+    pub checkpoint: Option<String>,
 }
 
 fn default_classifier_threshold() -> f32 {
@@ -88,6 +94,7 @@ impl Default for ClassifierConfig {
     fn default() -> Self {
         ClassifierConfig {
             threshold: default_classifier_threshold(),
+            checkpoint: None,
         }
     }
 }

@@ -302,3 +302,51 @@ routing: {{default_model: general}}
         assert_eq!(r.model, model, "{prompt}: {:?}", r.matches);
     }
 }
+
+#[tokio::test]
+async fn domain_rules_follow_a_sequence_classification_checkpoint() {
+    let Some(dir) = crate::models::tests::model_dir() else {
+        return;
+    };
+    let ckpt = std::env::temp_dir().join(format!("llmsoup-domain-ckpt-{}", std::process::id()));
+    crate::models::tests::write_classifier_checkpoint(&dir, &ckpt);
+    let text = format!(
+        "
+providers: [{{name: p, base_url: 'http://127.0.0.1:1/v1'}}]
+models:
+  - {{name: general, provider: p}}
+  - {{name: mathy, provider: p}}
+  - {{name: lawyer, provider: p}}
+  - {{name: doctor, provider: p}}
+embedding: {{model: '{}'}}
+classifier: {{checkpoint: '{}', threshold: 0.5}}
+signals:
+  domains:
+    - {{name: math}}
+    - {{name: legal, mmlu_categories: [Law]}}
+    - {{name: health}}
+decisions:
+  - {{name: m, rules: {{type: domain, name: math}}, modelRefs: [{{model: mathy}}]}}
+  - {{name: l, rules: {{type: domain, name: legal}}, modelRefs: [{{model: lawyer}}]}}
+  - {{name: h, rules: {{type: domain, name: health}}, modelRefs: [{{model: doctor}}]}}
+routing: {{default_model: general}}
+",
+        dir.display(),
+        ckpt.display()
+    );
+    let e = Engine::new(load_str_with_env(&text, &|_| None).unwrap()).unwrap();
+    for (prompt, model) in [
+        ("Integrate x squared from zero to three.", "mathy"),
+        ("Can I sue my employer for unpaid overtime?", "lawyer"),
+        ("What are the early signs of a heart attack?", "doctor"),
+    ] {
+        let r = e.route(&RequestView::from_text(prompt)).await.unwrap();
+        assert_eq!(r.model, model, "{prompt}: {:?} {:?}", r.matches, r.reports);
+    }
+    let explained = e
+        .explain(&RequestView::from_text("Integrate x squared from zero to three."))
+        .await;
+    assert_eq!(explained["domain"]["classifier"], "checkpoint");
+    assert_eq!(explained["domain"]["label"], "math");
+    let _ = std::fs::remove_dir_all(&ckpt);
+}

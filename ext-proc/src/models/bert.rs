@@ -95,8 +95,14 @@ impl SentenceEncoder {
 
     /// Embeds a batch in one forward pass; rows are L2-normalised.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let (hidden, lens) = self.hidden(texts)?;
+        Ok(mean_pool(&hidden, &lens, self.dim))
+    }
+
+    /// The last hidden state of a batch, packed (`lens[i]` rows for text `i`, `[CLS]` first).
+    pub fn hidden(&self, texts: &[&str]) -> Result<(Vec<f32>, Vec<usize>), ModelError> {
         if texts.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.ids(t)).collect::<Result<_, _>>()?;
         let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
@@ -105,7 +111,12 @@ impl SentenceEncoder {
             .model
             .forward(&flat, &lens, &self.device)
             .map_err(|e| ModelError::Inference(format!("forward: {e}")))?;
-        Ok(mean_pool(&hidden, &lens, self.dim))
+        Ok((hidden, lens))
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 }
 

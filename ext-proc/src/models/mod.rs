@@ -6,6 +6,7 @@
 //! forward pass; query embeddings are cached (bounded LRU keyed by a hash of the text).
 
 mod bert;
+mod classifier;
 mod encoder;
 mod kernels;
 
@@ -18,6 +19,7 @@ use thiserror::Error;
 use tokio::sync::{OnceCell, mpsc, oneshot};
 
 pub use bert::{MODEL_FILES, SentenceEncoder};
+pub use classifier::{SequenceClassifier, TextClassifier};
 
 use crate::config::EmbeddingConfig;
 
@@ -51,7 +53,7 @@ pub fn rss_bytes() -> Option<u64> {
 }
 
 /// Where a model comes from: a local directory, or a Hugging Face id fetched through `hf-hub`.
-fn resolve(model: &str) -> Result<PathBuf, ModelError> {
+pub(crate) fn resolve(model: &str) -> Result<PathBuf, ModelError> {
     let path = Path::new(model);
     if path.is_dir() {
         return Ok(path.to_path_buf());
@@ -89,7 +91,7 @@ fn download(id: &str) -> Result<PathBuf, ModelError> {
     )))
 }
 
-fn device() -> candle_core::Device {
+pub(crate) fn device() -> candle_core::Device {
     #[cfg(feature = "cuda")]
     if let Ok(d) = candle_core::Device::new_cuda(0) {
         return d;
@@ -102,8 +104,40 @@ struct Job {
     reply: oneshot::Sender<Result<Vec<Vec<f32>>, ModelError>>,
 }
 
+/// A model the inference threads run on batches of texts: one output row per text.
+pub(crate) trait BatchModel: Send + Sync + 'static {
+    /// Runs one forward pass over `texts`.
+    fn run(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError>;
+}
+
+impl BatchModel for SentenceEncoder {
+    fn run(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.embed(texts)
+    }
+}
+
+/// Loads a model with `load`, logging the time and resident memory it took.
+pub(crate) fn load_logged<M>(
+    what: &str,
+    dir: &Path,
+    load: impl FnOnce() -> Result<M, ModelError>,
+) -> Result<M, ModelError> {
+    let before = rss_bytes().unwrap_or(0);
+    let start = Instant::now();
+    let model = load()?;
+    let after = rss_bytes().unwrap_or(0);
+    tracing::info!(
+        model = %dir.display(),
+        load_ms = start.elapsed().as_millis() as u64,
+        rss_added_mb = after.saturating_sub(before) / (1 << 20),
+        rss_mb = after / (1 << 20),
+        "{what} loaded"
+    );
+    Ok(model)
+}
+
 /// A loaded model behind its worker threads.
-struct Worker {
+pub(crate) struct Worker {
     queue: mpsc::Sender<Job>,
     dim: usize,
 }
@@ -111,34 +145,46 @@ struct Worker {
 impl Worker {
     fn start(settings: &EmbeddingConfig) -> Result<Self, ModelError> {
         let dir = resolve(&settings.model)?;
-        let before = rss_bytes().unwrap_or(0);
-        let start = Instant::now();
-        let encoder = Arc::new(SentenceEncoder::load(&dir, settings.max_tokens, device())?);
-        let after = rss_bytes().unwrap_or(0);
-        tracing::info!(
-            model = %dir.display(),
-            dim = encoder.dim,
-            load_ms = start.elapsed().as_millis() as u64,
-            rss_added_mb = after.saturating_sub(before) / (1 << 20),
-            rss_mb = after / (1 << 20),
-            "embedding model loaded"
-        );
+        let encoder = load_logged("embedding model", &dir, || {
+            SentenceEncoder::load(&dir, settings.max_tokens, device())
+        })?;
         let dim = encoder.dim;
+        Self::spawn(Arc::new(encoder), dim, settings)
+    }
+
+    /// Starts `settings.workers` threads serving `model` from one bounded queue.
+    pub(crate) fn spawn(
+        model: Arc<dyn BatchModel>,
+        dim: usize,
+        settings: &EmbeddingConfig,
+    ) -> Result<Self, ModelError> {
         let (tx, rx) = mpsc::channel::<Job>(settings.queue.max(1));
         let rx = Arc::new(std::sync::Mutex::new(rx));
         for i in 0..settings.workers.max(1) {
-            let (rx, encoder, batch, max_tokens) = (
+            let (rx, model, batch, max_tokens) = (
                 rx.clone(),
-                encoder.clone(),
+                model.clone(),
                 settings.batch_size.max(1),
                 settings.max_tokens,
             );
             std::thread::Builder::new()
                 .name(format!("llmsoup-infer-{i}"))
-                .spawn(move || work(&rx, &encoder, batch, max_tokens))
+                .spawn(move || work(&rx, model.as_ref(), batch, max_tokens))
                 .map_err(|e| ModelError::Load(format!("spawning inference thread: {e}")))?;
         }
         Ok(Worker { queue: tx, dim })
+    }
+}
+
+impl Worker {
+    /// Queues `texts` for the next forward pass (never waits for room) and awaits the rows.
+    pub(crate) async fn run(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, ModelError> {
+        let (reply, rx) = oneshot::channel();
+        self.queue
+            .try_send(Job { texts, reply })
+            .map_err(|_| ModelError::Overloaded)?;
+        rx.await
+            .map_err(|_| ModelError::Inference("inference worker stopped".into()))?
     }
 }
 
@@ -159,7 +205,7 @@ fn job_width(job: &Job, max_tokens: usize) -> usize {
 /// The worker loop: wait for one job, then take whatever else is queued (up to `batch` texts and
 /// the attention budget) and run them in one forward pass. A job that does not fit waits for the
 /// next pass. Exits when the engine (and its queue sender) is dropped.
-fn work(rx: &std::sync::Mutex<mpsc::Receiver<Job>>, encoder: &SentenceEncoder, batch: usize, max_tokens: usize) {
+fn work(rx: &std::sync::Mutex<mpsc::Receiver<Job>>, model: &dyn BatchModel, batch: usize, max_tokens: usize) {
     let mut carry: Option<Job> = None;
     loop {
         let mut jobs = Vec::new();
@@ -188,7 +234,7 @@ fn work(rx: &std::sync::Mutex<mpsc::Receiver<Job>>, encoder: &SentenceEncoder, b
             }
         }
         let texts: Vec<&str> = jobs.iter().flat_map(|j| j.texts.iter().map(String::as_str)).collect();
-        match encoder.embed(&texts) {
+        match model.run(&texts) {
             Ok(mut rows) => {
                 for job in jobs.into_iter().rev() {
                     let mine = rows.split_off(rows.len() - job.texts.len());
@@ -251,14 +297,7 @@ impl Embedder {
     }
 
     async fn run(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, ModelError> {
-        let worker = self.worker().await?;
-        let (reply, rx) = oneshot::channel();
-        worker
-            .queue
-            .try_send(Job { texts, reply })
-            .map_err(|_| ModelError::Overloaded)?;
-        rx.await
-            .map_err(|_| ModelError::Inference("inference worker stopped".into()))?
+        self.worker().await?.run(texts).await
     }
 
     /// Whether `text`'s embedding is cached (so [`Embedder::embed`] runs no model for it).

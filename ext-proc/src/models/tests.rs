@@ -170,3 +170,137 @@ fn encoder_matches_candle_reference_bert() {
         assert!(cos > 0.99999, "text {i}: cosine {cos} against the reference BERT");
     }
 }
+
+/// Writes a real `BertForSequenceClassification` checkpoint built from MiniLM: the encoder's
+/// weights under `bert.`, an identity pooler, and a nearest-centroid classifier whose rows are
+/// the pooled `[CLS]` states of a few labelled example prompts. Deterministic, no random weights.
+pub(crate) fn write_classifier_checkpoint(minilm: &std::path::Path, out: &std::path::Path) {
+    use candle_core::{Device, Tensor};
+    let examples: [(&str, &[&str]); 3] = [
+        (
+            "Math",
+            &[
+                "Solve the equation 3x + 7 = 22 for x.",
+                "What is the derivative of x squared times sine of x?",
+                "Prove that there are infinitely many prime numbers.",
+            ],
+        ),
+        (
+            "Law",
+            &[
+                "Is a verbal contract legally binding in court?",
+                "What are the elements of negligence in tort law?",
+                "Can my landlord evict me without notice under the lease?",
+            ],
+        ),
+        (
+            "Health",
+            &[
+                "What are the symptoms of type 2 diabetes?",
+                "How much ibuprofen can an adult take safely for a fever?",
+                "What causes high blood pressure and how is it treated?",
+            ],
+        ),
+    ];
+    std::fs::create_dir_all(out).unwrap();
+    let enc = SentenceEncoder::load(minilm, 128, Device::Cpu).unwrap();
+    let mut rows = Vec::new();
+    for (_, texts) in &examples {
+        let (hidden, lens) = enc.hidden(texts).unwrap();
+        let mut centroid = vec![0f32; enc.dim];
+        let mut start = 0;
+        for len in lens {
+            for (c, v) in centroid.iter_mut().zip(&hidden[start * enc.dim..(start + 1) * enc.dim]) {
+                *c += v.tanh();
+            }
+            start += len;
+        }
+        let norm = centroid.iter().map(|v| v * v).sum::<f32>().sqrt();
+        rows.extend(centroid.iter().map(|v| 20.0 * v / norm));
+    }
+    let dev = Device::Cpu;
+    let mut tensors: std::collections::HashMap<String, Tensor> =
+        candle_core::safetensors::load(minilm.join("model.safetensors"), &dev)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (format!("bert.{k}"), v))
+            .collect();
+    tensors.insert(
+        "bert.pooler.dense.weight".into(),
+        Tensor::eye(enc.dim, candle_core::DType::F32, &dev).unwrap(),
+    );
+    tensors.insert(
+        "bert.pooler.dense.bias".into(),
+        Tensor::zeros(enc.dim, candle_core::DType::F32, &dev).unwrap(),
+    );
+    tensors.insert(
+        "classifier.weight".into(),
+        Tensor::from_vec(rows, (examples.len(), enc.dim), &dev).unwrap(),
+    );
+    tensors.insert(
+        "classifier.bias".into(),
+        Tensor::zeros(examples.len(), candle_core::DType::F32, &dev).unwrap(),
+    );
+    candle_core::safetensors::save(&tensors, out.join("model.safetensors")).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(minilm.join("config.json")).unwrap()).unwrap();
+    config["architectures"] = serde_json::json!(["BertForSequenceClassification"]);
+    config["id2label"] = examples
+        .iter()
+        .enumerate()
+        .map(|(i, (l, _))| (i.to_string(), serde_json::json!(l)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    std::fs::write(out.join("config.json"), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    std::fs::copy(minilm.join("tokenizer.json"), out.join("tokenizer.json")).unwrap();
+}
+
+#[test]
+fn sequence_classifier_checkpoint_computes_pooler_and_head_on_cls() {
+    let Some(dir) = model_dir() else { return };
+    let out = std::env::temp_dir().join(format!("llmsoup-cls-{}", std::process::id()));
+    write_classifier_checkpoint(&dir, &out);
+    let clf = SequenceClassifier::load(&out, 128, candle_core::Device::Cpu).unwrap();
+    assert_eq!(
+        clf.labels().iter().map(|l| l.to_string()).collect::<Vec<_>>(),
+        ["math", "law", "health"],
+        "labels come from id2label, lower-cased"
+    );
+    let prompts = [
+        "Integrate x squared from zero to three.",
+        "Can I sue my employer for unpaid overtime?",
+        "What are the early signs of a heart attack?",
+    ];
+    let probs = clf.probabilities(&prompts).unwrap();
+    // Against an independent computation: softmax(W · tanh(CLS)) from the plain encoder.
+    let enc = SentenceEncoder::load(&dir, 128, candle_core::Device::Cpu).unwrap();
+    let weights = candle_core::safetensors::load(out.join("model.safetensors"), &candle_core::Device::Cpu).unwrap();
+    let w: Vec<Vec<f32>> = weights["classifier.weight"].to_vec2().unwrap();
+    for (i, p) in prompts.iter().enumerate() {
+        let (hidden, _) = enc.hidden(&[p]).unwrap();
+        let cls: Vec<f32> = hidden[..enc.dim].iter().map(|v| v.tanh()).collect();
+        let logits: Vec<f32> = w
+            .iter()
+            .map(|row| row.iter().zip(&cls).map(|(a, b)| a * b).sum())
+            .collect();
+        let max = logits.iter().copied().fold(f32::MIN, f32::max);
+        let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
+        for (j, l) in logits.iter().enumerate() {
+            let want = (l - max).exp() / sum;
+            assert!(
+                (probs[i][j] - want).abs() < 1e-4,
+                "prompt {i} label {j}: {} vs {want}",
+                probs[i][j]
+            );
+        }
+        let best = probs[i].iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+        assert_eq!(best, i, "`{p}` → {:?}", probs[i]);
+    }
+    let missing = SequenceClassifier::load(&dir, 128, candle_core::Device::Cpu);
+    assert!(
+        matches!(missing, Err(ModelError::Load(ref m)) if m.contains("id2label")),
+        "a plain encoder is not a classifier: {:?}",
+        missing.err()
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -3,8 +3,9 @@
 //! (a) A built-in classifier for the 14 MMLU-Pro categories: a linear softmax head on the shared
 //! MiniLM embedding, trained by `make train-domain` (weights in `assets/`); below its threshold
 //! the label is `other`. (b) Custom domains from a description and example prompts, matched by
-//! prototype similarity. A rule also matches when the built-in label is in its
-//! `mmlu_categories`.
+//! prototype similarity. (c) A BERT sequence-classification checkpoint from a directory
+//! (`classifier.checkpoint`), instead of the built-in head. A rule also matches when the
+//! classifier's label is in its `mmlu_categories`.
 
 use std::sync::{Arc, OnceLock};
 
@@ -12,8 +13,8 @@ use futures::future::{BoxFuture, FutureExt};
 use tokio::sync::OnceCell;
 
 use super::{Match, Signal, SignalError};
-use crate::config::{DomainRule, SignalKind};
-use crate::models::{Embedder, Embedding, ModelError, cosine};
+use crate::config::{ClassifierConfig, DomainRule, EmbeddingConfig, SignalKind};
+use crate::models::{Embedder, Embedding, ModelError, TextClassifier, cosine};
 use crate::protocol::RequestView;
 
 /// The built-in categories (MMLU-Pro), in the classifier's output order.
@@ -123,7 +124,19 @@ impl DomainHead {
     }
 
     /// The label (`other` below `threshold`) and its probability.
-    pub fn classify(&self, e: &[f32], threshold: f32) -> (&'static str, f32) {
+    pub fn classify(&self, e: &[f32], threshold: f32) -> (Arc<str>, f32) {
+        static LABELS: OnceLock<Vec<Arc<str>>> = OnceLock::new();
+        let labels = LABELS.get_or_init(|| CATEGORIES.iter().map(|c| Arc::from(*c)).collect());
+        let (label, p) = self.classify_static(e, threshold);
+        let i = CATEGORIES
+            .iter()
+            .position(|c| *c == label)
+            .unwrap_or(CATEGORIES.len() - 1);
+        (labels[i].clone(), p)
+    }
+
+    /// [`DomainHead::classify`] with the label as a static string.
+    pub fn classify_static(&self, e: &[f32], threshold: f32) -> (&'static str, f32) {
         let p = self.probabilities(e);
         let (i, best) = p
             .iter()
@@ -137,6 +150,12 @@ impl DomainHead {
             (CATEGORIES[i], best)
         }
     }
+}
+
+/// The label below the classifier threshold.
+fn other() -> Arc<str> {
+    static OTHER: OnceLock<Arc<str>> = OnceLock::new();
+    OTHER.get_or_init(|| Arc::from("other")).clone()
 }
 
 struct Rule {
@@ -154,27 +173,39 @@ pub struct DomainSignal {
     rules: Vec<Rule>,
     builtin_threshold: f32,
     needs_builtin: bool,
+    /// A sequence-classification checkpoint replacing the built-in head.
+    checkpoint: Option<TextClassifier>,
     bank: OnceCell<Result<Vec<Vec<Embedding>>, ModelError>>,
 }
 
 /// What the domain classifier concluded for one request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DomainVerdict {
-    /// Built-in label and probability (when some rule needs it).
-    pub builtin: Option<(&'static str, f32)>,
+    /// Classifier label and probability (when some rule needs it).
+    pub builtin: Option<(Arc<str>, f32)>,
     /// Best custom domain and its similarity.
     pub custom: Option<(Arc<str>, f32)>,
 }
 
 impl DomainSignal {
-    /// Builds the evaluator; `builtin_threshold` applies to the built-in head.
-    pub fn new(embedder: Arc<Embedder>, rules: &[DomainRule], builtin_threshold: f32) -> Self {
+    /// Builds the evaluator; the classifier settings pick the built-in head or a checkpoint.
+    pub fn new(
+        embedder: Arc<Embedder>,
+        rules: &[DomainRule],
+        classifier: &ClassifierConfig,
+        embedding: &EmbeddingConfig,
+    ) -> Self {
+        let checkpoint = classifier
+            .checkpoint
+            .as_ref()
+            .map(|dir| TextClassifier::new(dir.clone(), embedding.clone()));
         let rules: Vec<Rule> = rules
             .iter()
             .map(|r| {
-                let mut labels = r.mmlu_categories.clone();
-                if CATEGORIES.contains(&r.name.as_str()) {
-                    labels.push(r.name.clone());
+                let mut labels: Vec<String> = r.mmlu_categories.iter().map(|l| l.to_lowercase()).collect();
+                // A checkpoint's labels are only known once it loads: any rule name may be one.
+                if checkpoint.is_some() || CATEGORIES.contains(&r.name.as_str()) {
+                    labels.push(r.name.to_lowercase());
                 }
                 let prototypes = r
                     .description
@@ -195,8 +226,9 @@ impl DomainSignal {
         DomainSignal {
             embedder,
             rules,
-            builtin_threshold,
+            builtin_threshold: classifier.threshold,
             needs_builtin,
+            checkpoint,
             bank: OnceCell::new(),
         }
     }
@@ -222,13 +254,26 @@ impl DomainSignal {
     /// Classifies the request.
     pub async fn verdict(&self, req: &RequestView) -> Result<DomainVerdict, SignalError> {
         let fail = |e: ModelError| SignalError::Failed(e.to_string());
-        let query = req.embedding(&self.embedder).await.map_err(fail)?;
-        let builtin = if self.needs_builtin {
-            let head = DomainHead::builtin().map_err(SignalError::Failed)?;
-            Some(head.classify(&query, self.builtin_threshold))
-        } else {
-            None
+        let builtin = match &self.checkpoint {
+            _ if !self.needs_builtin => None,
+            Some(classifier) => {
+                let (label, p) = classifier.classify(&req.text).await.map_err(fail)?;
+                Some(if p < self.builtin_threshold {
+                    (other(), p)
+                } else {
+                    (label, p)
+                })
+            }
+            None => {
+                let head = DomainHead::builtin().map_err(SignalError::Failed)?;
+                let query = req.embedding(&self.embedder).await.map_err(fail)?;
+                Some(head.classify(&query, self.builtin_threshold))
+            }
         };
+        if self.rules.iter().all(|r| r.prototypes.is_empty()) {
+            return Ok(DomainVerdict { builtin, custom: None });
+        }
+        let query = req.embedding(&self.embedder).await.map_err(fail)?;
         let bank = self.bank().await.map_err(fail)?;
         let custom = self
             .rules
@@ -252,8 +297,9 @@ impl DomainSignal {
             let by_prototype = v.custom.as_ref().filter(|(n, _)| *n == r.name).map(|(_, s)| *s);
             let by_label = v
                 .builtin
-                .filter(|(l, _)| r.labels.iter().any(|x| x == l))
-                .map(|(_, p)| p);
+                .as_ref()
+                .filter(|(l, _)| r.labels.iter().any(|x| x.as_str() == &**l))
+                .map(|(_, p)| *p);
             if let Some(conf) = by_prototype.into_iter().chain(by_label).reduce(f32::max) {
                 out.push(Match {
                     kind: SignalKind::Domain,
@@ -279,8 +325,9 @@ impl Signal for DomainSignal {
         async move {
             let v = self.verdict(req).await.ok()?;
             Some(serde_json::json!({
-                "label": v.builtin.map(|(l, _)| l),
-                "probability": v.builtin.map(|(_, p)| p),
+                "label": v.builtin.as_ref().map(|(l, _)| l.to_string()),
+                "probability": v.builtin.as_ref().map(|(_, p)| *p),
+                "classifier": if self.checkpoint.is_some() { "checkpoint" } else { "built-in" },
                 "custom": v.custom.as_ref().map(|(n, _)| n.to_string()),
                 "similarity": v.custom.as_ref().map(|(_, s)| *s),
             }))

@@ -130,7 +130,8 @@ impl SignalSet {
                 signals.push(Box::new(DomainSignal::new(
                     embedder.clone(),
                     &domains,
-                    config.classifier.threshold,
+                    &config.classifier,
+                    &config.embedding,
                 )));
             }
         }
