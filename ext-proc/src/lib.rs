@@ -12,6 +12,7 @@ pub mod envoy;
 pub mod metrics;
 pub mod mock_upstream;
 pub mod models;
+pub mod plugins;
 pub mod protocol;
 pub mod selection;
 pub mod server;

@@ -66,7 +66,11 @@ async fn routes_auto_by_decision_and_skips_disabled_models() {
     assert_eq!(f.summary.decision.as_deref(), Some("coding"));
     assert_eq!(f.summary.signals, "keyword:code");
     assert_eq!(sent_model(&f), "strong-v2");
-    assert_eq!(f.set_headers, vec![(MODEL_HEADER, "strong".to_string())]);
+    assert_eq!(
+        f.set_headers,
+        vec![(HeaderName::from(MODEL_HEADER), "strong".to_string())]
+    );
+    assert!(f.remove_headers.is_empty() && f.append_headers.is_empty());
 }
 
 #[tokio::test]
@@ -301,4 +305,192 @@ routing: {{default_model: general}}
         let r = e.route(&RequestView::from_text(prompt)).await.unwrap();
         assert_eq!(r.model, model, "{prompt}: {:?}", r.matches);
     }
+}
+
+fn plugin_engine() -> Engine {
+    let text = "
+providers: [{name: p, base_url: 'http://127.0.0.1:1/v1'}]
+models:
+  - {name: general, provider: p, model_id: general-v1}
+  - {name: qwen, provider: p, model_id: qwen3-32b, reasoning_family: qwen3}
+  - {name: plain, provider: p}
+signals:
+  keywords:
+    - {name: math, keywords: [integral]}
+    - {name: weapons, keywords: [explosive]}
+    - {name: poll, keywords: [poll]}
+    - {name: think, keywords: [think]}
+    - {name: tuned, keywords: [legal]}
+decisions:
+  - name: math
+    rules: {type: keyword, name: math}
+    modelRefs: [{model: general}]
+    plugins:
+      - type: system_prompt
+        configuration: {system_prompt: You are a math tutor., mode: insert}
+      - type: header_mutation
+        configuration:
+          add: [{name: X-Team, value: math}]
+          update: [{name: x-tier, value: gold}]
+          delete: [x-debug]
+      - type: request_params
+        configuration: {max_tokens_limit: 100, max_n: 1, blocked_params: [logit_bias]}
+  - name: blocked
+    priority: 100
+    rules: {type: keyword, name: weapons}
+    modelRefs: [{model: general}]
+    plugins:
+      - {type: fast_response, configuration: {message: I cannot help with that., status: 403}}
+  - name: canned
+    rules: {type: keyword, name: poll}
+    modelRefs: [{model: general}]
+    plugins:
+      - {type: fast_response, configuration: {message: Polls are closed.}}
+      - {type: semantic-cache, configuration: {enabled: true, similarity_threshold: 0.9}}
+  - name: thinking
+    rules: {type: keyword, name: think}
+    modelRefs: [{model: qwen, use_reasoning: true}]
+  - name: lora
+    rules: {type: keyword, name: tuned}
+    modelRefs: [{model: plain, lora_name: legal-adapter, use_reasoning: true}]
+routing:
+  default_model: general
+  reasoning_families:
+    qwen3: {type: chat_template_kwargs, parameter: enable_thinking}
+compat:
+  vsr_headers: true
+  selected_model_header: X-Selected-Model
+";
+    Engine::new(load_str_with_env(text, &|_| None).unwrap()).unwrap()
+}
+
+fn sent(f: &Forward) -> serde_json::Value {
+    serde_json::from_slice(f.body.as_ref().unwrap()).unwrap()
+}
+
+fn header<'a>(h: &'a [(&'static str, String)], name: &str) -> Option<&'a str> {
+    h.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn decision_plugins_rewrite_body_and_headers() {
+    let e = plugin_engine();
+    let b = serde_json::to_vec(&serde_json::json!({
+        "model": "auto", "max_tokens": 5000, "n": 4, "logit_bias": {"1": 1},
+        "messages": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "solve this integral"}]
+    }))
+    .unwrap();
+    let f = forward(e.on_request_at("/v1/chat/completions", &b, "r").await);
+    let body = sent(&f);
+    assert_eq!(body["model"], "general-v1");
+    assert_eq!(body["messages"][0]["content"], "You are a math tutor.\n\nBe terse.");
+    assert_eq!((body["max_tokens"].as_u64(), body["n"].as_u64()), (Some(100), Some(1)));
+    assert!(body.get("logit_bias").is_none());
+    assert_eq!(
+        f.set_headers,
+        vec![
+            (HeaderName::from(MODEL_HEADER), "general".to_string()),
+            (HeaderName::from("x-selected-model"), "general".to_string()),
+            (HeaderName::from("x-tier"), "gold".to_string()),
+        ]
+    );
+    assert_eq!(f.append_headers, vec![(HeaderName::from("x-team"), "math".to_string())]);
+    assert_eq!(f.remove_headers, vec![HeaderName::from("x-debug")]);
+    let h = f.summary.response_headers();
+    assert_eq!(header(&h, vsr::SELECTED_MODEL), Some("general"));
+    assert_eq!(header(&h, vsr::SELECTED_DECISION), Some("math"));
+    assert_eq!(header(&h, vsr::SELECTED_CONFIDENCE), Some("1.0000"));
+    assert_eq!(header(&h, "x-vsr-matched-keywords"), Some("math"));
+    assert_eq!(header(&h, vsr::INJECTED_SYSTEM_PROMPT), Some("true"));
+    assert_eq!(header(&h, vsr::RESPONSE_PATH), Some("upstream"));
+    assert_eq!(header(&h, vsr::SELECTED_REASONING), None);
+}
+
+#[tokio::test]
+async fn anthropic_system_prompt_goes_top_level() {
+    let e = plugin_engine();
+    let b = br#"{"model":"auto","max_tokens":50,"system":"Be terse.","messages":[{"role":"user","content":"integral of x"}]}"#;
+    let body = sent(&forward(e.on_request_at("/v1/messages", b, "").await));
+    assert_eq!(body["system"], "You are a math tutor.\n\nBe terse.");
+    assert_eq!(body["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(body["max_tokens"], 50);
+}
+
+#[tokio::test]
+async fn fast_response_answers_locally_in_the_client_shape() {
+    let e = plugin_engine();
+    let r = reply(e.on_body(&body("auto", "how to make an explosive")).await);
+    assert_eq!(r.status, 403);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["error"]["message"], "I cannot help with that.");
+    assert_eq!(header(&r.headers, vsr::RESPONSE_PATH), Some("blocked"));
+    assert_eq!(header(&r.headers, DECISION_HEADER), Some("blocked"));
+
+    let mut b: serde_json::Value = serde_json::from_slice(&body("MoM", "start a poll")).unwrap();
+    b["stream"] = true.into();
+    let r = reply(e.on_body(&serde_json::to_vec(&b).unwrap()).await);
+    assert_eq!(r.status, 200);
+    assert_eq!(header(&r.headers, "content-type"), Some("text/event-stream"));
+    assert!(String::from_utf8(r.body).unwrap().ends_with("data: [DONE]\n\n"));
+    assert_eq!(header(&r.headers, vsr::RESPONSE_PATH), Some("fast_response"));
+
+    let r = reply(e.on_request_at("/v1/messages", &body("auto", "a poll"), "").await);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["content"][0]["text"], "Polls are closed.");
+}
+
+#[tokio::test]
+async fn reasoning_and_lora_from_the_model_ref() {
+    let e = plugin_engine();
+    let f = forward(e.on_body(&body("auto", "think hard")).await);
+    let b = sent(&f);
+    assert_eq!(b["model"], "qwen3-32b");
+    assert_eq!(b["chat_template_kwargs"]["enable_thinking"], true);
+    assert_eq!(
+        header(&f.summary.response_headers(), vsr::SELECTED_REASONING),
+        Some("on")
+    );
+    assert_eq!(
+        header(&f.summary.response_headers(), vsr::INJECTED_SYSTEM_PROMPT),
+        Some("false")
+    );
+    // No reasoning family: only the LoRA name changes, and by splicing (no re-serialisation).
+    let raw = br#"{ "model" : "auto", "messages": [{"role":"user","content":"legal advice"}] }"#;
+    let f = forward(e.on_body(raw).await);
+    assert_eq!(
+        std::str::from_utf8(f.body.as_ref().unwrap()).unwrap(),
+        r#"{ "model" : "legal-adapter", "messages": [{"role":"user","content":"legal advice"}] }"#
+    );
+    assert_eq!(f.summary.model, "plain");
+}
+
+#[tokio::test]
+async fn passthrough_gets_compat_headers_but_no_plugins() {
+    let e = plugin_engine();
+    let f = forward(e.on_body(&body("general", "solve this integral")).await);
+    assert_eq!(sent(&f)["messages"].as_array().unwrap().len(), 1);
+    assert!(f.append_headers.is_empty() && f.remove_headers.is_empty());
+    assert_eq!(
+        f.set_headers[1],
+        (HeaderName::from("x-selected-model"), "general".to_string())
+    );
+    let h = f.summary.response_headers();
+    assert_eq!(header(&h, vsr::SELECTED_MODEL), Some("general"));
+    assert_eq!(header(&h, vsr::RESPONSE_PATH), Some("upstream"));
+    assert_eq!(header(&h, vsr::SELECTED_DECISION), None);
+}
+
+#[tokio::test]
+async fn mom_and_configured_auto_names_route() {
+    let e = engine("");
+    for name in ["auto", "MoM"] {
+        assert_eq!(forward(e.on_body(&body(name, "python")).await).summary.model, "strong");
+    }
+    let e = engine("  auto_models: [router]\n");
+    assert_eq!(
+        forward(e.on_body(&body("router", "python")).await).summary.model,
+        "strong"
+    );
+    let r = reply(e.on_body(&body("MoM", "python")).await);
+    assert_eq!(r.status, 400, "MoM is only an auto name while configured as one");
 }

@@ -53,8 +53,9 @@ pub fn to_response(outcome: Option<Outcome>) -> RouteResponse {
             decision: f.summary.decision.clone().unwrap_or_default(),
             action: Some(Action::Forward(v1::Forward {
                 set_headers: f.set_headers.iter().map(|(k, v)| header(k, v.as_bytes())).collect(),
-                remove_headers: Vec::new(),
+                remove_headers: f.remove_headers.into_iter().map(String::from).collect(),
                 body: f.body,
+                append_headers: f.append_headers.iter().map(|(k, v)| header(k, v.as_bytes())).collect(),
             })),
         },
     }
@@ -68,7 +69,7 @@ impl Router for RouterService {
         let outcome = if req.body.is_empty() {
             engine.on_headers_only(&req.method, &req.path)
         } else {
-            Some(engine.on_request(&req.body, &req.request_id).await)
+            Some(engine.on_request_at(&req.path, &req.body, &req.request_id).await)
         };
         Ok(Response::new(to_response(outcome)))
     }
