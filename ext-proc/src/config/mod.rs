@@ -469,6 +469,16 @@ impl Config {
                     ));
                 }
                 PluginConfig::HeaderMutation(h) => {
+                    // Envoy and the wasm filter order removals and sets differently; one header
+                    // in both would be ambiguous.
+                    for (k, name) in h.delete.iter().enumerate() {
+                        if h.add.iter().chain(&h.update).any(|v| v.name.eq_ignore_ascii_case(name)) {
+                            return Err(ConfigError::invalid(
+                                format!("{conf}.delete[{k}]"),
+                                format!("`{name}` is both deleted and added/updated"),
+                            ));
+                        }
+                    }
                     let named =
                         h.add
                             .iter()

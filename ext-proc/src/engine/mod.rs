@@ -191,8 +191,8 @@ pub struct Engine {
     /// "Saved" compares against this model's prices: the most expensive one a decision uses.
     baseline: Option<String>,
     decision_log: Option<DecisionLog>,
-    /// Compiled plugins per decision name.
-    plugins: HashMap<String, DecisionPlugins>,
+    /// Per decision name: its index in `config.decisions` and its compiled plugins.
+    by_decision: HashMap<String, (usize, DecisionPlugins)>,
     /// `compat.selected_model_header`, lower-cased for the wire.
     route_header: Option<String>,
 }
@@ -269,11 +269,11 @@ impl Engine {
             Some(d) => Some(DecisionLog::open(d.path.clone().into(), d.include_prompt)?),
             None => None,
         };
-        let plugins = config
+        let by_decision = config
             .decisions
             .iter()
-            .filter(|d| !d.plugins.is_empty())
-            .map(|d| (d.name.clone(), DecisionPlugins::new(&d.plugins)))
+            .enumerate()
+            .map(|(i, d)| (d.name.clone(), (i, DecisionPlugins::new(&d.plugins))))
             .collect();
         let route_header = config
             .compat
@@ -288,7 +288,7 @@ impl Engine {
             models_body,
             baseline,
             decision_log,
-            plugins,
+            by_decision,
             route_header,
         })
     }
@@ -536,7 +536,8 @@ impl Engine {
             }
             log.write(&entry);
         }
-        let plugins = routed.decision.as_deref().and_then(|d| self.plugins.get(d));
+        let winner = routed.decision.as_deref().and_then(|d| self.by_decision.get(d));
+        let plugins = winner.map(|(_, p)| p);
         let mut summary = Summary {
             model: model.name.clone(),
             signals: routed.signals_header(),
@@ -563,12 +564,12 @@ impl Engine {
                 path,
             });
         }
-        let model_ref = self
-            .config
-            .decisions
-            .iter()
-            .find(|d| Some(d.name.as_str()) == routed.decision.as_deref())
-            .and_then(|d| d.model_refs.iter().find(|r| r.model == model.name));
+        let model_ref = winner.and_then(|(i, _)| {
+            self.config.decisions[*i]
+                .model_refs
+                .iter()
+                .find(|r| r.model == model.name)
+        });
         let upstream_id = model_ref
             .and_then(|r| r.lora_name.as_deref())
             .unwrap_or_else(|| model.provider_model_id());

@@ -81,6 +81,9 @@ fn reserved_and_invalid_headers_are_refused_with_their_path() {
 
 #[test]
 fn other_plugin_checks() {
+    let e =
+        err("      - type: header_mutation\n        configuration: {add: [{name: X-A, value: '1'}], delete: [x-a]}");
+    assert!(e.contains("configuration.delete[0]") && e.contains("both"), "{e}");
     let e = err("      - {type: fast_response, configuration: {message: x, status: 302}}");
     assert!(e.contains("configuration.status"), "{e}");
     let e = err("      - {type: request_params, configuration: {max_n: 0}}");
