@@ -39,7 +39,7 @@ pub mod vsr {
     pub const SELECTED_DECISION: &str = "x-vsr-selected-decision";
     /// The winning decision's confidence.
     pub const SELECTED_CONFIDENCE: &str = "x-vsr-selected-confidence";
-    /// `on` / `off`: the reasoning setting the chosen modelRef asked for.
+    /// `on` / `off`: the reasoning toggle written into the request (absent when none was).
     pub const SELECTED_REASONING: &str = "x-vsr-selected-reasoning";
     /// `true` / `false`: a `system_prompt` plugin put its prompt into the request.
     pub const INJECTED_SYSTEM_PROMPT: &str = "x-vsr-injected-system-prompt";
@@ -586,7 +586,8 @@ impl Engine {
             parsed.with_model(body, upstream_id)
         };
         if self.config.compat.vsr_headers {
-            let reasoning_on = model_ref.and_then(|r| r.use_reasoning);
+            // What was written into the request, not merely asked for by the modelRef.
+            let reasoning_on = reasoning.as_ref().map(|r| r.enabled);
             summary.compat = self.vsr_headers(&routed, reasoning_on, injected, ResponsePath::Upstream);
         }
         let mut forward = Forward {

@@ -462,6 +462,11 @@ async fn reasoning_and_lora_from_the_model_ref() {
         r#"{ "model" : "legal-adapter", "messages": [{"role":"user","content":"legal advice"}] }"#
     );
     assert_eq!(f.summary.model, "plain");
+    assert_eq!(
+        header(&f.summary.response_headers(), vsr::SELECTED_REASONING),
+        None,
+        "no family, so no reasoning toggle was sent"
+    );
 }
 
 #[tokio::test]
@@ -493,4 +498,51 @@ async fn mom_and_configured_auto_names_route() {
     );
     let r = reply(e.on_body(&body("MoM", "python")).await);
     assert_eq!(r.status, 400, "MoM is only an auto name while configured as one");
+}
+
+/// Mutated requests that reach body plugins, reasoning and fast responses never panic or 5xx,
+/// and every rewritten body is valid JSON.
+#[tokio::test]
+async fn hostile_bodies_through_plugins() {
+    let e = plugin_engine();
+    let seeds: [&[u8]; 4] = [
+        br#"{"model":"auto","max_tokens":9000,"n":5,"messages":[{"role":"system","content":[{"type":"text","text":"s"}]},{"role":"user","content":"integral"}]}"#,
+        br#"{"model":"auto","messages":[{"role":"user","content":"think"}],"chat_template_kwargs":[1]}"#,
+        br#"{"model":"auto","stream":true,"messages":[{"role":"user","content":"poll"}]}"#,
+        br#"{"model":"auto","system":[{"type":"text","text":"s"}],"messages":[{"role":"user","content":"integral"}]}"#,
+    ];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for i in 0..2000 {
+        let mut body = seeds[(next() % 4) as usize].to_vec();
+        for _ in 0..(next() % 4) {
+            let at = (next() as usize) % body.len().max(1);
+            match next() % 3 {
+                0 => body[at] = next() as u8,
+                1 => {
+                    body.remove(at.min(body.len().saturating_sub(1)));
+                }
+                _ => body.insert(at, [b'"', b'{', b'[', b'\\', b',', b':'][(next() % 6) as usize]),
+            }
+            if body.is_empty() {
+                break;
+            }
+        }
+        let path = if i % 2 == 0 {
+            "/v1/messages"
+        } else {
+            "/v1/chat/completions"
+        };
+        match e.on_request_at(path, &body, "").await {
+            Outcome::Reply(r) => assert!(r.status < 500, "{} for {:?}", r.status, String::from_utf8_lossy(&body)),
+            Outcome::Forward(f) => {
+                serde_json::from_slice::<serde_json::Value>(f.body.as_ref().unwrap()).expect("valid JSON");
+            }
+        }
+    }
 }
