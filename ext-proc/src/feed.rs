@@ -313,7 +313,9 @@ mod tests {
 
     fn forward(summary: Summary) -> Outcome {
         Outcome::Forward(Forward {
+            remove_headers: Vec::new(),
             set_headers: Vec::new(),
+            append_headers: Vec::new(),
             body: None,
             summary,
         })

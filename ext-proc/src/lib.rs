@@ -13,6 +13,7 @@ pub mod feed;
 pub mod metrics;
 pub mod mock_upstream;
 pub mod models;
+pub mod plugins;
 pub mod protocol;
 pub mod selection;
 pub mod server;

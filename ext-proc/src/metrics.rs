@@ -25,7 +25,7 @@ const TOKENS: &[f64] = &[
 
 /// Every instrument llmsoup records.
 pub struct Metrics {
-    /// Requests by decision, model and outcome (routed, passthrough, rejected).
+    /// Requests by decision, model and outcome (routed, passthrough, blocked).
     pub requests: Counter<u64>,
     /// Requests answered locally with an error, by code.
     pub rejections: Counter<u64>,
@@ -39,6 +39,8 @@ pub struct Metrics {
     pub signal_errors: Counter<u64>,
     /// Requests served on the fail-open path.
     pub fail_open: Counter<u64>,
+    /// Requests by response path (upstream, fast_response, blocked) and decision.
+    pub response_path: Counter<u64>,
     /// Tokens per request by type (input, output, cached_input).
     pub token_usage: Histogram<u64>,
     /// Upstream request duration.
@@ -89,6 +91,10 @@ impl Metrics {
             fail_open: meter
                 .u64_counter("llmsoup.fail_open")
                 .with_description("Requests served on the fail-open path (sidecar unavailable)")
+                .build(),
+            response_path: meter
+                .u64_counter("llmsoup.response.path")
+                .with_description("Requests by response path (upstream, fast_response, blocked) and decision")
                 .build(),
             token_usage: meter
                 .u64_histogram("gen_ai.client.token.usage")

@@ -41,6 +41,10 @@ pub struct Config {
     pub models: HashMap<String, String>,
     /// Model used on fail-open.
     pub default_model: String,
+    /// Extra request header Envoy routes on (`compat.selected_model_header`): stripped from
+    /// clients and set on fail-open, like `x-llmsoup-model`.
+    #[serde(default)]
+    pub route_header: Option<String>,
 }
 
 fn default_timeout_ms() -> u64 {

@@ -128,7 +128,13 @@ impl<H: Host> Filter<H> {
             .into_iter()
             .map(|(k, _)| k)
             .filter(|k| {
-                k.len() >= RESERVED_PREFIX.len() && k[..RESERVED_PREFIX.len()].eq_ignore_ascii_case(RESERVED_PREFIX)
+                (k.len() >= RESERVED_PREFIX.len() && k[..RESERVED_PREFIX.len()].eq_ignore_ascii_case(RESERVED_PREFIX))
+                    || self
+                        .plugin
+                        .config
+                        .route_header
+                        .as_deref()
+                        .is_some_and(|r| k.eq_ignore_ascii_case(r))
             })
             .collect();
         if !self.plugin.tokens.is_empty() {
@@ -250,6 +256,9 @@ impl<H: Host> Filter<H> {
         for h in &f.set_headers {
             self.host.set_request_header(&h.name, Some(&h.value))?;
         }
+        for h in &f.append_headers {
+            self.host.add_request_header(&h.name, &h.value)?;
+        }
         if let Some(body) = &f.body {
             self.host.set_request_body(self.body_size, body)?;
             // Envoy does not fix content-length after a body rewrite.
@@ -306,6 +315,9 @@ impl<H: Host> Filter<H> {
             .set_request_header("content-length", Some(new.len().to_string().as_bytes()))?;
         self.host
             .set_request_header("x-llmsoup-model", Some(model.as_bytes()))?;
+        if let Some(h) = &self.plugin.config.route_header {
+            self.host.set_request_header(h, Some(model.as_bytes()))?;
+        }
         self.response_headers = vec![
             ("x-llmsoup-model".into(), model.clone().into_bytes()),
             ("x-llmsoup-decision".into(), b"fail-open".to_vec()),

@@ -17,6 +17,8 @@ pub trait Host {
     fn request_header(&self, name: &str) -> Option<Vec<u8>>;
     /// Sets (`Some`) or removes (`None`) a request header.
     fn set_request_header(&mut self, name: &str, value: Option<&[u8]>) -> Result<(), HostError>;
+    /// Adds a request header value, keeping existing ones.
+    fn add_request_header(&mut self, name: &str, value: &[u8]) -> Result<(), HostError>;
     /// The buffered request body (`size` bytes).
     fn request_body(&self, size: usize) -> Option<Vec<u8>>;
     /// Replaces the buffered request body of `old_size` bytes.

@@ -172,6 +172,11 @@ impl Host for WasmHost {
             .map_err(|s| err("set request header", s))
     }
 
+    fn add_request_header(&mut self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        hostcalls::add_map_value_bytes(MapType::HttpRequestHeaders, name, value)
+            .map_err(|s| err("add request header", s))
+    }
+
     fn request_body(&self, size: usize) -> Option<Vec<u8>> {
         hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size)
             .ok()

@@ -360,11 +360,11 @@ impl Config {
             }
         }
         if let Some(h) = &self.compat.selected_model_header
-            && (h.is_empty() || h.starts_with(':') || !h.bytes().all(|b| b.is_ascii_graphic()))
+            && let Some(problem) = crate::plugins::headers::name_problem(h)
         {
             return Err(ConfigError::invalid(
                 "compat.selected_model_header",
-                "expected a plain HTTP header name such as `x-selected-model`",
+                format!("{problem}; expected a plain HTTP header name such as `x-selected-model`"),
             ));
         }
         if !(0.0..=1.0).contains(&self.classifier.threshold) {
@@ -428,7 +428,16 @@ impl Config {
                         format!("unknown model `{}`", r.model),
                     ));
                 }
+                if let Some(l) = &r.lora_name
+                    && (l.trim().is_empty() || l.chars().any(char::is_control))
+                {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.modelRefs[{j}].lora_name"),
+                        "a LoRA name must be non-empty printable text",
+                    ));
+                }
             }
+            self.check_plugins(&d.plugins, &at)?;
         }
         for (i, t) in self.auth.tokens.iter().enumerate() {
             if t.sha256.len() != 64 || hex::decode(&t.sha256).is_err() {
@@ -436,6 +445,97 @@ impl Config {
                     format!("auth.tokens[{i}].sha256"),
                     "expected 64 hex characters (SHA-256 of the token; see `llmsoup hash-token`)",
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks one decision's plugins; errors name `decisions[i].plugins[j]...`.
+    fn check_plugins(&self, plugins: &[PluginConfig], at: &str) -> Result<(), ConfigError> {
+        use crate::plugins::headers::{name_problem, value_problem};
+        let mut seen = BTreeSet::new();
+        for (j, p) in plugins.iter().enumerate() {
+            let at = format!("{at}.plugins[{j}]");
+            if !seen.insert(p.kind()) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.type"),
+                    format!("duplicate `{}` plugin in one decision", p.kind()),
+                ));
+            }
+            let conf = format!("{at}.configuration");
+            match p {
+                PluginConfig::SystemPrompt(s) if s.enabled && s.system_prompt.trim().is_empty() => {
+                    return Err(ConfigError::invalid(
+                        format!("{conf}.system_prompt"),
+                        "an enabled system_prompt plugin needs a non-empty prompt",
+                    ));
+                }
+                PluginConfig::HeaderMutation(h) => {
+                    // Envoy and the wasm filter order removals and sets differently; one header
+                    // in both would be ambiguous.
+                    for (k, name) in h.delete.iter().enumerate() {
+                        if h.add.iter().chain(&h.update).any(|v| v.name.eq_ignore_ascii_case(name)) {
+                            return Err(ConfigError::invalid(
+                                format!("{conf}.delete[{k}]"),
+                                format!("`{name}` is both deleted and added/updated"),
+                            ));
+                        }
+                    }
+                    let named =
+                        h.add
+                            .iter()
+                            .enumerate()
+                            .map(|(k, v)| (format!("{conf}.add[{k}]"), v.name.as_str(), Some(v.value.as_str())))
+                            .chain(
+                                h.update.iter().enumerate().map(|(k, v)| {
+                                    (format!("{conf}.update[{k}]"), v.name.as_str(), Some(v.value.as_str()))
+                                }),
+                            )
+                            .chain(
+                                h.delete
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(k, n)| (format!("{conf}.delete[{k}]"), n.as_str(), None)),
+                            );
+                    for (key, name, value) in named {
+                        let route_header = self
+                            .compat
+                            .selected_model_header
+                            .as_deref()
+                            .is_some_and(|r| r.eq_ignore_ascii_case(name));
+                        let name_key = if value.is_some() {
+                            format!("{key}.name")
+                        } else {
+                            key.clone()
+                        };
+                        if route_header {
+                            return Err(ConfigError::invalid(
+                                name_key,
+                                format!("`{name}` is compat.selected_model_header, which Envoy routes on"),
+                            ));
+                        }
+                        if let Some(problem) = name_problem(name) {
+                            return Err(ConfigError::invalid(name_key, format!("`{name}`: {problem}")));
+                        }
+                        if let Some(problem) = value.and_then(value_problem) {
+                            return Err(ConfigError::invalid(format!("{key}.value"), problem));
+                        }
+                    }
+                }
+                PluginConfig::FastResponse(f) if !matches!(f.status, 200..=299 | 400..=599) => {
+                    return Err(ConfigError::invalid(
+                        format!("{conf}.status"),
+                        "a fast response status is 2xx (an answer) or 4xx/5xx (a refusal)",
+                    ));
+                }
+                PluginConfig::RequestParams(r) => {
+                    for (key, v) in [("max_tokens_limit", r.max_tokens_limit), ("max_n", r.max_n)] {
+                        if v == Some(0) {
+                            return Err(ConfigError::invalid(format!("{conf}.{key}"), "must be at least 1"));
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         Ok(())

@@ -2,7 +2,8 @@
 //! gRPC front ends (ext_proc and Router) call. It knows nothing about gRPC or Envoy messages:
 //! it takes HTTP-level facts and returns HTTP-level mutations or a local reply.
 
-use std::collections::BTreeSet;
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use llmsoup_proto::auth::{self, AuthError};
 use crate::decision::DecisionEngine;
 use crate::decision_log::DecisionLog;
 use crate::metrics::{self, kv};
+use crate::plugins::{self, Api, DecisionPlugins, Reasoning};
 use crate::protocol::{ApiError, RequestView, parse_request};
 use crate::selection;
 use crate::signals::{Match, SignalReport, SignalSet};
@@ -28,6 +30,41 @@ pub const CONFIDENCE_HEADER: &str = "x-llmsoup-confidence";
 pub const COMPLEXITY_HEADER: &str = "x-llmsoup-complexity";
 /// Prefix reserved for llmsoup; clients may not send these headers.
 pub const RESERVED_PREFIX: &str = "x-llmsoup-";
+
+/// vLLM Semantic Router's response headers, sent when `compat.vsr_headers` is on.
+pub mod vsr {
+    /// The selected model.
+    pub const SELECTED_MODEL: &str = "x-vsr-selected-model";
+    /// The winning decision.
+    pub const SELECTED_DECISION: &str = "x-vsr-selected-decision";
+    /// The winning decision's confidence.
+    pub const SELECTED_CONFIDENCE: &str = "x-vsr-selected-confidence";
+    /// `on` / `off`: the reasoning toggle written into the request (absent when none was).
+    pub const SELECTED_REASONING: &str = "x-vsr-selected-reasoning";
+    /// `true` / `false`: a `system_prompt` plugin put its prompt into the request.
+    pub const INJECTED_SYSTEM_PROMPT: &str = "x-vsr-injected-system-prompt";
+    /// `upstream`, `fast_response` or `blocked`.
+    pub const RESPONSE_PATH: &str = "x-vsr-response-path";
+
+    /// `x-vsr-matched-*` header for a signal kind.
+    pub fn matched(kind: crate::config::SignalKind) -> &'static str {
+        use crate::config::SignalKind as K;
+        match kind {
+            K::Keyword => "x-vsr-matched-keywords",
+            K::Embedding => "x-vsr-matched-embeddings",
+            K::Domain => "x-vsr-matched-domains",
+            K::Language => "x-vsr-matched-language",
+            K::Context => "x-vsr-matched-context",
+            K::Complexity => "x-vsr-matched-complexity",
+            K::Latency => "x-vsr-matched-latency",
+            K::Pii => "x-vsr-matched-pii",
+            K::Jailbreak => "x-vsr-matched-jailbreak",
+        }
+    }
+}
+
+/// A request header name: llmsoup's own are static, configured ones are owned.
+pub type HeaderName = Cow<'static, str>;
 
 /// The result of routing a prompt (what `llmsoup route` prints).
 #[derive(Debug, Clone)]
@@ -75,6 +112,8 @@ pub struct Summary {
     pub complexity: Option<f64>,
     /// Whether the query embedding came from the cache (`None` when no model signal ran).
     pub embedding_cached: Option<bool>,
+    /// Compatibility headers (`x-vsr-*`), already rendered.
+    pub compat: Vec<(&'static str, String)>,
 }
 
 impl Summary {
@@ -93,6 +132,7 @@ impl Summary {
         if let Some(c) = self.complexity {
             h.push((COMPLEXITY_HEADER, format!("{c:.3}")));
         }
+        h.extend(self.compat.iter().cloned());
         h
     }
 }
@@ -100,8 +140,12 @@ impl Summary {
 /// Forward the request upstream with these changes.
 #[derive(Debug, Clone)]
 pub struct Forward {
+    /// Headers to remove (applied first).
+    pub remove_headers: Vec<HeaderName>,
     /// Headers to set (overwriting).
-    pub set_headers: Vec<(&'static str, String)>,
+    pub set_headers: Vec<(HeaderName, String)>,
+    /// Headers to append (kept alongside existing values).
+    pub append_headers: Vec<(HeaderName, String)>,
     /// Replacement body, when it changed (the front end must fix `content-length`).
     pub body: Option<Vec<u8>>,
     /// What to tell the client.
@@ -149,6 +193,43 @@ pub struct Engine {
     /// "Saved" compares against this model's prices: the most expensive one a decision uses.
     baseline: Option<String>,
     decision_log: Option<DecisionLog>,
+    /// Per decision name: its index in `config.decisions` and its compiled plugins.
+    by_decision: HashMap<String, (usize, DecisionPlugins)>,
+    /// `compat.selected_model_header`, lower-cased for the wire.
+    route_header: Option<String>,
+}
+
+/// Where a request's answer came from (bounded metric label and `x-vsr-response-path`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponsePath {
+    /// The upstream model answers.
+    Upstream,
+    /// A `fast_response` plugin answered as the assistant.
+    FastResponse,
+    /// A `fast_response` plugin refused the request with an error status.
+    Blocked,
+}
+
+impl ResponsePath {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponsePath::Upstream => "upstream",
+            ResponsePath::FastResponse => "fast_response",
+            ResponsePath::Blocked => "blocked",
+        }
+    }
+}
+
+/// What handling a request body produced, with what metrics need.
+enum Handled {
+    Forward(Forward),
+    Local {
+        reply: Reply,
+        model: String,
+        decision: String,
+        path: ResponsePath,
+    },
 }
 
 fn unix_now() -> f64 {
@@ -190,6 +271,17 @@ impl Engine {
             Some(d) => Some(DecisionLog::open(d.path.clone().into(), d.include_prompt)?),
             None => None,
         };
+        let by_decision = config
+            .decisions
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.name.clone(), (i, DecisionPlugins::new(&d.plugins))))
+            .collect();
+        let route_header = config
+            .compat
+            .selected_model_header
+            .as_ref()
+            .map(|h| h.to_ascii_lowercase());
         Ok(Engine {
             config,
             signals,
@@ -198,6 +290,8 @@ impl Engine {
             models_body,
             baseline,
             decision_log,
+            by_decision,
+            route_header,
         })
     }
 
@@ -301,31 +395,60 @@ impl Engine {
 
     /// [`Engine::on_body`] for a request with an id (`x-request-id`), for the decision log.
     pub async fn on_request(&self, body: &[u8], request_id: &str) -> Outcome {
+        self.on_request_at("", body, request_id).await
+    }
+
+    /// [`Engine::on_request`] knowing the request path, which decides the API shape (OpenAI, or
+    /// Anthropic for `/v1/messages`) of system prompts and local replies.
+    pub async fn on_request_at(&self, path: &str, body: &[u8], request_id: &str) -> Outcome {
         let start = Instant::now();
-        let outcome = self.on_request_inner(body, request_id).await;
+        let outcome = self.on_request_inner(path, body, request_id).await;
         crate::feed::on_route(request_id, &outcome, start.elapsed());
         outcome
     }
 
-    async fn on_request_inner(&self, body: &[u8], request_id: &str) -> Outcome {
+    async fn on_request_inner(&self, path: &str, body: &[u8], request_id: &str) -> Outcome {
         let m = metrics::get();
-        match self.on_body_inner(body, request_id).await {
-            Ok(f) => {
+        match self.on_body_inner(Api::from_path(path), body, request_id).await {
+            Ok(Handled::Forward(f)) => {
                 crate::selection::backends::started(&f.summary.model);
                 let outcome = if f.summary.confidence.is_some() {
                     "routed"
                 } else {
                     "passthrough"
                 };
+                let decision = f.summary.decision.clone().unwrap_or_else(|| "none".into());
                 m.requests.add(
                     1,
                     &[
                         kv("model", f.summary.model.clone()),
-                        kv("decision", f.summary.decision.clone().unwrap_or_else(|| "none".into())),
+                        kv("decision", decision.clone()),
                         kv("outcome", outcome),
                     ],
                 );
+                m.response_path.add(
+                    1,
+                    &[kv("path", ResponsePath::Upstream.as_str()), kv("decision", decision)],
+                );
                 Outcome::Forward(f)
+            }
+            Ok(Handled::Local {
+                reply,
+                model,
+                decision,
+                path,
+            }) => {
+                m.requests.add(
+                    1,
+                    &[
+                        kv("model", model),
+                        kv("decision", decision.clone()),
+                        kv("outcome", "blocked"),
+                    ],
+                );
+                m.response_path
+                    .add(1, &[kv("path", path.as_str()), kv("decision", decision)]);
+                Outcome::Reply(reply)
             }
             Err(e) => {
                 m.rejections.add(1, &[kv("code", e.code.unwrap_or("error"))]);
@@ -356,7 +479,7 @@ impl Engine {
         Ok(())
     }
 
-    async fn on_body_inner(&self, body: &[u8], request_id: &str) -> Result<Forward, ApiError> {
+    async fn on_body_inner(&self, api: Api, body: &[u8], request_id: &str) -> Result<Handled, ApiError> {
         let parsed = parse_request(body, self.config.routing.include_history)?;
         if !self.config.routing.auto_models.iter().any(|a| a == &parsed.model) {
             // Concrete model: pass through untouched, only tell Envoy where it goes.
@@ -367,14 +490,23 @@ impl Engine {
                 .ok_or_else(|| ApiError::model_not_found(&parsed.model))?;
             let body =
                 (model.provider_model_id() != model.name).then(|| parsed.with_model(body, model.provider_model_id()));
-            return Ok(Forward {
-                set_headers: vec![(MODEL_HEADER, model.name.clone())],
+            let mut summary = Summary {
+                model: model.name.clone(),
+                ..Summary::default()
+            };
+            if self.config.compat.vsr_headers {
+                summary.compat = vec![
+                    (vsr::SELECTED_MODEL, model.name.clone()),
+                    (vsr::RESPONSE_PATH, ResponsePath::Upstream.as_str().into()),
+                ];
+            }
+            return Ok(Handled::Forward(Forward {
+                remove_headers: Vec::new(),
+                set_headers: self.routing_headers(&model.name),
+                append_headers: Vec::new(),
                 body,
-                summary: Summary {
-                    model: model.name.clone(),
-                    ..Summary::default()
-                },
-            });
+                summary,
+            }));
         }
         let routed = self.route(&parsed.view).await?;
         metrics::get()
@@ -413,18 +545,125 @@ impl Engine {
             }
             log.write(&entry);
         }
-        Ok(Forward {
-            set_headers: vec![(MODEL_HEADER, model.name.clone())],
-            body: Some(parsed.with_model(body, model.provider_model_id())),
-            summary: Summary {
+        let winner = routed.decision.as_deref().and_then(|d| self.by_decision.get(d));
+        let plugins = winner.map(|(_, p)| p);
+        let mut summary = Summary {
+            model: model.name.clone(),
+            signals: routed.signals_header(),
+            decision: routed.decision.clone(),
+            confidence: Some(routed.confidence),
+            complexity: parsed.view.complexity.get().copied(),
+            embedding_cached: parsed.view.embedding_cached(),
+            compat: Vec::new(),
+        };
+        if let Some(fast) = plugins.and_then(|p| p.fast_response.as_ref()) {
+            let path = if plugins::fast_response::blocks(fast) {
+                ResponsePath::Blocked
+            } else {
+                ResponsePath::FastResponse
+            };
+            if self.config.compat.vsr_headers {
+                summary.compat = self.vsr_headers(&routed, None, false, path);
+            }
+            let mut reply = plugins::fast_response::reply(fast, api, parsed.stream, &model.name);
+            reply.headers.extend(summary.response_headers());
+            return Ok(Handled::Local {
+                reply,
                 model: model.name.clone(),
-                signals: routed.signals_header(),
-                decision: routed.decision,
-                confidence: Some(routed.confidence),
-                complexity: parsed.view.complexity.get().copied(),
-                embedding_cached: parsed.view.embedding_cached(),
-            },
-        })
+                decision: routed.decision.unwrap_or_default(),
+                path,
+            });
+        }
+        let model_ref = winner.and_then(|(i, _)| {
+            self.config.decisions[*i]
+                .model_refs
+                .iter()
+                .find(|r| r.model == model.name)
+        });
+        let upstream_id = model_ref
+            .and_then(|r| r.lora_name.as_deref())
+            .unwrap_or_else(|| model.provider_model_id());
+        let reasoning = Reasoning::resolve(&self.config, model, model_ref);
+        let body_plugins = plugins.unwrap_or(&DecisionPlugins::NONE);
+        let mut injected = false;
+        let new_body = if body_plugins.changes_body() || reasoning.is_some() {
+            let (b, report) = plugins::rewrite_body(body, api, upstream_id, body_plugins, reasoning.as_ref())
+                .map_err(|e| ApiError::bad_request(format!("{e}."), None, "invalid_json"))?;
+            injected = report.injected_system_prompt;
+            b
+        } else {
+            // Nothing else changes: splice the model id into the original bytes.
+            parsed.with_model(body, upstream_id)
+        };
+        if self.config.compat.vsr_headers {
+            // What was written into the request, not merely asked for by the modelRef.
+            let reasoning_on = reasoning.as_ref().map(|r| r.enabled);
+            summary.compat = self.vsr_headers(&routed, reasoning_on, injected, ResponsePath::Upstream);
+        }
+        let mut forward = Forward {
+            remove_headers: Vec::new(),
+            set_headers: self.routing_headers(&model.name),
+            append_headers: Vec::new(),
+            body: Some(new_body),
+            summary,
+        };
+        if let Some(h) = plugins.and_then(|p| p.headers.as_ref()) {
+            forward.remove_headers = h.delete.iter().map(|n| Cow::Owned(n.clone())).collect();
+            forward
+                .set_headers
+                .extend(h.update.iter().map(|x| (Cow::Owned(x.name.clone()), x.value.clone())));
+            forward.append_headers = h
+                .add
+                .iter()
+                .map(|x| (Cow::Owned(x.name.clone()), x.value.clone()))
+                .collect();
+        }
+        Ok(Handled::Forward(forward))
+    }
+
+    /// The headers Envoy routes on: ours, plus the compatibility one when configured.
+    fn routing_headers(&self, model: &str) -> Vec<(HeaderName, String)> {
+        let mut h = vec![(Cow::Borrowed(MODEL_HEADER), model.to_string())];
+        if let Some(name) = &self.route_header {
+            h.push((Cow::Owned(name.clone()), model.to_string()));
+        }
+        h
+    }
+
+    /// vLLM Semantic Router's response headers for a routed request.
+    fn vsr_headers(
+        &self,
+        routed: &Routed,
+        reasoning: Option<bool>,
+        injected_system_prompt: bool,
+        path: ResponsePath,
+    ) -> Vec<(&'static str, String)> {
+        let mut h = vec![(vsr::SELECTED_MODEL, routed.model.clone())];
+        if let Some(d) = &routed.decision {
+            h.push((vsr::SELECTED_DECISION, d.clone()));
+            h.push((vsr::SELECTED_CONFIDENCE, format!("{:.4}", routed.confidence)));
+        }
+        if let Some(on) = reasoning {
+            h.push((vsr::SELECTED_REASONING, if on { "on" } else { "off" }.into()));
+        }
+        let mut by_kind: Vec<(&'static str, String)> = Vec::new();
+        for m in &routed.matches {
+            let name = vsr::matched(m.kind);
+            match by_kind.iter_mut().find(|(k, _)| *k == name) {
+                Some((_, v)) => {
+                    v.push(',');
+                    v.push_str(&m.name);
+                }
+                None => by_kind.push((name, m.name.to_string())),
+            }
+        }
+        h.extend(by_kind);
+        h.push((
+            vsr::INJECTED_SYSTEM_PROMPT,
+            if injected_system_prompt { "true" } else { "false" }.into(),
+        ));
+        h.push((vsr::RESPONSE_PATH, path.as_str().into()));
+        h
     }
 }
 

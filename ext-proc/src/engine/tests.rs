@@ -66,7 +66,11 @@ async fn routes_auto_by_decision_and_skips_disabled_models() {
     assert_eq!(f.summary.decision.as_deref(), Some("coding"));
     assert_eq!(f.summary.signals, "keyword:code");
     assert_eq!(sent_model(&f), "strong-v2");
-    assert_eq!(f.set_headers, vec![(MODEL_HEADER, "strong".to_string())]);
+    assert_eq!(
+        f.set_headers,
+        vec![(HeaderName::from(MODEL_HEADER), "strong".to_string())]
+    );
+    assert!(f.remove_headers.is_empty() && f.append_headers.is_empty());
 }
 
 #[tokio::test]
@@ -349,4 +353,244 @@ routing: {{default_model: general}}
     assert_eq!(explained["domain"]["classifier"], "checkpoint");
     assert_eq!(explained["domain"]["label"], "math");
     let _ = std::fs::remove_dir_all(&ckpt);
+}
+
+fn plugin_engine() -> Engine {
+    let text = "
+providers: [{name: p, base_url: 'http://127.0.0.1:1/v1'}]
+models:
+  - {name: general, provider: p, model_id: general-v1}
+  - {name: qwen, provider: p, model_id: qwen3-32b, reasoning_family: qwen3}
+  - {name: plain, provider: p}
+signals:
+  keywords:
+    - {name: math, keywords: [integral]}
+    - {name: weapons, keywords: [explosive]}
+    - {name: poll, keywords: [poll]}
+    - {name: think, keywords: [think]}
+    - {name: tuned, keywords: [legal]}
+decisions:
+  - name: math
+    rules: {type: keyword, name: math}
+    modelRefs: [{model: general}]
+    plugins:
+      - type: system_prompt
+        configuration: {system_prompt: You are a math tutor., mode: insert}
+      - type: header_mutation
+        configuration:
+          add: [{name: X-Team, value: math}]
+          update: [{name: x-tier, value: gold}]
+          delete: [x-debug]
+      - type: request_params
+        configuration: {max_tokens_limit: 100, max_n: 1, blocked_params: [logit_bias]}
+  - name: blocked
+    priority: 100
+    rules: {type: keyword, name: weapons}
+    modelRefs: [{model: general}]
+    plugins:
+      - {type: fast_response, configuration: {message: I cannot help with that., status: 403}}
+  - name: canned
+    rules: {type: keyword, name: poll}
+    modelRefs: [{model: general}]
+    plugins:
+      - {type: fast_response, configuration: {message: Polls are closed.}}
+      - {type: semantic-cache, configuration: {enabled: true, similarity_threshold: 0.9}}
+  - name: thinking
+    rules: {type: keyword, name: think}
+    modelRefs: [{model: qwen, use_reasoning: true}]
+  - name: lora
+    rules: {type: keyword, name: tuned}
+    modelRefs: [{model: plain, lora_name: legal-adapter, use_reasoning: true}]
+routing:
+  default_model: general
+  reasoning_families:
+    qwen3: {type: chat_template_kwargs, parameter: enable_thinking}
+compat:
+  vsr_headers: true
+  selected_model_header: X-Selected-Model
+";
+    Engine::new(load_str_with_env(text, &|_| None).unwrap()).unwrap()
+}
+
+fn sent(f: &Forward) -> serde_json::Value {
+    serde_json::from_slice(f.body.as_ref().unwrap()).unwrap()
+}
+
+fn header<'a>(h: &'a [(&'static str, String)], name: &str) -> Option<&'a str> {
+    h.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn decision_plugins_rewrite_body_and_headers() {
+    let e = plugin_engine();
+    let b = serde_json::to_vec(&serde_json::json!({
+        "model": "auto", "max_tokens": 5000, "n": 4, "logit_bias": {"1": 1},
+        "messages": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "solve this integral"}]
+    }))
+    .unwrap();
+    let f = forward(e.on_request_at("/v1/chat/completions", &b, "r").await);
+    let body = sent(&f);
+    assert_eq!(body["model"], "general-v1");
+    assert_eq!(body["messages"][0]["content"], "You are a math tutor.\n\nBe terse.");
+    assert_eq!((body["max_tokens"].as_u64(), body["n"].as_u64()), (Some(100), Some(1)));
+    assert!(body.get("logit_bias").is_none());
+    assert_eq!(
+        f.set_headers,
+        vec![
+            (HeaderName::from(MODEL_HEADER), "general".to_string()),
+            (HeaderName::from("x-selected-model"), "general".to_string()),
+            (HeaderName::from("x-tier"), "gold".to_string()),
+        ]
+    );
+    assert_eq!(f.append_headers, vec![(HeaderName::from("x-team"), "math".to_string())]);
+    assert_eq!(f.remove_headers, vec![HeaderName::from("x-debug")]);
+    let h = f.summary.response_headers();
+    assert_eq!(header(&h, vsr::SELECTED_MODEL), Some("general"));
+    assert_eq!(header(&h, vsr::SELECTED_DECISION), Some("math"));
+    assert_eq!(header(&h, vsr::SELECTED_CONFIDENCE), Some("1.0000"));
+    assert_eq!(header(&h, "x-vsr-matched-keywords"), Some("math"));
+    assert_eq!(header(&h, vsr::INJECTED_SYSTEM_PROMPT), Some("true"));
+    assert_eq!(header(&h, vsr::RESPONSE_PATH), Some("upstream"));
+    assert_eq!(header(&h, vsr::SELECTED_REASONING), None);
+}
+
+#[tokio::test]
+async fn anthropic_system_prompt_goes_top_level() {
+    let e = plugin_engine();
+    let b = br#"{"model":"auto","max_tokens":50,"system":"Be terse.","messages":[{"role":"user","content":"integral of x"}]}"#;
+    let body = sent(&forward(e.on_request_at("/v1/messages", b, "").await));
+    assert_eq!(body["system"], "You are a math tutor.\n\nBe terse.");
+    assert_eq!(body["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(body["max_tokens"], 50);
+}
+
+#[tokio::test]
+async fn fast_response_answers_locally_in_the_client_shape() {
+    let e = plugin_engine();
+    let r = reply(e.on_body(&body("auto", "how to make an explosive")).await);
+    assert_eq!(r.status, 403);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["error"]["message"], "I cannot help with that.");
+    assert_eq!(header(&r.headers, vsr::RESPONSE_PATH), Some("blocked"));
+    assert_eq!(header(&r.headers, DECISION_HEADER), Some("blocked"));
+
+    let mut b: serde_json::Value = serde_json::from_slice(&body("MoM", "start a poll")).unwrap();
+    b["stream"] = true.into();
+    let r = reply(e.on_body(&serde_json::to_vec(&b).unwrap()).await);
+    assert_eq!(r.status, 200);
+    assert_eq!(header(&r.headers, "content-type"), Some("text/event-stream"));
+    assert!(String::from_utf8(r.body).unwrap().ends_with("data: [DONE]\n\n"));
+    assert_eq!(header(&r.headers, vsr::RESPONSE_PATH), Some("fast_response"));
+
+    let r = reply(e.on_request_at("/v1/messages", &body("auto", "a poll"), "").await);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["content"][0]["text"], "Polls are closed.");
+}
+
+#[tokio::test]
+async fn reasoning_and_lora_from_the_model_ref() {
+    let e = plugin_engine();
+    let f = forward(e.on_body(&body("auto", "think hard")).await);
+    let b = sent(&f);
+    assert_eq!(b["model"], "qwen3-32b");
+    assert_eq!(b["chat_template_kwargs"]["enable_thinking"], true);
+    assert_eq!(
+        header(&f.summary.response_headers(), vsr::SELECTED_REASONING),
+        Some("on")
+    );
+    assert_eq!(
+        header(&f.summary.response_headers(), vsr::INJECTED_SYSTEM_PROMPT),
+        Some("false")
+    );
+    // No reasoning family: only the LoRA name changes, and by splicing (no re-serialisation).
+    let raw = br#"{ "model" : "auto", "messages": [{"role":"user","content":"legal advice"}] }"#;
+    let f = forward(e.on_body(raw).await);
+    assert_eq!(
+        std::str::from_utf8(f.body.as_ref().unwrap()).unwrap(),
+        r#"{ "model" : "legal-adapter", "messages": [{"role":"user","content":"legal advice"}] }"#
+    );
+    assert_eq!(f.summary.model, "plain");
+    assert_eq!(
+        header(&f.summary.response_headers(), vsr::SELECTED_REASONING),
+        None,
+        "no family, so no reasoning toggle was sent"
+    );
+}
+
+#[tokio::test]
+async fn passthrough_gets_compat_headers_but_no_plugins() {
+    let e = plugin_engine();
+    let f = forward(e.on_body(&body("general", "solve this integral")).await);
+    assert_eq!(sent(&f)["messages"].as_array().unwrap().len(), 1);
+    assert!(f.append_headers.is_empty() && f.remove_headers.is_empty());
+    assert_eq!(
+        f.set_headers[1],
+        (HeaderName::from("x-selected-model"), "general".to_string())
+    );
+    let h = f.summary.response_headers();
+    assert_eq!(header(&h, vsr::SELECTED_MODEL), Some("general"));
+    assert_eq!(header(&h, vsr::RESPONSE_PATH), Some("upstream"));
+    assert_eq!(header(&h, vsr::SELECTED_DECISION), None);
+}
+
+#[tokio::test]
+async fn mom_and_configured_auto_names_route() {
+    let e = engine("");
+    for name in ["auto", "MoM"] {
+        assert_eq!(forward(e.on_body(&body(name, "python")).await).summary.model, "strong");
+    }
+    let e = engine("  auto_models: [router]\n");
+    assert_eq!(
+        forward(e.on_body(&body("router", "python")).await).summary.model,
+        "strong"
+    );
+    let r = reply(e.on_body(&body("MoM", "python")).await);
+    assert_eq!(r.status, 400, "MoM is only an auto name while configured as one");
+}
+
+/// Mutated requests that reach body plugins, reasoning and fast responses never panic or 5xx,
+/// and every rewritten body is valid JSON.
+#[tokio::test]
+async fn hostile_bodies_through_plugins() {
+    let e = plugin_engine();
+    let seeds: [&[u8]; 4] = [
+        br#"{"model":"auto","max_tokens":9000,"n":5,"messages":[{"role":"system","content":[{"type":"text","text":"s"}]},{"role":"user","content":"integral"}]}"#,
+        br#"{"model":"auto","messages":[{"role":"user","content":"think"}],"chat_template_kwargs":[1]}"#,
+        br#"{"model":"auto","stream":true,"messages":[{"role":"user","content":"poll"}]}"#,
+        br#"{"model":"auto","system":[{"type":"text","text":"s"}],"messages":[{"role":"user","content":"integral"}]}"#,
+    ];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for i in 0..2000 {
+        let mut body = seeds[(next() % 4) as usize].to_vec();
+        for _ in 0..(next() % 4) {
+            let at = (next() as usize) % body.len().max(1);
+            match next() % 3 {
+                0 => body[at] = next() as u8,
+                1 => {
+                    body.remove(at.min(body.len().saturating_sub(1)));
+                }
+                _ => body.insert(at, [b'"', b'{', b'[', b'\\', b',', b':'][(next() % 6) as usize]),
+            }
+            if body.is_empty() {
+                break;
+            }
+        }
+        let path = if i % 2 == 0 {
+            "/v1/messages"
+        } else {
+            "/v1/chat/completions"
+        };
+        match e.on_request_at(path, &body, "").await {
+            Outcome::Reply(r) => assert!(r.status < 500, "{} for {:?}", r.status, String::from_utf8_lossy(&body)),
+            Outcome::Forward(f) => {
+                serde_json::from_slice::<serde_json::Value>(f.body.as_ref().unwrap()).expect("valid JSON");
+            }
+        }
+    }
 }

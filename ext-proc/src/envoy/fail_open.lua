@@ -6,6 +6,7 @@
 
 local MODELS = __MODELS__          -- name -> provider model id
 local DEFAULT_MODEL = __DEFAULT__  -- model name used for anything else
+local ROUTE_HEADER = __ROUTE_HEADER__  -- the header model routes match on
 
 -- Index just past the string literal starting at i (a double quote), or nil.
 local function skip_string(s, i)
@@ -101,6 +102,7 @@ function envoy_on_request(handle)
   headers = handle:headers()
   headers:replace("content-length", tostring(#rewritten))
   headers:replace("x-llmsoup-model", model)
+  headers:replace(ROUTE_HEADER, model)
   handle:clearRouteCache()
   handle:streamInfo():dynamicMetadata():set("llmsoup", "fail_open_model", model)
   handle:logWarn("llmsoup sidecar unavailable: fail-open to model " .. model)

@@ -62,6 +62,15 @@ fn lua_string(s: &str) -> String {
     out
 }
 
+/// Client headers removed before anything else runs: ours, and the compat routing header.
+fn strip_mutations(config: &Config) -> Value {
+    let mut m = vec![json!({"remove_on_match": {"key_matcher": {"safe_regex": {"regex": "x-llmsoup-.*"}}}})];
+    if let Some(h) = &config.compat.selected_model_header {
+        m.push(json!({"remove_on_match": {"key_matcher": {"exact": h.to_ascii_lowercase()}}}));
+    }
+    Value::Array(m)
+}
+
 fn fail_open_script(config: &Config) -> String {
     let mut models = String::from("{");
     for m in config.models.iter().filter(|m| m.enabled) {
@@ -76,6 +85,7 @@ fn fail_open_script(config: &Config) -> String {
     FAIL_OPEN_LUA
         .replace("__MODELS__", &models)
         .replace("__DEFAULT__", &lua_string(&config.default_model().name))
+        .replace("__ROUTE_HEADER__", &lua_string(&route_header(config)))
 }
 
 /// The wasm filter's JSON configuration (see filter-wasm/src/config.rs).
@@ -96,6 +106,7 @@ fn wasm_plugin_config(config: &Config) -> anyhow::Result<Value> {
         "token_names": config.auth.tokens.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
         "models": models,
         "default_model": config.default_model().name,
+        "route_header": config.compat.selected_model_header.as_ref().map(|h| h.to_ascii_lowercase()),
     }))
 }
 
@@ -206,7 +217,12 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
         let p = config
             .provider(&m.provider)
             .with_context(|| format!("model `{}`: unknown provider", m.name))?;
-        routes.push(model_route(&format!("model_{}", m.name), p, Some(&m.name))?);
+        routes.push(model_route(
+            &format!("model_{}", m.name),
+            p,
+            Some(&m.name),
+            &route_header(config),
+        )?);
     }
     let default = config.default_model();
     let default_provider = config
@@ -214,7 +230,12 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
         .with_context(|| format!("default model `{}`: unknown provider", default.name))?;
     match g.failure_mode {
         // Only reached when the sidecar did not answer: the Lua step rewrote the body.
-        FailureMode::Open => routes.push(model_route("fail_open_default", default_provider, None)?),
+        FailureMode::Open => routes.push(model_route(
+            "fail_open_default",
+            default_provider,
+            None,
+            &route_header(config),
+        )?),
         FailureMode::Closed => routes.push(json!({
             "name": "router_unavailable",
             "match": {"prefix": "/v1/"},
@@ -232,9 +253,7 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
         "name": "envoy.filters.http.header_mutation",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-            "mutations": {"request_mutations": [
-                {"remove_on_match": {"key_matcher": {"safe_regex": {"regex": "x-llmsoup-.*"}}}}
-            ]}
+            "mutations": {"request_mutations": strip_mutations(config)}
         }
     })];
     match mode {
@@ -374,11 +393,23 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
     Ok(format!("{header}{}", yaml.replace("__CA_BUNDLE__", &g.ca_bundle)))
 }
 
-fn model_route(name: &str, p: &ProviderConfig, model: Option<&str>) -> anyhow::Result<Value> {
+/// The request header model routes match on: `compat.selected_model_header` when set (for Envoy
+/// routes written for vLLM Semantic Router), else `x-llmsoup-model`. The sidecar and both
+/// fail-open paths set both.
+fn route_header(config: &Config) -> String {
+    config
+        .compat
+        .selected_model_header
+        .as_deref()
+        .unwrap_or(MODEL_HEADER)
+        .to_ascii_lowercase()
+}
+
+fn model_route(name: &str, p: &ProviderConfig, model: Option<&str>, header: &str) -> anyhow::Result<Value> {
     let ep = p.endpoint().map_err(anyhow::Error::msg)?;
     let mut matcher = json!({"prefix": "/v1/"});
     if let Some(m) = model {
-        matcher["headers"] = json!([{"name": MODEL_HEADER, "string_match": {"exact": m}}]);
+        matcher["headers"] = json!([{"name": header, "string_match": {"exact": m}}]);
     }
     let mut route = json!({
         "cluster": cluster_name(&p.name),
@@ -393,7 +424,7 @@ fn model_route(name: &str, p: &ProviderConfig, model: Option<&str>) -> anyhow::R
         "name": name,
         "match": matcher,
         "route": route,
-        "request_headers_to_remove": [MODEL_HEADER],
+        "request_headers_to_remove": if header == MODEL_HEADER { json!([MODEL_HEADER]) } else { json!([MODEL_HEADER, header]) },
     }))
 }
 

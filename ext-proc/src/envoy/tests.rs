@@ -139,3 +139,56 @@ fn lua_strings_are_escaped() {
     assert_eq!(lua_string(r#"a"b\c"#), r#""a\"b\\c""#);
     assert_eq!(lua_string("é"), "\"\\195\\169\"");
 }
+
+#[test]
+fn compat_selected_model_header_is_routed_on_stripped_and_set_on_fail_open() {
+    let text = "
+providers: [{name: p, base_url: 'http://127.0.0.1:8000/v1'}]
+models: [{name: m, provider: p}]
+compat: {selected_model_header: X-Selected-Model}
+";
+    let y = rendered(text);
+    let hcm = &y["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let route = &hcm["route_config"]["virtual_hosts"][0]["routes"][0];
+    assert_eq!(route["match"]["headers"][0]["name"].as_str(), Some("x-selected-model"));
+    let removed: Vec<&str> = route["request_headers_to_remove"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(removed, ["x-llmsoup-model", "x-selected-model"]);
+    let strip = &hcm["http_filters"][0]["typed_config"]["mutations"]["request_mutations"];
+    assert_eq!(
+        strip[1]["remove_on_match"]["key_matcher"]["exact"].as_str(),
+        Some("x-selected-model")
+    );
+    let lua = hcm["http_filters"][2]["typed_config"]["default_source_code"]["inline_string"]
+        .as_str()
+        .unwrap();
+    assert!(lua.contains(r#"local ROUTE_HEADER = "x-selected-model""#), "{lua}");
+
+    let c = load_str_with_env(text, &|_| None).unwrap();
+    let wasm = render(
+        &c,
+        &RenderOptions {
+            mode: Some(AttachMode::Wasm),
+            wasm_path: Some("/f.wasm".into()),
+        },
+    )
+    .unwrap();
+    let y: serde_yaml::Value = serde_yaml::from_str(&wasm).unwrap();
+    let hcm = &y["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let plugin = hcm["http_filters"][1]["typed_config"]["config"]["configuration"]["value"]
+        .as_str()
+        .unwrap();
+    let plugin: serde_json::Value = serde_json::from_str(plugin).unwrap();
+    assert_eq!(plugin["route_header"], "x-selected-model");
+
+    // Without the switch, routes match x-llmsoup-model and the Lua sets only that.
+    let y =
+        rendered("providers: [{name: p, base_url: 'http://127.0.0.1:8000/v1'}]\nmodels: [{name: m, provider: p}]\n");
+    let hcm = &y["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let route = &hcm["route_config"]["virtual_hosts"][0]["routes"][0];
+    assert_eq!(route["match"]["headers"][0]["name"].as_str(), Some("x-llmsoup-model"));
+}

@@ -124,6 +124,13 @@ fn set_header(key: &str, value: impl Into<Vec<u8>>) -> HeaderValueOption {
     }
 }
 
+fn append_header(key: &str, value: impl Into<Vec<u8>>) -> HeaderValueOption {
+    HeaderValueOption {
+        append_action: HeaderAppendAction::AppendIfExistsOrAdd as i32,
+        ..set_header(key, value)
+    }
+}
+
 fn immediate(reply: engine::Reply, details: &str) -> ProcessingResponse {
     ProcessingResponse {
         response: Some(Reply::ImmediateResponse(ImmediateResponse {
@@ -204,13 +211,15 @@ impl StreamState {
         }
         // Clients may not choose routes or fake llmsoup's verdicts; the gateway token is ours and
         // never goes upstream.
+        let route_header = engine.config().compat.selected_model_header.as_deref();
         let mut remove: Vec<String> = h
             .headers
             .iter()
             .flat_map(|m| m.headers.iter())
             .filter(|x| {
-                x.key.len() >= engine::RESERVED_PREFIX.len()
-                    && x.key[..engine::RESERVED_PREFIX.len()].eq_ignore_ascii_case(engine::RESERVED_PREFIX)
+                (x.key.len() >= engine::RESERVED_PREFIX.len()
+                    && x.key[..engine::RESERVED_PREFIX.len()].eq_ignore_ascii_case(engine::RESERVED_PREFIX))
+                    || route_header.is_some_and(|r| x.key.eq_ignore_ascii_case(r))
             })
             .map(|x| x.key.clone())
             .collect();
@@ -244,11 +253,15 @@ impl StreamState {
             self.body.extend_from_slice(&b.body);
             std::mem::take(&mut self.body)
         };
-        match engine.on_request(&body, &self.request_id).await {
-            Outcome::Reply(r) => immediate(r, "llmsoup_rejected"),
+        match engine.on_request_at(&self.path, &body, &self.request_id).await {
+            Outcome::Reply(r) => immediate(r, "llmsoup_local_reply"),
             Outcome::Forward(f) => {
-                let mut set: Vec<HeaderValueOption> =
-                    f.set_headers.iter().map(|(k, v)| set_header(k, v.as_bytes())).collect();
+                let mut set: Vec<HeaderValueOption> = f
+                    .set_headers
+                    .iter()
+                    .map(|(k, v)| set_header(k, v.as_bytes()))
+                    .chain(f.append_headers.iter().map(|(k, v)| append_header(k, v.as_bytes())))
+                    .collect();
                 let body_mutation = f.body.map(|new| {
                     // BUFFERED mode keeps content-length: it must match the new body or Envoy 500s.
                     set.push(set_header("content-length", new.len().to_string()));
@@ -262,7 +275,7 @@ impl StreamState {
                         response: Some(CommonResponse {
                             header_mutation: Some(HeaderMutation {
                                 set_headers: set,
-                                ..Default::default()
+                                remove_headers: f.remove_headers.into_iter().map(String::from).collect(),
                             }),
                             body_mutation,
                             clear_route_cache: true,

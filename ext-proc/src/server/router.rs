@@ -53,8 +53,9 @@ pub fn to_response(outcome: Option<Outcome>) -> RouteResponse {
             decision: f.summary.decision.clone().unwrap_or_default(),
             action: Some(Action::Forward(v1::Forward {
                 set_headers: f.set_headers.iter().map(|(k, v)| header(k, v.as_bytes())).collect(),
-                remove_headers: Vec::new(),
+                remove_headers: f.remove_headers.into_iter().map(String::from).collect(),
                 body: f.body,
+                append_headers: f.append_headers.iter().map(|(k, v)| header(k, v.as_bytes())).collect(),
             })),
         },
     }
@@ -68,7 +69,7 @@ impl Router for RouterService {
         let outcome = if req.body.is_empty() {
             engine.on_headers_only(&req.method, &req.path)
         } else {
-            Some(engine.on_request(&req.body, &req.request_id).await)
+            Some(engine.on_request_at(&req.path, &req.body, &req.request_id).await)
         };
         Ok(Response::new(to_response(outcome)))
     }
@@ -79,5 +80,48 @@ impl Router for RouterService {
             accounting::record(&engine, r);
         }
         Ok(Response::new(ReportAck {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Forward, Reply, Summary};
+
+    #[test]
+    fn forward_carries_every_header_mutation() {
+        let r = to_response(Some(Outcome::Forward(Forward {
+            remove_headers: vec!["x-debug".into()],
+            set_headers: vec![("x-llmsoup-model".into(), "m".into())],
+            append_headers: vec![("x-team".into(), "math".into())],
+            body: None,
+            summary: Summary {
+                model: "m".into(),
+                compat: vec![("x-vsr-response-path", "upstream".into())],
+                ..Summary::default()
+            },
+        })));
+        let Some(Action::Forward(f)) = r.action else {
+            panic!("expected forward")
+        };
+        assert_eq!(f.remove_headers, ["x-debug"]);
+        assert_eq!(
+            (f.set_headers[0].name.as_str(), f.set_headers[0].value.as_slice()),
+            ("x-llmsoup-model", b"m".as_slice())
+        );
+        assert_eq!(
+            (f.append_headers[0].name.as_str(), f.append_headers[0].value.as_slice()),
+            ("x-team", b"math".as_slice())
+        );
+        assert!(r.response_headers.iter().any(|h| h.name == "x-vsr-response-path"));
+        assert_eq!(r.model, "m");
+
+        let r = to_response(Some(Outcome::Reply(Reply {
+            status: 403,
+            headers: vec![("content-type", "application/json".into())],
+            body: b"{}".to_vec(),
+        })));
+        assert!(matches!(r.action, Some(Action::Reply(ref x)) if x.status == 403));
+        assert!(r.model.is_empty(), "a local reply is never reported as upstream usage");
     }
 }

@@ -48,6 +48,10 @@ impl Host for Fake {
         }
         Ok(())
     }
+    fn add_request_header(&mut self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.req_headers.push((name.to_string(), value.to_vec()));
+        Ok(())
+    }
     fn request_body(&self, size: usize) -> Option<Vec<u8>> {
         Some(self.req_body[..size.min(self.req_body.len())].to_vec())
     }
@@ -110,6 +114,7 @@ fn plugin(tokens: &[&str], closed: bool) -> Rc<Plugin> {
         "token_names": tokens.iter().map(|t| format!("client-{t}")).collect::<Vec<_>>(),
         "models": {"small": "small-v1", "coder": "coder-v2"},
         "default_model": "small",
+        "route_header": "x-selected-model",
     });
     Rc::new(Plugin::parse(json.to_string().as_bytes()).unwrap())
 }
@@ -145,6 +150,7 @@ fn forward_response(model: &str, body: Option<&str>) -> Vec<u8> {
             }],
             remove_headers: vec![],
             body: body.map(|b| b.as_bytes().to_vec()),
+            append_headers: vec![],
         })),
         response_headers: vec![v1::Header {
             name: "x-llmsoup-model".into(),
@@ -257,6 +263,11 @@ fn sidecar_failure_fails_open_or_closed() {
     let h = f.host();
     assert_eq!(h.req_body, br#"{"model":"small-v1"}"#);
     assert_eq!(h.header("x-llmsoup-model"), Some(b"small".as_slice()));
+    assert_eq!(
+        h.header("x-selected-model"),
+        Some(b"small".as_slice()),
+        "fail-open sets the route header too"
+    );
     assert_eq!((h.cleared, h.resumed), (1, 1));
     f.host_mut().resp_headers = vec![(":status".into(), b"200".to_vec())];
     f.on_response_headers();
@@ -324,4 +335,46 @@ fn config_errors_are_reported() {
     let bad = serde_json::json!({"sidecar_cluster": "x", "models": {"a": "b"}, "default_model": "zzz"});
     assert!(Plugin::parse(bad.to_string().as_bytes()).unwrap_err().contains("zzz"));
     let _ = HashMap::<String, String>::new();
+}
+
+#[test]
+fn header_mutations_remove_then_set_then_append() {
+    let body = r#"{"model":"auto"}"#;
+    let mut f = filter(
+        plugin(&[], false),
+        &with(&[("x-debug", "1"), ("x-team", "red"), ("x-selected-model", "spoof")]),
+        body,
+    );
+    f.on_request_headers(false);
+    assert!(
+        f.host().header("x-selected-model").is_none(),
+        "the configured route header is stripped like x-llmsoup-*"
+    );
+    f.on_request_body(body.len(), true);
+    let h = |name: &str, value: &str| v1::Header {
+        name: name.into(),
+        value: value.as_bytes().to_vec(),
+    };
+    f.host_mut().grpc_resp = v1::RouteResponse {
+        action: Some(RouteAction::Forward(v1::Forward {
+            set_headers: vec![h("x-llmsoup-model", "coder"), h("x-tier", "gold")],
+            remove_headers: vec!["x-debug".into()],
+            body: None,
+            append_headers: vec![h("x-team", "blue")],
+        })),
+        model: "coder".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    f.on_route_response(7, 0, 0);
+    let got = &f.host().req_headers;
+    assert!(!got.iter().any(|(k, _)| k == "x-debug"));
+    assert_eq!(f.host().header("x-tier"), Some(b"gold".as_slice()));
+    let teams: Vec<&[u8]> = got
+        .iter()
+        .filter(|(k, _)| k == "x-team")
+        .map(|(_, v)| v.as_slice())
+        .collect();
+    assert_eq!(teams, [b"red".as_slice(), b"blue".as_slice()]);
+    assert_eq!(f.host().resumed, 1);
 }
