@@ -30,6 +30,9 @@ pub struct Totals {
     pub spent_usd: f64,
     /// Spend avoided versus the baseline model, in USD.
     pub saved_usd: f64,
+    /// Requests answered by the gateway itself (`fast_response`), never sent upstream; also
+    /// counted in `requests`.
+    pub blocked: u64,
 }
 
 impl Totals {
@@ -74,6 +77,20 @@ pub fn cost(p: &Pricing, r: &UsageReport) -> f64 {
         + cached * p.cached_prompt_per_1m.unwrap_or(p.prompt_per_1m)
         + r.completion_tokens as f64 * p.completion_per_1m)
         / 1e6
+}
+
+/// Records a request a decision's `fast_response` answered locally (no model, no tokens).
+pub fn record_local(decision: &str) {
+    if let Ok(mut guard) = STATS.lock() {
+        let stats = guard.get_or_insert_with(Stats::default);
+        for t in [
+            &mut stats.total,
+            stats.by_decision.entry(decision.to_string()).or_default(),
+        ] {
+            t.requests += 1;
+            t.blocked += 1;
+        }
+    }
 }
 
 /// Records one finished request.

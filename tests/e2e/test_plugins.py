@@ -110,6 +110,10 @@ def test_fast_response_blocks_without_reaching_the_upstream(plugins_stack):
     assert upstream_count(s) == before + 1, "only the counting requests reached the mock"
     metrics = s.metrics().text
     assert re.search(r'llmsoup_response_path_total\{[^}]*decision="weapons"[^}]*path="blocked"', metrics), metrics
+    stats = requests.get(f"http://127.0.0.1:{s.ports['metrics']}/stats", headers=s.headers(), timeout=5).json()
+    weapons = stats["by_decision"]["weapons"]
+    assert weapons["blocked"] >= 2 and weapons["requests"] >= weapons["blocked"], stats
+    assert weapons["prompt_tokens"] == 0 and weapons["spent_usd"] == 0, "a blocked request costs nothing"
 
 
 def test_fast_response_answers_as_json_and_sse(plugins_stack):

@@ -446,6 +446,7 @@ impl Engine {
                         kv("outcome", "blocked"),
                     ],
                 );
+                crate::accounting::record_local(&decision);
                 m.response_path
                     .add(1, &[kv("path", path.as_str()), kv("decision", decision)]);
                 Outcome::Reply(reply)
