@@ -185,11 +185,16 @@ pub fn load_detailed(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Res
 /// The native YAML equivalent of a loaded config (`llmsoup config migrate`), headed by the
 /// warnings as comments. `$` is escaped as `$$` so the output loads back to the same values.
 pub fn to_native_yaml(loaded: &Loaded) -> Result<String, ConfigError> {
+    // Also drops `null`s: every optional key defaults to absent, except `admin_listen`, where
+    // null means "off" (the round-trip test checks the output loads back to the same config).
     fn escape(v: &mut serde_yaml::Value) {
         match v {
             serde_yaml::Value::String(s) if s.contains('$') => *s = s.replace('$', "$$"),
             serde_yaml::Value::Sequence(items) => items.iter_mut().for_each(escape),
-            serde_yaml::Value::Mapping(m) => m.iter_mut().for_each(|(_, v)| escape(v)),
+            serde_yaml::Value::Mapping(m) => {
+                m.retain(|k, v| !v.is_null() || k.as_str() == Some("admin_listen"));
+                m.iter_mut().for_each(|(_, v)| escape(v));
+            }
             serde_yaml::Value::Tagged(t) => escape(&mut t.value),
             _ => {}
         }

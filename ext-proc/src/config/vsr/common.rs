@@ -37,11 +37,11 @@ impl<'a> Cx<'a> {
     pub(super) fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
         let path = path.into();
         let line = line_near(self.text, &path);
-        self.warnings.push(Warning {
-            path,
-            line,
-            message: message.into(),
-        });
+        let message = message.into();
+        if self.warnings.iter().any(|w| w.path == path && w.message == message) {
+            return;
+        }
+        self.warnings.push(Warning { path, line, message });
     }
 
     /// An error about the key at `path`, with its line.

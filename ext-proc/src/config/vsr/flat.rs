@@ -174,7 +174,9 @@ pub(super) fn convert(cx: &mut Cx, mut doc: Value, categories_shape: bool) -> Re
 
     // Providers: one per endpoint (deduplicated by URL and credential).
     let mut providers = Providers::default();
-    let mut endpoint_provider: BTreeMap<String, String> = BTreeMap::new();
+    // Providers are made when a model uses an endpoint, so a per-model key can stand in for
+    // the endpoint's and unused endpoints make no Envoy cluster.
+    let mut endpoint_target: BTreeMap<String, (String, Auth, String)> = BTreeMap::new();
     let mut endpoint_models: Vec<(String, Vec<String>)> = Vec::new();
     for (i, e) in f.vllm_endpoints.iter().enumerate() {
         let at = format!("vllm_endpoints[{i}]");
@@ -227,8 +229,7 @@ pub(super) fn convert(cx: &mut Cx, mut doc: Value, categories_shape: bool) -> Re
                 }
             }
         }
-        let name = providers.add(cx, &e.name, base_url, &auth, &at)?;
-        endpoint_provider.insert(e.name.clone(), name);
+        endpoint_target.insert(e.name.clone(), (base_url, auth, at));
         let mut served = e.models.clone();
         served.extend(e.model.clone());
         endpoint_models.push((e.name.clone(), served));
@@ -256,6 +257,7 @@ pub(super) fn convert(cx: &mut Cx, mut doc: Value, categories_shape: bool) -> Re
     names.extend(f.decisions.iter().flat_map(|d| d.model_names()));
     names.extend(f.default_model.clone());
     let mut params = f.model_config;
+    let mut used = BTreeSet::new();
     let mut models = Vec::new();
     for name in names {
         let at = format!("model_config.{name}");
@@ -267,7 +269,7 @@ pub(super) fn convert(cx: &mut Cx, mut doc: Value, categories_shape: bool) -> Re
                     format!("llmsoup sends each model to one provider; using `{first}`"),
                 );
             }
-            if !endpoint_provider.contains_key(first) {
+            if !endpoint_target.contains_key(first) {
                 return Err(cx.error(
                     format!("{at}.preferred_endpoints[{j}]"),
                     format!("no endpoint `{first}` in vllm_endpoints"),
@@ -287,23 +289,21 @@ pub(super) fn convert(cx: &mut Cx, mut doc: Value, categories_shape: bool) -> Re
                 format!("model `{name}` has no endpoint: add one to vllm_endpoints"),
             ));
         };
-        let mut provider = endpoint_provider[&endpoint].clone();
-        if let Some(k) = &p.access_key {
-            // A per-model key makes a provider of its own (same URL, this model's credential).
-            let url = providers
-                .list
-                .iter()
-                .find(|x| x.name == provider)
-                .map(|x| x.base_url.clone());
-            if let Some(url) = url {
-                let auth = Auth {
+        used.insert(endpoint.clone());
+        let (url, endpoint_auth, endpoint_at) = endpoint_target[&endpoint].clone();
+        let provider = match &p.access_key {
+            Some(k) => {
+                let model_auth = Auth {
                     key_path: Some(format!("{at}.access_key")),
                     inline: !k.is_empty(),
-                    ..Auth::default()
+                    header: endpoint_auth.header.clone(),
+                    prefix: endpoint_auth.prefix.clone(),
+                    env: None,
                 };
-                provider = providers.add(cx, &format!("{endpoint}-{name}"), url, &auth, &at)?;
+                providers.add(cx, &endpoint, url, &model_auth, &endpoint_at)?
             }
-        }
+            None => providers.add(cx, &endpoint, url, &endpoint_auth, &endpoint_at)?,
+        };
         common::warn_api_format(cx, p.api_format.as_deref(), &format!("{at}.api_format"));
         for (key, set) in [
             ("external_model_ids", p.external_model_ids.is_some()),
@@ -329,6 +329,12 @@ pub(super) fn convert(cx: &mut Cx, mut doc: Value, categories_shape: bool) -> Re
             &f.reasoning_families,
             &at,
         ));
+    }
+
+    for (i, e) in f.vllm_endpoints.iter().enumerate() {
+        if !used.contains(&e.name) {
+            cx.warn(format!("vllm_endpoints[{i}]"), "no model uses this endpoint; ignored");
+        }
     }
 
     let signals = VSignals {
