@@ -194,6 +194,9 @@ pub(super) fn convert(cx: &mut Cx, mut doc: Value) -> Result<Config, ConfigError
     let cards = c.routing.model_cards;
     for (i, m) in c.providers.models.into_iter().enumerate() {
         let at = format!("providers.models[{i}]");
+        if models.iter().any(|x: &crate::config::ModelConfig| x.name == m.name) {
+            return Err(cx.error(format!("{at}.name"), format!("duplicate model name `{}`", m.name)));
+        }
         let Some(b) = m.backend_refs.first() else {
             cx.warn(
                 format!("{at}.backend_refs"),

@@ -345,6 +345,29 @@ fn wrong_types_name_the_key_path_and_line() {
 }
 
 #[test]
+fn unknown_keys_warn_with_their_path_and_duplicates_are_errors() {
+    let text = USER
+        .replace("decisions:\n", "decision_rules: []\ndecisions:\n")
+        .replacen("    priority: 300\n", "    priority: 300\n    prioritee: 301\n", 1);
+    let l = load(&text);
+    assert_warns(
+        &l,
+        &[
+            ("decision_rules", "not supported by llmsoup, ignored"),
+            ("decisions[0].prioritee", "not supported by llmsoup, ignored"),
+        ],
+    );
+    let w = l.warnings.iter().find(|w| w.path == "decisions[0].prioritee").unwrap();
+    assert_eq!(w.line, Some(line_with(&text, "prioritee")));
+    let dup = CANONICAL.replace(
+        "    - name: qwen-coder\n      provider_model_id",
+        "    - name: qwen3-8b\n      provider_model_id",
+    );
+    let e = err(&dup);
+    assert!(e.contains("providers.models[1].name") && e.contains("duplicate"), "{e}");
+}
+
+#[test]
 fn env_substitution_applies_to_vsr_files() {
     let text = FLAT.replace(
         "address: 127.0.0.1\n    port: 8002",

@@ -99,6 +99,9 @@ pub(super) fn convert(cx: &mut Cx, mut doc: Value) -> Result<Config, ConfigError
     let mut models = Vec::new();
     for (i, m) in u.providers.models.into_iter().enumerate() {
         let at = format!("providers.models[{i}]");
+        if models.iter().any(|x: &crate::config::ModelConfig| x.name == m.name) {
+            return Err(cx.error(format!("{at}.name"), format!("duplicate model name `{}`", m.name)));
+        }
         let Some(e) = m.endpoints.first() else {
             cx.warn(
                 format!("{at}.endpoints"),
