@@ -666,9 +666,19 @@ pub(super) fn convert_signals(
             );
             continue;
         }
-        // vSR's domain classifier only uses descriptions as labels; llmsoup would turn them into
-        // similarity prototypes, so a built-in category keeps matching by its classifier label.
-        let description = if builtin(&name) { None } else { d.description };
+        // vSR matches domains by classifier label only (the name or one of mmlu_categories);
+        // llmsoup would also match a description by similarity, so it is kept only for a label
+        // llmsoup's classifier cannot produce (vSR needed a custom-trained classifier for it).
+        let by_label = builtin(&name) || !mmlu.is_empty();
+        let description = if by_label {
+            None
+        } else {
+            cx.warn(
+                format!("{at}.name"),
+                "not a built-in category: matched by similarity to its description and examples",
+            );
+            d.description
+        };
         known.add(SignalKind::Domain, &d.name, &name);
         out.domains.push(DomainRule {
             name,
