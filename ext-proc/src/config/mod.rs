@@ -127,18 +127,16 @@ pub fn load_detailed(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Res
         line: e.location().map(|l| l.line()),
     })?;
     let shape = vsr::detect(&value);
-    let env_refs = if shape.is_vsr() {
-        vsr::take_credential_env_refs(&mut value)
-    } else {
-        Default::default()
-    };
-    env::substitute(&mut value, "", lookup).map_err(|(path, message)| ConfigError::Invalid {
-        line: locate::line_of(text, &path),
-        path,
-        message,
-    })?;
     if shape.is_vsr() {
-        let (config, warnings) = vsr::convert(shape, value, text, env_refs)?;
+        let env_refs = vsr::take_credential_env_refs(&mut value);
+        let env_warnings = vsr::unset_variables(&value, text, lookup);
+        let keep = |name: &str| vsr::keep_unset(lookup, name);
+        env::substitute(&mut value, "", &keep).map_err(|(path, message)| ConfigError::Invalid {
+            line: locate::line_of(text, &path),
+            path,
+            message,
+        })?;
+        let (config, warnings) = vsr::convert(shape, value, text, env_refs, env_warnings)?;
         // Paths in these errors are native ones: they cannot point into the vSR text.
         config.validate().map_err(|e| match e {
             ConfigError::Invalid { path, message, .. } => ConfigError::Invalid {
@@ -154,6 +152,11 @@ pub fn load_detailed(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Res
             warnings,
         });
     }
+    env::substitute(&mut value, "", lookup).map_err(|(path, message)| ConfigError::Invalid {
+        line: locate::line_of(text, &path),
+        path,
+        message,
+    })?;
     let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();

@@ -519,9 +519,10 @@ pub(super) fn convert_signals(
                 ));
             }
         };
+        // vSR's `regex` method is its default: every keyword is QuoteMeta-escaped and
+        // word-bounded (keyword_classifier_regex.go), i.e. llmsoup's `literal`.
         let method = match k.method.as_deref() {
-            None | Some("") | Some("literal") | Some("exact") => KeywordMethod::Literal,
-            Some("regex") => KeywordMethod::Regex,
+            None | Some("") | Some("regex") => KeywordMethod::Literal,
             Some(m @ ("bm25" | "ngram" | "fuzzy")) => {
                 cx.warn(
                     format!("{at}.method"),
@@ -532,7 +533,7 @@ pub(super) fn convert_signals(
             Some(other) => {
                 return Err(cx.error(
                     format!("{at}.method"),
-                    format!("unknown keyword method `{other}` (expected regex, bm25, ngram or fuzzy)"),
+                    format!("unknown keyword method `{other}` (expected regex, bm25 or ngram)"),
                 ));
             }
         };
@@ -552,15 +553,6 @@ pub(super) fn convert_signals(
         }
         if k.keywords.is_empty() {
             return Err(cx.error(format!("{at}.keywords"), "at least one keyword is required"));
-        }
-        if method == KeywordMethod::Regex
-            && let Some((j, e)) = k
-                .keywords
-                .iter()
-                .enumerate()
-                .find_map(|(j, p)| regex::Regex::new(p).err().map(|e| (j, e)))
-        {
-            return Err(cx.error(format!("{at}.keywords[{j}]"), format!("invalid regex: {e}")));
         }
         known.add(SignalKind::Keyword, &vsr_name, &name);
         out.keywords.push(KeywordRule {
@@ -586,10 +578,12 @@ pub(super) fn convert_signals(
             Some("mean") => Aggregation::Mean,
             Some("any") => Aggregation::Any,
             Some(other) => {
-                return Err(cx.error(
+                // vSR falls back to its default scoring for names it does not know.
+                cx.warn(
                     format!("{at}.aggregation_method"),
-                    format!("unknown aggregation `{other}` (expected mean, max or any)"),
-                ));
+                    format!("unknown aggregation `{other}` (mean, max or any); using max"),
+                );
+                Aggregation::Max
             }
         };
         for (key, set) in [
@@ -962,6 +956,17 @@ fn convert_rule(cx: &mut Cx, r: VRule, at: &str, scope: &mut Scope) -> Result<Ru
             cx.warn(format!("{at}.{key}"), "not supported by llmsoup, ignored");
         }
     }
+    if let Some(kind) = r.kind.as_deref()
+        && leaf_kind(kind).is_none()
+        && r.operator.is_none()
+        && r.conditions.is_empty()
+    {
+        cx.warn(
+            format!("{at}.type"),
+            format!("`{kind}` signals are not supported by llmsoup; this condition never matches"),
+        );
+        return Ok(RuleTree::Never);
+    }
     match (r.kind, r.name) {
         (Some(kind), Some(name)) => {
             if r.operator.is_some() || !r.conditions.is_empty() {
@@ -1165,15 +1170,18 @@ pub(super) fn convert_decisions(
                 lora_name: r.lora_name,
             });
         }
-        if refs.is_empty() {
+        let algorithm = convert_algorithm(cx, d.algorithm, &format!("{at}.algorithm"));
+        let plugins = convert_plugins(cx, d.plugins, &format!("{at}.plugins"))?;
+        // A vSR decision that only answers (`fast_response`, e.g. blocking) needs no model;
+        // native decisions do, so [`assemble`] gives it the default model, never called.
+        let answers = plugins.iter().any(|p| matches!(p, PluginConfig::FastResponse(_)));
+        if refs.is_empty() && !answers {
             cx.warn(
                 format!("{at}.modelRefs"),
                 format!("decision `{}` has no usable model; dropped", d.name),
             );
             continue;
         }
-        let algorithm = convert_algorithm(cx, d.algorithm, &format!("{at}.algorithm"));
-        let plugins = convert_plugins(cx, d.plugins, &format!("{at}.plugins"))?;
         out.push(DecisionConfig {
             name,
             description: d.description,
@@ -1593,6 +1601,11 @@ pub(super) fn assemble(
             "",
             "no model is bound to an endpoint: llmsoup needs at least one routable model",
         ));
+    }
+    let fallback = routing.default_model.clone().unwrap_or_else(|| models[0].name.clone());
+    let mut decisions = decisions;
+    for d in decisions.iter_mut().filter(|d| d.model_refs.is_empty()) {
+        d.model_refs.push(ModelRef::new(fallback.clone()));
     }
     let mut config = Config {
         server: Default::default(),

@@ -113,6 +113,15 @@ pub fn detect(doc: &Value) -> Shape {
     if get("providers").is_some_and(Value::is_sequence) || get("models").is_some_and(Value::is_sequence) {
         return Shape::Native;
     }
+    // Native `routing` holds only gate settings; vSR v0.3 puts its catalog and rules there.
+    let canonical_routing = get("routing").and_then(Value::as_mapping).is_some_and(|r| {
+        ["modelCards", "signals", "decisions", "projections"]
+            .iter()
+            .any(|k| r.contains_key(*k))
+    });
+    if canonical_routing || has("global") {
+        return Shape::VsrCanonical;
+    }
     const FLAT: &[&str] = &[
         "vllm_endpoints",
         "model_config",
@@ -175,6 +184,67 @@ pub(super) fn take_credential_env_refs(doc: &mut Value) -> HashMap<String, Strin
     out
 }
 
+/// vSR leaves its own placeholders in some strings (`${user_content}` in RAG plugin templates),
+/// and sections llmsoup ignores may name secrets it does not need: in a vSR file an unset
+/// variable is kept literally with a warning instead of failing the load. Returns the warnings;
+/// `lookup` is then wrapped by [`keep_unset`].
+pub(super) fn unset_variables(doc: &Value, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Vec<Warning> {
+    fn walk(v: &Value, path: &str, found: &mut Vec<(String, String)>, lookup: &dyn Fn(&str) -> Option<String>) {
+        match v {
+            Value::String(s) => {
+                let mut rest = s.as_str();
+                while let Some(pos) = rest.find('$') {
+                    let after = &rest[pos + 1..];
+                    if let Some(tail) = after.strip_prefix('$') {
+                        rest = tail;
+                    } else if let Some(body) = after.strip_prefix('{')
+                        && let Some(end) = body.find('}')
+                    {
+                        let expr = &body[..end];
+                        if !expr.contains(":-") && lookup(expr).is_none_or(|v| v.is_empty()) {
+                            found.push((path.to_string(), expr.to_string()));
+                        }
+                        rest = &body[end + 1..];
+                    } else {
+                        rest = after;
+                    }
+                }
+            }
+            Value::Sequence(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(item, &format!("{path}[{i}]"), found, lookup);
+                }
+            }
+            Value::Mapping(m) => {
+                for (k, child) in m {
+                    let key = k.as_str().map(str::to_owned).unwrap_or_else(|| format!("{k:?}"));
+                    let at = if path.is_empty() { key } else { format!("{path}.{key}") };
+                    walk(child, &at, found, lookup);
+                }
+            }
+            Value::Tagged(t) => walk(&t.value, path, found, lookup),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    walk(doc, "", &mut found, lookup);
+    found
+        .into_iter()
+        .map(|(path, var)| Warning {
+            line: super::locate::line_of(text, &path),
+            path,
+            message: format!("environment variable `{var}` is not set; `${{{var}}}` is kept as written"),
+        })
+        .collect()
+}
+
+/// A lookup that answers an unset variable with its own reference, so it survives substitution.
+pub(super) fn keep_unset(lookup: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    lookup(name)
+        .filter(|v| !v.is_empty())
+        .or_else(|| Some(format!("${{{name}}}")))
+}
+
 /// `${NAME}` or `${NAME:-default}` → `NAME`.
 fn whole_env_reference(s: &str) -> Option<String> {
     let body = s.trim().strip_prefix("${")?.strip_suffix('}')?;
@@ -188,8 +258,10 @@ pub(super) fn convert(
     doc: Value,
     text: &str,
     env_refs: HashMap<String, String>,
+    env_warnings: Vec<Warning>,
 ) -> Result<(Config, Vec<Warning>), ConfigError> {
     let mut cx = common::Cx::new(text, env_refs);
+    cx.warnings = env_warnings;
     let config = match shape {
         Shape::Native => unreachable!("native documents are not converted"),
         Shape::VsrCategories => flat::convert(&mut cx, doc, true)?,

@@ -380,10 +380,56 @@ fn env_substitution_applies_to_vsr_files() {
     };
     let c = load_detailed(&text, &lookup).unwrap().config;
     assert_eq!(c.provider("vllm-reason").unwrap().base_url, "http://10.0.0.7:9002/v1");
+    // Unset: kept as written with a warning, so a field llmsoup uses fails with its own path.
     let e = err(&text);
     assert!(
-        e.contains("REASON_HOST") && e.contains("vllm_endpoints[2].address"),
+        e.contains("vllm_endpoints[2].port") && e.contains("${REASON_PORT}"),
         "{e}"
+    );
+    // In a section llmsoup ignores (or a vSR template placeholder) an unset variable only warns.
+    let l = load(&FLAT.replace("backend_type: memory", "backend_type: ${CACHE_BACKEND}"));
+    assert_warns(&l, &[("semantic_cache.backend_type", "`CACHE_BACKEND` is not set")]);
+}
+
+#[test]
+fn vsr_quirks_load_as_vsr_runs_them() {
+    let doc = |extra: &str| {
+        format!(
+            "
+vllm_endpoints: [{{name: e, address: 127.0.0.1, port: 8000}}]
+model_config: {{m: {{}}}}
+default_model: m
+keyword_rules: [{{name: k, method: regex, keywords: ['C:\\Program Files\\', user.name@domain.com]}}]
+embedding_rules: [{{name: emb, aggregation_method: avg, candidates: [hello]}}]
+{extra}"
+        )
+    };
+    let l = load(&doc("decisions:
+  - name: block
+    priority: 10
+    rules: {operator: OR, conditions: [{type: keyword, name: k}]}
+    plugins: [{type: fast_response, configuration: {message: no}}]
+  - name: fallback
+    rules: {operator: OR, conditions: [{type: always}]}
+    modelRefs: [{model: m}]
+"));
+    let c = &l.config;
+    // `method: regex` is vSR's escaped literal mode: invalid regexes are fine, dots are literal.
+    assert_eq!(c.signals.keywords[0].method, crate::config::KeywordMethod::Literal);
+    assert_eq!(c.signals.embeddings[0].aggregation, crate::config::Aggregation::Max);
+    // A decision that only answers gets the default model, which it never calls.
+    assert_eq!(c.decisions.len(), 1);
+    assert_eq!(c.decisions[0].model_refs[0].model, "m");
+    assert_warns(
+        &l,
+        &[
+            ("embedding_rules[0].aggregation_method", "unknown aggregation `avg`"),
+            (
+                "decisions[1].rules.conditions[0].type",
+                "`always` signals are not supported",
+            ),
+            ("decisions[1].rules", "dropped"),
+        ],
     );
 }
 
@@ -469,7 +515,7 @@ async fn every_shape_routes_like_its_native_equivalent() {
             "Können Sie mir bitte helfen, einen Brief an meinen Vermieter zu schreiben?",
             "qwen3-8b",
         ),
-        ("auto", "store my key sk-ABCDEFGH12345 somewhere safe", "qwen3-8b"),
+        ("auto", "here is my api key, store it somewhere safe", "qwen3-8b"),
         ("auto", &long, "gpt-4.1"),
         ("auto", "what is the best price and discount today", "gpt-4o-mini"),
         ("auto", "what is the price of a python course", "qwen-coder"),
