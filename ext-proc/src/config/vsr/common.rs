@@ -947,15 +947,6 @@ pub(super) struct Scope<'a> {
 }
 
 fn convert_rule(cx: &mut Cx, r: VRule, at: &str, scope: &mut Scope) -> Result<RuleTree, ConfigError> {
-    for (key, set) in [
-        ("label", r.label.is_some()),
-        ("predicate", r.predicate.is_some()),
-        ("on_error", r.on_error.is_some()),
-    ] {
-        if set {
-            cx.warn(format!("{at}.{key}"), "not supported by llmsoup, ignored");
-        }
-    }
     if let Some(kind) = r.kind.as_deref()
         && leaf_kind(kind).is_none()
         && r.operator.is_none()
@@ -966,6 +957,15 @@ fn convert_rule(cx: &mut Cx, r: VRule, at: &str, scope: &mut Scope) -> Result<Ru
             format!("`{kind}` signals are not supported by llmsoup; this condition never matches"),
         );
         return Ok(RuleTree::Never);
+    }
+    for (key, set) in [
+        ("label", r.label.is_some()),
+        ("predicate", r.predicate.is_some()),
+        ("on_error", r.on_error.is_some()),
+    ] {
+        if set {
+            cx.warn(format!("{at}.{key}"), "not supported by llmsoup, ignored");
+        }
     }
     match (r.kind, r.name) {
         (Some(kind), Some(name)) => {
@@ -1300,7 +1300,7 @@ pub(super) fn convert_plugins(
             "pii" | "jailbreak" => cx.warn(
                 at,
                 format!(
-                    "the v0.1 `{kind}` plugin is not supported; add a `{kind}` signal and a decision with a `fast_response` plugin"
+                    "the v0.1 `{kind}` decision plugin (a no-op since vSR v0.2) is not supported; use a `{kind}` signal and a decision with a `fast_response` plugin"
                 ),
             ),
             other => cx.warn(
