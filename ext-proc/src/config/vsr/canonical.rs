@@ -91,14 +91,24 @@ struct ModelCard {
     description: Option<String>,
     #[serde(default)]
     quality_score: Option<f64>,
+    // Metadata: accepted, no effect on routing.
+    #[allow(dead_code)]
     #[serde(default)]
     param_size: Option<Value>,
+    // Metadata: accepted, no effect on routing.
+    #[allow(dead_code)]
     #[serde(default)]
     context_window_size: Option<Value>,
+    // Metadata: accepted, no effect on routing.
+    #[allow(dead_code)]
     #[serde(default)]
     capabilities: Option<Value>,
+    // Metadata: accepted, no effect on routing.
+    #[allow(dead_code)]
     #[serde(default)]
     loras: Option<Value>,
+    // Metadata: accepted, no effect on routing.
+    #[allow(dead_code)]
     #[serde(default)]
     tags: Option<Value>,
     #[serde(default)]
@@ -132,6 +142,8 @@ struct Router {
 /// The document.
 #[derive(Debug, Deserialize)]
 struct Canonical {
+    // Metadata: accepted, no effect on routing.
+    #[allow(dead_code)]
     #[serde(default)]
     version: Option<String>,
     #[serde(default)]
@@ -186,7 +198,6 @@ pub(super) fn convert(cx: &mut Cx, mut doc: Value) -> Result<Config, ConfigError
         }
     }
     let c: Canonical = cx.typed(doc, "")?;
-    let _ = c.version;
     let families = c.providers.defaults.reasoning_families;
 
     let mut providers = Providers::default();
@@ -264,13 +275,6 @@ pub(super) fn convert(cx: &mut Cx, mut doc: Value) -> Result<Config, ConfigError
         ));
     }
     for (i, card) in cards.iter().enumerate() {
-        let _ = (
-            &card.param_size,
-            &card.context_window_size,
-            &card.capabilities,
-            &card.loras,
-            &card.tags,
-        );
         if card.modality.as_deref().is_some_and(|m| !matches!(m, "ar" | "text")) {
             cx.warn(
                 format!("routing.modelCards[{i}].modality"),

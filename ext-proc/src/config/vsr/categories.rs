@@ -173,7 +173,6 @@ pub(super) fn decisions(
                 continue;
             }
             let effort = s.reasoning_effort.as_deref().or(cat.reasoning_effort.as_deref());
-            let _ = s.reasoning_description;
             refs.push(ModelRef {
                 model: s.model,
                 use_reasoning: s.use_reasoning.or(cat.use_reasoning),

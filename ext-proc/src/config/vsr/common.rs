@@ -284,6 +284,8 @@ pub(super) struct VModelScore {
     pub(super) use_reasoning: Option<bool>,
     #[serde(default)]
     pub(super) reasoning_effort: Option<String>,
+    // Metadata: accepted, no effect on routing.
+    #[allow(dead_code)]
     #[serde(default)]
     pub(super) reasoning_description: Option<String>,
 }
@@ -306,6 +308,8 @@ pub(super) struct VCategory {
     pub(super) use_reasoning: Option<bool>,
     #[serde(default)]
     pub(super) reasoning_effort: Option<String>,
+    // Metadata: accepted, no effect on routing.
+    #[allow(dead_code)]
     #[serde(default)]
     pub(super) reasoning_description: Option<String>,
     #[serde(default)]
@@ -631,8 +635,6 @@ pub(super) fn convert_signals(
 
     for (i, d) in v.domains.into_iter().enumerate() {
         let at = path_of("domains", i);
-        // Reasoning descriptions only document G0 routing choices.
-        let _ = d.reasoning_description;
         let builtin = |c: &str| crate::signals::domain::CATEGORIES.contains(&c);
         let name = unique(&mut taken, SignalKind::Domain, sanitize(&d.name));
         let mut mmlu = Vec::new();
@@ -851,6 +853,8 @@ pub(super) struct VModelRef {
     use_reasoning: Option<bool>,
     #[serde(default)]
     reasoning_effort: Option<String>,
+    // Metadata: accepted, no effect on routing.
+    #[allow(dead_code)]
     #[serde(default)]
     reasoning_description: Option<String>,
     #[serde(default)]
@@ -1162,7 +1166,6 @@ pub(super) fn convert_decisions(
                     "llmsoup picks models in order (or by the decision's algorithm); weights are ignored",
                 );
             }
-            let _ = r.reasoning_description;
             refs.push(ModelRef {
                 model: r.model,
                 use_reasoning: r.use_reasoning,
@@ -1633,6 +1636,8 @@ pub(super) fn assemble(
 /// `listeners[0]` → `gateway.listen`; the other listeners are warned about.
 #[derive(Debug, Deserialize)]
 pub(super) struct VListener {
+    // Metadata: accepted, no effect on routing.
+    #[allow(dead_code)]
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -1659,7 +1664,6 @@ pub(super) fn listen(cx: &mut Cx, listeners: Vec<VListener>, path: &str) -> Opti
             "upstream timeouts are set by `llmsoup envoy-config`; ignored",
         );
     }
-    let _ = first.name;
     let port = first.port?;
     let address = first.address.unwrap_or_else(|| "0.0.0.0".into());
     Some(if address.contains(':') {

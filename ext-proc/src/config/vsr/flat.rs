@@ -67,16 +67,22 @@ struct ModelParams {
     preferred_endpoints: Vec<String>,
     #[serde(default)]
     pricing: Option<VPricing>,
+    // Metadata: accepted, no effect on routing.
+    #[allow(dead_code)]
     #[serde(default)]
     loras: Option<Value>,
     #[serde(default)]
     access_key: Option<String>,
+    // Metadata: accepted, no effect on routing.
+    #[allow(dead_code)]
     #[serde(default)]
     param_size: Option<Value>,
     #[serde(default)]
     api_format: Option<String>,
     #[serde(default)]
     description: Option<String>,
+    // Metadata: accepted, no effect on routing.
+    #[allow(dead_code)]
     #[serde(default)]
     capabilities: Option<Value>,
     #[serde(default)]
@@ -313,7 +319,6 @@ pub(super) fn convert(cx: &mut Cx, mut doc: Value, categories_shape: bool) -> Re
                 cx.warn(format!("{at}.{key}"), "not supported by llmsoup, ignored");
             }
         }
-        let _ = (&p.loras, &p.param_size, &p.capabilities);
         let pricing = common::pricing(cx, p.pricing, &format!("{at}.pricing"));
         models.push(common::model(
             cx,

@@ -35,18 +35,24 @@ struct Model {
     reasoning_family: Option<String>,
     #[serde(default)]
     pricing: Option<VPricing>,
+    // Metadata: accepted, no effect on routing.
+    #[allow(dead_code)]
     #[serde(default)]
     param_size: Option<Value>,
     #[serde(default)]
     api_format: Option<String>,
     #[serde(default)]
     description: Option<String>,
+    // Metadata: accepted, no effect on routing.
+    #[allow(dead_code)]
     #[serde(default)]
     capabilities: Option<Value>,
     #[serde(default)]
     quality_score: Option<f64>,
     #[serde(default)]
     provider_model_id: Option<String>,
+    // Metadata: accepted, no effect on routing.
+    #[allow(dead_code)]
     #[serde(default)]
     loras: Option<Value>,
 }
@@ -67,6 +73,8 @@ struct UserProviders {
 /// The document.
 #[derive(Debug, Deserialize)]
 struct User {
+    // Metadata: accepted, no effect on routing.
+    #[allow(dead_code)]
     #[serde(default)]
     version: Option<String>,
     #[serde(default)]
@@ -92,7 +100,6 @@ pub(super) fn convert(cx: &mut Cx, mut doc: Value) -> Result<Config, ConfigError
         cx.strip_unsupported(p, "providers", &["external_models"]);
     }
     let u: User = cx.typed(doc, "")?;
-    let _ = u.version;
     let families = u.providers.reasoning_families;
 
     let mut providers = Providers::default();
@@ -127,7 +134,6 @@ pub(super) fn convert(cx: &mut Cx, mut doc: Value) -> Result<Config, ConfigError
         let url = common::url_from_endpoint(&e.endpoint, e.protocol.as_deref());
         let provider = providers.add(cx, &hint, url, &auth, &format!("{at}.endpoints[0].endpoint"))?;
         common::warn_api_format(cx, m.api_format.as_deref(), &format!("{at}.api_format"));
-        let _ = (&m.param_size, &m.capabilities, &m.loras);
         let pricing = common::pricing(cx, m.pricing, &format!("{at}.pricing"));
         models.push(common::model(
             cx,
