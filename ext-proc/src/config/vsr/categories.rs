@@ -9,12 +9,13 @@
 
 use std::collections::BTreeSet;
 
+use serde::Deserialize;
 use serde_json::json;
 
 use super::common::{self, Cx, Scope, VCategory, VSignals, group, leaf};
 use crate::config::{
-    ConfigError, DecisionConfig, ModelRef, PluginConfig, RuleNode, RuleOperator, SignalKind, SystemPromptMode,
-    SystemPromptPlugin,
+    ConfigError, DecisionConfig, FastResponsePlugin, JailbreakRule, ModelRef, PluginConfig, RuleNode, RuleOperator,
+    SignalKind, SystemPromptMode, SystemPromptPlugin,
 };
 
 /// The routing half of the G0 categories, kept while their domain half is converted as signals.
@@ -37,7 +38,8 @@ struct Routing {
     system_prompt_mode: Option<String>,
     semantic_cache_enabled: Option<bool>,
     semantic_cache_similarity_threshold: Option<f64>,
-    jailbreak: bool,
+    jailbreak_enabled: Option<bool>,
+    jailbreak_threshold: Option<f32>,
     pii: bool,
 }
 
@@ -57,7 +59,8 @@ pub(super) fn split(mut signals: VSignals) -> (Categories, VSignals) {
             system_prompt_mode: c.system_prompt_mode.take(),
             semantic_cache_enabled: c.semantic_cache_enabled.take(),
             semantic_cache_similarity_threshold: c.semantic_cache_similarity_threshold.take(),
-            jailbreak: c.jailbreak_enabled.take() == Some(true) || c.jailbreak_threshold.take().is_some(),
+            jailbreak_enabled: c.jailbreak_enabled.take(),
+            jailbreak_threshold: c.jailbreak_threshold.take(),
             pii: c.pii_enabled.take() == Some(true) || c.pii_threshold.take().is_some(),
         })
         .collect();
@@ -73,10 +76,20 @@ pub(super) fn split(mut signals: VSignals) -> (Categories, VSignals) {
     )
 }
 
-/// One decision per scored category.
+/// G0's global jailbreak guard (`prompt_guard`); only `enabled` and `threshold` map.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct PromptGuard {
+    #[serde(default)]
+    enabled: bool,
+    #[serde(default)]
+    threshold: Option<f32>,
+}
+
+/// One decision per scored category, plus `jailbreak_block` when G0's jailbreak guard is on.
 pub(super) fn decisions(
     cx: &mut Cx,
     c: Categories,
+    guard: PromptGuard,
     models: &BTreeSet<String>,
     scope: &mut Scope,
 ) -> Result<Vec<DecisionConfig>, ConfigError> {
@@ -110,11 +123,11 @@ pub(super) fn decisions(
     let no_embedding = any(SignalKind::Embedding, &embedding_rules);
 
     let mut out = Vec::new();
+    // Categories whose requests the jailbreak guard checks, and those it skips.
+    let (mut guarded, mut unguarded) = (Vec::new(), Vec::new());
+    let mut guard_threshold = guard.threshold;
     for (i, cat) in c.cats.into_iter().enumerate() {
         let at = format!("categories[{i}]");
-        if cat.scores.is_empty() {
-            continue;
-        }
         let mut branches: Vec<RuleNode> = keyword_rules
             .iter()
             .filter(|(c, _)| *c == cat.name)
@@ -139,24 +152,45 @@ pub(super) fn decisions(
             });
         }
         let domain = scope.known.get(SignalKind::Domain, &cat.name).map(str::to_owned);
+
         if let Some(d) = domain {
             let mut parts: Vec<RuleNode> = no_keyword.iter().chain(&no_embedding).cloned().collect();
             parts.push(leaf(SignalKind::Domain, &d));
             branches.push(group(RuleOperator::And, parts));
         }
         let rules = match branches.len() {
-            0 => {
-                cx.warn(
-                    format!("{at}.name"),
-                    format!(
-                        "category `{}` has no signal llmsoup can evaluate; its decision is dropped",
-                        cat.name
-                    ),
-                );
-                continue;
+            0 => None,
+            1 => branches.pop(),
+            _ => Some(group(RuleOperator::Or, branches)),
+        };
+        if let Some(r) = &rules {
+            match cat.jailbreak_enabled {
+                Some(true) => guarded.push(r.clone()),
+                Some(false) => unguarded.push(r.clone()),
+                None => {}
             }
-            1 => branches.pop().expect("one"),
-            _ => group(RuleOperator::Or, branches),
+        }
+        if let Some(t) = cat.jailbreak_threshold {
+            if guard_threshold.is_some_and(|g| g != t) {
+                cx.warn(
+                    format!("{at}.jailbreak_threshold"),
+                    "llmsoup applies one jailbreak threshold to every category; the first one is used",
+                );
+            }
+            guard_threshold.get_or_insert(t);
+        }
+        if cat.scores.is_empty() {
+            continue;
+        }
+        let Some(rules) = rules else {
+            cx.warn(
+                format!("{at}.name"),
+                format!(
+                    "category `{}` has no signal llmsoup can evaluate; its decision is dropped",
+                    cat.name
+                ),
+            );
+            continue;
         };
 
         let mut scores: Vec<(usize, common::VModelScore)> = cat.scores.into_iter().enumerate().collect();
@@ -217,18 +251,11 @@ pub(super) fn decisions(
             }
             plugins.push(PluginConfig::ResponseCache(conf));
         }
-        for (set, key, kind) in [
-            (cat.jailbreak, "jailbreak_enabled", "jailbreak"),
-            (cat.pii, "pii_enabled", "pii"),
-        ] {
-            if set {
-                cx.warn(
-                    format!("{at}.{key}"),
-                    format!(
-                        "per-category {kind} checks are not converted; add a `{kind}` signal and a decision with a `fast_response` plugin"
-                    ),
-                );
-            }
+        if cat.pii {
+            cx.warn(
+                format!("{at}.pii_enabled"),
+                "per-category PII checks are not converted; add a `pii` signal and a decision with a `fast_response` plugin",
+            );
         }
         out.push(DecisionConfig {
             name: format!("{}_decision", common::sanitize(&cat.name)),
@@ -241,5 +268,54 @@ pub(super) fn decisions(
             plugins,
         });
     }
+    if let Some(block) = jailbreak_block(guard.enabled, guarded, unguarded, guard_threshold, scope) {
+        out.push(block);
+    }
     Ok(out)
+}
+
+/// G0 checked prompts for jailbreaks before classifying them when `prompt_guard.enabled`
+/// (a category could opt out with `jailbreak_enabled: false`), or only for categories with
+/// `jailbreak_enabled: true`. One decision above every category decision reproduces that:
+/// `AND(jailbreak, NOT OR(opted-out categories))` or `AND(jailbreak, OR(opted-in categories))`,
+/// answering with a refusal instead of calling a model.
+fn jailbreak_block(
+    global: bool,
+    guarded: Vec<RuleNode>,
+    unguarded: Vec<RuleNode>,
+    threshold: Option<f32>,
+    scope: &mut Scope,
+) -> Option<DecisionConfig> {
+    let scope_rule = if global {
+        (!unguarded.is_empty()).then(|| group(RuleOperator::Not, vec![group(RuleOperator::Or, unguarded)]))
+    } else if guarded.is_empty() {
+        return None;
+    } else {
+        Some(group(RuleOperator::Or, guarded))
+    };
+    let name = "prompt_guard";
+    scope.signals.jailbreak.push(JailbreakRule {
+        name: name.into(),
+        threshold,
+        jailbreak_patterns: Vec::new(),
+        benign_patterns: Vec::new(),
+        include_history: false,
+        description: Some("G0 prompt_guard".into()),
+    });
+    let mut conditions = vec![leaf(SignalKind::Jailbreak, name)];
+    conditions.extend(scope_rule);
+    Some(DecisionConfig {
+        name: "jailbreak_block".into(),
+        description: Some("G0 prompt_guard: refuse jailbreak attempts".into()),
+        priority: 1,
+        tier: 0,
+        rules: Some(group(RuleOperator::And, conditions)),
+        // Filled with the default model, never called: the decision always answers itself.
+        model_refs: Vec::new(),
+        algorithm: Default::default(),
+        plugins: vec![PluginConfig::FastResponse(FastResponsePlugin {
+            message: "Request blocked: it looks like a jailbreak attempt.".into(),
+            status: 403,
+        })],
+    })
 }

@@ -173,8 +173,13 @@ fn flat_key(family: &str) -> &str {
 
 /// Converts a G1 (or, with `categories_shape`, a G0) document.
 pub(super) fn convert(cx: &mut Cx, mut doc: Value, categories_shape: bool) -> Result<Config, ConfigError> {
+    let mut guard = super::categories::PromptGuard::default();
     if let Some(map) = doc.as_mapping_mut() {
         common::strip_unsupported_families(cx, map, "", true);
+        // G0's global jailbreak guard blocks requests; later it only configures a model.
+        if categories_shape && let Some(g) = map.remove("prompt_guard") {
+            guard = cx.typed(g, "prompt_guard")?;
+        }
     }
     let f: Flat = cx.typed(doc, "")?;
 
@@ -375,7 +380,7 @@ pub(super) fn convert(cx: &mut Cx, mut doc: Value, categories_shape: bool) -> Re
         signals: &mut native_signals,
     };
     let decisions = match categories {
-        Some(cats) => super::categories::decisions(cx, cats, &model_names, &mut scope)?,
+        Some(cats) => super::categories::decisions(cx, cats, guard, &model_names, &mut scope)?,
         None => common::convert_decisions(cx, f.decisions, "decisions", &model_names, &mut scope)?,
     };
 

@@ -250,9 +250,20 @@ fn categories_g0_become_one_decision_per_category() {
             "computer_science_decision",
             "math_decision",
             "law_decision",
-            "other_decision"
+            "other_decision",
+            "jailbreak_block"
         ]
     );
+    // prompt_guard: refuse jailbreaks above every category, except where a category opts out.
+    let block = &c.decisions[4];
+    assert_eq!(block.priority, 1);
+    assert!(matches!(&block.plugins[0], PluginConfig::FastResponse(f) if f.status == 403));
+    let rules = block.rules.as_ref().unwrap();
+    assert_eq!(rules.operator, Some(RuleOperator::And));
+    assert_eq!(rules.conditions[0].kind, Some(SignalKind::Jailbreak));
+    assert_eq!(rules.conditions[1].operator, Some(RuleOperator::Not));
+    assert_eq!(c.signals.jailbreak[0].threshold, Some(0.7));
+    assert_eq!(block.model_refs[0].model, "qwen3-8b", "the default model, never called");
     let cs = &c.decisions[0];
     let refs: Vec<&str> = cs.model_refs.iter().map(|r| r.model.as_str()).collect();
     assert_eq!(refs, ["qwen-coder", "gpt-4o-mini"], "highest score first");
@@ -282,11 +293,11 @@ fn categories_g0_become_one_decision_per_category() {
     assert_warns(
         &l,
         &[
-            ("prompt_guard", "built-in classifiers"),
             ("model_config.qwen3-8b.pii_policy", "ignored"),
             ("embedding_rules[0].model", "MiniLM"),
             ("categories[2].semantic_cache_enabled", "not applied yet"),
-            ("categories[2].jailbreak_enabled", "not converted"),
+            ("categories[2].pii_enabled", "not converted"),
+            ("prompt_guard.model_id", "built-in classifiers"),
             ("vllm_endpoints[0].health_check_path", "envoy-config"),
         ],
     );
