@@ -13,13 +13,16 @@
 //! What llmsoup cannot do is never dropped silently: every unknown or unsupported key becomes a
 //! [`Warning`] naming its key path (and line). Wrong types are errors with key path and line, as
 //! for native files. A decision condition on a signal family llmsoup does not have is treated as
-//! a signal that never fires (see [`common::RuleTree`]), which is what vSR itself does when such
+//! a signal that never fires (see [`decisions::RuleTree`]), which is what vSR itself does when such
 //! a signal does not match.
 
 mod canonical;
 mod categories;
 mod common;
+mod decisions;
+mod endpoints;
 mod flat;
+mod signals;
 mod user;
 
 use std::collections::HashMap;
