@@ -518,7 +518,7 @@ async fn every_shape_routes_like_its_native_equivalent() {
         ("MoM", "Can you prove this theorem about prime numbers?", "deepseek-r1"),
         (
             "auto",
-            "Pouvez-vous m'aider à écrire une lettre de motivation pour un emploi à Paris ?",
+            "Pouvez-vous m'aider à écrire une lettre de motivation pour un nouvel emploi ?",
             "qwen3-8b",
         ),
         (
