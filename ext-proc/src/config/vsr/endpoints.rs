@@ -135,7 +135,11 @@ impl Providers {
 
 /// `scheme://host:port/v1` from vSR's address / port / protocol.
 pub(super) fn url_from_address(address: &str, port: Option<u16>, protocol: Option<&str>) -> String {
-    let scheme = protocol.unwrap_or("http");
+    // Some configs write the scheme into the address (`address: https://host`).
+    let (scheme, address) = match address.trim().split_once("://") {
+        Some((scheme, rest)) => (scheme, rest.trim_end_matches('/')),
+        None => (protocol.unwrap_or("http"), address.trim()),
+    };
     let host = if address.contains(':') && !address.starts_with('[') {
         format!("[{address}]")
     } else {
@@ -365,4 +369,29 @@ pub(super) fn listen(cx: &mut Cx, listeners: Vec<VListener>, path: &str) -> Opti
     } else {
         format!("{address}:{port}")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{url_from_address, url_from_endpoint};
+
+    #[test]
+    fn endpoint_urls() {
+        assert_eq!(
+            url_from_address("127.0.0.1", Some(8000), None),
+            "http://127.0.0.1:8000/v1"
+        );
+        assert_eq!(url_from_address("::1", Some(8000), None), "http://[::1]:8000/v1");
+        assert_eq!(
+            url_from_address("https://api.example.com", Some(443), None),
+            "https://api.example.com:443/v1"
+        );
+        assert_eq!(url_from_address("vllm", None, Some("https")), "https://vllm/v1");
+        assert_eq!(url_from_endpoint("127.0.0.1:8000", None), "http://127.0.0.1:8000/v1");
+        assert_eq!(
+            url_from_endpoint("api.openai.com/v1/", Some("https")),
+            "https://api.openai.com/v1"
+        );
+        assert_eq!(url_from_endpoint("http://host:1/openai", None), "http://host:1/openai");
+    }
 }
