@@ -124,6 +124,15 @@ enum ConfigCommand {
     },
     /// Print the JSON Schema of the native config.
     Schema,
+    /// Convert a config (e.g. a vLLM Semantic Router one) to llmsoup's native YAML; what is not
+    /// carried over is listed in a comment header.
+    Migrate {
+        /// Config file.
+        file: PathBuf,
+        /// Write here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -196,9 +205,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Config {
             command: ConfigCommand::Check { file },
-        } => match config::load_file(&file) {
-            Ok(cfg) => {
+        } => match config::load_file_detailed(&file) {
+            Ok(loaded) => {
+                let cfg = loaded.config;
                 outln!("{}: OK", file.display());
+                outln!("  format:    {}", loaded.shape);
                 outln!(
                     "  providers: {}",
                     cfg.providers
@@ -217,13 +228,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 );
                 let s = &cfg.signals;
                 outln!(
-                    "  signals:   {} keyword, {} context, {} language, {} embedding, {} domain, {} complexity",
+                    "  signals:   {} keyword, {} context, {} language, {} embedding, {} domain, {} complexity, {} latency, {} pii, {} jailbreak",
                     s.keywords.len(),
                     s.context.len(),
                     s.language.len(),
                     s.embeddings.len(),
                     s.domains.len(),
-                    s.complexity.len()
+                    s.complexity.len(),
+                    s.latency.len(),
+                    s.pii.len(),
+                    s.jailbreak.len()
                 );
                 outln!(
                     "  decisions: {}",
@@ -234,6 +248,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                         .join(", ")
                 );
                 outln!("  default:   {}", cfg.default_model().name);
+                if !loaded.warnings.is_empty() {
+                    outln!("  warnings:  {}", loaded.warnings.len());
+                    for w in &loaded.warnings {
+                        outln!("    - {w}");
+                    }
+                }
                 Engine::new(cfg)?;
             }
             Err(e) => {
@@ -241,6 +261,25 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         },
+        Command::Config {
+            command: ConfigCommand::Migrate { file, output },
+        } => {
+            let loaded = match config::load_file_detailed(&file) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("{}: {e}", file.display());
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            for w in &loaded.warnings {
+                eprintln!("warning: {w}");
+            }
+            let yaml = config::to_native_yaml(&loaded)?;
+            match output {
+                Some(path) => std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?,
+                None => out!("{yaml}"),
+            }
+        }
         Command::Config {
             command: ConfigCommand::Schema,
         } => {

@@ -10,10 +10,12 @@ mod locate;
 mod plugins;
 mod schema;
 mod size;
+pub mod vsr;
 
 pub use plugins::*;
 pub use schema::*;
 pub use size::TokenCount;
+pub use vsr::{Shape, Warning};
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -82,13 +84,29 @@ pub struct Source<'a> {
 /// The default configuration `make run` uses, embedded so the binary works with no file.
 pub const DEFAULT_CONFIG: &str = include_str!("../../../config/llmsoup.yaml");
 
+/// A validated configuration, the format it was written in, and what was not carried over.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The native configuration.
+    pub config: Config,
+    /// The format of the source file.
+    pub shape: Shape,
+    /// Keys of a vSR file llmsoup ignores or applies differently (always empty for native files).
+    pub warnings: Vec<Warning>,
+}
+
 /// Reads and validates a config file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    load_file_detailed(path).map(|l| l.config)
+}
+
+/// Reads and validates a config file of any supported format, keeping the shape and warnings.
+pub fn load_file_detailed(path: &Path) -> Result<Loaded, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
         path: path.display().to_string(),
         source,
     })?;
-    load_str(&text)
+    load_detailed(&text, &|name| std::env::var(name).ok())
 }
 
 /// Parses and validates configuration text, substituting `${ENV}` from the process environment.
@@ -98,10 +116,42 @@ pub fn load_str(text: &str) -> Result<Config, ConfigError> {
 
 /// Parses and validates configuration text with an explicit environment lookup (for tests).
 pub fn load_str_with_env(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    load_detailed(text, lookup).map(|l| l.config)
+}
+
+/// Parses and validates configuration text in any supported format (native, or one of vLLM
+/// Semantic Router's, detected automatically), with an explicit environment lookup.
+pub fn load_detailed(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
     let mut value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
         message: e.to_string(),
         line: e.location().map(|l| l.line()),
     })?;
+    let shape = vsr::detect(&value);
+    if shape.is_vsr() {
+        let env_refs = vsr::take_credential_env_refs(&mut value);
+        let env_warnings = vsr::unset_variables(&value, text, lookup);
+        let keep = |name: &str| vsr::keep_unset(lookup, name);
+        env::substitute(&mut value, "", &keep).map_err(|(path, message)| ConfigError::Invalid {
+            line: locate::line_of(text, &path),
+            path,
+            message,
+        })?;
+        let (config, warnings) = vsr::convert(shape, value, text, env_refs, env_warnings)?;
+        // Paths in these errors are native ones: they cannot point into the vSR text.
+        config.validate().map_err(|e| match e {
+            ConfigError::Invalid { path, message, .. } => ConfigError::Invalid {
+                path: format!("{path} (in the converted llmsoup config)"),
+                message,
+                line: None,
+            },
+            other => other,
+        })?;
+        return Ok(Loaded {
+            config,
+            shape,
+            warnings,
+        });
+    }
     env::substitute(&mut value, "", lookup).map_err(|(path, message)| ConfigError::Invalid {
         line: locate::line_of(text, &path),
         path,
@@ -128,7 +178,48 @@ pub fn load_str_with_env(text: &str, lookup: &dyn Fn(&str) -> Option<String>) ->
         },
         other => other,
     })?;
-    Ok(config)
+    Ok(Loaded {
+        config,
+        shape,
+        warnings: Vec::new(),
+    })
+}
+
+/// The native YAML equivalent of a loaded config (`llmsoup config migrate`), headed by the
+/// warnings as comments. `$` is escaped as `$$` so the output loads back to the same values.
+pub fn to_native_yaml(loaded: &Loaded) -> Result<String, ConfigError> {
+    // Also drops `null`s: every optional key defaults to absent, except `admin_listen`, where
+    // null means "off" (the round-trip test checks the output loads back to the same config).
+    fn escape(v: &mut serde_yaml::Value) {
+        match v {
+            serde_yaml::Value::String(s) if s.contains('$') => *s = s.replace('$', "$$"),
+            serde_yaml::Value::Sequence(items) => items.iter_mut().for_each(escape),
+            serde_yaml::Value::Mapping(m) => {
+                m.retain(|k, v| !v.is_null() || k.as_str() == Some("admin_listen"));
+                m.iter_mut().for_each(|(_, v)| escape(v));
+            }
+            serde_yaml::Value::Tagged(t) => escape(&mut t.value),
+            _ => {}
+        }
+    }
+    let mut value = serde_yaml::to_value(&loaded.config).map_err(|e| ConfigError::invalid("", e.to_string()))?;
+    escape(&mut value);
+    let body = serde_yaml::to_string(&value).map_err(|e| ConfigError::invalid("", e.to_string()))?;
+    let mut out = format!(
+        "# llmsoup native configuration, migrated from a {} file.\n",
+        loaded.shape.describe()
+    );
+    if loaded.warnings.is_empty() {
+        out.push_str("# Nothing was left out.\n");
+    } else {
+        out.push_str("# Not carried over, or applied differently (key paths are in the source file):\n");
+        for w in &loaded.warnings {
+            out.push_str(&format!("#   - {}\n", w.to_string().replace('\n', " ")));
+        }
+    }
+    out.push('\n');
+    out.push_str(&body);
+    Ok(out)
 }
 
 /// The JSON Schema of the native configuration, as published by `llmsoup config schema`.

@@ -42,7 +42,16 @@ impl ConfigSource {
     pub fn load(&self) -> anyhow::Result<config::Config> {
         match self {
             ConfigSource::Embedded => config::load_str(config::DEFAULT_CONFIG).context("embedded default config"),
-            ConfigSource::File(p) => config::load_file(p).with_context(|| format!("config file {}", p.display())),
+            ConfigSource::File(p) => {
+                let loaded = config::load_file_detailed(p).with_context(|| format!("config file {}", p.display()))?;
+                if loaded.shape.is_vsr() {
+                    tracing::info!(file = %p.display(), shape = %loaded.shape, "converted a vLLM Semantic Router config");
+                }
+                for w in &loaded.warnings {
+                    tracing::warn!(file = %p.display(), "config: {w}");
+                }
+                Ok(loaded.config)
+            }
         }
     }
 }
