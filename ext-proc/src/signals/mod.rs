@@ -9,6 +9,7 @@ mod embedding;
 mod keyword;
 mod language;
 mod latency;
+pub mod pii;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub use embedding::EmbeddingSignal;
 pub use keyword::KeywordSignal;
 pub use language::LanguageSignal;
 pub use latency::LatencySignal;
+pub use pii::PiiSignal;
 
 /// One matched rule of one signal.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +92,7 @@ impl SignalSet {
         let context = pick(&s.context, |r| wanted(SignalKind::Context, &r.name));
         let language = pick(&s.language, |r| wanted(SignalKind::Language, &r.name));
         let latency = pick(&s.latency, |r| wanted(SignalKind::Latency, &r.name));
+        let pii = pick(&s.pii, |r| wanted(SignalKind::Pii, &r.name));
         let embeddings = pick(&s.embeddings, |r| wanted(SignalKind::Embedding, &r.name));
         let domains = pick(&s.domains, |r| wanted(SignalKind::Domain, &r.name));
         let complexity = pick(&s.complexity, |r| {
@@ -108,6 +111,9 @@ impl SignalSet {
         }
         if !latency.is_empty() {
             signals.push(Box::new(LatencySignal::new(&latency)));
+        }
+        if !pii.is_empty() {
+            signals.push(Box::new(PiiSignal::new(&pii)));
         }
         // Every model-based signal shares one embedder, so a request needs one forward pass.
         let embedder = (!embeddings.is_empty() || !domains.is_empty() || ComplexitySignal::needs_embedder(&complexity))
