@@ -6,6 +6,7 @@ pub mod complexity;
 mod context;
 pub mod domain;
 mod embedding;
+pub mod jailbreak;
 mod keyword;
 mod language;
 mod latency;
@@ -26,6 +27,7 @@ pub use complexity::ComplexitySignal;
 pub use context::ContextSignal;
 pub use domain::DomainSignal;
 pub use embedding::EmbeddingSignal;
+pub use jailbreak::JailbreakSignal;
 pub use keyword::KeywordSignal;
 pub use language::LanguageSignal;
 pub use latency::LatencySignal;
@@ -93,6 +95,7 @@ impl SignalSet {
         let language = pick(&s.language, |r| wanted(SignalKind::Language, &r.name));
         let latency = pick(&s.latency, |r| wanted(SignalKind::Latency, &r.name));
         let pii = pick(&s.pii, |r| wanted(SignalKind::Pii, &r.name));
+        let jailbreak = pick(&s.jailbreak, |r| wanted(SignalKind::Jailbreak, &r.name));
         let embeddings = pick(&s.embeddings, |r| wanted(SignalKind::Embedding, &r.name));
         let domains = pick(&s.domains, |r| wanted(SignalKind::Domain, &r.name));
         let complexity = pick(&s.complexity, |r| {
@@ -116,8 +119,11 @@ impl SignalSet {
             signals.push(Box::new(PiiSignal::new(&pii)));
         }
         // Every model-based signal shares one embedder, so a request needs one forward pass.
-        let embedder = (!embeddings.is_empty() || !domains.is_empty() || ComplexitySignal::needs_embedder(&complexity))
-            .then(|| Arc::new(Embedder::new(config.embedding.clone())));
+        let embedder = (!embeddings.is_empty()
+            || !domains.is_empty()
+            || !jailbreak.is_empty()
+            || ComplexitySignal::needs_embedder(&complexity))
+        .then(|| Arc::new(Embedder::new(config.embedding.clone())));
         if !complexity.is_empty() {
             let e = ComplexitySignal::needs_embedder(&complexity)
                 .then(|| embedder.clone())
@@ -138,6 +144,9 @@ impl SignalSet {
                     &domains,
                     config.classifier.threshold,
                 )));
+            }
+            if !jailbreak.is_empty() {
+                signals.push(Box::new(JailbreakSignal::new(embedder.clone(), &jailbreak)));
             }
         }
         Ok(SignalSet { signals })
