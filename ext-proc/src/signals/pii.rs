@@ -192,12 +192,15 @@ fn after(text: &str, span: &Range<usize>) -> Option<char> {
     text[span.end..].chars().next()
 }
 
-/// Whether a number stands alone: `\b` alone accepts `1.2.3.4` inside `1.2.3.4.5` or a card
-/// inside `4111-1111-1111-1111-22`, so a separator that continues a digit run rejects it too.
+/// Whether a number stands alone: `\b` alone accepts `1.2.3.4` inside `1.2.3.4.5`, a card
+/// inside `4111-1111-1111-1111-22` or an SSN inside the product code `ABC-536-22-1234-X`, so a
+/// separator that continues a digit run (or, for `-`, any word) rejects it too. A `/` or `:`
+/// next to a word is left alone: `http://10.0.0.1/path`, `ssn:536-22-1234`.
 fn isolated(text: &str, span: &Range<usize>) -> bool {
     let continues = |c: Option<char>, next: Option<char>| match c {
         Some(c) if c.is_alphanumeric() || c == '_' => true,
-        Some('.' | '-' | '/' | ':' | ',') => next.is_some_and(|n| n.is_ascii_digit()),
+        Some('-') => next.is_some_and(char::is_alphanumeric),
+        Some('.' | '/' | ':' | ',') => next.is_some_and(|n| n.is_ascii_digit()),
         _ => false,
     };
     let mut back = text[..span.start].chars().rev();
@@ -634,6 +637,7 @@ mod tests {
                 "invoice 536-22-1234",
                 "123-45-6789",
                 "call 555-12-34567",
+                "part ABC-536-22-1234-X",
             ],
         );
     }
@@ -644,6 +648,7 @@ mod tests {
             "IP_ADDRESS",
             &[
                 "the server at 192.168.1.20 is down",
+                "open http://10.1.2.3/admin",
                 "dns 8.8.8.8",
                 "host 2001:db8::8a2e:370:7334 refused",
                 "fe80::1ff:fe23:4567:890a%eth0",
@@ -785,6 +790,58 @@ routing: {default_model: general}
         assert!(
             e.explain(&RequestView::from_text("x")).await.get("pii").is_some(),
             "only referenced rules are built, and they explain themselves"
+        );
+    }
+
+    /// Precision and recall per type on `tests/data/pii-eval.jsonl` (hand-written: real formats
+    /// and look-alikes); the README's "Safety signals" table quotes this output.
+    #[test]
+    fn eval_set_precision_and_recall() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/pii-eval.jsonl");
+        let mut counts: BTreeMap<String, [u32; 3]> = BTreeMap::new(); // tp, fp, fn per type
+        for line in std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+        {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let text = v["text"].as_str().unwrap();
+            let gold: Vec<&str> = v["types"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap())
+                .collect();
+            let found: Vec<&str> = PiiScanner::shared()
+                .summary(text)
+                .into_iter()
+                .filter(|(_, (_, c))| *c >= DEFAULT_THRESHOLD)
+                .map(|(k, _)| k.as_str())
+                .collect();
+            for t in &found {
+                let slot = if gold.contains(t) { 0 } else { 1 };
+                counts.entry(t.to_string()).or_default()[slot] += 1;
+                if slot == 1 {
+                    eprintln!("false positive {t}: {text}");
+                }
+            }
+            for t in gold.iter().filter(|t| !found.contains(t)) {
+                counts.entry(t.to_string()).or_default()[2] += 1;
+                eprintln!("missed {t}: {text}");
+            }
+        }
+        let total = counts
+            .values()
+            .fold([0; 3], |a, c| [a[0] + c[0], a[1] + c[1], a[2] + c[2]]);
+        for (t, [tp, fp, fn_]) in counts.iter().chain([(&"all".to_string(), &total)]) {
+            eprintln!("{t:<14} tp {tp:>2} fp {fp:>2} fn {fn_:>2}");
+        }
+        let [tp, fp, fn_] = total.map(f64::from);
+        let (precision, recall) = (tp / (tp + fp), tp / (tp + fn_));
+        eprintln!("pii eval: precision {precision:.3} recall {recall:.3}");
+        assert!(
+            precision >= 0.95 && recall >= 0.9,
+            "precision {precision:.3} recall {recall:.3}"
         );
     }
 }
