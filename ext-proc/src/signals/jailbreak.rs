@@ -313,7 +313,8 @@ impl Signal for JailbreakSignal {
                         let v = serde_json::json!({
                             "matched": s.score >= threshold,
                             "score": s.score,
-                            "threshold": threshold,
+                            // f32 → f64 would print 0.8 as 0.800000011920929.
+                            "threshold": (f64::from(threshold) * 1e3).round() / 1e3,
                             "classifier": s.classifier,
                             "pattern_similarity": s.attack_similarity,
                             "benign_similarity": s.benign_similarity,
