@@ -5,7 +5,7 @@ CARGO   ?= cargo
 VENV    := .cache/venv
 PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: all build release deps wasm models train-domain run test test-unit test-e2e lint fmt clean envoy-configs bench
+.PHONY: all build release deps wasm models train-domain train-jailbreak run test test-unit test-e2e lint fmt clean envoy-configs bench
 
 all: build
 
@@ -23,6 +23,10 @@ models: deps
 # Retrain the built-in domain classifier head (weights are committed; this reproduces them).
 train-domain: deps models
 	@scripts/train-domain.sh
+
+# Rebuild the jailbreak classifier head (committed) and print precision/recall (HEAD=jailguard|own|mean).
+train-jailbreak: deps models
+	@scripts/train-jailbreak.sh
 
 # The proxy-wasm filter (target/wasm/wasm32-unknown-unknown/wasm/llmsoup_filter.wasm).
 wasm:

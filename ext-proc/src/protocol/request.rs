@@ -18,6 +18,9 @@ use crate::models::{Embedder, Embedding, ModelError};
 pub struct RequestView {
     /// Text text-based signals evaluate: the last user turn, or every user turn with history.
     pub text: String,
+    /// Earlier user turns that are not in `text` (empty with `include_history`), for safety
+    /// rules that opt into scanning the whole conversation.
+    pub history: String,
     /// Estimated prompt tokens over the whole conversation.
     pub prompt_tokens: u64,
     /// Number of messages in the conversation.
@@ -208,6 +211,8 @@ pub fn parse_request(body: &[u8], include_history: bool) -> Result<ParsedRequest
             if m.role.as_deref() == Some("user") {
                 if include_history {
                     push_text(content, &mut view.text);
+                } else if let Some(earlier) = last_user {
+                    push_text(earlier, &mut view.history);
                 }
                 last_user = Some(content);
             }
@@ -248,8 +253,10 @@ mod tests {
         assert_eq!(p.view.messages, 4);
         let total = "You are terse.\nfirst question\nanswer\nsecond\npart".len();
         assert_eq!(p.view.prompt_tokens, estimate_tokens(total));
+        assert_eq!(p.view.history, "first question");
         let h = parse_request(body, true).unwrap();
         assert_eq!(h.view.text, "first question\nsecond\npart");
+        assert_eq!(h.view.history, "", "history is already in `text`");
         assert_eq!(p.view.system_chars, "You are terse.".len());
         assert!(!p.view.json_mode && !p.view.tools);
         let t = parse_request(

@@ -6,9 +6,11 @@ pub mod complexity;
 mod context;
 pub mod domain;
 mod embedding;
+pub mod jailbreak;
 mod keyword;
 mod language;
 mod latency;
+pub mod pii;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -25,9 +27,11 @@ pub use complexity::ComplexitySignal;
 pub use context::ContextSignal;
 pub use domain::DomainSignal;
 pub use embedding::EmbeddingSignal;
+pub use jailbreak::JailbreakSignal;
 pub use keyword::KeywordSignal;
 pub use language::LanguageSignal;
 pub use latency::LatencySignal;
+pub use pii::PiiSignal;
 
 /// One matched rule of one signal.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +94,8 @@ impl SignalSet {
         let context = pick(&s.context, |r| wanted(SignalKind::Context, &r.name));
         let language = pick(&s.language, |r| wanted(SignalKind::Language, &r.name));
         let latency = pick(&s.latency, |r| wanted(SignalKind::Latency, &r.name));
+        let pii = pick(&s.pii, |r| wanted(SignalKind::Pii, &r.name));
+        let jailbreak = pick(&s.jailbreak, |r| wanted(SignalKind::Jailbreak, &r.name));
         let embeddings = pick(&s.embeddings, |r| wanted(SignalKind::Embedding, &r.name));
         let domains = pick(&s.domains, |r| wanted(SignalKind::Domain, &r.name));
         let complexity = pick(&s.complexity, |r| {
@@ -109,9 +115,15 @@ impl SignalSet {
         if !latency.is_empty() {
             signals.push(Box::new(LatencySignal::new(&latency)));
         }
+        if !pii.is_empty() {
+            signals.push(Box::new(PiiSignal::new(&pii)));
+        }
         // Every model-based signal shares one embedder, so a request needs one forward pass.
-        let embedder = (!embeddings.is_empty() || !domains.is_empty() || ComplexitySignal::needs_embedder(&complexity))
-            .then(|| Arc::new(Embedder::new(config.embedding.clone())));
+        let embedder = (!embeddings.is_empty()
+            || !domains.is_empty()
+            || !jailbreak.is_empty()
+            || ComplexitySignal::needs_embedder(&complexity))
+        .then(|| Arc::new(Embedder::new(config.embedding.clone())));
         if !complexity.is_empty() {
             let e = ComplexitySignal::needs_embedder(&complexity)
                 .then(|| embedder.clone())
@@ -133,6 +145,9 @@ impl SignalSet {
                     &config.classifier,
                     &config.embedding,
                 )));
+            }
+            if !jailbreak.is_empty() {
+                signals.push(Box::new(JailbreakSignal::new(embedder.clone(), &jailbreak)));
             }
         }
         Ok(SignalSet { signals })
