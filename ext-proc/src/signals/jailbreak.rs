@@ -33,6 +33,17 @@ pub const DEFAULT_THRESHOLD: f32 = 0.5;
 /// sentences around 0-0.3).
 const BENIGN_MIN_SIMILARITY: f32 = 0.5;
 
+/// Texts shorter than this many words get a proportionally smaller classifier score: the head
+/// scores greetings and two-word queries as attacks ("hi": 0.94), and an injection needs
+/// instructions to inject.
+const SHORT_TEXT_WORDS: usize = 4;
+
+/// The classifier's probability for `text`, damped for texts too short to carry instructions.
+pub fn damped(probability: f32, text: &str) -> f32 {
+    let words = text.split_whitespace().take(SHORT_TEXT_WORDS).count();
+    probability * words as f32 / SHORT_TEXT_WORDS as f32
+}
+
 static BUILTIN_HEAD: &[u8] = include_bytes!("../../assets/jailbreak_head.safetensors");
 
 /// Why a classifier head could not be loaded.
@@ -251,9 +262,9 @@ impl JailbreakSignal {
         } else {
             None
         };
-        let score = |e: &[f32], b: &Bank| {
+        let score = |e: &[f32], text: &str, b: &Bank| {
             let best = |v: &[Embedding]| v.iter().map(|p| cosine(e, p)).reduce(f32::max);
-            let classifier = head.probability(e);
+            let classifier = damped(head.probability(e), text);
             let (attack_similarity, benign_similarity) = (best(&b.attack), best(&b.benign));
             JailbreakScore {
                 classifier,
@@ -267,9 +278,9 @@ impl JailbreakSignal {
             .iter()
             .zip(bank)
             .map(|(r, b)| {
-                let mut s = score(&query, b);
+                let mut s = score(&query, &req.text, b);
                 if let Some(h) = history.as_ref().filter(|_| r.include_history) {
-                    let earlier = score(h, b);
+                    let earlier = score(h, &req.history, b);
                     if earlier.score > s.score {
                         s = earlier;
                     }
@@ -503,7 +514,7 @@ mod tests {
         let head = JailbreakHead::builtin().unwrap();
         let (mut tp, mut fp, mut fn_) = (0.0, 0.0, 0.0);
         for ((text, attack), e) in rows.iter().zip(&embeddings) {
-            let hit = head.probability(e) >= DEFAULT_THRESHOLD;
+            let hit = damped(head.probability(e), text) >= DEFAULT_THRESHOLD;
             match (hit, *attack) {
                 (true, true) => tp += 1.0,
                 (true, false) => {
