@@ -41,6 +41,13 @@ pub struct Config {
     pub models: HashMap<String, String>,
     /// Model used on fail-open.
     pub default_model: String,
+    /// Read response bodies for token usage; `false` reports status and timings only.
+    #[serde(default = "yes")]
+    pub response_accounting: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_timeout_ms() -> u64 {

@@ -96,6 +96,7 @@ fn wasm_plugin_config(config: &Config) -> anyhow::Result<Value> {
         "token_names": config.auth.tokens.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
         "models": models,
         "default_model": config.default_model().name,
+        "response_accounting": g.response_accounting,
     }))
 }
 
@@ -249,8 +250,11 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
                     "request_header_mode": "SEND",
                     "request_body_mode": "BUFFERED",
                     "request_trailer_mode": "SKIP",
+                    // Response headers always: they carry the x-llmsoup-* summary. The body only
+                    // for accounting: BUFFERED for JSON, switched to STREAMED for SSE by the sidecar;
+                    // without accounting no body chunk waits for the sidecar.
                     "response_header_mode": "SEND",
-                    "response_body_mode": "BUFFERED",
+                    "response_body_mode": if g.response_accounting { "BUFFERED" } else { "NONE" },
                     "response_trailer_mode": "SKIP",
                 },
                 "message_timeout": duration(g.sidecar_timeout_ms),

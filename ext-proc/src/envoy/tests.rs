@@ -139,3 +139,27 @@ fn lua_strings_are_escaped() {
     assert_eq!(lua_string(r#"a"b\c"#), r#""a\"b\\c""#);
     assert_eq!(lua_string("é"), "\"\\195\\169\"");
 }
+
+#[test]
+fn response_accounting_off_keeps_response_bodies_away_from_the_sidecar() {
+    let ext_proc_body_mode = |text: &str| {
+        let y = rendered(text);
+        let hcm = &y["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        let mode = &hcm["http_filters"][1]["typed_config"]["processing_mode"];
+        assert_eq!(
+            mode["response_header_mode"].as_str(),
+            Some("SEND"),
+            "headers carry x-llmsoup-*"
+        );
+        mode["response_body_mode"].as_str().unwrap().to_string()
+    };
+    assert_eq!(ext_proc_body_mode(DEFAULT_CONFIG), "BUFFERED");
+    let off = DEFAULT_CONFIG.replacen("\ngateway:\n", "\ngateway:\n  response_accounting: false\n", 1);
+    assert_ne!(off, DEFAULT_CONFIG);
+    assert_eq!(ext_proc_body_mode(&off), "NONE");
+
+    let c = load_str_with_env(&off, &|_| None).unwrap();
+    assert_eq!(wasm_plugin_config(&c).unwrap()["response_accounting"], json!(false));
+    let c = load_str_with_env(DEFAULT_CONFIG, &|_| None).unwrap();
+    assert_eq!(wasm_plugin_config(&c).unwrap()["response_accounting"], json!(true));
+}

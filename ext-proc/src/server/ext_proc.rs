@@ -286,16 +286,18 @@ impl StreamState {
                     .collect()
             })
             .unwrap_or_default();
-        // Envoy buffers response bodies for us by default (usage accounting); an SSE stream must
-        // flow chunk by chunk instead, so switch that response to STREAMED.
+        // With accounting, Envoy buffers response bodies for us (usage); an SSE stream must flow
+        // chunk by chunk instead, so switch that response to STREAMED. Without accounting Envoy
+        // sends no body at all (`response_body_mode: NONE`), and an override would turn it back on.
         let ct = header_bytes(&h.headers, "content-type").unwrap_or_default();
         let sse = ct.starts_with(b"text/event-stream");
+        let accounting = self.engine.config().gateway.response_accounting;
         self.stream = sse;
         self.ttfb = self.start.map(|s| s.elapsed());
         self.status = header_bytes(&h.headers, ":status")
             .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
             .unwrap_or(0);
-        if self.summary.is_some() && (sse || ct.starts_with(b"application/json")) {
+        if accounting && self.summary.is_some() && (sse || ct.starts_with(b"application/json")) {
             self.scanner = Some(UsageScanner::new(sse));
         }
         if h.end_of_stream {
@@ -308,7 +310,7 @@ impl StreamState {
                     ..Default::default()
                 }))),
             })),
-            mode_override: sse.then(streamed_response_mode),
+            mode_override: (sse && accounting).then(streamed_response_mode),
             ..Default::default()
         }
     }
