@@ -4,11 +4,15 @@ first byte of the response *body* (and, for context, of the response headers) ov
 streaming requests through Envoy, for five gateways built from bench/bench-config.yaml and run side
 by side:
 
-  bare          Envoy -> mock, the ext_proc bootstrap without the ext_proc and Lua filters;
-  ext_proc      ext_proc filter + sidecar, response accounting on (SSE body STREAMED to the sidecar);
-  ext_proc_off  the same with `gateway.response_accounting: false` (no response body to the sidecar);
-  wasm          proxy-wasm filter + sidecar, accounting on (the filter reads chunks as they pass);
-  wasm_off      the same with accounting off.
+  bare             Envoy -> mock, the ext_proc bootstrap without the ext_proc and Lua filters;
+  ext_proc         ext_proc filter + sidecar, response accounting on: a second ext_proc filter in
+                   observability mode gets the response without Envoy waiting for answers;
+  ext_proc_inline  accounting the way it was done before, on the routing stream: that bootstrap
+                   edited to drop the accounting filter and send response bodies BUFFERED (the
+                   sidecar switches SSE to STREAMED: each chunk waits for its answer);
+  ext_proc_off     `gateway.response_accounting: false` (no response body to the sidecar);
+  wasm             proxy-wasm filter + sidecar, accounting on (the filter reads chunks as they pass);
+  wasm_off         the same with accounting off.
 
 Requests go one at a time over one keep-alive connection per gateway, in interleaved rounds (the
 order rotates every round) so machine drift hits every mode alike. The mock streams
@@ -39,6 +43,7 @@ import time
 from pathlib import Path
 
 import requests
+import yaml
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -65,13 +70,14 @@ PROMPT_TOKENS, COMPLETION_TOKENS = 100, 8
 MODES = [
     ("bare", "bare Envoy → mock", "bare", None),
     ("ext_proc", "ext_proc, accounting", "ext_proc", True),
+    ("ext_proc_inline", "ext_proc, inline accounting (before)", "ext_proc", True),
     ("ext_proc_off", "ext_proc, no accounting", "ext_proc", False),
     ("wasm", "wasm, accounting", "wasm", True),
     ("wasm_off", "wasm, no accounting", "wasm", False),
 ]
 LABEL = {key: label for key, label, _, _ in MODES}
 # Which mode each accounting mode is compared with.
-WITHOUT = {"ext_proc": "ext_proc_off", "wasm": "wasm_off"}
+WITHOUT = {"ext_proc": "ext_proc_off", "ext_proc_inline": "ext_proc_off", "wasm": "wasm_off"}
 
 
 class TtfbStack(gateway.BenchStack):
@@ -88,6 +94,25 @@ class TtfbStack(gateway.BenchStack):
         if patched.count("\n") != text.count("\n") + (2 if accounting is False else 1):
             raise RuntimeError("bench/bench-config.yaml: expected `server:` and `gateway:` blocks to patch")
         self.config.write_text(patched)
+
+    def _spawn(self, name, args):
+        if name == "envoy" and self.key == "ext_proc_inline":
+            inline_accounting(self.dir / "envoy.yaml")
+        return super()._spawn(name, args)
+
+
+def inline_accounting(path: Path):
+    """Edits a rendered ext_proc bootstrap back to accounting on the routing stream."""
+    doc = yaml.safe_load(path.read_text())
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    filters = [f for f in hcm["http_filters"] if f["name"] != gateway.ACCOUNTING_FILTER]
+    if len(filters) != len(hcm["http_filters"]) - 1:
+        raise RuntimeError(f"{path}: no {gateway.ACCOUNTING_FILTER} filter to remove")
+    routing = next(f["typed_config"] for f in filters if f["name"] == "envoy.filters.http.ext_proc")
+    routing["processing_mode"]["response_body_mode"] = "BUFFERED"
+    routing.pop("metadata_options", None)
+    hcm["http_filters"] = filters
+    path.write_text("# bench: accounting on the routing ext_proc stream\n" + yaml.safe_dump(doc, sort_keys=False))
 
 
 def request_bytes(port: int) -> bytes:

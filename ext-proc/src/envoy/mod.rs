@@ -16,6 +16,13 @@ use crate::engine::MODEL_HEADER;
 /// Name of the cluster that reaches the sidecar.
 pub const SIDECAR_CLUSTER: &str = "llmsoup_sidecar";
 
+/// Name of the ext_proc filter (observability mode) that reads responses for accounting.
+pub const ACCOUNTING_FILTER: &str = "llmsoup.response_accounting";
+
+/// Dynamic metadata namespace carrying a routed request's facts (model, decision, request id,
+/// start) from the routing ext_proc stream to the accounting stream.
+pub const METADATA_NAMESPACE: &str = "llmsoup";
+
 const FAIL_OPEN_LUA: &str = include_str!("fail_open.lua");
 
 /// Rendering options that are not part of the llmsoup config.
@@ -250,21 +257,27 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
                     "request_header_mode": "SEND",
                     "request_body_mode": "BUFFERED",
                     "request_trailer_mode": "SKIP",
-                    // Response headers always: they carry the x-llmsoup-* summary. The body only
-                    // for accounting: BUFFERED for JSON, switched to STREAMED for SSE by the sidecar;
-                    // without accounting no body chunk waits for the sidecar.
+                    // Response headers carry the x-llmsoup-* summary. No response body: here every
+                    // chunk would wait for the sidecar's answer (the accounting filter reads them).
                     "response_header_mode": "SEND",
-                    "response_body_mode": if g.response_accounting { "BUFFERED" } else { "NONE" },
+                    "response_body_mode": "NONE",
                     "response_trailer_mode": "SKIP",
                 },
                 "message_timeout": duration(g.sidecar_timeout_ms),
                 "failure_mode_allow": g.failure_mode == FailureMode::Open,
+                // A bootstrap edited to BUFFERED response bodies gets SSE switched to STREAMED.
                 "allow_mode_override": true,
             });
             if g.failure_mode == FailureMode::Closed {
                 ext_proc["status_on_error"] = json!({"code": 503});
             }
+            if g.response_accounting {
+                ext_proc["metadata_options"] = json!({"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}});
+            }
             filters.push(json!({"name": "envoy.filters.http.ext_proc", "typed_config": ext_proc}));
+            if g.response_accounting {
+                filters.push(accounting_filter(g.sidecar_timeout_ms));
+            }
             if g.failure_mode == FailureMode::Open {
                 filters.push(json!({
                     "name": "envoy.filters.http.lua",
@@ -376,6 +389,35 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
     let yaml = serde_yaml::to_string(&bootstrap).context("rendering YAML")?;
     let header = "# Envoy bootstrap rendered by `llmsoup envoy-config`; edit the llmsoup config instead.\n";
     Ok(format!("{header}{}", yaml.replace("__CA_BUNDLE__", &g.ca_bundle)))
+}
+
+/// A second ext_proc filter in observability mode ("send and go"): Envoy copies response headers
+/// and body chunks to the sidecar and never waits for an answer, so accounting adds no round trip
+/// to the data path. The routed facts come with them as forwarded dynamic metadata.
+fn accounting_filter(timeout_ms: u64) -> Value {
+    json!({
+        "name": ACCOUNTING_FILTER,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {
+                "envoy_grpc": {"cluster_name": SIDECAR_CLUSTER},
+                "timeout": duration(timeout_ms),
+            },
+            "observability_mode": true,
+            "processing_mode": {
+                "request_header_mode": "SKIP",
+                "request_body_mode": "NONE",
+                "request_trailer_mode": "SKIP",
+                "response_header_mode": "SEND",
+                // The only body mode observability mode supports.
+                "response_body_mode": "STREAMED",
+                "response_trailer_mode": "SKIP",
+            },
+            // Accounting never fails a request.
+            "failure_mode_allow": true,
+            "metadata_options": {"forwarding_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+        }
+    })
 }
 
 fn model_route(name: &str, p: &ProviderConfig, model: Option<&str>) -> anyhow::Result<Value> {

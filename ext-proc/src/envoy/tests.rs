@@ -35,6 +35,7 @@ fn demo_config_renders_routes_clusters_and_filters() {
         [
             "envoy.filters.http.header_mutation",
             "envoy.filters.http.ext_proc",
+            ACCOUNTING_FILTER,
             "envoy.filters.http.lua",
             "envoy.filters.http.router"
         ]
@@ -42,7 +43,7 @@ fn demo_config_renders_routes_clusters_and_filters() {
     let ext = &hcm["http_filters"][1]["typed_config"];
     assert_eq!(ext["failure_mode_allow"].as_bool(), Some(true));
     assert_eq!(ext["processing_mode"]["request_body_mode"].as_str(), Some("BUFFERED"));
-    let lua = hcm["http_filters"][2]["typed_config"]["default_source_code"]["inline_string"]
+    let lua = hcm["http_filters"][3]["typed_config"]["default_source_code"]["inline_string"]
         .as_str()
         .unwrap();
     assert!(lua.contains(r#"["fast"] = "mock-small""#) && lua.contains(r#"local DEFAULT_MODEL = "fast""#));
@@ -141,24 +142,53 @@ fn lua_strings_are_escaped() {
 }
 
 #[test]
-fn response_accounting_off_keeps_response_bodies_away_from_the_sidecar() {
-    let ext_proc_body_mode = |text: &str| {
+fn response_accounting_reads_bodies_in_a_second_filter_that_never_holds_them() {
+    let filters = |text: &str| {
         let y = rendered(text);
-        let hcm = &y["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
-        let mode = &hcm["http_filters"][1]["typed_config"]["processing_mode"];
-        assert_eq!(
-            mode["response_header_mode"].as_str(),
-            Some("SEND"),
-            "headers carry x-llmsoup-*"
-        );
-        mode["response_body_mode"].as_str().unwrap().to_string()
+        y["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+            .as_sequence()
+            .unwrap()
+            .clone()
     };
-    assert_eq!(ext_proc_body_mode(DEFAULT_CONFIG), "BUFFERED");
-    let off = DEFAULT_CONFIG.replacen("\ngateway:\n", "\ngateway:\n  response_accounting: false\n", 1);
-    assert_ne!(off, DEFAULT_CONFIG);
-    assert_eq!(ext_proc_body_mode(&off), "NONE");
+    let on = filters(DEFAULT_CONFIG);
+    let routing = &on[1]["typed_config"];
+    assert_eq!(
+        routing["processing_mode"]["response_header_mode"].as_str(),
+        Some("SEND")
+    );
+    assert_eq!(routing["processing_mode"]["response_body_mode"].as_str(), Some("NONE"));
+    assert_eq!(
+        routing["metadata_options"]["receiving_namespaces"]["untyped"][0].as_str(),
+        Some(METADATA_NAMESPACE)
+    );
+    assert_eq!(on[2]["name"].as_str(), Some(ACCOUNTING_FILTER));
+    let observer = &on[2]["typed_config"];
+    assert_eq!(observer["observability_mode"].as_bool(), Some(true));
+    assert_eq!(observer["failure_mode_allow"].as_bool(), Some(true));
+    assert_eq!(
+        observer["processing_mode"]["request_header_mode"].as_str(),
+        Some("SKIP")
+    );
+    assert_eq!(
+        observer["processing_mode"]["response_body_mode"].as_str(),
+        Some("STREAMED")
+    );
+    assert_eq!(
+        observer["metadata_options"]["forwarding_namespaces"]["untyped"][0].as_str(),
+        Some(METADATA_NAMESPACE)
+    );
 
-    let c = load_str_with_env(&off, &|_| None).unwrap();
+    let off_text = DEFAULT_CONFIG.replacen("\ngateway:\n", "\ngateway:\n  response_accounting: false\n", 1);
+    assert_ne!(off_text, DEFAULT_CONFIG);
+    let off = filters(&off_text);
+    assert!(off.iter().all(|f| f["name"].as_str() != Some(ACCOUNTING_FILTER)));
+    assert_eq!(
+        off[1]["typed_config"]["processing_mode"]["response_body_mode"].as_str(),
+        Some("NONE")
+    );
+    assert!(off[1]["typed_config"].get("metadata_options").is_none());
+
+    let c = load_str_with_env(&off_text, &|_| None).unwrap();
     assert_eq!(wasm_plugin_config(&c).unwrap()["response_accounting"], json!(false));
     let c = load_str_with_env(DEFAULT_CONFIG, &|_| None).unwrap();
     assert_eq!(wasm_plugin_config(&c).unwrap()["response_accounting"], json!(true));
