@@ -22,8 +22,9 @@ Results are printed and written to bench/ttfb-results.md. Reports, does not gate
 not the target (accounting adds <= 0.2 ms p50 over the same mode without it) is met.
 
 Environment: LLMSOUP_BIN (`make bench` passes the release build), LLMSOUP_WASM, ENVOY_BIN,
-BENCH_TTFB_REQUESTS (per mode, default 1000), BENCH_TTFB_ROUNDS (default 10),
-BENCH_TTFB_CHUNKS (default 8), BENCH_TTFB_CHUNK_DELAY_MS (default 1), BENCH_TTFB_BUDGET (seconds of
+BENCH_TTFB_REQUESTS (per mode, default 800), BENCH_TTFB_ROUNDS (default 8),
+BENCH_TTFB_CHUNKS (default 4), BENCH_TTFB_CHUNK_DELAY_MS (default 1), BENCH_TTFB_GAP_MS (idle time
+between requests, default 2), BENCH_TTFB_BUDGET (seconds of
 measuring before the remaining rounds are dropped, default 75), BENCH_SIDECAR_LOG (default `info`),
 BENCH_KEEP=1 (keep the stacks' temp dirs and logs).
 """
@@ -54,10 +55,14 @@ import gateway  # noqa: E402  (bench/gateway.py: BenchStack, sanity_check, envoy
 import harness  # noqa: E402
 
 RESULTS = BENCH_DIR / "ttfb-results.md"
-REQUESTS = int(os.environ.get("BENCH_TTFB_REQUESTS", "1000"))
-ROUNDS = max(1, int(os.environ.get("BENCH_TTFB_ROUNDS", "10")))
-CHUNKS = int(os.environ.get("BENCH_TTFB_CHUNKS", "8"))
+REQUESTS = int(os.environ.get("BENCH_TTFB_REQUESTS", "800"))
+ROUNDS = max(1, int(os.environ.get("BENCH_TTFB_ROUNDS", "8")))
+CHUNKS = int(os.environ.get("BENCH_TTFB_CHUNKS", "4"))
 CHUNK_DELAY_MS = int(os.environ.get("BENCH_TTFB_CHUNK_DELAY_MS", "1"))
+# Idle time between requests: without it the previous request's tail work (its usage report,
+# closing its gRPC streams) lands on the next request's first byte, and a mode that finishes that
+# work *before* releasing the last chunk (inline accounting) looks faster than one that does not.
+GAP_MS = float(os.environ.get("BENCH_TTFB_GAP_MS", "2"))
 BUDGET_S = float(os.environ.get("BENCH_TTFB_BUDGET", "75"))
 WARMUP = 50
 KEEP = os.environ.get("BENCH_KEEP") == "1"
@@ -143,8 +148,9 @@ class Client:
             self.sock.close()
             self.sock = None
 
-    def one(self) -> tuple[float, float]:
-        """(ms to the end of the response headers, ms to the first body byte)."""
+    def one(self) -> tuple[float, float, float]:
+        """ms to the end of the response headers, to the first body byte, to the last byte."""
+        time.sleep(GAP_MS / 1e3)
         if self.sock is None:
             self.connect()
         sock = self.sock
@@ -176,7 +182,7 @@ class Client:
                 break
         if b"data: [DONE]" not in buf or b'"usage"' not in buf:
             raise RuntimeError(f"{self.stack.key}: incomplete stream: {bytes(buf[-300:])!r}")
-        return (t_headers - t0) * 1e3, (t_body - t0) * 1e3
+        return (t_headers - t0) * 1e3, (t_body - t0) * 1e3, (now - t0) * 1e3
 
     def check_headers(self, head: str):
         lines = head.split("\r\n")
@@ -212,8 +218,9 @@ def pct(xs: list[float], p: float) -> float:
 
 
 def report(samples: dict, per_round: dict, checks: list[str], meta: dict) -> tuple[str, bool]:
-    summary = {k: {"p50": pct([b for _, b in s], 50), "p99": pct([b for _, b in s], 99),
-                   "h50": pct([h for h, _ in s], 50), "gap50": pct([b - h for h, b in s], 50), "n": len(s)}
+    summary = {k: {"p50": pct([b for _, b, _ in s], 50), "p99": pct([b for _, b, _ in s], 99),
+                   "h50": pct([h for h, _, _ in s], 50), "gap50": pct([b - h for h, b, _ in s], 50),
+                   "end50": pct([e for _, _, e in s], 50), "n": len(s)}
                for k, s in samples.items()}
     bare = summary["bare"]
     lines = [
@@ -225,15 +232,17 @@ def report(samples: dict, per_round: dict, checks: list[str], meta: dict) -> tup
         f"after {meta['load_after']}",
         f"- Envoy {meta['envoy']} (`--concurrency 2`), sidecar `{meta['bin']}`, wasm filter `{meta['wasm']}`",
         f"- load: one request at a time over one keep-alive HTTP/1.1 connection per gateway, "
-        f"{meta['rounds']} interleaved rounds (order rotated each round), {WARMUP} warm-up requests per gateway; "
+        f"{GAP_MS:g} ms apart, {meta['rounds']} interleaved rounds (order rotated each round), {WARMUP} warm-up "
+        "requests per gateway; "
         f"`stream: true` chat completions, the mock streams {CHUNKS} tokens {CHUNK_DELAY_MS} ms apart plus a "
         f"usage block; config bench/bench-config.yaml (keyword rules, no auth)",
         "- TTFB = client-side time from sending the request to the first byte of the response body; "
-        "headers = to the end of the response headers; body − headers = the wait between the two, per request",
+        "headers = to the end of the response headers; body − headers = the wait between the two, per request; "
+        "last byte = to the end of the response",
         "",
-        "| mode | requests | TTFB p50 ms | TTFB p99 ms | headers p50 ms | body − headers p50 ms "
+        "| mode | requests | TTFB p50 ms | TTFB p99 ms | headers p50 ms | body − headers p50 ms | last byte p50 ms "
         "| added p50 vs bare | added p99 vs bare | added p50 by accounting | added p99 by accounting |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     verdicts, all_met = [], True
     for key, label, _, _ in MODES:
@@ -250,7 +259,7 @@ def report(samples: dict, per_round: dict, checks: list[str], meta: dict) -> tup
                             f"first byte")
         else:
             vs_off = ("–", "–")
-        lines.append(f"| {label} | {s['n']} | {s['p50']:.3f} | {s['p99']:.3f} | {s['h50']:.3f} | {s['gap50']:.3f} "
+        lines.append(f"| {label} | {s['n']} | {s['p50']:.3f} | {s['p99']:.3f} | {s['h50']:.3f} | {s['gap50']:.3f} | {s['end50']:.3f} "
                      f"| {vs_bare[0]} "
                      f"| {vs_bare[1]} | {vs_off[0]} | {vs_off[1]} |")
     lines += ["", "Target (accounting vs the same attach mode without it):", ""] + verdicts
@@ -277,7 +286,7 @@ def main() -> int:
     stacks: dict[str, TtfbStack] = {}
     clients: dict[str, Client] = {}
     failed = False
-    samples: dict[str, list[tuple[float, float]]] = {k: [] for k, *_ in MODES}
+    samples: dict[str, list[tuple[float, float, float]]] = {k: [] for k, *_ in MODES}
     per_round: dict[str, list[float]] = {k: [] for k, *_ in MODES}
     checks: list[str] = []
     try:
@@ -304,7 +313,7 @@ def main() -> int:
             for key, *_ in order:
                 got = [clients[key].one() for _ in range(per)]
                 samples[key] += got
-                per_round[key].append(statistics.median(b for _, b in got))
+                per_round[key].append(statistics.median(b for _, b, _ in got))
             rounds += 1
             print(f"[round {rounds}/{ROUNDS}] TTFB p50 ms: "
                   + "  ".join(f"{k} {per_round[k][-1]:.3f}" for k, *_ in MODES), flush=True)
