@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """`make bench`, streaming step: what response accounting costs an SSE client. Client-side time to
 first byte of the response *body* (and, for context, of the response headers) over sequential
-streaming requests through Envoy, for five gateways built from bench/bench-config.yaml and run side
+streaming requests through Envoy, for six gateways built from bench/bench-config.yaml and run side
 by side:
 
   bare             Envoy -> mock, the ext_proc bootstrap without the ext_proc and Lua filters;
-  ext_proc         ext_proc filter + sidecar, response accounting on: a second ext_proc filter in
-                   observability mode gets the response without Envoy waiting for answers;
-  ext_proc_inline  accounting the way it was done before, on the routing stream: that bootstrap
-                   edited to drop the accounting filter and send response bodies BUFFERED (the
-                   sidecar switches SSE to STREAMED: each chunk waits for its answer);
+  ext_proc         ext_proc filter + sidecar, response accounting on (the default): inline, SSE
+                   bodies STREAMED to the sidecar on the routing stream, each chunk held until
+                   the sidecar answers;
+  ext_proc_async   `gateway.async_response_accounting: true`: a second ext_proc filter in
+                   observability mode reads the response and Envoy never waits for it;
   ext_proc_off     `gateway.response_accounting: false` (no response body to the sidecar);
   wasm             proxy-wasm filter + sidecar, accounting on (the filter reads chunks as they pass);
   wasm_off         the same with accounting off.
@@ -44,7 +44,6 @@ import time
 from pathlib import Path
 
 import requests
-import yaml
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -75,49 +74,31 @@ PROMPT_TOKENS, COMPLETION_TOKENS = 100, 8
 MODES = [
     ("bare", "bare Envoy → mock", "bare", None),
     ("ext_proc", "ext_proc, accounting", "ext_proc", True),
-    ("ext_proc_inline", "ext_proc, inline accounting (before)", "ext_proc", True),
+    ("ext_proc_async", "ext_proc, async accounting", "ext_proc", "async"),
     ("ext_proc_off", "ext_proc, no accounting", "ext_proc", False),
     ("wasm", "wasm, accounting", "wasm", True),
     ("wasm_off", "wasm, no accounting", "wasm", False),
 ]
 LABEL = {key: label for key, label, _, _ in MODES}
 # Which mode each accounting mode is compared with.
-WITHOUT = {"ext_proc": "ext_proc_off", "ext_proc_inline": "ext_proc_off", "wasm": "wasm_off"}
+WITHOUT = {"ext_proc": "ext_proc_off", "ext_proc_async": "ext_proc_off", "wasm": "wasm_off"}
 
 
 class TtfbStack(gateway.BenchStack):
     """A BenchStack whose sidecar serves /stats on its own port, with accounting on or off."""
 
-    def __init__(self, key: str, base: str, accounting: bool | None):
+    def __init__(self, key: str, base: str, accounting: bool | str | None):
         super().__init__(base)
         self.key = key
-        self.accounting = accounting
+        self.accounting = bool(accounting)
         text = self.config.read_text()
         patched = text.replace("\nserver:\n", '\nserver:\n  admin_listen: "127.0.0.1:${E2E_METRICS_PORT}"\n', 1)
-        if accounting is False:
-            patched = patched.replace("\ngateway:\n", "\ngateway:\n  response_accounting: false\n", 1)
-        if patched.count("\n") != text.count("\n") + (2 if accounting is False else 1):
+        gateway_line = {False: "response_accounting: false", "async": "async_response_accounting: true"}.get(accounting)
+        if gateway_line:
+            patched = patched.replace("\ngateway:\n", f"\ngateway:\n  {gateway_line}\n", 1)
+        if patched.count("\n") != text.count("\n") + (2 if gateway_line else 1):
             raise RuntimeError("bench/bench-config.yaml: expected `server:` and `gateway:` blocks to patch")
         self.config.write_text(patched)
-
-    def _spawn(self, name, args):
-        if name == "envoy" and self.key == "ext_proc_inline":
-            inline_accounting(self.dir / "envoy.yaml")
-        return super()._spawn(name, args)
-
-
-def inline_accounting(path: Path):
-    """Edits a rendered ext_proc bootstrap back to accounting on the routing stream."""
-    doc = yaml.safe_load(path.read_text())
-    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    filters = [f for f in hcm["http_filters"] if f["name"] != gateway.ACCOUNTING_FILTER]
-    if len(filters) != len(hcm["http_filters"]) - 1:
-        raise RuntimeError(f"{path}: no {gateway.ACCOUNTING_FILTER} filter to remove")
-    routing = next(f["typed_config"] for f in filters if f["name"] == "envoy.filters.http.ext_proc")
-    routing["processing_mode"]["response_body_mode"] = "BUFFERED"
-    routing.pop("metadata_options", None)
-    hcm["http_filters"] = filters
-    path.write_text("# bench: accounting on the routing ext_proc stream\n" + yaml.safe_dump(doc, sort_keys=False))
 
 
 def request_bytes(port: int) -> bytes:

@@ -111,3 +111,47 @@ def test_upstream_errors_still_count_as_errors(off_stack):
     assert r.status_code == 503
     after = wait_requests(off_stack, "coder", before.get("requests", 0) + 1)["by_model"]["coder"]
     assert after["errors"] - before.get("errors", 0) == 1
+
+
+@pytest.fixture(scope="module")
+def async_stack():
+    """ext_proc mode with `async_response_accounting`: responses read by an observability-mode filter."""
+    s = Stack(mode="ext_proc")
+    text = s.config.read_text()
+    s.config.write_text(text.replace("\ngateway:\n", "\ngateway:\n  async_response_accounting: true\n", 1))
+    s.start()
+    yield s
+    s.stop()
+
+
+def test_async_accounting_is_exact_and_streams(async_stack):
+    doc = yaml.safe_load((async_stack.dir / "envoy.yaml").read_text())
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    filters = {f["name"]: f["typed_config"] for f in hcm["http_filters"]}
+    assert filters["llmsoup.response_accounting"]["observability_mode"] is True
+    assert filters["envoy.filters.http.ext_proc"]["processing_mode"]["response_body_mode"] == "NONE"
+
+    before = stats(async_stack)["by_model"].get("coder", {})
+    r = async_stack.chat("fix this rust crate", headers={"x-mock-usage": "1000,500"})
+    assert r.status_code == 200 and r.headers["x-llmsoup-model"] == "coder"
+    r = requests.post(
+        f"{async_stack.url}/v1/chat/completions",
+        json={"model": "auto", "stream": True, "stream_options": {"include_usage": True},
+              "messages": [{"role": "user", "content": "write rust code"}]},
+        headers=async_stack.headers(**{"x-mock-chunks": "3", "x-mock-usage": "1000,500"}),
+        stream=True,
+        timeout=30,
+    )
+    assert r.status_code == 200 and r.headers["x-llmsoup-decision"] == "coding"
+    events = [line[6:] for line in r.iter_lines() if line.startswith(b"data: ")]
+    assert events[-1] == b"[DONE]"
+    r = async_stack.chat("fix this rust crate", headers={"x-mock-status": "503"})
+    assert r.status_code == 503
+
+    after = wait_requests(async_stack, "coder", before.get("requests", 0) + 3)["by_model"]["coder"]
+    assert after["requests"] - before.get("requests", 0) == 3, "each request reported exactly once"
+    assert after["errors"] - before.get("errors", 0) == 1
+    assert after["prompt_tokens"] - before.get("prompt_tokens", 0) == 2000
+    assert after["completion_tokens"] - before.get("completion_tokens", 0) == 1000
+    line = async_stack.wait_log("sidecar", "stream=true prompt_tokens=1000")
+    assert "model=coder" in line and "decision=coding" in line

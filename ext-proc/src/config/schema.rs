@@ -244,6 +244,11 @@ pub struct GatewayConfig {
     /// first byte and duration are still recorded; tokens, cost and savings are not.
     #[serde(default = "yes")]
     pub response_accounting: bool,
+    /// ext_proc mode: read responses for accounting in a second ext_proc filter in observability
+    /// mode, which Envoy never waits for, instead of on the routing stream, where each streamed
+    /// chunk waits for the sidecar's answer. Costs a second gRPC stream per request.
+    #[serde(default)]
+    pub async_response_accounting: bool,
 }
 
 fn default_gateway_listen() -> String {
@@ -275,6 +280,7 @@ impl Default for GatewayConfig {
             ca_bundle: default_ca_bundle(),
             wasm_path: None,
             response_accounting: true,
+            async_response_accounting: false,
         }
     }
 }

@@ -16,7 +16,8 @@ use crate::engine::MODEL_HEADER;
 /// Name of the cluster that reaches the sidecar.
 pub const SIDECAR_CLUSTER: &str = "llmsoup_sidecar";
 
-/// Name of the ext_proc filter (observability mode) that reads responses for accounting.
+/// Name of the ext_proc filter (observability mode) that reads responses for accounting when
+/// `gateway.async_response_accounting` is set.
 pub const ACCOUNTING_FILTER: &str = "llmsoup.response_accounting";
 
 /// Dynamic metadata namespace carrying a routed request's facts (model, decision, request id,
@@ -247,6 +248,8 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
     })];
     match mode {
         AttachMode::ExtProc => {
+            let async_accounting = g.response_accounting && g.async_response_accounting;
+            let inline_accounting = g.response_accounting && !g.async_response_accounting;
             let mut ext_proc = json!({
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
                 "grpc_service": {
@@ -257,25 +260,25 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
                     "request_header_mode": "SEND",
                     "request_body_mode": "BUFFERED",
                     "request_trailer_mode": "SKIP",
-                    // Response headers carry the x-llmsoup-* summary. No response body: here every
-                    // chunk would wait for the sidecar's answer (the accounting filter reads them).
+                    // Response headers carry the x-llmsoup-* summary. The body only for inline
+                    // accounting: BUFFERED for JSON, switched to STREAMED for SSE by the sidecar
+                    // (each chunk then waits for its answer).
                     "response_header_mode": "SEND",
-                    "response_body_mode": "NONE",
+                    "response_body_mode": if inline_accounting { "BUFFERED" } else { "NONE" },
                     "response_trailer_mode": "SKIP",
                 },
                 "message_timeout": duration(g.sidecar_timeout_ms),
                 "failure_mode_allow": g.failure_mode == FailureMode::Open,
-                // A bootstrap edited to BUFFERED response bodies gets SSE switched to STREAMED.
                 "allow_mode_override": true,
             });
             if g.failure_mode == FailureMode::Closed {
                 ext_proc["status_on_error"] = json!({"code": 503});
             }
-            if g.response_accounting {
+            if async_accounting {
                 ext_proc["metadata_options"] = json!({"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}});
             }
             filters.push(json!({"name": "envoy.filters.http.ext_proc", "typed_config": ext_proc}));
-            if g.response_accounting {
+            if async_accounting {
                 filters.push(accounting_filter(g.sidecar_timeout_ms));
             }
             if g.failure_mode == FailureMode::Open {

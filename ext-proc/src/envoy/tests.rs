@@ -35,7 +35,6 @@ fn demo_config_renders_routes_clusters_and_filters() {
         [
             "envoy.filters.http.header_mutation",
             "envoy.filters.http.ext_proc",
-            ACCOUNTING_FILTER,
             "envoy.filters.http.lua",
             "envoy.filters.http.router"
         ]
@@ -43,7 +42,7 @@ fn demo_config_renders_routes_clusters_and_filters() {
     let ext = &hcm["http_filters"][1]["typed_config"];
     assert_eq!(ext["failure_mode_allow"].as_bool(), Some(true));
     assert_eq!(ext["processing_mode"]["request_body_mode"].as_str(), Some("BUFFERED"));
-    let lua = hcm["http_filters"][3]["typed_config"]["default_source_code"]["inline_string"]
+    let lua = hcm["http_filters"][2]["typed_config"]["default_source_code"]["inline_string"]
         .as_str()
         .unwrap();
     assert!(lua.contains(r#"["fast"] = "mock-small""#) && lua.contains(r#"local DEFAULT_MODEL = "fast""#));
@@ -141,28 +140,50 @@ fn lua_strings_are_escaped() {
     assert_eq!(lua_string("é"), "\"\\195\\169\"");
 }
 
+fn http_filters(text: &str) -> Vec<serde_yaml::Value> {
+    let y = rendered(text);
+    y["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+        .as_sequence()
+        .unwrap()
+        .clone()
+}
+
+fn with_gateway(line: &str) -> String {
+    let text = DEFAULT_CONFIG.replacen("\ngateway:\n", &format!("\ngateway:\n  {line}\n"), 1);
+    assert_ne!(text, DEFAULT_CONFIG);
+    text
+}
+
 #[test]
-fn response_accounting_reads_bodies_in_a_second_filter_that_never_holds_them() {
-    let filters = |text: &str| {
-        let y = rendered(text);
-        y["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
-            .as_sequence()
-            .unwrap()
-            .clone()
+fn response_accounting_modes_render_the_body_where_it_is_read() {
+    let names = |f: &[serde_yaml::Value]| -> Vec<String> {
+        f.iter().map(|f| f["name"].as_str().unwrap().to_string()).collect()
     };
-    let on = filters(DEFAULT_CONFIG);
-    let routing = &on[1]["typed_config"];
+    let body_mode = |f: &[serde_yaml::Value]| {
+        let mode = &f[1]["typed_config"]["processing_mode"];
+        assert_eq!(
+            mode["response_header_mode"].as_str(),
+            Some("SEND"),
+            "headers carry x-llmsoup-*"
+        );
+        mode["response_body_mode"].as_str().unwrap().to_string()
+    };
+
+    // Default: inline, on the routing stream.
+    let inline = http_filters(DEFAULT_CONFIG);
+    assert_eq!(body_mode(&inline), "BUFFERED");
+    assert!(!names(&inline).contains(&ACCOUNTING_FILTER.to_string()));
+    assert!(inline[1]["typed_config"].get("metadata_options").is_none());
+
+    // Async: a second filter that Envoy never waits for, fed the routing facts as metadata.
+    let asynchronous = http_filters(&with_gateway("async_response_accounting: true"));
+    assert_eq!(body_mode(&asynchronous), "NONE");
     assert_eq!(
-        routing["processing_mode"]["response_header_mode"].as_str(),
-        Some("SEND")
-    );
-    assert_eq!(routing["processing_mode"]["response_body_mode"].as_str(), Some("NONE"));
-    assert_eq!(
-        routing["metadata_options"]["receiving_namespaces"]["untyped"][0].as_str(),
+        asynchronous[1]["typed_config"]["metadata_options"]["receiving_namespaces"]["untyped"][0].as_str(),
         Some(METADATA_NAMESPACE)
     );
-    assert_eq!(on[2]["name"].as_str(), Some(ACCOUNTING_FILTER));
-    let observer = &on[2]["typed_config"];
+    assert_eq!(asynchronous[2]["name"].as_str(), Some(ACCOUNTING_FILTER));
+    let observer = &asynchronous[2]["typed_config"];
     assert_eq!(observer["observability_mode"].as_bool(), Some(true));
     assert_eq!(observer["failure_mode_allow"].as_bool(), Some(true));
     assert_eq!(
@@ -178,14 +199,11 @@ fn response_accounting_reads_bodies_in_a_second_filter_that_never_holds_them() {
         Some(METADATA_NAMESPACE)
     );
 
-    let off_text = DEFAULT_CONFIG.replacen("\ngateway:\n", "\ngateway:\n  response_accounting: false\n", 1);
-    assert_ne!(off_text, DEFAULT_CONFIG);
-    let off = filters(&off_text);
-    assert!(off.iter().all(|f| f["name"].as_str() != Some(ACCOUNTING_FILTER)));
-    assert_eq!(
-        off[1]["typed_config"]["processing_mode"]["response_body_mode"].as_str(),
-        Some("NONE")
-    );
+    // Off: no body anywhere, whatever async says.
+    let off_text = with_gateway("response_accounting: false\n  async_response_accounting: true");
+    let off = http_filters(&off_text);
+    assert_eq!(body_mode(&off), "NONE");
+    assert!(!names(&off).contains(&ACCOUNTING_FILTER.to_string()));
     assert!(off[1]["typed_config"].get("metadata_options").is_none());
 
     let c = load_str_with_env(&off_text, &|_| None).unwrap();

@@ -3,12 +3,12 @@
 //! Request headers are checked (auth, reserved headers stripped); the buffered request body goes
 //! through the [`Engine`]; response headers get the `x-llmsoup-*` summary.
 //!
-//! Response accounting normally arrives on a second stream, from the observability-mode filter
-//! `envoy-config` renders ([`crate::envoy::ACCOUNTING_FILTER`]): Envoy sends response headers and
-//! body chunks there without waiting for answers, and the routing stream hands the request's facts
-//! over as dynamic metadata. If Envoy sends response bodies on the routing stream instead (a
-//! bootstrap with `response_body_mode: BUFFERED`), they are accounted there, SSE switched to
-//! STREAMED so tokens are not held back until the end (each chunk still waits for our answer).
+//! Response bodies sent on the routing stream (`response_body_mode: BUFFERED`, the default) are
+//! accounted there, SSE switched to STREAMED so tokens are not held back until the end (each chunk
+//! still waits for our answer). With `gateway.async_response_accounting` they arrive on a second
+//! stream instead, from the observability-mode filter [`crate::envoy::ACCOUNTING_FILTER`]: Envoy
+//! sends response headers and chunks there without waiting for answers, and the routing stream
+//! hands the request's facts over as dynamic metadata.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -289,12 +289,9 @@ impl StreamState {
                         mutation: Some(body_mutation::Mutation::Body(new)),
                     }
                 });
-                // Envoy keeps it only when the accounting filter is rendered (receiving namespace).
-                let dynamic_metadata = engine
-                    .config()
-                    .gateway
-                    .response_accounting
-                    .then(|| self.routed_facts(&f.summary));
+                let g = &engine.config().gateway;
+                let dynamic_metadata =
+                    (g.response_accounting && g.async_response_accounting).then(|| self.routed_facts(&f.summary));
                 self.summary = Some(f.summary);
                 ProcessingResponse {
                     dynamic_metadata,
@@ -329,9 +326,9 @@ impl StreamState {
         // With accounting, Envoy buffers response bodies for us (usage); an SSE stream must flow
         // chunk by chunk instead, so switch that response to STREAMED. Without accounting Envoy
         // sends no body at all (`response_body_mode: NONE`), and an override would turn it back on.
-        let accounting = self.engine.config().gateway.response_accounting;
-        let inline = accounting && self.response_bodies_here;
-        if accounting && !inline {
+        let g = &self.engine.config().gateway;
+        let inline = g.response_accounting && self.response_bodies_here;
+        if g.response_accounting && g.async_response_accounting && !self.response_bodies_here {
             // The accounting filter's stream reports this request.
             self.reported = true;
         }
@@ -518,7 +515,9 @@ mod tests {
     use crate::config::{DEFAULT_CONFIG, load_str_with_env};
 
     fn engine() -> Arc<Engine> {
-        Arc::new(Engine::new(load_str_with_env(DEFAULT_CONFIG, &|_| None).unwrap()).unwrap())
+        let text = DEFAULT_CONFIG.replacen("\ngateway:\n", "\ngateway:\n  async_response_accounting: true\n", 1);
+        assert_ne!(text, DEFAULT_CONFIG);
+        Arc::new(Engine::new(load_str_with_env(&text, &|_| None).unwrap()).unwrap())
     }
 
     fn headers(pairs: &[(&str, &str)], end_of_stream: bool) -> HttpHeaders {
