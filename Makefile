@@ -51,9 +51,11 @@ test-e2e: deps models build wasm
 # Load benchmark (wrk, concurrency 16): bare Envoy vs ext_proc vs wasm, same config and run;
 # prints a table and writes bench/results.md. Then the model signals: decision latency against
 # prompt length, req/s and sidecar RSS over the Router gRPC service (bench/signals-results.md).
-# Reports, does not gate (see bench/README.md).
+# Then streaming: time to first body byte of SSE responses with and without response accounting
+# (bench/ttfb-results.md). Reports, does not gate (see bench/README.md).
 bench: deps models release wasm
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/gateway.py
+	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/ttfb.py
 	$(CARGO) run --release -q -p llmsoup --example bench_route -- \
 		--bin $(CURDIR)/target/release/llmsoup --config bench/signals-config.yaml --out bench/signals-results.md
 

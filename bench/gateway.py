@@ -73,7 +73,9 @@ TARGETS = [
     ("wasm", "wasm"),
 ]
 # Filters that make the routed modes; removed from the bare bootstrap.
-ROUTING_FILTERS = {"envoy.filters.http.ext_proc", "envoy.filters.http.lua", "envoy.filters.http.wasm"}
+ACCOUNTING_FILTER = "llmsoup.response_accounting"
+ROUTING_FILTERS = {"envoy.filters.http.ext_proc", "envoy.filters.http.lua", "envoy.filters.http.wasm",
+                   ACCOUNTING_FILTER}
 
 
 def body(prompt: str) -> str:
@@ -114,7 +116,7 @@ def strip_routing_filters(path: Path):
                 if "http_filters" in hcm:
                     removed += [h["name"] for h in hcm["http_filters"] if h["name"] in ROUTING_FILTERS]
                     hcm["http_filters"] = [h for h in hcm["http_filters"] if h["name"] not in ROUTING_FILTERS]
-    if sorted(removed) != ["envoy.filters.http.ext_proc", "envoy.filters.http.lua"]:
+    if set(removed) - {ACCOUNTING_FILTER} != {"envoy.filters.http.ext_proc", "envoy.filters.http.lua"}:
         raise RuntimeError(f"expected to strip the ext_proc and lua filters from {path}, stripped {removed}")
     path.write_text("# bench: ext_proc bootstrap without the ext_proc and lua filters\n"
                     + yaml.safe_dump(doc, sort_keys=False))

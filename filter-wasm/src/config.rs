@@ -45,6 +45,13 @@ pub struct Config {
     /// clients and set on fail-open, like `x-llmsoup-model`.
     #[serde(default)]
     pub route_header: Option<String>,
+    /// Read response bodies for token usage; `false` reports status and timings only.
+    #[serde(default = "yes")]
+    pub response_accounting: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_timeout_ms() -> u64 {

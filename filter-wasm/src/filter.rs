@@ -337,7 +337,10 @@ impl<H: Host> Filter<H> {
             .unwrap_or(0);
         let ct = self.host.response_header("content-type").unwrap_or_default();
         self.stream = ct.starts_with(b"text/event-stream");
-        if !self.model.is_empty() && (self.stream || ct.starts_with(b"application/json")) {
+        if self.plugin.config.response_accounting
+            && !self.model.is_empty()
+            && (self.stream || ct.starts_with(b"application/json"))
+        {
             self.scanner = Some(UsageScanner::new(self.stream));
         }
         for (k, v) in std::mem::take(&mut self.response_headers) {

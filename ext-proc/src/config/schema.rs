@@ -246,6 +246,16 @@ pub struct GatewayConfig {
     /// Path of the compiled wasm filter (wasm mode).
     #[serde(default)]
     pub wasm_path: Option<String>,
+    /// Read response bodies for token usage, cost and time per output token. `false` keeps every
+    /// response body away from the sidecar (ext_proc) and unread (wasm): requests, status, time to
+    /// first byte and duration are still recorded; tokens, cost and savings are not.
+    #[serde(default = "yes")]
+    pub response_accounting: bool,
+    /// ext_proc mode: read responses for accounting in a second ext_proc filter in observability
+    /// mode, which Envoy never waits for, instead of on the routing stream, where each streamed
+    /// chunk waits for the sidecar's answer. Costs a second gRPC stream per request.
+    #[serde(default)]
+    pub async_response_accounting: bool,
 }
 
 fn default_gateway_listen() -> String {
@@ -276,6 +286,8 @@ impl Default for GatewayConfig {
             sidecar_address: None,
             ca_bundle: default_ca_bundle(),
             wasm_path: None,
+            response_accounting: true,
+            async_response_accounting: false,
         }
     }
 }

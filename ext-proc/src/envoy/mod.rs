@@ -16,6 +16,14 @@ use crate::engine::MODEL_HEADER;
 /// Name of the cluster that reaches the sidecar.
 pub const SIDECAR_CLUSTER: &str = "llmsoup_sidecar";
 
+/// Name of the ext_proc filter (observability mode) that reads responses for accounting when
+/// `gateway.async_response_accounting` is set.
+pub const ACCOUNTING_FILTER: &str = "llmsoup.response_accounting";
+
+/// Dynamic metadata namespace carrying a routed request's facts (model, decision, request id,
+/// start) from the routing ext_proc stream to the accounting stream.
+pub const METADATA_NAMESPACE: &str = "llmsoup";
+
 const FAIL_OPEN_LUA: &str = include_str!("fail_open.lua");
 
 /// Rendering options that are not part of the llmsoup config.
@@ -107,6 +115,7 @@ fn wasm_plugin_config(config: &Config) -> anyhow::Result<Value> {
         "models": models,
         "default_model": config.default_model().name,
         "route_header": config.compat.selected_model_header.as_ref().map(|h| h.to_ascii_lowercase()),
+        "response_accounting": g.response_accounting,
     }))
 }
 
@@ -258,6 +267,8 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
     })];
     match mode {
         AttachMode::ExtProc => {
+            let async_accounting = g.response_accounting && g.async_response_accounting;
+            let inline_accounting = g.response_accounting && !g.async_response_accounting;
             let mut ext_proc = json!({
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
                 "grpc_service": {
@@ -268,8 +279,11 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
                     "request_header_mode": "SEND",
                     "request_body_mode": "BUFFERED",
                     "request_trailer_mode": "SKIP",
+                    // Response headers carry the x-llmsoup-* summary. The body only for inline
+                    // accounting: BUFFERED for JSON, switched to STREAMED for SSE by the sidecar
+                    // (each chunk then waits for its answer).
                     "response_header_mode": "SEND",
-                    "response_body_mode": "BUFFERED",
+                    "response_body_mode": if inline_accounting { "BUFFERED" } else { "NONE" },
                     "response_trailer_mode": "SKIP",
                 },
                 "message_timeout": duration(g.sidecar_timeout_ms),
@@ -279,7 +293,13 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
             if g.failure_mode == FailureMode::Closed {
                 ext_proc["status_on_error"] = json!({"code": 503});
             }
+            if async_accounting {
+                ext_proc["metadata_options"] = json!({"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}});
+            }
             filters.push(json!({"name": "envoy.filters.http.ext_proc", "typed_config": ext_proc}));
+            if async_accounting {
+                filters.push(accounting_filter(g.sidecar_timeout_ms));
+            }
             if g.failure_mode == FailureMode::Open {
                 filters.push(json!({
                     "name": "envoy.filters.http.lua",
@@ -403,6 +423,35 @@ fn route_header(config: &Config) -> String {
         .as_deref()
         .unwrap_or(MODEL_HEADER)
         .to_ascii_lowercase()
+}
+
+/// A second ext_proc filter in observability mode ("send and go"): Envoy copies response headers
+/// and body chunks to the sidecar and never waits for an answer, so accounting adds no round trip
+/// to the data path. The routed facts come with them as forwarded dynamic metadata.
+fn accounting_filter(timeout_ms: u64) -> Value {
+    json!({
+        "name": ACCOUNTING_FILTER,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {
+                "envoy_grpc": {"cluster_name": SIDECAR_CLUSTER},
+                "timeout": duration(timeout_ms),
+            },
+            "observability_mode": true,
+            "processing_mode": {
+                "request_header_mode": "SKIP",
+                "request_body_mode": "NONE",
+                "request_trailer_mode": "SKIP",
+                "response_header_mode": "SEND",
+                // The only body mode observability mode supports.
+                "response_body_mode": "STREAMED",
+                "response_trailer_mode": "SKIP",
+            },
+            // Accounting never fails a request.
+            "failure_mode_allow": true,
+            "metadata_options": {"forwarding_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+        }
+    })
 }
 
 fn model_route(name: &str, p: &ProviderConfig, model: Option<&str>, header: &str) -> anyhow::Result<Value> {

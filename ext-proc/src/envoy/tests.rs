@@ -192,3 +192,75 @@ compat: {selected_model_header: X-Selected-Model}
     let route = &hcm["route_config"]["virtual_hosts"][0]["routes"][0];
     assert_eq!(route["match"]["headers"][0]["name"].as_str(), Some("x-llmsoup-model"));
 }
+
+fn http_filters(text: &str) -> Vec<serde_yaml::Value> {
+    let y = rendered(text);
+    y["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+        .as_sequence()
+        .unwrap()
+        .clone()
+}
+
+fn with_gateway(line: &str) -> String {
+    let text = DEFAULT_CONFIG.replacen("\ngateway:\n", &format!("\ngateway:\n  {line}\n"), 1);
+    assert_ne!(text, DEFAULT_CONFIG);
+    text
+}
+
+#[test]
+fn response_accounting_modes_render_the_body_where_it_is_read() {
+    let names = |f: &[serde_yaml::Value]| -> Vec<String> {
+        f.iter().map(|f| f["name"].as_str().unwrap().to_string()).collect()
+    };
+    let body_mode = |f: &[serde_yaml::Value]| {
+        let mode = &f[1]["typed_config"]["processing_mode"];
+        assert_eq!(
+            mode["response_header_mode"].as_str(),
+            Some("SEND"),
+            "headers carry x-llmsoup-*"
+        );
+        mode["response_body_mode"].as_str().unwrap().to_string()
+    };
+
+    // Default: inline, on the routing stream.
+    let inline = http_filters(DEFAULT_CONFIG);
+    assert_eq!(body_mode(&inline), "BUFFERED");
+    assert!(!names(&inline).contains(&ACCOUNTING_FILTER.to_string()));
+    assert!(inline[1]["typed_config"].get("metadata_options").is_none());
+
+    // Async: a second filter that Envoy never waits for, fed the routing facts as metadata.
+    let asynchronous = http_filters(&with_gateway("async_response_accounting: true"));
+    assert_eq!(body_mode(&asynchronous), "NONE");
+    assert_eq!(
+        asynchronous[1]["typed_config"]["metadata_options"]["receiving_namespaces"]["untyped"][0].as_str(),
+        Some(METADATA_NAMESPACE)
+    );
+    assert_eq!(asynchronous[2]["name"].as_str(), Some(ACCOUNTING_FILTER));
+    let observer = &asynchronous[2]["typed_config"];
+    assert_eq!(observer["observability_mode"].as_bool(), Some(true));
+    assert_eq!(observer["failure_mode_allow"].as_bool(), Some(true));
+    assert_eq!(
+        observer["processing_mode"]["request_header_mode"].as_str(),
+        Some("SKIP")
+    );
+    assert_eq!(
+        observer["processing_mode"]["response_body_mode"].as_str(),
+        Some("STREAMED")
+    );
+    assert_eq!(
+        observer["metadata_options"]["forwarding_namespaces"]["untyped"][0].as_str(),
+        Some(METADATA_NAMESPACE)
+    );
+
+    // Off: no body anywhere, whatever async says.
+    let off_text = with_gateway("response_accounting: false\n  async_response_accounting: true");
+    let off = http_filters(&off_text);
+    assert_eq!(body_mode(&off), "NONE");
+    assert!(!names(&off).contains(&ACCOUNTING_FILTER.to_string()));
+    assert!(off[1]["typed_config"].get("metadata_options").is_none());
+
+    let c = load_str_with_env(&off_text, &|_| None).unwrap();
+    assert_eq!(wasm_plugin_config(&c).unwrap()["response_accounting"], json!(false));
+    let c = load_str_with_env(DEFAULT_CONFIG, &|_| None).unwrap();
+    assert_eq!(wasm_plugin_config(&c).unwrap()["response_accounting"], json!(true));
+}

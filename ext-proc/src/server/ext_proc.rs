@@ -1,13 +1,20 @@
 //! Envoy's `ExternalProcessor` service: one bidirectional stream per HTTP request.
 //!
 //! Request headers are checked (auth, reserved headers stripped); the buffered request body goes
-//! through the [`Engine`]; response headers get the `x-llmsoup-*` summary and SSE responses are
-//! switched to STREAMED so tokens are never held back.
+//! through the [`Engine`]; response headers get the `x-llmsoup-*` summary.
+//!
+//! Response bodies sent on the routing stream (`response_body_mode: BUFFERED`, the default) are
+//! accounted there, SSE switched to STREAMED so tokens are not held back until the end (each chunk
+//! still waits for our answer). With `gateway.async_response_accounting` they arrive on a second
+//! stream instead, from the observability-mode filter [`crate::envoy::ACCOUNTING_FILTER`]: Envoy
+//! sends response headers and chunks there without waiting for answers, and the routing stream
+//! hands the request's facts over as dynamic metadata.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use envoy_types::pb::envoy::config::core::v3::Metadata;
 use envoy_types::pb::envoy::config::core::v3::{
     HeaderMap, HeaderValue, HeaderValueOption, header_value_option::HeaderAppendAction,
 };
@@ -19,6 +26,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     processing_response::Response as Reply,
 };
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use futures::Stream;
 use llmsoup_proto::usage::UsageScanner;
 use llmsoup_proto::v1::UsageReport;
@@ -27,6 +35,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::EngineHandle;
 use crate::accounting;
 use crate::engine::{self, Engine, Outcome, Summary};
+use crate::envoy::METADATA_NAMESPACE;
 
 /// The ext_proc gRPC service.
 #[derive(Clone)]
@@ -64,6 +73,11 @@ impl ExternalProcessor for ExtProcService {
                             if let Some(response) = state.handle(&engine, msg).await {
                                 return Some((Ok(response), (inbound, state, engine)));
                             }
+                            if state.observed_end {
+                                // Envoy would otherwise hold the stream open until its deferred
+                                // close timer (5 s) fires.
+                                return None;
+                            }
                         }
                         Ok(None) => return None,
                         Err(status) => {
@@ -92,6 +106,12 @@ struct StreamState {
     ttfb: Option<Duration>,
     scanner: Option<UsageScanner>,
     reported: bool,
+    /// Wall-clock start, handed to the accounting stream (possibly another sidecar replica).
+    start_unix_us: u64,
+    /// Whether Envoy sends response bodies on this stream (its `protocol_config`).
+    response_bodies_here: bool,
+    /// An observability-mode stream saw the end of the response.
+    observed_end: bool,
 }
 
 fn header_bytes<'a>(headers: &'a Option<HeaderMap>, name: &str) -> Option<&'a [u8]> {
@@ -171,10 +191,22 @@ impl StreamState {
             ttfb: None,
             scanner: None,
             reported: false,
+            start_unix_us: 0,
+            // Envoys that do not say are assumed to send them, as before observability mode.
+            response_bodies_here: true,
+            observed_end: false,
         }
     }
 
     async fn handle(&mut self, engine: &Arc<Engine>, msg: ProcessingRequest) -> Option<ProcessingResponse> {
+        if let Some(pc) = &msg.protocol_config {
+            self.response_bodies_here = pc.response_body_mode != processing_mode::BodySendMode::None as i32;
+        }
+        if msg.observability_mode {
+            // Envoy ignores answers in this mode: never send one.
+            self.observe(msg);
+            return None;
+        }
         let response = match msg.request? {
             Phase::RequestHeaders(h) => return Some(self.on_request_headers(engine, h)),
             Phase::RequestBody(b) => return Some(self.on_request_body(engine, b).await),
@@ -194,6 +226,7 @@ impl StreamState {
 
     fn on_request_headers(&mut self, engine: &Engine, h: HttpHeaders) -> ProcessingResponse {
         self.start = Some(Instant::now());
+        self.start_unix_us = unix_us(SystemTime::now());
         self.request_id =
             String::from_utf8_lossy(header_bytes(&h.headers, "x-request-id").unwrap_or_default()).into_owned();
         self.method = String::from_utf8_lossy(header_bytes(&h.headers, ":method").unwrap_or_default()).into_owned();
@@ -269,8 +302,12 @@ impl StreamState {
                         mutation: Some(body_mutation::Mutation::Body(new)),
                     }
                 });
+                let g = &engine.config().gateway;
+                let dynamic_metadata =
+                    (g.response_accounting && g.async_response_accounting).then(|| self.routed_facts(&f.summary));
                 self.summary = Some(f.summary);
                 ProcessingResponse {
+                    dynamic_metadata,
                     response: Some(Reply::RequestBody(BodyResponse {
                         response: Some(CommonResponse {
                             header_mutation: Some(HeaderMutation {
@@ -299,18 +336,16 @@ impl StreamState {
                     .collect()
             })
             .unwrap_or_default();
-        // Envoy buffers response bodies for us by default (usage accounting); an SSE stream must
-        // flow chunk by chunk instead, so switch that response to STREAMED.
-        let ct = header_bytes(&h.headers, "content-type").unwrap_or_default();
-        let sse = ct.starts_with(b"text/event-stream");
-        self.stream = sse;
-        self.ttfb = self.start.map(|s| s.elapsed());
-        self.status = header_bytes(&h.headers, ":status")
-            .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
-            .unwrap_or(0);
-        if self.summary.is_some() && (sse || ct.starts_with(b"application/json")) {
-            self.scanner = Some(UsageScanner::new(sse));
+        // With accounting, Envoy buffers response bodies for us (usage); an SSE stream must flow
+        // chunk by chunk instead, so switch that response to STREAMED. Without accounting Envoy
+        // sends no body at all (`response_body_mode: NONE`), and an override would turn it back on.
+        let g = &self.engine.config().gateway;
+        let inline = g.response_accounting && self.response_bodies_here;
+        if g.response_accounting && g.async_response_accounting && !self.response_bodies_here {
+            // The accounting filter's stream reports this request.
+            self.reported = true;
         }
+        let sse = self.response_started(h, inline);
         if h.end_of_stream {
             self.report();
         }
@@ -321,7 +356,7 @@ impl StreamState {
                     ..Default::default()
                 }))),
             })),
-            mode_override: sse.then(streamed_response_mode),
+            mode_override: (sse && inline).then(streamed_response_mode),
             ..Default::default()
         }
     }
@@ -335,6 +370,84 @@ impl Drop for StreamState {
 }
 
 impl StreamState {
+    /// Records status, time to first byte and the kind of body; with `scan`, reads usage from it.
+    /// Returns whether the response is SSE.
+    fn response_started(&mut self, h: &HttpHeaders, scan: bool) -> bool {
+        let ct = header_bytes(&h.headers, "content-type").unwrap_or_default();
+        let sse = ct.starts_with(b"text/event-stream");
+        self.stream = sse;
+        self.ttfb = self.start.map(|s| s.elapsed());
+        self.status = header_bytes(&h.headers, ":status")
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+            .unwrap_or(0);
+        if scan && self.summary.is_some() && (sse || ct.starts_with(b"application/json")) {
+            self.scanner = Some(UsageScanner::new(sse));
+        }
+        sse
+    }
+
+    /// The facts the accounting stream needs, as dynamic metadata under [`METADATA_NAMESPACE`].
+    fn routed_facts(&self, summary: &Summary) -> Struct {
+        let string = |v: &str| Value {
+            kind: Some(Kind::StringValue(v.to_string())),
+        };
+        let facts = Struct {
+            fields: [
+                ("model", string(&summary.model)),
+                ("decision", string(summary.decision.as_deref().unwrap_or_default())),
+                ("request_id", string(&self.request_id)),
+                (
+                    "start_unix_us",
+                    Value {
+                        kind: Some(Kind::NumberValue(self.start_unix_us as f64)),
+                    },
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        };
+        Struct {
+            fields: [(
+                METADATA_NAMESPACE.to_string(),
+                Value {
+                    kind: Some(Kind::StructValue(facts)),
+                },
+            )]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    /// A message of the accounting filter's stream (observability mode: never answered). Responses
+    /// without routed facts (local replies, fail-open) are not llmsoup's to account.
+    fn observe(&mut self, msg: ProcessingRequest) {
+        match msg.request {
+            Some(Phase::ResponseHeaders(h)) => {
+                if let Some((summary, request_id, start_unix_us)) = msg.metadata_context.as_ref().and_then(routed) {
+                    let since = unix_us(SystemTime::now()).saturating_sub(start_unix_us);
+                    self.start = Instant::now().checked_sub(Duration::from_micros(since));
+                    self.summary = Some(summary);
+                    self.request_id = request_id;
+                }
+                self.response_started(&h, true);
+                if h.end_of_stream {
+                    self.report();
+                    self.observed_end = true;
+                }
+            }
+            Some(Phase::ResponseBody(b)) => {
+                self.on_response_body(&b);
+                self.observed_end = b.end_of_stream;
+            }
+            Some(Phase::ResponseTrailers(_)) => {
+                self.report();
+                self.observed_end = true;
+            }
+            _ => {}
+        }
+    }
+
     fn on_response_body(&mut self, b: &HttpBody) {
         if let Some(scanner) = &mut self.scanner {
             scanner.feed(&b.body);
@@ -372,6 +485,29 @@ impl StreamState {
     }
 }
 
+fn unix_us(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The routing stream's facts from forwarded dynamic metadata: summary, request id, start.
+fn routed(metadata: &Metadata) -> Option<(Summary, String, u64)> {
+    let facts = &metadata.filter_metadata.get(METADATA_NAMESPACE)?.fields;
+    let string = |k: &str| match facts.get(k)?.kind.as_ref()? {
+        Kind::StringValue(s) => Some(s.clone()),
+        _ => None,
+    };
+    let start = match facts.get("start_unix_us")?.kind.as_ref()? {
+        Kind::NumberValue(n) if *n >= 0.0 => *n as u64,
+        _ => return None,
+    };
+    let summary = Summary {
+        model: string("model").filter(|m| !m.is_empty())?,
+        decision: string("decision").filter(|d| !d.is_empty()),
+        ..Default::default()
+    };
+    Some((summary, string("request_id").unwrap_or_default(), start))
+}
+
 /// The processing-mode override that streams an SSE response body chunk by chunk.
 fn streamed_response_mode() -> ProcessingMode {
     ProcessingMode {
@@ -381,5 +517,126 @@ fn streamed_response_mode() -> ProcessingMode {
         response_body_mode: processing_mode::BodySendMode::Streamed as i32,
         request_trailer_mode: processing_mode::HeaderSendMode::Skip as i32,
         response_trailer_mode: processing_mode::HeaderSendMode::Skip as i32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::service::ext_proc::v3::ProtocolConfiguration;
+
+    use super::*;
+    use crate::config::{DEFAULT_CONFIG, load_str_with_env};
+
+    fn engine() -> Arc<Engine> {
+        let text = DEFAULT_CONFIG.replacen("\ngateway:\n", "\ngateway:\n  async_response_accounting: true\n", 1);
+        assert_ne!(text, DEFAULT_CONFIG);
+        Arc::new(Engine::new(load_str_with_env(&text, &|_| None).unwrap()).unwrap())
+    }
+
+    fn headers(pairs: &[(&str, &str)], end_of_stream: bool) -> HttpHeaders {
+        HttpHeaders {
+            headers: Some(HeaderMap {
+                headers: pairs
+                    .iter()
+                    .map(|(k, v)| HeaderValue {
+                        key: k.to_string(),
+                        raw_value: v.as_bytes().to_vec(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            }),
+            end_of_stream,
+            ..Default::default()
+        }
+    }
+
+    fn message(phase: Phase) -> ProcessingRequest {
+        ProcessingRequest {
+            request: Some(phase),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn routed_facts_reach_the_accounting_stream_which_is_never_answered() {
+        let engine = engine();
+        let mut routing = StreamState::new(engine.clone());
+        let mut first = message(Phase::RequestHeaders(headers(
+            &[
+                (":method", "POST"),
+                (":path", "/v1/chat/completions"),
+                ("x-request-id", "r-42"),
+            ],
+            false,
+        )));
+        first.protocol_config = Some(ProtocolConfiguration {
+            response_body_mode: processing_mode::BodySendMode::None as i32,
+            ..Default::default()
+        });
+        assert!(routing.handle(&engine, first).await.is_some());
+        let body = HttpBody {
+            body: br#"{"model":"fast","messages":[{"role":"user","content":"hi"}]}"#.to_vec(),
+            end_of_stream: true,
+            ..Default::default()
+        };
+        let forwarded = routing
+            .handle(&engine, message(Phase::RequestBody(body)))
+            .await
+            .unwrap();
+        let metadata = Metadata {
+            filter_metadata: match forwarded.dynamic_metadata.unwrap().fields.remove(METADATA_NAMESPACE) {
+                Some(Value {
+                    kind: Some(Kind::StructValue(facts)),
+                }) => [(METADATA_NAMESPACE.to_string(), facts)].into_iter().collect(),
+                other => panic!("no llmsoup metadata: {other:?}"),
+            },
+            ..Default::default()
+        };
+
+        // The routing stream answers response headers but leaves accounting to the other stream.
+        let sse = headers(&[(":status", "200"), ("content-type", "text/event-stream")], false);
+        let answer = routing
+            .handle(&engine, message(Phase::ResponseHeaders(sse.clone())))
+            .await
+            .unwrap();
+        assert!(
+            answer.mode_override.is_none(),
+            "no body is asked for on the routing stream"
+        );
+        assert!(routing.scanner.is_none() && routing.reported);
+
+        let mut observer = StreamState::new(engine.clone());
+        let mut observed = message(Phase::ResponseHeaders(sse));
+        observed.observability_mode = true;
+        observed.metadata_context = Some(metadata);
+        assert!(observer.handle(&engine, observed).await.is_none());
+        let summary = observer.summary.as_ref().expect("facts from the metadata");
+        assert_eq!((summary.model.as_str(), observer.request_id.as_str()), ("fast", "r-42"));
+        assert!(observer.ttfb.is_some() && observer.scanner.is_some());
+        let mut chunk = message(Phase::ResponseBody(HttpBody {
+            body: b"data: {\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\ndata: [DONE]\n\n".to_vec(),
+            end_of_stream: true,
+            ..Default::default()
+        }));
+        chunk.observability_mode = true;
+        assert!(observer.handle(&engine, chunk).await.is_none());
+        assert!(observer.reported && observer.observed_end);
+    }
+
+    #[tokio::test]
+    async fn responses_without_routed_facts_are_not_accounted_by_the_observer() {
+        let engine = engine();
+        let mut observer = StreamState::new(engine.clone());
+        let mut local_reply = message(Phase::ResponseHeaders(headers(
+            &[(":status", "401"), ("content-type", "application/json")],
+            true,
+        )));
+        local_reply.observability_mode = true;
+        assert!(observer.handle(&engine, local_reply).await.is_none());
+        assert!(observer.summary.is_none() && observer.scanner.is_none() && observer.observed_end);
+
+        let mut bad = Metadata::default();
+        bad.filter_metadata.insert(METADATA_NAMESPACE.into(), Struct::default());
+        assert!(routed(&bad).is_none());
     }
 }

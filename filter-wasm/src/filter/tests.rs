@@ -13,6 +13,7 @@ struct Fake {
     req_body: Vec<u8>,
     resp_headers: Vec<(String, Vec<u8>)>,
     resp_chunk: Vec<u8>,
+    body_reads: std::cell::Cell<u32>,
     sent: Option<(u32, Vec<u8>)>,
     routes: Vec<v1::RouteRequest>,
     dispatch_fails: bool,
@@ -71,6 +72,7 @@ impl Host for Fake {
         Ok(())
     }
     fn response_body(&self, _size: usize) -> Option<Vec<u8>> {
+        self.body_reads.set(self.body_reads.get() + 1);
         Some(self.resp_chunk.clone())
     }
     fn send_response(&mut self, status: u32, _headers: &[(&str, &[u8])], body: &[u8]) -> Result<(), HostError> {
@@ -220,6 +222,52 @@ fn routes_through_the_sidecar_and_applies_mutations() {
         ("coder", 200, 3, 4, true)
     );
     assert_eq!(r.time_to_first_byte_us, 40_000);
+}
+
+#[test]
+fn without_response_accounting_bodies_are_not_read_but_requests_are_reported() {
+    let body = r#"{"model":"auto","messages":[]}"#;
+    let mut json: serde_json::Value = serde_json::json!({
+        "sidecar_cluster": "llmsoup_sidecar",
+        "models": {"small": "small-v1", "coder": "coder-v2"},
+        "default_model": "small",
+        "response_accounting": false,
+    });
+    let off = Rc::new(Plugin::parse(json.to_string().as_bytes()).unwrap());
+    let mut f = filter(off, &with(&[("x-request-id", "r2")]), body);
+    assert_eq!(f.on_request_headers(false), Next::Pause);
+    assert_eq!(f.on_request_body(body.len(), true), Next::Pause);
+    f.host_mut().grpc_resp = forward_response("coder", None);
+    f.on_route_response(7, 0, 0);
+    f.host_mut().resp_headers = vec![
+        (":status".into(), b"200".to_vec()),
+        ("content-type".into(), b"text/event-stream".to_vec()),
+    ];
+    f.host_mut().now_ms = 25;
+    assert_eq!(f.on_response_headers(), Next::Continue);
+    f.host_mut().resp_chunk = br#"data: {"usage":{"prompt_tokens":3,"completion_tokens":4}}
+
+"#
+    .to_vec();
+    assert_eq!(f.on_response_body(60, false), Next::Continue);
+    assert_eq!(f.on_response_body(0, true), Next::Continue);
+    assert_eq!(f.host().body_reads.get(), 0, "no response chunk copied into the VM");
+    let q = f.reports.borrow();
+    assert_eq!(q.len(), 1);
+    let r = &q[0];
+    assert_eq!(
+        (r.model.as_str(), r.status, r.stream, r.completion_tokens, r.usage_seen),
+        ("coder", 200, true, 0, false)
+    );
+    assert_eq!(r.time_to_first_byte_us, 25_000);
+
+    json["response_accounting"] = serde_json::json!(true);
+    assert!(
+        Plugin::parse(json.to_string().as_bytes())
+            .unwrap()
+            .config
+            .response_accounting
+    );
 }
 
 #[test]
