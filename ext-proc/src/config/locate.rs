@@ -68,16 +68,20 @@ pub(super) fn line_of(text: &str, path: &str) -> Option<usize> {
                     hit = Some((line, col));
                 }
                 if hit.is_none() {
-                    let child_indent = (start..end)
+                    let Some(child_indent) = (start..end)
                         .filter(|&i| is_content(lines[i]))
                         .map(|i| indent(lines[i]))
-                        .min()?;
+                        .min()
+                    else {
+                        break;
+                    };
                     hit = (start..end)
                         .filter(|&i| is_content(lines[i]) && indent(lines[i]) == child_indent)
                         .find(|&i| starts_key(&lines[i][child_indent..], key))
                         .map(|i| (i, child_indent));
                 }
-                let (line, col) = hit?;
+                // Not in block style (e.g. inside `{...}`): the deepest ancestor found is the answer.
+                let Some((line, col)) = hit else { break };
                 found = Some(line);
                 start = line + 1;
                 // The value is the block below; YAML lets a sequence sit at the key's own indent.
@@ -96,9 +100,11 @@ pub(super) fn line_of(text: &str, path: &str) -> Option<usize> {
                         t == "-" || t.starts_with("- ")
                     })
                     .collect();
-                let item_indent = items.iter().map(|&i| indent(lines[i])).min()?;
+                let Some(item_indent) = items.iter().map(|&i| indent(lines[i])).min() else {
+                    break;
+                };
                 let items: Vec<usize> = items.into_iter().filter(|&i| indent(lines[i]) == item_indent).collect();
-                let line = *items.get(n)?;
+                let Some(&line) = items.get(n) else { break };
                 found = Some(line);
                 let next = items.get(n + 1).copied().unwrap_or(end);
                 let content_col = item_indent + 2;
@@ -145,5 +151,16 @@ routing:
         assert_eq!(line_of(DOC, "decisions[0].rules.conditions[1]"), Some(14));
         assert_eq!(line_of(DOC, "routing.default_model"), Some(16));
         assert_eq!(line_of(DOC, "nope"), None);
+    }
+
+    #[test]
+    fn flow_style_resolves_to_the_deepest_block_ancestor() {
+        assert_eq!(line_of(DOC, "decisions[0].rules.conditions[1].name"), Some(14));
+        assert_eq!(line_of(DOC, "routing.default_model.extra"), Some(16));
+        let flow = "decisions:\n  - name: d\n    plugins: [{type: header_mutation, configuration: {add: [{name: x, value: y}]}}]\n";
+        assert_eq!(
+            line_of(flow, "decisions[0].plugins[0].configuration.add[0].name"),
+            Some(3)
+        );
     }
 }
