@@ -58,6 +58,8 @@ bench: deps models release wasm
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/ttfb.py
 	$(CARGO) run --release -q -p llmsoup --example bench_route -- \
 		--bin $(CURDIR)/target/release/llmsoup --config bench/signals-config.yaml --out bench/signals-results.md
+	$(CARGO) run --release -q -p llmsoup --example bench_route -- \
+		--bin $(CURDIR)/target/release/llmsoup --config bench/signals-config-int8.yaml --out bench/signals-results-int8.md
 
 lint:
 	$(CARGO) fmt --all --check

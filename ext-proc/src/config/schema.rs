@@ -128,6 +128,21 @@ pub struct EmbeddingConfig {
     /// How many matching embedding rules are reported (best first), as vLLM Semantic Router.
     #[serde(default = "one")]
     pub top_k: usize,
+    /// `f32` (default, exact) or `int8`: dense layers quantised for CPUs with AVX-512 VNNI —
+    /// faster, embeddings within ~1% of f32 (falls back to f32 with a warning elsewhere).
+    #[serde(default)]
+    pub precision: Precision,
+}
+
+/// Numeric precision of the encoder's dense layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// 32-bit floats.
+    #[default]
+    F32,
+    /// 8-bit integer weights and activations (AVX-512 VNNI).
+    Int8,
 }
 
 /// `$LLMSOUP_MODEL_DIR` when set (the container image sets it), else where `make models` puts it.
@@ -160,6 +175,7 @@ impl Default for EmbeddingConfig {
             queue: default_embedding_queue(),
             cache_entries: default_embedding_cache(),
             top_k: 1,
+            precision: Precision::F32,
         }
     }
 }

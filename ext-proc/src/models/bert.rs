@@ -33,6 +33,19 @@ fn err(what: &str, e: impl std::fmt::Display) -> ModelError {
 impl SentenceEncoder {
     /// Loads `config.json`, `tokenizer.json` and `model.safetensors` (memory-mapped) from `dir`.
     pub fn load(dir: &Path, max_tokens: usize, device: Device) -> Result<Self, ModelError> {
+        Self::load_with(dir, max_tokens, device, false)
+    }
+
+    /// [`SentenceEncoder::load`] with int8 dense layers when `int8` is set and the CPU can run
+    /// them (AVX-512 VNNI); otherwise it warns and stays in f32.
+    pub fn load_with(dir: &Path, max_tokens: usize, device: Device, int8: bool) -> Result<Self, ModelError> {
+        let int8 = int8 && {
+            let ok = device.is_cpu() && super::quant::supported();
+            if !ok {
+                tracing::warn!("embedding.precision int8 needs a CPU with AVX-512 VNNI; running f32");
+            }
+            ok
+        };
         for f in MODEL_FILES {
             if !dir.join(f).is_file() {
                 return Err(ModelError::Load(format!("{} has no {f}", dir.display())));
@@ -53,7 +66,7 @@ impl SentenceEncoder {
         // SAFETY: the file is mapped read-only; llmsoup never writes model files while serving.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &device) }
             .map_err(|e| err("mapping model.safetensors", e))?;
-        let model = Encoder::load(vb, &config).map_err(|e| err("building BERT", e))?;
+        let model = Encoder::load(vb, &config, int8).map_err(|e| err("building BERT", e))?;
         let id = |t: &str| tokenizer.token_to_id(t);
         let (cls, sep) = match (id("[CLS]"), id("[SEP]")) {
             (Some(c), Some(s)) => (c, s),

@@ -14,39 +14,81 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
 
 use super::kernels;
+use super::quant::QuantLinear;
 
 /// A dense layer stored as `[in, out]` plus its bias.
 struct Dense {
-    weight: Tensor,
+    /// `[in, out]` f32 weights; `None` when the int8 version replaces them (saves their memory).
+    weight: Option<Tensor>,
     bias: Tensor,
     bias_host: Vec<f32>,
+    /// The int8 version of this layer (`embedding.precision: int8`), used instead on the CPU.
+    quant: Option<QuantLinear>,
 }
 
 impl Dense {
-    fn load(vb: &VarBuilder, inputs: usize, outputs: usize) -> Result<Self> {
+    fn load(vb: &VarBuilder, inputs: usize, outputs: usize, int8: bool) -> Result<Self> {
         let w = vb.get((outputs, inputs), "weight")?;
         let b = vb.get(outputs, "bias")?;
-        Self::from_parts(&w, &b)
+        Self::from_parts(&w, &b, int8)
     }
 
     /// Builds from a PyTorch-layout `[out, in]` weight (transposed here, once).
-    fn from_parts(w: &Tensor, b: &Tensor) -> Result<Self> {
+    fn from_parts(w: &Tensor, b: &Tensor, int8: bool) -> Result<Self> {
+        let bias_host = b.to_vec1::<f32>()?;
+        let quant = if int8 {
+            let (outputs, inputs) = w.dims2()?;
+            let rows = w.flatten_all()?.to_vec1::<f32>()?;
+            Some(QuantLinear::new(&rows, &bias_host, inputs, outputs))
+        } else {
+            None
+        };
         Ok(Dense {
-            weight: w.t()?.contiguous()?,
-            bias_host: b.to_vec1::<f32>()?,
+            weight: if quant.is_some() {
+                None
+            } else {
+                Some(w.t()?.contiguous()?)
+            },
+            bias_host,
             bias: b.clone(),
+            quant,
         })
     }
 
-    /// `x · W` without the bias (for the fused bias + activation path).
-    fn matmul(&self, x: &Tensor) -> Result<Tensor> {
-        x.matmul(&self.weight)
+    fn f32_weight(&self) -> Result<&Tensor> {
+        self.weight
+            .as_ref()
+            .ok_or_else(|| candle_core::Error::Msg("dense layer has no f32 weights".into()))
     }
+
+    /// `gelu(x·W + b)`.
+    fn forward_gelu(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.quant {
+            Some(q) => {
+                let y = quant_forward(q, x)?;
+                // The int8 path already added the bias.
+                let zeros = vec![0f32; q.outputs()];
+                kernels::bias_gelu(y, &self.bias, &zeros)
+            }
+            None => kernels::bias_gelu(x.matmul(self.f32_weight()?)?, &self.bias, &self.bias_host),
+        }
+    }
+}
+
+fn quant_forward(q: &QuantLinear, x: &Tensor) -> Result<Tensor> {
+    let rows = x.dim(0)?;
+    let data = x.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0f32; rows * q.outputs()];
+    q.forward(&data, &mut out);
+    Tensor::from_vec(out, (rows, q.outputs()), x.device())
 }
 
 impl Module for Dense {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.matmul(&self.weight)?.broadcast_add(&self.bias)
+        match &self.quant {
+            Some(q) => quant_forward(q, x),
+            None => x.matmul(self.f32_weight()?)?.broadcast_add(&self.bias),
+        }
     }
 }
 
@@ -88,7 +130,7 @@ struct Layer {
 }
 
 impl Layer {
-    fn load(vb: VarBuilder, c: &Config) -> Result<Self> {
+    fn load(vb: VarBuilder, c: &Config, int8: bool) -> Result<Self> {
         let (h, heads) = (c.hidden_size, c.num_attention_heads);
         let scale = 1.0 / ((h / heads) as f64).sqrt();
         let att = vb.pp("attention");
@@ -102,11 +144,11 @@ impl Layer {
         let w = Tensor::cat(&[(qw * scale)?, kw, vw], 0)?;
         let b = Tensor::cat(&[(qb * scale)?, kb, vb_], 0)?;
         Ok(Layer {
-            qkv: Dense::from_parts(&w, &b)?,
-            attn_out: Dense::load(&att.pp("output").pp("dense"), h, h)?,
+            qkv: Dense::from_parts(&w, &b, int8)?,
+            attn_out: Dense::load(&att.pp("output").pp("dense"), h, h, int8)?,
             attn_norm: LayerNorm::load(&att.pp("output").pp("LayerNorm"), h, c.layer_norm_eps)?,
-            intermediate: Dense::load(&vb.pp("intermediate").pp("dense"), h, c.intermediate_size)?,
-            output: Dense::load(&vb.pp("output").pp("dense"), c.intermediate_size, h)?,
+            intermediate: Dense::load(&vb.pp("intermediate").pp("dense"), h, c.intermediate_size, int8)?,
+            output: Dense::load(&vb.pp("output").pp("dense"), c.intermediate_size, h, int8)?,
             out_norm: LayerNorm::load(&vb.pp("output").pp("LayerNorm"), h, c.layer_norm_eps)?,
         })
     }
@@ -137,8 +179,7 @@ impl Layer {
             Tensor::cat(&contexts, 0)?
         };
         let x = self.attn_norm.forward(&(self.attn_out.forward(&ctx)? + x)?)?;
-        let inter = self.intermediate.matmul(&x)?;
-        let inter = kernels::bias_gelu(inter, &self.intermediate.bias, &self.intermediate.bias_host)?;
+        let inter = self.intermediate.forward_gelu(&x)?;
         self.out_norm.forward(&(self.output.forward(&inter)? + x)?)
     }
 }
@@ -156,8 +197,9 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// Loads the weights under `vb` (or `vb.pp("bert")`).
-    pub fn load(vb: VarBuilder, c: &Config) -> Result<Self> {
+    /// Loads the weights under `vb` (or `vb.pp("bert")`); `int8` quantises the dense layers
+    /// (the caller checks [`super::quant::supported`]).
+    pub fn load(vb: VarBuilder, c: &Config, int8: bool) -> Result<Self> {
         if !matches!(c.hidden_act, HiddenAct::Gelu) {
             candle_core::bail!(
                 "unsupported hidden_act {:?}: llmsoup's encoder runs exact-GELU BERTs",
@@ -176,7 +218,7 @@ impl Encoder {
         let h = c.hidden_size;
         let token_types = e.get((c.type_vocab_size, h), "token_type_embeddings.weight")?;
         let layers = (0..c.num_hidden_layers)
-            .map(|i| Layer::load(vb.pp("encoder").pp("layer").pp(i), c))
+            .map(|i| Layer::load(vb.pp("encoder").pp("layer").pp(i), c, int8))
             .collect::<Result<_>>()?;
         Ok(Encoder {
             words: e.get((c.vocab_size, h), "word_embeddings.weight")?,

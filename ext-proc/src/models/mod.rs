@@ -9,6 +9,7 @@ mod bert;
 mod classifier;
 mod encoder;
 mod kernels;
+mod quant;
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -146,7 +147,12 @@ impl Worker {
     fn start(settings: &EmbeddingConfig) -> Result<Self, ModelError> {
         let dir = resolve(&settings.model)?;
         let encoder = load_logged("embedding model", &dir, || {
-            SentenceEncoder::load(&dir, settings.max_tokens, device())
+            SentenceEncoder::load_with(
+                &dir,
+                settings.max_tokens,
+                device(),
+                settings.precision == crate::config::Precision::Int8,
+            )
         })?;
         let dim = encoder.dim;
         Self::spawn(Arc::new(encoder), dim, settings)

@@ -304,3 +304,34 @@ fn sequence_classifier_checkpoint_computes_pooler_and_head_on_cls() {
     );
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// `embedding.precision: int8` stays within quantisation error of f32 (CPUs with AVX-512 VNNI).
+#[test]
+fn int8_encoder_stays_close_to_f32() {
+    let Some(dir) = model_dir() else { return };
+    if !quant::supported() {
+        eprintln!("skipping: no AVX-512 VNNI on this CPU");
+        return;
+    }
+    let f32_enc = SentenceEncoder::load(&dir, 128, candle_core::Device::Cpu).unwrap();
+    let int8_enc = SentenceEncoder::load_with(&dir, 128, candle_core::Device::Cpu, true).unwrap();
+    let texts = [
+        "hi",
+        "Prove that the square root of two is irrational, step by step.",
+        "Can I get a refund for a double charge on my card?",
+        "Quel est le meilleur itinéraire pour visiter Lyon en deux jours ?",
+        &"a long rambling paragraph about databases, indexes and query planners ".repeat(20),
+    ];
+    let a = f32_enc.embed(&texts).unwrap();
+    let b = int8_enc.embed(&texts).unwrap();
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        let cos = cosine(x, y);
+        eprintln!("text {i}: cosine {cos}");
+        assert!(cos > 0.98, "text {i}: int8 vs f32 cosine {cos}");
+    }
+    // What signals rely on: related texts stay closer than unrelated ones.
+    let q = int8_enc
+        .embed(&["I was billed twice for my order", "What is the capital of France?"])
+        .unwrap();
+    assert!(cosine(&q[0], &b[2]) > cosine(&q[1], &b[2]));
+}
