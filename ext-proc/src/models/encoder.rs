@@ -24,6 +24,8 @@ struct Dense {
     bias_host: Vec<f32>,
     /// The int8 version of this layer (`embedding.precision: int8`), used instead on the CPU.
     quant: Option<QuantLinear>,
+    /// Zeros for the activation after the int8 path, which has already added the bias.
+    zero_bias: Vec<f32>,
 }
 
 impl Dense {
@@ -49,6 +51,11 @@ impl Dense {
             } else {
                 Some(w.t()?.contiguous()?)
             },
+            zero_bias: if quant.is_some() {
+                vec![0.0; bias_host.len()]
+            } else {
+                Vec::new()
+            },
             bias_host,
             bias: b.clone(),
             quant,
@@ -64,12 +71,7 @@ impl Dense {
     /// `gelu(x·W + b)`.
     fn forward_gelu(&self, x: &Tensor) -> Result<Tensor> {
         match &self.quant {
-            Some(q) => {
-                let y = quant_forward(q, x)?;
-                // The int8 path already added the bias.
-                let zeros = vec![0f32; q.outputs()];
-                kernels::bias_gelu(y, &self.bias, &zeros)
-            }
+            Some(q) => kernels::bias_gelu(quant_forward(q, x)?, &self.bias, &self.zero_bias),
             None => kernels::bias_gelu(x.matmul(self.f32_weight()?)?, &self.bias, &self.bias_host),
         }
     }

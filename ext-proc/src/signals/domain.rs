@@ -125,37 +125,27 @@ impl DomainHead {
 
     /// The label (`other` below `threshold`) and its probability.
     pub fn classify(&self, e: &[f32], threshold: f32) -> (Arc<str>, f32) {
-        static LABELS: OnceLock<Vec<Arc<str>>> = OnceLock::new();
-        let labels = LABELS.get_or_init(|| CATEGORIES.iter().map(|c| Arc::from(*c)).collect());
-        let (label, p) = self.classify_static(e, threshold);
-        let i = CATEGORIES
-            .iter()
-            .position(|c| *c == label)
-            .unwrap_or(CATEGORIES.len() - 1);
-        (labels[i].clone(), p)
-    }
-
-    /// [`DomainHead::classify`] with the label as a static string.
-    pub fn classify_static(&self, e: &[f32], threshold: f32) -> (&'static str, f32) {
-        let p = self.probabilities(e);
-        let (i, best) = p
-            .iter()
+        let (i, best) = self
+            .probabilities(e)
+            .into_iter()
             .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(i, p)| (i, *p))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
             .unwrap_or((CATEGORIES.len() - 1, 0.0));
-        if best < threshold {
-            ("other", best)
-        } else {
-            (CATEGORIES[i], best)
-        }
+        // `other` is the last category.
+        let i = if best < threshold { CATEGORIES.len() - 1 } else { i };
+        (builtin_labels()[i].clone(), best)
     }
+}
+
+/// The built-in categories as shared strings, so a verdict allocates nothing.
+fn builtin_labels() -> &'static [Arc<str>] {
+    static LABELS: OnceLock<Vec<Arc<str>>> = OnceLock::new();
+    LABELS.get_or_init(|| CATEGORIES.iter().map(|c| Arc::from(*c)).collect())
 }
 
 /// The label below the classifier threshold.
 fn other() -> Arc<str> {
-    static OTHER: OnceLock<Arc<str>> = OnceLock::new();
-    OTHER.get_or_init(|| Arc::from("other")).clone()
+    builtin_labels()[CATEGORIES.len() - 1].clone()
 }
 
 struct Rule {
