@@ -128,8 +128,9 @@ pub struct EmbeddingConfig {
     /// How many matching embedding rules are reported (best first), as vLLM Semantic Router.
     #[serde(default = "one")]
     pub top_k: usize,
-    /// `f32` (default, exact) or `int8`: dense layers quantised for CPUs with AVX-512 VNNI —
-    /// faster, embeddings within ~1% of f32 (falls back to f32 with a warning elsewhere).
+    /// Numeric precision of the encoder's dense layers: `auto` (default: bf16 on CPUs with AMX,
+    /// else f32), `f32` (exact), `bf16` (AMX tiles, f32 accumulation; within cosine 0.9999 of
+    /// f32), `int8` (AVX-512 VNNI; embeddings within ~1% of f32). Unsupported → f32 + warning.
     #[serde(default)]
     pub precision: Precision,
 }
@@ -138,9 +139,13 @@ pub struct EmbeddingConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Precision {
-    /// 32-bit floats.
+    /// bf16 where the CPU has AMX tiles, else f32.
     #[default]
+    Auto,
+    /// 32-bit floats.
     F32,
+    /// bf16 weights and inputs on AMX tiles, f32 accumulation.
+    Bf16,
     /// 8-bit integer weights and activations (AVX-512 VNNI).
     Int8,
 }
@@ -175,7 +180,7 @@ impl Default for EmbeddingConfig {
             queue: default_embedding_queue(),
             cache_entries: default_embedding_cache(),
             top_k: 1,
-            precision: Precision::F32,
+            precision: Precision::Auto,
         }
     }
 }

@@ -9,7 +9,8 @@ use candle_transformers::models::bert::Config as BertConfig;
 use tokenizers::Tokenizer;
 
 use super::ModelError;
-use super::encoder::Encoder;
+use super::encoder::{DenseKind, Encoder};
+use crate::config::Precision;
 
 /// A loaded sentence encoder. Not `Sync`-shared across threads: the worker owns it.
 pub struct SentenceEncoder {
@@ -31,21 +32,16 @@ fn err(what: &str, e: impl std::fmt::Display) -> ModelError {
 }
 
 impl SentenceEncoder {
-    /// Loads `config.json`, `tokenizer.json` and `model.safetensors` (memory-mapped) from `dir`.
+    /// Loads `config.json`, `tokenizer.json` and `model.safetensors` (memory-mapped) from `dir`,
+    /// dense layers in exact f32.
     pub fn load(dir: &Path, max_tokens: usize, device: Device) -> Result<Self, ModelError> {
-        Self::load_with(dir, max_tokens, device, false)
+        Self::load_with(dir, max_tokens, device, Precision::F32)
     }
 
-    /// [`SentenceEncoder::load`] with int8 dense layers when `int8` is set and the CPU can run
-    /// them (AVX-512 VNNI); otherwise it warns and stays in f32.
-    pub fn load_with(dir: &Path, max_tokens: usize, device: Device, int8: bool) -> Result<Self, ModelError> {
-        let int8 = int8 && {
-            let ok = device.is_cpu() && super::quant::supported();
-            if !ok {
-                tracing::warn!("embedding.precision int8 needs a CPU with AVX-512 VNNI; running f32");
-            }
-            ok
-        };
+    /// [`SentenceEncoder::load`] with the dense layers in `precision` where this CPU can run it;
+    /// otherwise it warns and runs f32.
+    pub fn load_with(dir: &Path, max_tokens: usize, device: Device, precision: Precision) -> Result<Self, ModelError> {
+        let kind = dense_kind(precision, &device);
         for f in MODEL_FILES {
             if !dir.join(f).is_file() {
                 return Err(ModelError::Load(format!("{} has no {f}", dir.display())));
@@ -66,13 +62,14 @@ impl SentenceEncoder {
         // SAFETY: the file is mapped read-only; llmsoup never writes model files while serving.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &device) }
             .map_err(|e| err("mapping model.safetensors", e))?;
-        let model = Encoder::load(vb, &config, int8).map_err(|e| err("building BERT", e))?;
+        let model = Encoder::load(vb, &config, kind).map_err(|e| err("building BERT", e))?;
         let id = |t: &str| tokenizer.token_to_id(t);
         let (cls, sep) = match (id("[CLS]"), id("[SEP]")) {
             (Some(c), Some(s)) => (c, s),
             _ => return Err(ModelError::Load("tokenizer has no [CLS]/[SEP] tokens".into())),
         };
         let max_tokens = max_tokens.clamp(8, config.max_position_embeddings);
+        release_freed_memory();
         Ok(SentenceEncoder {
             model,
             tokenizer,
@@ -130,6 +127,36 @@ impl SentenceEncoder {
     /// The device the model runs on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+}
+
+/// Hands memory freed while loading (f32 copies of re-laid-out weights) back to the OS: glibc
+/// keeps freed heap pages otherwise, tens of MB that would count as the sidecar's RSS forever.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's arenas to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The dense-layer implementation for `precision` on `device`.
+fn dense_kind(precision: Precision, device: &Device) -> DenseKind {
+    let amx = device.is_cpu() && super::amx::supported();
+    match precision {
+        Precision::F32 => DenseKind::F32,
+        Precision::Auto if amx => DenseKind::Bf16Amx,
+        Precision::Auto => DenseKind::F32,
+        Precision::Bf16 if amx => DenseKind::Bf16Amx,
+        Precision::Bf16 => {
+            tracing::warn!("embedding.precision bf16 needs a CPU with AMX (and Linux 5.16+); running f32");
+            DenseKind::F32
+        }
+        Precision::Int8 if device.is_cpu() && super::quant::supported() => DenseKind::Int8Vnni,
+        Precision::Int8 => {
+            tracing::warn!("embedding.precision int8 needs a CPU with AVX-512 VNNI; running f32");
+            DenseKind::F32
+        }
     }
 }
 

@@ -13,8 +13,20 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
 
+use super::amx_encoder::AmxEncoder;
 use super::kernels;
 use super::quant::QuantLinear;
+
+/// How the dense layers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenseKind {
+    /// f32 gemm (Candle; any device).
+    F32,
+    /// bf16 tiles on Intel AMX, f32 accumulation.
+    Bf16Amx,
+    /// int8 weights and inputs on AVX-512 VNNI.
+    Int8Vnni,
+}
 
 /// A dense layer stored as `[in, out]` plus its bias.
 struct Dense {
@@ -29,21 +41,14 @@ struct Dense {
 }
 
 impl Dense {
-    fn load(vb: &VarBuilder, inputs: usize, outputs: usize, int8: bool) -> Result<Self> {
-        let w = vb.get((outputs, inputs), "weight")?;
-        let b = vb.get(outputs, "bias")?;
-        Self::from_parts(&w, &b, int8)
-    }
-
     /// Builds from a PyTorch-layout `[out, in]` weight (transposed here, once).
-    fn from_parts(w: &Tensor, b: &Tensor, int8: bool) -> Result<Self> {
+    fn from_parts(w: &Tensor, b: &Tensor, kind: DenseKind) -> Result<Self> {
         let bias_host = b.to_vec1::<f32>()?;
-        let quant = if int8 {
-            let (outputs, inputs) = w.dims2()?;
-            let rows = w.flatten_all()?.to_vec1::<f32>()?;
-            Some(QuantLinear::new(&rows, &bias_host, inputs, outputs))
-        } else {
-            None
+        let (outputs, inputs) = w.dims2()?;
+        let host = || w.flatten_all()?.to_vec1::<f32>();
+        let quant = match kind {
+            DenseKind::Int8Vnni => Some(QuantLinear::new(&host()?, &bias_host, inputs, outputs)),
+            _ => None,
         };
         Ok(Dense {
             weight: if quant.is_some() {
@@ -101,19 +106,97 @@ struct LayerNorm {
 }
 
 impl LayerNorm {
-    fn load(vb: &VarBuilder, size: usize, eps: f64) -> Result<Self> {
-        // Old TF-converted checkpoints name the parameters gamma/beta.
-        let (weight, bias) = if vb.contains_tensor("weight") {
-            (vb.get(size, "weight")?, vb.get(size, "bias")?)
-        } else {
-            (vb.get(size, "gamma")?, vb.get(size, "beta")?)
+    fn new((weight, bias): (Tensor, Tensor), eps: f32) -> Self {
+        LayerNorm { weight, bias, eps }
+    }
+}
+
+/// A layer norm's `(weight, bias)`; old TF-converted checkpoints name them gamma/beta.
+fn norm_params(vb: &VarBuilder, size: usize) -> Result<(Tensor, Tensor)> {
+    if vb.contains_tensor("weight") {
+        Ok((vb.get(size, "weight")?, vb.get(size, "bias")?))
+    } else {
+        Ok((vb.get(size, "gamma")?, vb.get(size, "beta")?))
+    }
+}
+
+/// A dense layer's PyTorch-layout `[out, in]` weight and its bias.
+pub(crate) type DenseParams = (Tensor, Tensor);
+
+/// One transformer layer's weights as stored, with Q/K/V fused into one `[3·hidden, hidden]`
+/// matrix and the 1/√d attention scale folded into the query rows.
+pub(crate) struct LayerWeights {
+    pub qkv: DenseParams,
+    pub attn_out: DenseParams,
+    pub attn_norm: (Tensor, Tensor),
+    pub intermediate: DenseParams,
+    pub output: DenseParams,
+    pub out_norm: (Tensor, Tensor),
+}
+
+impl LayerWeights {
+    pub(crate) fn load(vb: &VarBuilder, c: &Config) -> Result<Self> {
+        let (h, heads) = (c.hidden_size, c.num_attention_heads);
+        let scale = 1.0 / ((h / heads) as f64).sqrt();
+        let att = vb.pp("attention");
+        let dense = |vb: VarBuilder, inputs: usize, outputs: usize| -> Result<DenseParams> {
+            Ok((vb.get((outputs, inputs), "weight")?, vb.get(outputs, "bias")?))
         };
-        Ok(LayerNorm {
-            weight,
-            bias,
-            eps: eps as f32,
+        let (qw, qb) = dense(att.pp("self").pp("query"), h, h)?;
+        let (kw, kb) = dense(att.pp("self").pp("key"), h, h)?;
+        let (vw, vb_) = dense(att.pp("self").pp("value"), h, h)?;
+        Ok(LayerWeights {
+            qkv: (
+                Tensor::cat(&[(qw * scale)?, kw, vw], 0)?,
+                Tensor::cat(&[(qb * scale)?, kb, vb_], 0)?,
+            ),
+            attn_out: dense(att.pp("output").pp("dense"), h, h)?,
+            attn_norm: norm_params(&att.pp("output").pp("LayerNorm"), h)?,
+            intermediate: dense(vb.pp("intermediate").pp("dense"), h, c.intermediate_size)?,
+            output: dense(vb.pp("output").pp("dense"), c.intermediate_size, h)?,
+            out_norm: norm_params(&vb.pp("output").pp("LayerNorm"), h)?,
         })
     }
+}
+
+/// The embedding tables and their layer norm.
+pub(crate) struct EmbeddingWeights {
+    pub words: Tensor,
+    pub positions: Tensor,
+    /// Token type 0 (queries are single segments).
+    pub token_type: Tensor,
+    pub norm: (Tensor, Tensor),
+}
+
+/// Checks that `c` describes a BERT this encoder runs, and finds its weights under `vb`
+/// (plain, or `bert.`-prefixed as in sequence classifiers): embeddings and every layer.
+pub(crate) fn load_weights(vb: VarBuilder, c: &Config) -> Result<(EmbeddingWeights, Vec<LayerWeights>)> {
+    if !matches!(c.hidden_act, HiddenAct::Gelu) {
+        candle_core::bail!(
+            "unsupported hidden_act {:?}: llmsoup's encoder runs exact-GELU BERTs",
+            c.hidden_act
+        );
+    }
+    if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
+        candle_core::bail!("hidden_size is not a multiple of num_attention_heads");
+    }
+    let vb = if vb.contains_tensor("embeddings.word_embeddings.weight") {
+        vb
+    } else {
+        vb.pp("bert")
+    };
+    let e = vb.pp("embeddings");
+    let h = c.hidden_size;
+    let embeddings = EmbeddingWeights {
+        words: e.get((c.vocab_size, h), "word_embeddings.weight")?,
+        positions: e.get((c.max_position_embeddings, h), "position_embeddings.weight")?,
+        token_type: e.get((c.type_vocab_size, h), "token_type_embeddings.weight")?.get(0)?,
+        norm: norm_params(&e.pp("LayerNorm"), h)?,
+    };
+    let layers = (0..c.num_hidden_layers)
+        .map(|i| LayerWeights::load(&vb.pp("encoder").pp("layer").pp(i), c))
+        .collect::<Result<_>>()?;
+    Ok((embeddings, layers))
 }
 
 impl Module for LayerNorm {
@@ -132,26 +215,14 @@ struct Layer {
 }
 
 impl Layer {
-    fn load(vb: VarBuilder, c: &Config, int8: bool) -> Result<Self> {
-        let (h, heads) = (c.hidden_size, c.num_attention_heads);
-        let scale = 1.0 / ((h / heads) as f64).sqrt();
-        let att = vb.pp("attention");
-        let part = |name: &str| -> Result<(Tensor, Tensor)> {
-            let vb = att.pp("self").pp(name);
-            Ok((vb.get((h, h), "weight")?, vb.get(h, "bias")?))
-        };
-        let (qw, qb) = part("query")?;
-        let (kw, kb) = part("key")?;
-        let (vw, vb_) = part("value")?;
-        let w = Tensor::cat(&[(qw * scale)?, kw, vw], 0)?;
-        let b = Tensor::cat(&[(qb * scale)?, kb, vb_], 0)?;
+    fn new(w: LayerWeights, kind: DenseKind, eps: f32) -> Result<Self> {
         Ok(Layer {
-            qkv: Dense::from_parts(&w, &b, int8)?,
-            attn_out: Dense::load(&att.pp("output").pp("dense"), h, h, int8)?,
-            attn_norm: LayerNorm::load(&att.pp("output").pp("LayerNorm"), h, c.layer_norm_eps)?,
-            intermediate: Dense::load(&vb.pp("intermediate").pp("dense"), h, c.intermediate_size, int8)?,
-            output: Dense::load(&vb.pp("output").pp("dense"), c.intermediate_size, h, int8)?,
-            out_norm: LayerNorm::load(&vb.pp("output").pp("LayerNorm"), h, c.layer_norm_eps)?,
+            qkv: Dense::from_parts(&w.qkv.0, &w.qkv.1, kind)?,
+            attn_out: Dense::from_parts(&w.attn_out.0, &w.attn_out.1, kind)?,
+            attn_norm: LayerNorm::new(w.attn_norm, eps),
+            intermediate: Dense::from_parts(&w.intermediate.0, &w.intermediate.1, kind)?,
+            output: Dense::from_parts(&w.output.0, &w.output.1, kind)?,
+            out_norm: LayerNorm::new(w.out_norm, eps),
         })
     }
 
@@ -188,49 +259,25 @@ impl Layer {
 
 /// A BERT encoder (sentence-transformers or `BertModel` checkpoints; `bert.`-prefixed
 /// checkpoints such as sequence classifiers work too).
-pub struct Encoder {
-    words: Tensor,
-    positions: Tensor,
-    token_type: Tensor,
-    norm: LayerNorm,
-    layers: Vec<Layer>,
-    heads: usize,
-    max_positions: usize,
+pub enum Encoder {
+    /// Candle tensors: f32 or int8 dense layers, any device.
+    Candle(CandleEncoder),
+    /// bf16 dense layers on AMX tiles, fused CPU kernels around them.
+    Amx(AmxEncoder),
 }
 
 impl Encoder {
-    /// Loads the weights under `vb` (or `vb.pp("bert")`); `int8` quantises the dense layers
-    /// (the caller checks [`super::quant::supported`]).
-    pub fn load(vb: VarBuilder, c: &Config, int8: bool) -> Result<Self> {
-        if !matches!(c.hidden_act, HiddenAct::Gelu) {
-            candle_core::bail!(
-                "unsupported hidden_act {:?}: llmsoup's encoder runs exact-GELU BERTs",
-                c.hidden_act
-            );
-        }
-        if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
-            candle_core::bail!("hidden_size is not a multiple of num_attention_heads");
-        }
-        let vb = if vb.contains_tensor("embeddings.word_embeddings.weight") {
-            vb
-        } else {
-            vb.pp("bert")
-        };
-        let e = vb.pp("embeddings");
-        let h = c.hidden_size;
-        let token_types = e.get((c.type_vocab_size, h), "token_type_embeddings.weight")?;
-        let layers = (0..c.num_hidden_layers)
-            .map(|i| Layer::load(vb.pp("encoder").pp("layer").pp(i), c, int8))
-            .collect::<Result<_>>()?;
-        Ok(Encoder {
-            words: e.get((c.vocab_size, h), "word_embeddings.weight")?,
-            positions: e.get((c.max_position_embeddings, h), "position_embeddings.weight")?,
-            // Queries are single segments: token type 0 everywhere.
-            token_type: token_types.get(0)?,
-            norm: LayerNorm::load(&e.pp("LayerNorm"), h, c.layer_norm_eps)?,
-            layers,
-            heads: c.num_attention_heads,
-            max_positions: c.max_position_embeddings,
+    /// Loads the weights under `vb`, dense layers prepared for `kind` (the caller checks that
+    /// the device and CPU support it).
+    pub fn load(vb: VarBuilder, c: &Config, kind: DenseKind) -> Result<Self> {
+        let (embeddings, layers) = load_weights(vb, c)?;
+        Ok(match kind {
+            DenseKind::Bf16Amx if AmxEncoder::fits(c) => Encoder::Amx(AmxEncoder::new(embeddings, layers, c)?),
+            DenseKind::Bf16Amx => {
+                tracing::warn!("model widths are not multiples of 16: AMX does not apply, running f32");
+                Encoder::Candle(CandleEncoder::new(embeddings, layers, c, DenseKind::F32)?)
+            }
+            _ => Encoder::Candle(CandleEncoder::new(embeddings, layers, c, kind)?),
         })
     }
 
@@ -240,6 +287,44 @@ impl Encoder {
         if lens.iter().sum::<usize>() != ids.len() || lens.contains(&0) {
             candle_core::bail!("packed batch: lengths do not add up");
         }
+        match self {
+            Encoder::Candle(e) => e.forward(ids, lens, device),
+            Encoder::Amx(e) => e.forward(ids, lens),
+        }
+    }
+}
+
+/// The encoder on Candle tensors.
+pub struct CandleEncoder {
+    words: Tensor,
+    positions: Tensor,
+    token_type: Tensor,
+    norm: LayerNorm,
+    layers: Vec<Layer>,
+    heads: usize,
+    max_positions: usize,
+}
+
+impl CandleEncoder {
+    fn new(e: EmbeddingWeights, layers: Vec<LayerWeights>, c: &Config, kind: DenseKind) -> Result<Self> {
+        let eps = c.layer_norm_eps as f32;
+        Ok(CandleEncoder {
+            words: e.words,
+            positions: e.positions,
+            token_type: e.token_type,
+            norm: LayerNorm::new(e.norm, eps),
+            layers: layers
+                .into_iter()
+                .map(|w| Layer::new(w, kind, eps))
+                .collect::<Result<_>>()?,
+            heads: c.num_attention_heads,
+            max_positions: c.max_position_embeddings,
+        })
+    }
+
+    /// Runs the packed texts (`ids` holds `lens[0]` tokens of the first text, then the next...)
+    /// and returns the last hidden state, `[sum(lens), hidden]` row-major.
+    fn forward(&self, ids: &[u32], lens: &[usize], device: &Device) -> Result<Vec<f32>> {
         if lens.iter().any(|&l| l > self.max_positions) {
             candle_core::bail!("a text is longer than {} positions", self.max_positions);
         }

@@ -34,6 +34,50 @@ fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf)
 }
 
+/// `e^x` on 16 lanes (same reduction and polynomial as [`exp`]; `scalef` applies 2ⁿ).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) fn exp_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0)), _mm512_set1_ps(88.0));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+        x,
+        _mm512_set1_ps(std::f32::consts::LOG2_E),
+    ));
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm512_set1_ps(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    _mm512_scalef_ps(p, n)
+}
+
+/// [`gelu`] on 16 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) fn gelu_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    const A: [f32; 5] = [0.254_829_6, -0.284_496_72, 1.421_413_8, -1.453_152_1, 1.061_405_4];
+    let z = _mm512_mul_ps(_mm512_abs_ps(x), _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
+    let t = _mm512_div_ps(
+        _mm512_set1_ps(1.0),
+        _mm512_fmadd_ps(_mm512_set1_ps(0.327_591_1), z, _mm512_set1_ps(1.0)),
+    );
+    let mut poly = _mm512_set1_ps(A[4]);
+    for a in [A[3], A[2], A[1], A[0]] {
+        poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(a));
+    }
+    poly = _mm512_mul_ps(poly, t);
+    let e = exp_avx512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(z, z)));
+    // erf(|x|/√2) = 1 − poly·e; gelu = 0.5·x·(1 + sign(x)·erf) = 0.5·x + 0.5·|x|·erf.
+    let erf = _mm512_fnmadd_ps(poly, e, _mm512_set1_ps(1.0));
+    let half = _mm512_set1_ps(0.5);
+    _mm512_fmadd_ps(_mm512_mul_ps(half, _mm512_abs_ps(x)), erf, _mm512_mul_ps(half, x))
+}
+
 /// Runs a kernel compiled for AVX2+FMA when the CPU has them (the crate's baseline is SSE2), so
 /// the loops vectorise 8 wide without building for one CPU.
 macro_rules! dispatch {
@@ -200,6 +244,28 @@ mod tests {
             let want = 0.5 * x * (1.0 + erf64(x / std::f64::consts::SQRT_2));
             let got = gelu(x as f32) as f64;
             assert!((got - want).abs() < 5e-6, "gelu({x}) = {got}, want {want}");
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_gelu_matches_scalar() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        use std::arch::x86_64::*;
+        for i in -4000..4000 {
+            let xs: [f32; 16] = std::array::from_fn(|l| (i * 16 + l as i32) as f32 / 3000.0);
+            let mut got = [0f32; 16];
+            // SAFETY: avx512f detected above; 16-lane loads/stores on 16-element arrays.
+            unsafe { _mm512_storeu_ps(got.as_mut_ptr(), gelu_avx512(_mm512_loadu_ps(xs.as_ptr()))) };
+            for (x, g) in xs.iter().zip(got) {
+                assert!(
+                    (g - gelu(*x)).abs() <= 2e-6 * (1.0 + x.abs()),
+                    "gelu({x}) = {g} vs {}",
+                    gelu(*x)
+                );
+            }
         }
     }
 }

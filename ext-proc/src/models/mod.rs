@@ -5,6 +5,8 @@
 //! by a bounded queue, never on the async runtime; concurrent requests are micro-batched into one
 //! forward pass; query embeddings are cached (bounded LRU keyed by a hash of the text).
 
+mod amx;
+mod amx_encoder;
 mod bert;
 mod classifier;
 mod encoder;
@@ -147,12 +149,7 @@ impl Worker {
     fn start(settings: &EmbeddingConfig) -> Result<Self, ModelError> {
         let dir = resolve(&settings.model)?;
         let encoder = load_logged("embedding model", &dir, || {
-            SentenceEncoder::load_with(
-                &dir,
-                settings.max_tokens,
-                device(),
-                settings.precision == crate::config::Precision::Int8,
-            )
+            SentenceEncoder::load_with(&dir, settings.max_tokens, device(), settings.precision)
         })?;
         let dim = encoder.dim;
         Self::spawn(Arc::new(encoder), dim, settings)

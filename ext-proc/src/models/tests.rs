@@ -314,7 +314,8 @@ fn int8_encoder_stays_close_to_f32() {
         return;
     }
     let f32_enc = SentenceEncoder::load(&dir, 128, candle_core::Device::Cpu).unwrap();
-    let int8_enc = SentenceEncoder::load_with(&dir, 128, candle_core::Device::Cpu, true).unwrap();
+    let int8_enc =
+        SentenceEncoder::load_with(&dir, 128, candle_core::Device::Cpu, crate::config::Precision::Int8).unwrap();
     let texts = [
         "hi",
         "Prove that the square root of two is irrational, step by step.",
@@ -334,4 +335,38 @@ fn int8_encoder_stays_close_to_f32() {
         .embed(&["I was billed twice for my order", "What is the capital of France?"])
         .unwrap();
     assert!(cosine(&q[0], &b[2]) > cosine(&q[1], &b[2]));
+}
+
+/// The default on AMX CPUs (`precision: auto` → bf16) stays within cosine 0.999 of exact f32,
+/// one text at a time and in a ragged batch (per-text attention, padding rows discarded).
+#[test]
+fn bf16_amx_encoder_stays_close_to_f32() {
+    let Some(dir) = model_dir() else { return };
+    if !super::amx::supported() {
+        eprintln!("skipping: no AMX on this CPU/kernel");
+        return;
+    }
+    let f32_enc = SentenceEncoder::load(&dir, 128, candle_core::Device::Cpu).unwrap();
+    let bf16_enc =
+        SentenceEncoder::load_with(&dir, 128, candle_core::Device::Cpu, crate::config::Precision::Auto).unwrap();
+    let long = "a long rambling paragraph about databases, indexes and query planners ".repeat(20);
+    let texts = [
+        "hi",
+        "Prove that the square root of two is irrational, step by step.",
+        "Can I get a refund for a double charge on my card?",
+        "Quel est le meilleur itinéraire pour visiter Lyon en deux jours ?",
+        long.as_str(),
+    ];
+    let a = f32_enc.embed(&texts).unwrap();
+    let batched = bf16_enc.embed(&texts).unwrap();
+    for (i, (x, y)) in a.iter().zip(&batched).enumerate() {
+        let cos = cosine(x, y);
+        eprintln!("text {i}: cosine {cos}");
+        assert!(cos > 0.999, "text {i}: bf16 vs f32 cosine {cos}");
+        let alone = bf16_enc.embed(&[texts[i]]).unwrap();
+        assert!(
+            cosine(&alone[0], y) > 0.99999,
+            "text {i}: batching changed its embedding"
+        );
+    }
 }
