@@ -60,6 +60,8 @@ bench: deps models release wasm
 		--bin $(CURDIR)/target/release/llmsoup --config bench/signals-config.yaml --out bench/signals-results.md
 	$(CARGO) run --release -q -p llmsoup --example bench_route -- \
 		--bin $(CURDIR)/target/release/llmsoup --config bench/signals-config-int8.yaml --out bench/signals-results-int8.md
+	$(CARGO) run --release -q -p llmsoup --example bench_route -- \
+		--bin $(CURDIR)/target/release/llmsoup --config bench/signals-config-f32.yaml --out bench/signals-results-f32.md
 
 lint:
 	$(CARGO) fmt --all --check

@@ -19,6 +19,16 @@ fn cpu_seconds() -> f64 {
     (f.get(10).copied().unwrap_or(0.0) + f.get(11).copied().unwrap_or(0.0)) / 100.0
 }
 
+/// VmHWM: the process's peak resident set, in kB.
+fn peak_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn text(words: usize, seed: usize) -> String {
     const W: &[&str] = &[
         "the", "system", "request", "model", "latency", "customer", "order", "refund", "theorem", "contract",
@@ -49,9 +59,10 @@ fn main() -> anyhow::Result<()> {
         let enc = SentenceEncoder::load_with(&dir, 128, candle_core::Device::Cpu, precision)?;
         let loaded = llmsoup::models::rss_bytes().unwrap_or(0);
         println!(
-            "{name}: RSS {} MB before load, {} MB loaded",
+            "{name}: RSS {} MB before load, {} MB loaded, peak so far {} MB",
             before >> 20,
-            loaded >> 20
+            loaded >> 20,
+            peak_kb() >> 10
         );
         for (batch, words) in [(1, 8), (1, 40), (1, 126), (16, 40), (16, 126)] {
             let texts: Vec<String> = (0..batch * (iters + 2)).map(|i| text(words, i)).collect();
@@ -75,6 +86,10 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
-    println!("RSS at exit {} MB", llmsoup::models::rss_bytes().unwrap_or(0) >> 20);
+    println!(
+        "RSS at exit {} MB, peak {} MB",
+        llmsoup::models::rss_bytes().unwrap_or(0) >> 20,
+        peak_kb() >> 10
+    );
     Ok(())
 }

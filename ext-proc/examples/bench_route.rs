@@ -631,6 +631,18 @@ fn load1() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Which of the encoder's CPU paths this machine offers (`auto` picks AMX bf16 when present).
+fn cpu_flags() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags: Vec<&str> = info
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    let has = |f: &str| if flags.contains(&f) { "yes" } else { "no" };
+    format!("AMX-BF16 {}, AVX-512 VNNI {}", has("amx_bf16"), has("avx512_vnni"))
+}
+
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -834,13 +846,15 @@ async fn run(args: &Args, sidecar: &mut Sidecar) -> anyhow::Result<String> {
     )?;
     writeln!(
         w,
-        "- sidecar: `{} serve -c {}` (release), Candle on CPU ({threads} threads per forward pass), model `{}`; \
+        "- sidecar: `{} serve -c {}` (release), on CPU ({threads} threads per forward pass), model `{}`; \
          every model signal (embedding rule, 3 built-in domains, complexity) plus a keyword rule, one shared \
-         embedding per request; `embedding`: max_tokens {} (longer prompts keep head + tail), batch_size {}, \
-         workers {}, cache_entries {}",
+         embedding per request; `embedding`: precision {} (this CPU: {}), max_tokens {} (longer prompts keep \
+         head + tail), batch_size {}, workers {}, cache_entries {}",
         args.bin.display(),
         args.config.display(),
         embedding.model,
+        serde_json::to_value(embedding.precision)?.as_str().unwrap_or("?"),
+        cpu_flags(),
         embedding.max_tokens,
         embedding.batch_size,
         embedding.workers,

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 use super::{BatchModel, ModelError, SentenceEncoder, Worker};
-use crate::config::EmbeddingConfig;
+use crate::config::{EmbeddingConfig, Precision};
 
 /// Labels as `config.json` stores them: `{"0": "math", "1": "law", ...}`.
 #[derive(Deserialize)]
@@ -34,9 +34,15 @@ fn err(what: &str, e: impl std::fmt::Display) -> ModelError {
 }
 
 impl SequenceClassifier {
-    /// Loads `config.json` (with `id2label`), `tokenizer.json` and `model.safetensors` from `dir`.
-    pub fn load(dir: &Path, max_tokens: usize, device: candle_core::Device) -> Result<Self, ModelError> {
-        let encoder = SentenceEncoder::load(dir, max_tokens, device.clone())?;
+    /// Loads `config.json` (with `id2label`), `tokenizer.json` and `model.safetensors` from `dir`;
+    /// the encoder's dense layers run in `precision` (see `embedding.precision`).
+    pub fn load(
+        dir: &Path,
+        max_tokens: usize,
+        device: candle_core::Device,
+        precision: Precision,
+    ) -> Result<Self, ModelError> {
+        let encoder = SentenceEncoder::load_with(dir, max_tokens, device.clone(), precision)?;
         let config = std::fs::read(dir.join("config.json")).map_err(|e| err("reading config.json", e))?;
         let labels: Labels = serde_json::from_slice(&config).map_err(|e| err("config.json id2label", e))?;
         let mut indexed: Vec<(usize, String)> = labels
@@ -148,7 +154,7 @@ impl TextClassifier {
                 let start = move || {
                     let path = super::resolve(&dir)?;
                     let model = super::load_logged("classifier checkpoint", &path, || {
-                        SequenceClassifier::load(&path, settings.max_tokens, super::device())
+                        SequenceClassifier::load(&path, settings.max_tokens, super::device(), settings.precision)
                     })?;
                     let labels = model.labels().to_vec();
                     let worker = Worker::spawn(Arc::new(model), labels.len(), &settings)?;

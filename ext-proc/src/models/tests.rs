@@ -260,7 +260,7 @@ fn sequence_classifier_checkpoint_computes_pooler_and_head_on_cls() {
     let Some(dir) = model_dir() else { return };
     let out = std::env::temp_dir().join(format!("llmsoup-cls-{}", std::process::id()));
     write_classifier_checkpoint(&dir, &out);
-    let clf = SequenceClassifier::load(&out, 128, candle_core::Device::Cpu).unwrap();
+    let clf = SequenceClassifier::load(&out, 128, candle_core::Device::Cpu, crate::config::Precision::F32).unwrap();
     assert_eq!(
         clf.labels().iter().map(|l| l.to_string()).collect::<Vec<_>>(),
         ["math", "law", "health"],
@@ -296,7 +296,7 @@ fn sequence_classifier_checkpoint_computes_pooler_and_head_on_cls() {
         let best = probs[i].iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
         assert_eq!(best, i, "`{p}` → {:?}", probs[i]);
     }
-    let missing = SequenceClassifier::load(&dir, 128, candle_core::Device::Cpu);
+    let missing = SequenceClassifier::load(&dir, 128, candle_core::Device::Cpu, crate::config::Precision::F32);
     assert!(
         matches!(missing, Err(ModelError::Load(ref m)) if m.contains("id2label")),
         "a plain encoder is not a classifier: {:?}",
@@ -368,5 +368,50 @@ fn bf16_amx_encoder_stays_close_to_f32() {
             cosine(&alone[0], y) > 0.99999,
             "text {i}: batching changed its embedding"
         );
+    }
+}
+
+/// Long texts are tokenised as a head slice and a tail slice; the window must be exactly the
+/// one whole-text tokenisation gives (ASCII, accented and CJK text, with and without spaces).
+#[test]
+fn sliced_tokenisation_matches_whole_text_window() {
+    let Some(dir) = model_dir() else { return };
+    let enc = SentenceEncoder::load(&dir, 128, candle_core::Device::Cpu).unwrap();
+    let mut tokenizer = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    // The shipped file truncates to the model's window; the reference is the whole text.
+    tokenizer.with_truncation(None).unwrap();
+    tokenizer.with_padding(None);
+    let words = [
+        "refund",
+        "théorème",
+        "contract",
+        "naïve",
+        "latency",
+        "école",
+        "Zürich",
+        "database",
+    ];
+    let mut mixed = String::new();
+    for i in 0..3000 {
+        mixed.push_str(words[(i * 7) % words.len()]);
+        mixed.push(if i % 11 == 0 { '\n' } else { ' ' });
+    }
+    let cjk = "数据库索引查询优化器".repeat(800);
+    let unspaced = "abcdefghij".repeat(4000);
+    for text in [mixed.as_str(), cjk.as_str(), unspaced.as_str()] {
+        let whole = tokenizer.encode(text, false).unwrap();
+        let ids = whole.get_ids();
+        let (head, tail) = (63, 63);
+        let cls = tokenizer.token_to_id("[CLS]").unwrap();
+        let sep = tokenizer.token_to_id("[SEP]").unwrap();
+        let mut want = vec![cls];
+        if ids.len() <= 126 {
+            want.extend_from_slice(ids);
+        } else {
+            want.extend_from_slice(&ids[..head]);
+            want.extend_from_slice(&ids[ids.len() - tail..]);
+        }
+        want.push(sep);
+        assert_eq!(enc.ids(text).unwrap(), want, "text starting {:?}", &text[..20]);
     }
 }
