@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use std::arch::x86_64::*;
 
 use super::amx::{AmxLinear, Output, bf16x16, padded_rows, padded_width};
-use super::encoder::{EmbeddingWeights, LayerWeights};
+use super::encoder::{EmbeddingWeights, LayerSource};
 
 /// A layer norm's parameters on the host.
 struct Norm {
@@ -147,15 +147,16 @@ impl AmxEncoder {
     }
 
     /// Converts loaded weights (the caller checked [`super::amx::supported`] and [`Self::fits`]).
-    pub fn new(e: EmbeddingWeights, layers: Vec<LayerWeights>, c: &Config) -> Result<Self> {
+    pub fn new(e: EmbeddingWeights, layers: LayerSource<'_>, c: &Config) -> Result<Self> {
         if !Self::fits(c) {
             candle_core::bail!("model widths are not multiples of 16: not supported on AMX");
         }
         let eps = c.layer_norm_eps as f32;
         // One layer at a time, so its f32 tensors are freed before the next is converted.
         let layers = layers
-            .into_iter()
+            .layers()
             .map(|w| {
+                let w = w?;
                 Ok(Layer {
                     qkv: linear(&w.qkv)?,
                     attn_out: linear(&w.attn_out)?,

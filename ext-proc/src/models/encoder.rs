@@ -168,9 +168,24 @@ pub(crate) struct EmbeddingWeights {
     pub norm: (Tensor, Tensor),
 }
 
+/// Where the transformer layers' weights are, read one layer at a time so a backend that
+/// re-lays them out frees each layer's f32 tensors before reading the next (load-time peak RSS).
+pub(crate) struct LayerSource<'a> {
+    vb: VarBuilder<'a>,
+    config: &'a Config,
+}
+
+impl LayerSource<'_> {
+    /// Every layer's weights, in order, read on demand.
+    pub(crate) fn layers(&self) -> impl Iterator<Item = Result<LayerWeights>> + '_ {
+        (0..self.config.num_hidden_layers)
+            .map(|i| LayerWeights::load(&self.vb.pp("encoder").pp("layer").pp(i), self.config))
+    }
+}
+
 /// Checks that `c` describes a BERT this encoder runs, and finds its weights under `vb`
-/// (plain, or `bert.`-prefixed as in sequence classifiers): embeddings and every layer.
-pub(crate) fn load_weights(vb: VarBuilder, c: &Config) -> Result<(EmbeddingWeights, Vec<LayerWeights>)> {
+/// (plain, or `bert.`-prefixed as in sequence classifiers): the embeddings, and the layers.
+pub(crate) fn load_weights<'a>(vb: VarBuilder<'a>, c: &'a Config) -> Result<(EmbeddingWeights, LayerSource<'a>)> {
     if !matches!(c.hidden_act, HiddenAct::Gelu) {
         candle_core::bail!(
             "unsupported hidden_act {:?}: llmsoup's encoder runs exact-GELU BERTs",
@@ -193,10 +208,7 @@ pub(crate) fn load_weights(vb: VarBuilder, c: &Config) -> Result<(EmbeddingWeigh
         token_type: e.get((c.type_vocab_size, h), "token_type_embeddings.weight")?.get(0)?,
         norm: norm_params(&e.pp("LayerNorm"), h)?,
     };
-    let layers = (0..c.num_hidden_layers)
-        .map(|i| LayerWeights::load(&vb.pp("encoder").pp("layer").pp(i), c))
-        .collect::<Result<_>>()?;
-    Ok((embeddings, layers))
+    Ok((embeddings, LayerSource { vb, config: c }))
 }
 
 impl Module for LayerNorm {
@@ -306,7 +318,7 @@ pub struct CandleEncoder {
 }
 
 impl CandleEncoder {
-    fn new(e: EmbeddingWeights, layers: Vec<LayerWeights>, c: &Config, kind: DenseKind) -> Result<Self> {
+    fn new(e: EmbeddingWeights, layers: LayerSource<'_>, c: &Config, kind: DenseKind) -> Result<Self> {
         let eps = c.layer_norm_eps as f32;
         Ok(CandleEncoder {
             words: e.words,
@@ -314,8 +326,8 @@ impl CandleEncoder {
             token_type: e.token_type,
             norm: LayerNorm::new(e.norm, eps),
             layers: layers
-                .into_iter()
-                .map(|w| Layer::new(w, kind, eps))
+                .layers()
+                .map(|w| Layer::new(w?, kind, eps))
                 .collect::<Result<_>>()?,
             heads: c.num_attention_heads,
             max_positions: c.max_position_embeddings,
