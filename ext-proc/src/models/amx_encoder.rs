@@ -386,8 +386,9 @@ fn attention(qkv: &[f32], lens: &[usize], heads: usize, hidden: usize, ctxb: &mu
         .for_each_init(Vec::new, task);
 }
 
-/// One head of one text: scores row by row against Kᵀ (kept in `scratch`), softmax, weighted
-/// sum of V, written as bf16.
+/// One head of one text: Kᵀ and V copied out contiguously (in `scratch`), then four query rows
+/// at a time — scores against Kᵀ, softmax, weighted sum of V — written as bf16. Blocking rows
+/// lets each K or V load feed four FMAs, with enough independent accumulators to hide latency.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
 #[allow(clippy::too_many_arguments)]
@@ -405,65 +406,154 @@ fn attend(
     let w = 3 * hidden;
     let lp = len.next_multiple_of(16);
     scratch.clear();
-    scratch.resize(hd * lp + lp, 0.0);
-    let (kt, scores) = scratch.split_at_mut(hd * lp);
+    scratch.resize(hd * lp + len * hd + ROWS * lp, 0.0);
+    let (kt, rest) = scratch.split_at_mut(hd * lp);
+    let (v, scores) = rest.split_at_mut(len * hd);
     let (qo, ko, vo) = (head * hd, hidden + head * hd, 2 * hidden + head * hd);
     for j in 0..len {
-        let k = &qkv[(row0 + j) * w + ko..][..hd];
-        for (d, v) in k.iter().enumerate() {
-            kt[d * lp + j] = *v;
+        let row = &qkv[(row0 + j) * w..(row0 + j + 1) * w];
+        for (d, x) in row[ko..ko + hd].iter().enumerate() {
+            kt[d * lp + j] = *x;
+        }
+        v[j * hd..(j + 1) * hd].copy_from_slice(&row[vo..vo + hd]);
+    }
+    let head = Head {
+        q: qkv[row0 * w + qo..].as_ptr(),
+        w,
+        kt,
+        v,
+        len,
+        lp,
+        hd,
+        out: Ctx(unsafe { out.0.add(row0 * stride + qo) }),
+        stride,
+    };
+    let mut i = 0;
+    // SAFETY: `attention` checked the buffers; rows `i..i + R` are inside this text.
+    unsafe {
+        while i + ROWS <= len {
+            head.rows::<ROWS>(i, scores);
+            i += ROWS;
+        }
+        while i < len {
+            head.rows::<1>(i, scores);
+            i += 1;
         }
     }
-    let blocks = hd / 16;
-    // SAFETY (whole loop): vector accesses stay inside `kt` (hd × lp), `scores` (lp), the
-    // rows of this text in `qkv`, and this (row, head) block of the output.
-    unsafe {
-        for i in 0..len {
-            let q = qkv.as_ptr().add((row0 + i) * w + qo);
-            for jb in (0..lp).step_by(16) {
-                // Four accumulators over d hide the FMA latency.
-                let mut acc = [_mm512_setzero_ps(); 4];
+}
+
+/// Query rows attended together.
+const ROWS: usize = 4;
+
+/// One head of one text, laid out for [`attend`].
+struct Head<'a> {
+    /// This text's first query row (rows are `w` apart).
+    q: *const f32,
+    w: usize,
+    /// `[hd][lp]`: keys transposed, zero past `len`.
+    kt: &'a [f32],
+    /// `[len][hd]`: values.
+    v: &'a [f32],
+    len: usize,
+    lp: usize,
+    hd: usize,
+    /// This text's first output row at this head's columns (rows are `stride` apart).
+    out: Ctx,
+    stride: usize,
+}
+
+impl Head<'_> {
+    /// Rows `i..i + R`: scores, softmax and context; `scores` holds `R` rows of `lp`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn rows<const R: usize>(&self, i: usize, scores: &mut [f32]) {
+        let (lp, hd, len) = (self.lp, self.hd, self.len);
+        // SAFETY (whole function): vectors are read inside `kt` (hd × lp), `v` (len × hd),
+        // `scores` (R × lp) and query rows i..i + R; outputs go to rows i..i + R of this head.
+        unsafe {
+            let q: [*const f32; R] = std::array::from_fn(|r| self.q.add((i + r) * self.w));
+            let mut jb = 0;
+            while jb < lp {
+                // Two column blocks when there are two: 2·R independent accumulators.
+                let two = jb + 16 < lp;
+                let mut a = [_mm512_setzero_ps(); R];
+                let mut b = [_mm512_setzero_ps(); R];
                 for d in 0..hd {
-                    let k = _mm512_loadu_ps(kt.as_ptr().add(d * lp + jb));
-                    acc[d % 4] = _mm512_fmadd_ps(_mm512_set1_ps(*q.add(d)), k, acc[d % 4]);
+                    let k0 = _mm512_loadu_ps(self.kt.as_ptr().add(d * lp + jb));
+                    let k1 = if two {
+                        _mm512_loadu_ps(self.kt.as_ptr().add(d * lp + jb + 16))
+                    } else {
+                        _mm512_setzero_ps()
+                    };
+                    for r in 0..R {
+                        let x = _mm512_set1_ps(*q[r].add(d));
+                        a[r] = _mm512_fmadd_ps(x, k0, a[r]);
+                        b[r] = _mm512_fmadd_ps(x, k1, b[r]);
+                    }
                 }
-                let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-                _mm512_storeu_ps(scores.as_mut_ptr().add(jb), s);
+                for r in 0..R {
+                    _mm512_storeu_ps(scores.as_mut_ptr().add(r * lp + jb), a[r]);
+                    if two {
+                        _mm512_storeu_ps(scores.as_mut_ptr().add(r * lp + jb + 16), b[r]);
+                    }
+                }
+                jb += if two { 32 } else { 16 };
             }
-            let valid = &mut scores[..len];
-            let max = valid.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-            let maxv = _mm512_set1_ps(max);
-            let mut sum = _mm512_setzero_ps();
-            for jb in (0..lp).step_by(16) {
-                let live = if jb + 16 <= len {
-                    u16::MAX
-                } else {
-                    (1u32 << (len - jb)) as u16 - 1
-                };
-                let e = super::kernels::exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(scores.as_ptr().add(jb)), maxv));
-                let e = _mm512_maskz_mov_ps(live, e);
-                sum = _mm512_add_ps(sum, e);
-                _mm512_storeu_ps(scores.as_mut_ptr().add(jb), e);
+            let mut inv = [0f32; R];
+            for (r, inv) in inv.iter_mut().enumerate() {
+                let row = scores.as_mut_ptr().add(r * lp);
+                let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
+                for jb in (0..lp).step_by(16) {
+                    m = _mm512_mask_max_ps(m, live(len, jb), m, _mm512_loadu_ps(row.add(jb)));
+                }
+                let max = _mm512_set1_ps(_mm512_reduce_max_ps(m));
+                let mut sum = _mm512_setzero_ps();
+                for jb in (0..lp).step_by(16) {
+                    let e = super::kernels::exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(row.add(jb)), max));
+                    let e = _mm512_maskz_mov_ps(live(len, jb), e);
+                    sum = _mm512_add_ps(sum, e);
+                    _mm512_storeu_ps(row.add(jb), e);
+                }
+                *inv = 1.0 / _mm512_reduce_add_ps(sum);
             }
-            let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
-            let dst = out.0.add((row0 + i) * stride + qo);
-            for b in 0..blocks {
-                let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-                let mut j = 0;
-                while j + 1 < len {
-                    let v0 = _mm512_loadu_ps(qkv.as_ptr().add((row0 + j) * w + vo + b * 16));
-                    let v1 = _mm512_loadu_ps(qkv.as_ptr().add((row0 + j + 1) * w + vo + b * 16));
-                    a0 = _mm512_fmadd_ps(_mm512_set1_ps(scores[j]), v0, a0);
-                    a1 = _mm512_fmadd_ps(_mm512_set1_ps(scores[j + 1]), v1, a1);
-                    j += 2;
+            let mut blk = 0;
+            while blk < hd {
+                let two = blk + 16 < hd;
+                let mut a = [_mm512_setzero_ps(); R];
+                let mut b = [_mm512_setzero_ps(); R];
+                for j in 0..len {
+                    let v0 = _mm512_loadu_ps(self.v.as_ptr().add(j * hd + blk));
+                    let v1 = if two {
+                        _mm512_loadu_ps(self.v.as_ptr().add(j * hd + blk + 16))
+                    } else {
+                        _mm512_setzero_ps()
+                    };
+                    for r in 0..R {
+                        let p = _mm512_set1_ps(*scores.get_unchecked(r * lp + j));
+                        a[r] = _mm512_fmadd_ps(p, v0, a[r]);
+                        b[r] = _mm512_fmadd_ps(p, v1, b[r]);
+                    }
                 }
-                if j < len {
-                    let v0 = _mm512_loadu_ps(qkv.as_ptr().add((row0 + j) * w + vo + b * 16));
-                    a0 = _mm512_fmadd_ps(_mm512_set1_ps(scores[j]), v0, a0);
+                for r in 0..R {
+                    let dst = self.out.0.add((i + r) * self.stride + blk);
+                    let s = _mm512_set1_ps(inv[r]);
+                    _mm256_storeu_si256(dst.cast(), bf16x16(_mm512_mul_ps(a[r], s)));
+                    if two {
+                        _mm256_storeu_si256(dst.add(16).cast(), bf16x16(_mm512_mul_ps(b[r], s)));
+                    }
                 }
-                let ctx = _mm512_mul_ps(_mm512_add_ps(a0, a1), inv);
-                _mm256_storeu_si256(dst.add(b * 16).cast(), bf16x16(ctx));
+                blk += if two { 32 } else { 16 };
             }
         }
+    }
+}
+
+/// Lanes of the 16-column block at `jb` that hold real keys (`j < len`).
+#[inline(always)]
+fn live(len: usize, jb: usize) -> __mmask16 {
+    if jb + 16 <= len {
+        u16::MAX
+    } else {
+        ((1u32 << (len - jb)) - 1) as u16
     }
 }

@@ -193,7 +193,7 @@ fn release_freed_memory() {
 
 /// The dense-layer implementation for `precision` on `device`.
 fn dense_kind(precision: Precision, device: &Device) -> DenseKind {
-    let amx = device.is_cpu() && super::amx::supported();
+    let amx = device.is_cpu() && super::amx_supported();
     match precision {
         Precision::F32 => DenseKind::F32,
         Precision::Auto if amx => DenseKind::Bf16Amx,

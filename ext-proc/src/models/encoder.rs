@@ -13,6 +13,7 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
 
+#[cfg(target_arch = "x86_64")]
 use super::amx_encoder::AmxEncoder;
 use super::kernels;
 use super::quant::QuantLinear;
@@ -275,6 +276,7 @@ pub enum Encoder {
     /// Candle tensors: f32 or int8 dense layers, any device.
     Candle(CandleEncoder),
     /// bf16 dense layers on AMX tiles, fused CPU kernels around them.
+    #[cfg(target_arch = "x86_64")]
     Amx(AmxEncoder),
 }
 
@@ -284,6 +286,7 @@ impl Encoder {
     pub fn load(vb: VarBuilder, c: &Config, kind: DenseKind) -> Result<Self> {
         let (embeddings, layers) = load_weights(vb, c)?;
         Ok(match kind {
+            #[cfg(target_arch = "x86_64")]
             DenseKind::Bf16Amx if AmxEncoder::fits(c) => Encoder::Amx(AmxEncoder::new(embeddings, layers, c)?),
             DenseKind::Bf16Amx => {
                 tracing::warn!("model widths are not multiples of 16: AMX does not apply, running f32");
@@ -301,6 +304,7 @@ impl Encoder {
         }
         match self {
             Encoder::Candle(e) => e.forward(ids, lens, device),
+            #[cfg(target_arch = "x86_64")]
             Encoder::Amx(e) => e.forward(ids, lens),
         }
     }

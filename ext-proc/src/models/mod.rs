@@ -5,7 +5,9 @@
 //! by a bounded queue, never on the async runtime; concurrent requests are micro-batched into one
 //! forward pass; query embeddings are cached (bounded LRU keyed by a hash of the text).
 
+#[cfg(target_arch = "x86_64")]
 mod amx;
+#[cfg(target_arch = "x86_64")]
 mod amx_encoder;
 mod bert;
 mod classifier;
@@ -92,6 +94,18 @@ fn download(id: &str) -> Result<PathBuf, ModelError> {
     Err(ModelError::Load(format!(
         "`{id}` is not a local directory and this build has no Hugging Face download (feature `hub`)"
     )))
+}
+
+/// Whether the bf16 AMX encoder can run here (x86-64 CPUs with AMX, Linux granting the state).
+pub(crate) fn amx_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        amx::supported()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 pub(crate) fn device() -> candle_core::Device {

@@ -342,7 +342,7 @@ fn int8_encoder_stays_close_to_f32() {
 #[test]
 fn bf16_amx_encoder_stays_close_to_f32() {
     let Some(dir) = model_dir() else { return };
-    if !super::amx::supported() {
+    if !super::amx_supported() {
         eprintln!("skipping: no AMX on this CPU/kernel");
         return;
     }
