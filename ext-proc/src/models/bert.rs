@@ -10,6 +10,7 @@ use tokenizers::Tokenizer;
 
 use super::ModelError;
 use super::encoder::{DenseKind, Encoder};
+use super::weights::FileWeights;
 use crate::config::Precision;
 
 /// A loaded sentence encoder. Not `Sync`-shared across threads: the worker owns it.
@@ -32,7 +33,7 @@ fn err(what: &str, e: impl std::fmt::Display) -> ModelError {
 }
 
 impl SentenceEncoder {
-    /// Loads `config.json`, `tokenizer.json` and `model.safetensors` (memory-mapped) from `dir`,
+    /// Loads `config.json`, `tokenizer.json` and `model.safetensors` (tensor by tensor) from `dir`,
     /// dense layers in exact f32.
     pub fn load(dir: &Path, max_tokens: usize, device: Device) -> Result<Self, ModelError> {
         Self::load_with(dir, max_tokens, device, Precision::F32)
@@ -59,9 +60,7 @@ impl SentenceEncoder {
             .with_truncation(None)
             .map_err(|e| err("tokenizer truncation", e))?;
         let weights: PathBuf = dir.join("model.safetensors");
-        // SAFETY: the file is mapped read-only; llmsoup never writes model files while serving.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &device) }
-            .map_err(|e| err("mapping model.safetensors", e))?;
+        let vb = VarBuilder::from_backend(Box::new(FileWeights::open(&weights)?), DType::F32, device.clone());
         let model = Encoder::load(vb, &config, kind).map_err(|e| err("building BERT", e))?;
         let id = |t: &str| tokenizer.token_to_id(t);
         let (cls, sep) = match (id("[CLS]"), id("[SEP]")) {

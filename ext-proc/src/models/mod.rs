@@ -14,6 +14,7 @@ mod classifier;
 mod encoder;
 mod kernels;
 mod quant;
+mod weights;
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
