@@ -17,7 +17,7 @@ use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::amx::{AmxLinear, Output, bf16x16, padded_rows, padded_width};
+use super::amx::{AmxLinear, Bf16Buf, Output, bf16x16, padded_rows, padded_width};
 use super::encoder::{EmbeddingWeights, LayerSource};
 
 /// A layer norm's parameters on the host.
@@ -64,13 +64,13 @@ struct Workspace {
     /// `[rows, hidden]` f32: dense outputs + residual, before their layer norm.
     y: Vec<f32>,
     /// `[padded rows, hidden]` bf16: `x` as the next dense layer's input.
-    xb: Vec<u16>,
+    xb: Bf16Buf,
     /// `[rows, 3·hidden]` f32: queries, keys, values.
     qkv: Vec<f32>,
     /// `[padded rows, hidden]` bf16: attention context, the output projection's input.
-    ctxb: Vec<u16>,
+    ctxb: Bf16Buf,
     /// `[padded rows, intermediate]` bf16: GELU activations, the output layer's input.
-    interb: Vec<u16>,
+    interb: Bf16Buf,
 }
 
 impl Workspace {
@@ -82,17 +82,12 @@ impl Workspace {
             }
         };
         // bf16 buffers: padding rows and columns must hold finite values (zero at first).
-        let grow_bf16 = |v: &mut Vec<u16>, n: usize| {
-            if v.len() < n {
-                v.resize(n, 0);
-            }
-        };
         grow_f32(&mut self.x, rows * hidden);
         grow_f32(&mut self.y, rows * hidden);
         grow_f32(&mut self.qkv, rows * 3 * hidden);
-        grow_bf16(&mut self.xb, padded * padded_width(hidden));
-        grow_bf16(&mut self.ctxb, padded * padded_width(hidden));
-        grow_bf16(&mut self.interb, padded * padded_width(inter));
+        self.xb.grow(padded * padded_width(hidden));
+        self.ctxb.grow(padded * padded_width(hidden));
+        self.interb.grow(padded * padded_width(inter));
     }
 }
 
@@ -218,6 +213,7 @@ impl AmxEncoder {
             interb,
         } = ws;
         let (x, y, qkv) = (&mut x[..rows * h], &mut y[..rows * h], &mut qkv[..rows * 3 * h]);
+        let (xb, ctxb, interb) = (xb.as_mut_slice(), ctxb.as_mut_slice(), interb.as_mut_slice());
         let (hw, iw) = (padded_width(h), padded_width(self.intermediate));
 
         let mut r = 0;
