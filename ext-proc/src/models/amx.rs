@@ -13,7 +13,6 @@
 
 use std::sync::OnceLock;
 
-#[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 /// Columns per tile (16 f32 accumulators per row).
@@ -36,7 +35,7 @@ pub fn supported() -> bool {
     *OK.get_or_init(detect)
 }
 
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[cfg(target_os = "linux")]
 fn detect() -> bool {
     // CPUID.(7,0):EDX bit 22 = AMX-BF16, bit 24 = AMX-TILE; the OS must enable the tile state
     // in XCR0 (bits 17, 18) and grant this process the large XTILEDATA state on request.
@@ -65,7 +64,7 @@ fn detect() -> bool {
     rc == 0
 }
 
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+#[cfg(not(target_os = "linux"))]
 fn detect() -> bool {
     false
 }
@@ -158,7 +157,6 @@ pub(crate) fn bf16_bits(v: f32) -> u16 {
 }
 
 /// 16 f32 lanes → 16 bf16 (round to nearest even; inputs are finite).
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
 pub(crate) fn bf16x16(v: __m512) -> __m256i {
@@ -244,12 +242,7 @@ impl AmxLinear {
             let p = p * group;
             // SAFETY: `supported()` was checked when the layer was chosen; every task writes
             // its own 32 columns of its own rows, inside the destination checked above.
-            #[cfg(target_arch = "x86_64")]
-            unsafe {
-                self.panels(&job, p * 2 * TILE_N, group, first, end)
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            let _ = (p, group, first, end, &job);
+            unsafe { self.panels(&job, p * 2 * TILE_N, group, first, end) }
         };
         let tasks = blocks * panels;
         use rayon::prelude::*;
@@ -266,7 +259,6 @@ impl AmxLinear {
 
     /// Rows `first..end` × `group` 32-column panels from `cols` (16 columns at the edge),
     /// two row tiles at a time.
-    #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn panels(&self, job: &Job<'_>, cols: usize, group: usize, first: usize, end: usize) {
         let a_stride = self.k_padded * 2;
@@ -360,7 +352,6 @@ impl AmxLinear {
     }
 
     /// Bias, residual or GELU, and the store of one 16×16 accumulator tile.
-    #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn store(&self, job: &Job<'_>, acc: &[f32; TILE_M * TILE_N], r0: usize, c0: usize) {
         // SAFETY (whole function): 16 lanes at `c0 < outputs` (a multiple of 16) in the bias,

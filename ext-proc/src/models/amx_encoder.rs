@@ -14,7 +14,6 @@ use candle_core::Result;
 use candle_transformers::models::bert::Config;
 use rayon::prelude::*;
 
-#[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 use super::amx::{AmxLinear, Bf16Buf, Output, bf16x16, padded_rows, padded_width};
@@ -216,8 +215,10 @@ impl AmxEncoder {
         let (xb, ctxb, interb) = (xb.as_mut_slice(), ctxb.as_mut_slice(), interb.as_mut_slice());
         let (hw, iw) = (padded_width(h), padded_width(self.intermediate));
 
+        let mut starts = Vec::with_capacity(lens.len());
         let mut r = 0;
         for &len in lens {
+            starts.push(r);
             for p in 0..len {
                 let (word, pos) = (ids[r] as usize * h, p * h);
                 let dst = &mut y[r * h..(r + 1) * h];
@@ -238,7 +239,7 @@ impl AmxEncoder {
                     residual: None,
                 },
             );
-            attention(qkv, lens, self.heads, h, ctxb, hw);
+            attention(qkv, lens, &starts, self.heads, h, ctxb, hw);
             layer.attn_out.forward(
                 ctxb,
                 rows,
@@ -283,10 +284,7 @@ fn layer_norm(y: &[f32], x: &mut [f32], xb: &mut [u16], norm: &Norm, width: usiz
             .zip(xb.chunks_exact_mut(stride))
         {
             // SAFETY: the AMX path only runs where AVX-512 was detected (see `amx::supported`).
-            #[cfg(target_arch = "x86_64")]
-            unsafe {
-                norm_row(y, x, xb, norm)
-            };
+            unsafe { norm_row(y, x, xb, norm) };
         }
     };
     let xb = &mut xb[..rows * stride];
@@ -300,7 +298,6 @@ fn layer_norm(y: &[f32], x: &mut [f32], xb: &mut [u16], norm: &Norm, width: usiz
     }
 }
 
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
 fn norm_row(y: &[f32], x: &mut [f32], xb: &mut [u16], norm: &Norm) {
     let n = y.len();
@@ -333,6 +330,10 @@ fn norm_row(y: &[f32], x: &mut [f32], xb: &mut [u16], norm: &Norm) {
     }
 }
 
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A bf16 destination shared by attention tasks that write disjoint (rows, head) blocks.
 #[derive(Clone, Copy)]
 struct Ctx(*mut u16);
@@ -342,24 +343,26 @@ unsafe impl Send for Ctx {}
 unsafe impl Sync for Ctx {}
 
 /// Self-attention of every text (its own rows only) and head: `ctxb ← softmax(QKᵀ)V` in bf16.
-fn attention(qkv: &[f32], lens: &[usize], heads: usize, hidden: usize, ctxb: &mut [u16], stride: usize) {
-    let starts: Vec<usize> = lens
-        .iter()
-        .scan(0, |at, &l| {
-            let s = *at;
-            *at += l;
-            Some(s)
-        })
-        .collect();
+/// `starts[i]` is text `i`'s first row.
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    qkv: &[f32],
+    lens: &[usize],
+    starts: &[usize],
+    heads: usize,
+    hidden: usize,
+    ctxb: &mut [u16],
+    stride: usize,
+) {
     let rows: usize = lens.iter().sum();
     assert!(ctxb.len() >= rows * stride && qkv.len() >= rows * 3 * hidden);
     let out = Ctx(ctxb.as_mut_ptr());
-    let task = |scratch: &mut Vec<f32>, t: usize| {
+    let task = |t: usize| {
         let (text, head) = (t / heads, t % heads);
+        // Kᵀ, V and score rows of one head, kept per thread (bounded by the longest text).
         // SAFETY: AVX-512 is present on AMX CPUs; the task reads rows of its text inside
         // `qkv` and writes its (rows, head) block of `ctxb`, both checked above.
-        #[cfg(target_arch = "x86_64")]
-        unsafe {
+        SCRATCH.with_borrow_mut(|scratch| unsafe {
             attend(
                 qkv,
                 starts[text],
@@ -371,21 +374,17 @@ fn attention(qkv: &[f32], lens: &[usize], heads: usize, hidden: usize, ctxb: &mu
                 out,
                 stride,
             )
-        };
+        });
     };
     let tasks = lens.len() * heads;
     // Short texts: a task is a few microseconds, so hand them out in groups.
     let min = (64 / lens.iter().max().copied().unwrap_or(1)).clamp(1, heads);
-    (0..tasks)
-        .into_par_iter()
-        .with_min_len(min)
-        .for_each_init(Vec::new, task);
+    (0..tasks).into_par_iter().with_min_len(min).for_each(task);
 }
 
 /// One head of one text: Kᵀ and V copied out contiguously (in `scratch`), then four query rows
 /// at a time — scores against Kᵀ, softmax, weighted sum of V — written as bf16. Blocking rows
 /// lets each K or V load feed four FMAs, with enough independent accumulators to hide latency.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
 #[allow(clippy::too_many_arguments)]
 fn attend(
@@ -460,7 +459,6 @@ struct Head<'a> {
 
 impl Head<'_> {
     /// Rows `i..i + R`: scores, softmax and context; `scores` holds `R` rows of `lp`.
-    #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn rows<const R: usize>(&self, i: usize, scores: &mut [f32]) {
         let (lp, hd, len) = (self.lp, self.hd, self.len);

@@ -59,27 +59,14 @@ impl SequenceClassifier {
             return Err(ModelError::Load("config.json id2label must number labels 0..n".into()));
         }
         let labels: Vec<Arc<str>> = indexed.into_iter().map(|(_, l)| l.to_lowercase().into()).collect();
-        // SAFETY: mapped read-only; llmsoup never writes model files while serving. Only the two
-        // head layers are read from the mapping here (the encoder mapped its own part).
-        let weights = unsafe { candle_core::safetensors::MmapedSafetensors::new(dir.join("model.safetensors")) }
-            .map_err(|e| err("mapping model.safetensors", e))?;
+        // Only the two head layers are read here (the encoder read its own part).
+        let weights = super::weights::FileWeights::open(&dir.join("model.safetensors"))?;
+        let vb = candle_nn::VarBuilder::from_backend(Box::new(weights), DType::F32, device.clone());
         let dense = |name: &str, outputs: usize| -> Result<(Tensor, Tensor), ModelError> {
-            let get = |k: String| {
-                weights
-                    .load(&k, &device)
-                    .map_err(|_| ModelError::Load(format!("model.safetensors has no `{k}`")))
-            };
-            let w = get(format!("{name}.weight"))?;
-            let b = get(format!("{name}.bias"))?;
-            if w.dims() != [outputs, encoder.dim] || b.dims() != [outputs] {
-                return Err(ModelError::Load(format!(
-                    "`{name}` has shape {:?}, expected [{outputs}, {}]",
-                    w.dims(),
-                    encoder.dim
-                )));
-            }
+            let vb = vb.pp(name);
             let t = (|| {
-                Ok::<_, candle_core::Error>((w.to_dtype(DType::F32)?.t()?.contiguous()?, b.to_dtype(DType::F32)?))
+                let w = vb.get((outputs, encoder.dim), "weight")?;
+                Ok::<_, candle_core::Error>((w.t()?.contiguous()?, vb.get(outputs, "bias")?))
             })()
             .map_err(|e| err(name, e))?;
             Ok(t)
