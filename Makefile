@@ -56,23 +56,26 @@ test-e2e: deps models build wasm
 bench: deps models release wasm
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/gateway.py
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/ttfb.py
-	$(CARGO) run --release -q -p llmsoup --example bench_route -- \
+	$(CARGO) run --release -q -p llmsoup-tools --example bench_route -- \
 		--bin $(CURDIR)/target/release/llmsoup --config bench/signals-config.yaml --out bench/signals-results.md
-	$(CARGO) run --release -q -p llmsoup --example bench_route -- \
+	$(CARGO) run --release -q -p llmsoup-tools --example bench_route -- \
 		--bin $(CURDIR)/target/release/llmsoup --config bench/signals-config-int8.yaml --out bench/signals-results-int8.md
-	$(CARGO) run --release -q -p llmsoup --example bench_route -- \
+	$(CARGO) run --release -q -p llmsoup-tools --example bench_route -- \
 		--bin $(CURDIR)/target/release/llmsoup --config bench/signals-config-f32.yaml --out bench/signals-results-f32.md
 
+# Module cycles inside a crate (crates themselves cannot form cycles): scripts/check-module-cycles.py.
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 scripts/check-module-cycles.py
 
 fmt:
 	$(CARGO) fmt --all
 
-# Rendered bootstraps kept in envoy/ as references (the demo renders its own at start).
-envoy-configs: build
-	target/debug/llmsoup envoy-config -c config/llmsoup.yaml -o envoy/envoy-ext-proc.yaml
+# Reference bootstraps in envoy/, rendered from the shipped config in both modes (the demo renders
+# its own at start). A test fails when they drift from the renderer; this rewrites them.
+envoy-configs:
+	LLMSOUP_BLESS=1 $(CARGO) test -q -p llmsoup-envoy --test reference_bootstraps
 
 clean:
 	$(CARGO) clean

@@ -6,16 +6,16 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use llmsoup_proto::{ROUTER_SERVICE, v1};
+use llmsoup_contract::{ROUTER_SERVICE, v1};
 use prost::Message as _;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
 
-use crate::config::Plugin;
 use crate::filter::{Filter, Next, ReportQueue};
 use crate::host::{Host, HostError};
-use crate::logic;
+use crate::upstream;
+use llmsoup_contract::plugin_config::Plugin;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
@@ -85,7 +85,7 @@ impl RootContext for Root {
         }
         let reports: Vec<v1::UsageReport> = self.reports.borrow_mut().drain(..).collect();
         let msg = v1::UsageReports { reports }.encode_to_vec();
-        let upstream = logic::grpc_service(&plugin.config.sidecar_cluster);
+        let upstream = upstream::grpc_service(&plugin.config.sidecar_cluster);
         let Ok(upstream) = std::str::from_utf8(&upstream) else {
             return;
         };

@@ -1,0 +1,266 @@
+use super::*;
+use llmsoup_config::{DEFAULT_CONFIG, load_str_with_env};
+
+fn rendered(text: &str) -> serde_yaml::Value {
+    let c = load_str_with_env(text, &|_| None).unwrap();
+    serde_yaml::from_str(&render(&c, &RenderOptions::default()).unwrap()).unwrap()
+}
+
+#[test]
+fn demo_config_renders_routes_clusters_and_filters() {
+    let y = rendered(DEFAULT_CONFIG);
+    let hcm = &y["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let routes = hcm["route_config"]["virtual_hosts"][0]["routes"].as_sequence().unwrap();
+    let names: Vec<&str> = routes.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "model_fast",
+            "model_strong",
+            "model_polyglot",
+            "model_long-context",
+            "fail_open_default",
+            "not_found"
+        ]
+    );
+    assert_eq!(routes[0]["route"]["timeout"].as_str(), Some("0s"));
+    let filters: Vec<&str> = hcm["http_filters"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        filters,
+        [
+            "envoy.filters.http.header_mutation",
+            "envoy.filters.http.ext_proc",
+            "envoy.filters.http.lua",
+            "envoy.filters.http.router"
+        ]
+    );
+    let ext = &hcm["http_filters"][1]["typed_config"];
+    assert_eq!(ext["failure_mode_allow"].as_bool(), Some(true));
+    assert_eq!(ext["processing_mode"]["request_body_mode"].as_str(), Some("BUFFERED"));
+    let lua = hcm["http_filters"][2]["typed_config"]["default_source_code"]["inline_string"]
+        .as_str()
+        .unwrap();
+    assert!(lua.contains(r#"["fast"] = "mock-small""#) && lua.contains(r#"local DEFAULT_MODEL = "fast""#));
+    assert_eq!(
+        y["admin"]["address"]["socket_address"]["address"].as_str(),
+        Some("127.0.0.1")
+    );
+}
+
+#[test]
+fn https_provider_gets_tls_sni_credentials_and_rewrite() {
+    let y = rendered(
+        "
+providers:
+  - name: openai
+    base_url: https://api.openai.com/v1
+    credentials: {env: OPENAI_API_KEY}
+  - name: azure
+    base_url: https://example.openai.azure.com/openai/deployments/x
+    credentials: {file: /run/secrets/azure, header: api-key, prefix: ''}
+models:
+  - {name: gpt, provider: openai, model_id: gpt-4o-mini}
+  - {name: az, provider: azure}
+gateway:
+  failure_mode: closed
+",
+    );
+    let clusters = y["static_resources"]["clusters"].as_sequence().unwrap();
+    let openai = clusters
+        .iter()
+        .find(|c| c["name"].as_str() == Some("provider_openai"))
+        .unwrap();
+    assert_eq!(openai["type"].as_str(), Some("LOGICAL_DNS"));
+    let tls = &openai["transport_socket"]["typed_config"];
+    assert_eq!(tls["sni"].as_str(), Some("api.openai.com"));
+    let opts = &openai["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+    assert_eq!(
+        opts["http_filters"][0]["name"].as_str(),
+        Some("envoy.filters.http.credential_injector")
+    );
+    assert_eq!(
+        opts["http_filters"][1]["name"].as_str(),
+        Some("envoy.filters.http.upstream_codec")
+    );
+    let secrets = y["static_resources"]["secrets"].as_sequence().unwrap();
+    assert_eq!(
+        secrets[0]["generic_secret"]["secret"]["environment_variable"].as_str(),
+        Some("OPENAI_API_KEY")
+    );
+    assert_eq!(
+        secrets[1]["generic_secret"]["secret"]["filename"].as_str(),
+        Some("/run/secrets/azure")
+    );
+    let hcm = &y["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let routes = hcm["route_config"]["virtual_hosts"][0]["routes"].as_sequence().unwrap();
+    assert!(routes[0]["route"].get("prefix_rewrite").is_none());
+    assert_eq!(
+        routes[1]["route"]["prefix_rewrite"].as_str(),
+        Some("/openai/deployments/x/")
+    );
+    assert_eq!(routes[2]["name"].as_str(), Some("router_unavailable"));
+    assert_eq!(routes[2]["direct_response"]["status"].as_u64(), Some(503));
+    // Fail-closed: no Lua fail-open step, and ext_proc errors become 503.
+    let filters: Vec<&str> = hcm["http_filters"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(!filters.contains(&"envoy.filters.http.lua"));
+    assert_eq!(
+        hcm["http_filters"][1]["typed_config"]["status_on_error"]["code"].as_u64(),
+        Some(503)
+    );
+}
+
+#[test]
+fn secrets_are_never_inlined() {
+    let c = load_str_with_env(
+        "
+providers: [{name: p, base_url: 'https://x.example/v1', credentials: {env: SECRET_KEY}}]
+models: [{name: m, provider: p}]
+",
+        &|_| None,
+    )
+    .unwrap();
+    // The rendered config names the variable Envoy reads; the key itself never passes through us.
+    let out = render(&c, &RenderOptions::default()).unwrap();
+    assert!(out.contains("environment_variable: SECRET_KEY"));
+}
+
+#[test]
+fn lua_strings_are_escaped() {
+    assert_eq!(lua_string(r#"a"b\c"#), r#""a\"b\\c""#);
+    assert_eq!(lua_string("é"), "\"\\195\\169\"");
+}
+
+#[test]
+fn compat_selected_model_header_is_routed_on_stripped_and_set_on_fail_open() {
+    let text = "
+providers: [{name: p, base_url: 'http://127.0.0.1:8000/v1'}]
+models: [{name: m, provider: p}]
+compat: {selected_model_header: X-Selected-Model}
+";
+    let y = rendered(text);
+    let hcm = &y["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let route = &hcm["route_config"]["virtual_hosts"][0]["routes"][0];
+    assert_eq!(route["match"]["headers"][0]["name"].as_str(), Some("x-selected-model"));
+    let removed: Vec<&str> = route["request_headers_to_remove"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(removed, ["x-llmsoup-model", "x-selected-model"]);
+    let strip = &hcm["http_filters"][0]["typed_config"]["mutations"]["request_mutations"];
+    assert_eq!(
+        strip[1]["remove_on_match"]["key_matcher"]["exact"].as_str(),
+        Some("x-selected-model")
+    );
+    let lua = hcm["http_filters"][2]["typed_config"]["default_source_code"]["inline_string"]
+        .as_str()
+        .unwrap();
+    assert!(lua.contains(r#"local ROUTE_HEADER = "x-selected-model""#), "{lua}");
+
+    let c = load_str_with_env(text, &|_| None).unwrap();
+    let wasm = render(
+        &c,
+        &RenderOptions {
+            mode: Some(AttachMode::Wasm),
+            wasm_path: Some("/f.wasm".into()),
+        },
+    )
+    .unwrap();
+    let y: serde_yaml::Value = serde_yaml::from_str(&wasm).unwrap();
+    let hcm = &y["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let plugin = hcm["http_filters"][1]["typed_config"]["config"]["configuration"]["value"]
+        .as_str()
+        .unwrap();
+    let plugin: serde_json::Value = serde_json::from_str(plugin).unwrap();
+    assert_eq!(plugin["route_header"], "x-selected-model");
+
+    // Without the switch, routes match x-llmsoup-model and the Lua sets only that.
+    let y =
+        rendered("providers: [{name: p, base_url: 'http://127.0.0.1:8000/v1'}]\nmodels: [{name: m, provider: p}]\n");
+    let hcm = &y["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let route = &hcm["route_config"]["virtual_hosts"][0]["routes"][0];
+    assert_eq!(route["match"]["headers"][0]["name"].as_str(), Some("x-llmsoup-model"));
+}
+
+fn http_filters(text: &str) -> Vec<serde_yaml::Value> {
+    let y = rendered(text);
+    y["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+        .as_sequence()
+        .unwrap()
+        .clone()
+}
+
+fn with_gateway(line: &str) -> String {
+    let text = DEFAULT_CONFIG.replacen("\ngateway:\n", &format!("\ngateway:\n  {line}\n"), 1);
+    assert_ne!(text, DEFAULT_CONFIG);
+    text
+}
+
+#[test]
+fn response_accounting_modes_render_the_body_where_it_is_read() {
+    let names = |f: &[serde_yaml::Value]| -> Vec<String> {
+        f.iter().map(|f| f["name"].as_str().unwrap().to_string()).collect()
+    };
+    let body_mode = |f: &[serde_yaml::Value]| {
+        let mode = &f[1]["typed_config"]["processing_mode"];
+        assert_eq!(
+            mode["response_header_mode"].as_str(),
+            Some("SEND"),
+            "headers carry x-llmsoup-*"
+        );
+        mode["response_body_mode"].as_str().unwrap().to_string()
+    };
+
+    // Default: inline, on the routing stream.
+    let inline = http_filters(DEFAULT_CONFIG);
+    assert_eq!(body_mode(&inline), "BUFFERED");
+    assert!(!names(&inline).contains(&ACCOUNTING_FILTER.to_string()));
+    assert!(inline[1]["typed_config"].get("metadata_options").is_none());
+
+    // Async: a second filter that Envoy never waits for, fed the routing facts as metadata.
+    let asynchronous = http_filters(&with_gateway("async_response_accounting: true"));
+    assert_eq!(body_mode(&asynchronous), "NONE");
+    assert_eq!(
+        asynchronous[1]["typed_config"]["metadata_options"]["receiving_namespaces"]["untyped"][0].as_str(),
+        Some(METADATA_NAMESPACE)
+    );
+    assert_eq!(asynchronous[2]["name"].as_str(), Some(ACCOUNTING_FILTER));
+    let observer = &asynchronous[2]["typed_config"];
+    assert_eq!(observer["observability_mode"].as_bool(), Some(true));
+    assert_eq!(observer["failure_mode_allow"].as_bool(), Some(true));
+    assert_eq!(
+        observer["processing_mode"]["request_header_mode"].as_str(),
+        Some("SKIP")
+    );
+    assert_eq!(
+        observer["processing_mode"]["response_body_mode"].as_str(),
+        Some("STREAMED")
+    );
+    assert_eq!(
+        observer["metadata_options"]["forwarding_namespaces"]["untyped"][0].as_str(),
+        Some(METADATA_NAMESPACE)
+    );
+
+    // Off: no body anywhere, whatever async says.
+    let off_text = with_gateway("response_accounting: false\n  async_response_accounting: true");
+    let off = http_filters(&off_text);
+    assert_eq!(body_mode(&off), "NONE");
+    assert!(!names(&off).contains(&ACCOUNTING_FILTER.to_string()));
+    assert!(off[1]["typed_config"].get("metadata_options").is_none());
+
+    let c = load_str_with_env(&off_text, &|_| None).unwrap();
+    assert_eq!(wasm_plugin_config(&c).unwrap()["response_accounting"], json!(false));
+    let c = load_str_with_env(DEFAULT_CONFIG, &|_| None).unwrap();
+    assert_eq!(wasm_plugin_config(&c).unwrap()["response_accounting"], json!(true));
+}

@@ -1,0 +1,13 @@
+//! The llmsoup sidecar: the gRPC services Envoy calls (ext_proc, and the Router service the wasm
+//! filter calls), the admin endpoint, and what it observes of traffic.
+//!
+//! It owns the process's state: one [`observe::Observer`] (metrics, accounting, the decision feed
+//! and log, the backends routing reads) and the live routing engine, both created at
+//! [`server::serve`] and passed to every service. Routing itself is `llmsoup-router`'s; the wire
+//! contract is `llmsoup-contract`'s. See `ARCHITECTURE.md` for the crate map.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod observe;
+pub mod server;

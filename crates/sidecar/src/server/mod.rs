@@ -1,0 +1,174 @@
+//! The sidecar's network front ends: Envoy's ext_proc gRPC service and llmsoup's Router service
+//! (for the wasm filter) on one port, with config reload and graceful shutdown.
+
+mod admin;
+mod dashboard;
+mod ext_proc;
+mod router;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse as _, Response};
+use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
+use llmsoup_config as config;
+use llmsoup_contract::outcome::Reply;
+use llmsoup_contract::v1::router_server::RouterServer;
+use llmsoup_router::engine::Engine;
+
+pub use ext_proc::ExtProcService;
+pub use router::RouterService;
+
+use crate::observe::Observer;
+
+/// The live engine; swapped atomically on reload.
+pub type EngineHandle = Arc<ArcSwap<Engine>>;
+
+/// What every service gets: the live engine and the sidecar's observed state.
+#[derive(Clone)]
+pub struct Shared {
+    /// The live engine (a request takes one snapshot and keeps it).
+    pub engine: EngineHandle,
+    /// Metrics, accounting, the feed, the decision log, the backends.
+    pub observer: Arc<Observer>,
+}
+
+impl Shared {
+    /// Serves `engine`, publishing to `observer` (which must be the one the engine reads its
+    /// backends from: see [`Observer::engine`]).
+    pub fn new(engine: Engine, observer: Arc<Observer>) -> Self {
+        Shared {
+            engine: Arc::new(ArcSwap::from_pointee(engine)),
+            observer,
+        }
+    }
+}
+
+/// An engine reply as an HTTP response.
+fn reply(r: Reply) -> Response {
+    let mut resp = (
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        r.body,
+    )
+        .into_response();
+    for (k, v) in r.headers {
+        if let Ok(v) = v.parse() {
+            resp.headers_mut().insert(k, v);
+        }
+    }
+    resp
+}
+
+/// Largest gRPC message accepted: Envoy sends whole buffered bodies in one message, so tonic's
+/// 4 MiB default would refuse large prompts.
+const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Where the running config came from, for reloads.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// The built-in demo config.
+    Embedded,
+    /// A file, re-read on SIGHUP.
+    File(PathBuf),
+}
+
+impl ConfigSource {
+    /// Loads and validates the config.
+    pub fn load(&self) -> anyhow::Result<config::Config> {
+        match self {
+            ConfigSource::Embedded => config::load_str(config::DEFAULT_CONFIG).context("embedded default config"),
+            ConfigSource::File(p) => {
+                let loaded = config::load_file_detailed(p).with_context(|| format!("config file {}", p.display()))?;
+                if loaded.shape.is_vsr() {
+                    tracing::info!(file = %p.display(), shape = %loaded.shape, "converted a vLLM Semantic Router config");
+                }
+                for w in &loaded.warnings {
+                    tracing::warn!(file = %p.display(), "config: {w}");
+                }
+                Ok(loaded.config)
+            }
+        }
+    }
+}
+
+/// Runs the gRPC server until SIGINT/SIGTERM; SIGHUP reloads the config (a bad one is refused
+/// and the running one kept).
+pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
+    let observer = Arc::new(Observer::with_prometheus()?);
+    let engine = observer.engine(source.load()?)?;
+    let addr: SocketAddr = engine.config().server.grpc_listen.parse().with_context(|| {
+        format!(
+            "server.grpc_listen `{}` is not host:port",
+            engine.config().server.grpc_listen
+        )
+    })?;
+    let shared = Shared::new(engine, observer);
+
+    tokio::spawn(reload_on_sighup(source, shared.clone()));
+    if let Some(admin) = &shared.engine.load().config().server.admin_listen {
+        let admin: SocketAddr = admin
+            .parse()
+            .with_context(|| format!("server.admin_listen `{admin}` is not host:port"))?;
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = admin::serve(admin, shared).await {
+                tracing::error!(error = format!("{e:#}"), "admin endpoint failed");
+            }
+        });
+    }
+
+    // Nagle + delayed ACKs would add ~40 ms to every small ext_proc message.
+    let incoming = tonic::transport::server::TcpIncoming::bind(addr)
+        .with_context(|| format!("binding gRPC listener on {addr}"))?
+        .with_nodelay(Some(true));
+    tracing::info!(%addr, "llmsoup sidecar listening (ext_proc + Router gRPC)");
+    tonic::transport::Server::builder()
+        .add_service(
+            ExternalProcessorServer::new(ExtProcService::new(shared.clone()))
+                .max_decoding_message_size(MAX_GRPC_MESSAGE)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE),
+        )
+        .add_service(
+            RouterServer::new(RouterService::new(shared.clone()))
+                .max_decoding_message_size(MAX_GRPC_MESSAGE)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown_signal())
+        .await
+        .context("gRPC server")?;
+    tracing::info!("llmsoup sidecar stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+async fn reload_on_sighup(source: ConfigSource, shared: Shared) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match source.load().and_then(|c| shared.observer.engine(c)) {
+            Ok(engine) => {
+                shared.engine.store(Arc::new(engine));
+                tracing::info!("configuration reloaded");
+            }
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                "configuration reload refused; keeping the running config"
+            ),
+        }
+    }
+}
