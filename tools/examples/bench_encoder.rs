@@ -2,7 +2,7 @@
 //! batches of 16, at several window lengths and both precisions. A profiling aid for the
 //! numbers `bench_route` reports end to end.
 //!
-//! cargo run --release -p llmsoup --example bench_encoder -- [MODEL_DIR] [ITERATIONS]
+//! cargo run --release -p llmsoup-tools --example bench_encoder -- [MODEL_DIR] [ITERATIONS]
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -14,7 +14,7 @@
 //! end, on error, on timeout, on Ctrl-C and on SIGTERM.
 //!
 //! ```text
-//! cargo run --release -p llmsoup --example bench_route -- \
+//! cargo run --release -p llmsoup-tools --example bench_route -- \
 //!     --bin target/release/llmsoup --config bench/signals-config.yaml --out bench/signals-results.md
 //! ```
 //! Run it from the repository root (the config's model path is relative to the sidecar's working

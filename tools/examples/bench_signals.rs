@@ -3,7 +3,7 @@
 //! the in-process engine with every model-based signal on (bench/signals-config.yaml).
 //!
 //! Every measured prompt is unique, so the embedding cache never answers (a separate row shows a
-//! cached hit). Usage: cargo run --release -p llmsoup --example bench_signals [-- OUT.md]
+//! cached hit). Usage: cargo run --release -p llmsoup-tools --example bench_signals [-- OUT.md]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -7,7 +7,7 @@
 //! user-style prompts (`tests/data/domain-prompts.jsonl`) — a different source than the exam
 //! questions it learns from — and writes `crates/router/assets/domain_head.safetensors`.
 //!
-//! Usage: cargo run --release -p llmsoup --example train_domain -- MMLU_JSONL MODEL_DIR OUT
+//! Usage: cargo run --release -p llmsoup-tools --example train_domain -- MMLU_JSONL MODEL_DIR OUT
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};

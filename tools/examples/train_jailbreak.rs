@@ -14,7 +14,7 @@
 //! hand-written `tests/data/jailbreak-eval.jsonl` (no overlap with either training set), then
 //! writes the chosen head (`--head own|jailguard|mean`) as safetensors, members `m0.`, `m1.`.
 //!
-//! Usage: cargo run --release -p llmsoup --example train_jailbreak -- DATA_DIR MODEL_DIR OUT --head H
+//! Usage: cargo run --release -p llmsoup-tools --example train_jailbreak -- DATA_DIR MODEL_DIR OUT --head H
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -138,7 +138,9 @@ fn published_schema_file_is_current() {
         if std::env::var_os("LLMSOUP_BLESS").is_some() {
             std::fs::write(path, expected).unwrap();
         } else {
-            panic!("config/llmsoup.schema.json is stale; run `LLMSOUP_BLESS=1 cargo test -p llmsoup published_schema`");
+            panic!(
+                "config/llmsoup.schema.json is stale; run `LLMSOUP_BLESS=1 cargo test -p llmsoup-config published_schema`"
+            );
         }
     }
 }

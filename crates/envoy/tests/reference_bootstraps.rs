@@ -35,6 +35,7 @@ fn reference_bootstraps_are_what_the_renderer_makes_of_the_shipped_config() {
         .expect("renders");
         let path = reference(file);
         if bless {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, &rendered).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
             continue;
         }

@@ -42,7 +42,11 @@ fn detects_every_shape_and_leaves_native_files_alone() {
     assert_eq!(shape(CATEGORIES), Shape::VsrCategories);
     assert_eq!(shape(crate::DEFAULT_CONFIG), Shape::Native);
     for example in ["cost-tiers.yaml", "medical.yaml", "multilingual.yaml"] {
-        let text = std::fs::read_to_string(format!("../config/examples/{example}")).unwrap();
+        let text = std::fs::read_to_string(format!(
+            "{}/../../config/examples/{example}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
         assert_eq!(shape(&text), Shape::Native, "{example}");
     }
     // Without a version, a mapping under `providers` tells the vSR formats apart.
