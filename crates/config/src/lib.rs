@@ -344,6 +344,16 @@ impl Config {
                     "at least one keyword is required",
                 ));
             }
+            if k.method == KeywordMethod::Regex {
+                for (j, p) in k.keywords.iter().enumerate() {
+                    if let Err(e) = regex::RegexBuilder::new(p).case_insensitive(!k.case_sensitive).build() {
+                        return Err(ConfigError::invalid(
+                            format!("signals.keywords[{i}].keywords[{j}]"),
+                            format!("bad pattern `{p}`: {e}"),
+                        ));
+                    }
+                }
+            }
         }
         for (i, c) in self.signals.context.iter().enumerate() {
             add(SignalKind::Context, &c.name, format!("signals.context[{i}].name"))?;

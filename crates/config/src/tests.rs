@@ -144,3 +144,17 @@ fn published_schema_file_is_current() {
         }
     }
 }
+
+#[test]
+fn bad_keyword_patterns_are_refused_at_load() {
+    let text =
+        format!("{MINIMAL}signals:\n  keywords:\n    - {{name: k, method: regex, keywords: ['ok', '(unclosed']}}\n");
+    let e = err(&text);
+    assert!(
+        e.contains("signals.keywords[0].keywords[1]") && e.contains("bad pattern `(unclosed`"),
+        "{e}"
+    );
+    // Literal keywords are escaped, so the same text is fine there.
+    let literal = text.replace("method: regex, ", "");
+    assert!(load_str_with_env(&literal, &|_| None).is_ok());
+}

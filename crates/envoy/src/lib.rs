@@ -495,4 +495,6 @@ fn model_route(name: &str, p: &ProviderConfig, model: Option<&str>, header: &str
 }
 
 #[cfg(test)]
+mod reference_bootstraps;
+#[cfg(test)]
 mod tests;

@@ -8,12 +8,17 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
+#[cfg(feature = "router")]
 use llmsoup::observe::decision_log;
-use llmsoup::server::{ConfigSource, serve};
+#[cfg(feature = "router")]
+use llmsoup::server::serve;
+use llmsoup::source::ConfigSource;
 use llmsoup_config::{self as config, AttachMode};
 use llmsoup_contract::auth::hash_token;
 use llmsoup_envoy::{RenderOptions, render};
+#[cfg(feature = "router")]
 use llmsoup_router::engine::Engine;
+#[cfg(feature = "router")]
 use llmsoup_router::request::{RequestView, parse_request};
 
 /// Writes to stdout, ignoring a closed pipe (`llmsoup config check f | head -1`).
@@ -48,6 +53,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the sidecar (ext_proc gRPC service).
+    #[cfg(feature = "router")]
     Serve {
         /// Config file; the embedded demo config when omitted.
         #[arg(long, short, env = "LLMSOUP_CONFIG")]
@@ -74,6 +80,7 @@ enum Command {
         command: ConfigCommand,
     },
     /// Explain how a prompt (or a JSON request with --file) would be routed.
+    #[cfg(feature = "router")]
     Route {
         /// Config file; the embedded demo config when omitted.
         #[arg(long, short, env = "LLMSOUP_CONFIG")]
@@ -86,6 +93,7 @@ enum Command {
     },
     /// Route every text on stdin (one per line, or JSONL with a `text` field) and print one JSON
     /// line per text with every signal's result: for evaluating a config on a labelled set.
+    #[cfg(feature = "router")]
     Classify {
         /// Config file; the embedded demo config when omitted.
         #[arg(long, short, env = "LLMSOUP_CONFIG")]
@@ -102,6 +110,7 @@ enum Command {
     },
     /// The complexity threshold (`hard_from`) that sends a target share of recent traffic to the
     /// strong tier, from the complexity scores in a decision log (RouteLLM-style calibration).
+    #[cfg(feature = "router")]
     Calibrate {
         /// Share of requests that should be `hard` (0–1).
         #[arg(long)]
@@ -184,6 +193,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        #[cfg(feature = "router")]
         Command::Serve { config } => runtime()?.block_on(serve(source(config)))?,
         Command::EnvoyConfig {
             config,
@@ -256,6 +266,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                         outln!("    - {w}");
                     }
                 }
+                // Builds what a config compiles into (keyword patterns, signals), as `serve` would.
+                #[cfg(feature = "router")]
                 Engine::new(cfg)?;
             }
             Err(e) => {
@@ -287,6 +299,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             outln!("{}", serde_json::to_string_pretty(&config::json_schema())?);
         }
+        #[cfg(feature = "router")]
         Command::Route { config, file, text } => {
             let cfg = source(config).load()?;
             let engine = Engine::new(cfg)?;
@@ -339,10 +352,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::MockUpstream { listen, name } => {
             runtime()?.block_on(llmsoup_tools::mock_upstream::run(&listen, &name))?
         }
+        #[cfg(feature = "router")]
         Command::Classify { config } => {
             let engine = Engine::new(source(config).load()?)?;
             runtime()?.block_on(classify(&engine))?;
         }
+        #[cfg(feature = "router")]
         Command::Calibrate {
             strong_share,
             decisions: log,
@@ -372,6 +387,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[cfg(feature = "router")]
 async fn classify(engine: &Engine) -> anyhow::Result<()> {
     use tokio::io::AsyncBufReadExt as _;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();

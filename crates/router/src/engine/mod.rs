@@ -578,3 +578,5 @@ fn models_list(config: &Config) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vsr_parity;

@@ -7,7 +7,6 @@ mod ext_proc;
 mod router;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -15,13 +14,14 @@ use arc_swap::ArcSwap;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
-use llmsoup_config as config;
 use llmsoup_contract::outcome::Reply;
 use llmsoup_contract::v1::router_server::RouterServer;
 use llmsoup_router::engine::Engine;
 
 pub use ext_proc::ExtProcService;
 pub use router::RouterService;
+
+pub use crate::source::ConfigSource;
 
 use crate::observe::Observer;
 
@@ -66,34 +66,6 @@ fn reply(r: Reply) -> Response {
 /// Largest gRPC message accepted: Envoy sends whole buffered bodies in one message, so tonic's
 /// 4 MiB default would refuse large prompts.
 const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
-
-/// Where the running config came from, for reloads.
-#[derive(Debug, Clone)]
-pub enum ConfigSource {
-    /// The built-in demo config.
-    Embedded,
-    /// A file, re-read on SIGHUP.
-    File(PathBuf),
-}
-
-impl ConfigSource {
-    /// Loads and validates the config.
-    pub fn load(&self) -> anyhow::Result<config::Config> {
-        match self {
-            ConfigSource::Embedded => config::load_str(config::DEFAULT_CONFIG).context("embedded default config"),
-            ConfigSource::File(p) => {
-                let loaded = config::load_file_detailed(p).with_context(|| format!("config file {}", p.display()))?;
-                if loaded.shape.is_vsr() {
-                    tracing::info!(file = %p.display(), shape = %loaded.shape, "converted a vLLM Semantic Router config");
-                }
-                for w in &loaded.warnings {
-                    tracing::warn!(file = %p.display(), "config: {w}");
-                }
-                Ok(loaded.config)
-            }
-        }
-    }
-}
 
 /// Runs the gRPC server until SIGINT/SIGTERM; SIGHUP reloads the config (a bad one is refused
 /// and the running one kept).

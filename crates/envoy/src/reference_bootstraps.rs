@@ -6,7 +6,8 @@
 use std::path::PathBuf;
 
 use llmsoup_config::{AttachMode, DEFAULT_CONFIG, load_str_with_env};
-use llmsoup_envoy::{RenderOptions, render};
+
+use super::{RenderOptions, render};
 
 /// Where `make wasm` puts the filter, relative to the repository root (where `make run` starts
 /// Envoy).

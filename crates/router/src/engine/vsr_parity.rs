@@ -1,16 +1,18 @@
 //! vLLM Semantic Router configs route like their native equivalents: each vSR shape is loaded by
 //! the config crate and run through the engine next to `native.yaml`. (Moved from the config
-//! crate's `vsr/tests.rs`, which cannot use the engine.)
+//! crate's `vsr/tests.rs`, which cannot use the engine; a unit test module rather than an
+//! integration test so the suite links one binary fewer.)
 
 use llmsoup_config::{Loaded, load_detailed};
 use llmsoup_contract::outcome::Outcome;
-use llmsoup_router::engine::{Engine, Request};
 
-const NATIVE: &str = include_str!("../../../config/examples/vsr/native.yaml");
-const FLAT: &str = include_str!("../../../config/examples/vsr/flat.yaml");
-const USER: &str = include_str!("../../../config/examples/vsr/user.yaml");
-const CANONICAL: &str = include_str!("../../../config/examples/vsr/canonical.yaml");
-const CATEGORIES: &str = include_str!("../../../config/examples/vsr/categories.yaml");
+use super::{Engine, Request};
+
+const NATIVE: &str = include_str!("../../../../config/examples/vsr/native.yaml");
+const FLAT: &str = include_str!("../../../../config/examples/vsr/flat.yaml");
+const USER: &str = include_str!("../../../../config/examples/vsr/user.yaml");
+const CANONICAL: &str = include_str!("../../../../config/examples/vsr/canonical.yaml");
+const CATEGORIES: &str = include_str!("../../../../config/examples/vsr/categories.yaml");
 
 /// The fixtures need no environment: `${OPENAI_API_KEY}` credentials become env references.
 fn load(text: &str) -> Loaded {
