@@ -133,6 +133,10 @@ impl HttpContext for Http {
         action(self.filter.on_request_body(body_size, end_of_stream))
     }
 
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        action(self.filter.on_request_trailers())
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         action(self.filter.on_response_headers())
     }

@@ -31,6 +31,16 @@ pub const COMPLEXITY_HEADER: &str = "x-llmsoup-complexity";
 /// Prefix reserved for llmsoup; clients may not send these headers.
 pub const RESERVED_PREFIX: &str = "x-llmsoup-";
 
+/// The endpoints llmsoup routes (POST only). Envoy's route table answers other methods on them
+/// with the same 405 when the sidecar is not asked (`envoy::render`).
+pub const ROUTED_PATHS: &[&str] = &[
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/messages",
+    "/v1/embeddings",
+    "/v1/responses",
+];
+
 /// vLLM Semantic Router's response headers, sent when `compat.vsr_headers` is on.
 pub mod vsr {
     /// The selected model.
@@ -375,17 +385,35 @@ impl Engine {
         self.signals.explain(view).await
     }
 
-    /// Handles a request that has no body (or whose body is not routed).
-    pub fn on_headers_only(&self, method: &str, path: &str) -> Option<Outcome> {
+    /// The gate on method and path, before any body: everything that is not a POST with a body
+    /// is answered here and never reaches a provider. `GET /v1/models` gets the model list; a
+    /// routed endpoint asked with another method gets a 405; a POST without a body a 400; any other
+    /// bodyless or non-POST request a 404. `None`: a POST whose body must be routed.
+    pub fn on_headers(&self, method: &str, path: &str, has_body: bool) -> Option<Outcome> {
         let path = path.split('?').next().unwrap_or(path);
-        if method.eq_ignore_ascii_case("GET") && path == "/v1/models" {
-            return Some(Outcome::Reply(Reply {
-                status: 200,
-                headers: vec![("content-type", "application/json".into())],
-                body: self.models_body.clone(),
-            }));
+        let error = match (method, path) {
+            ("POST", _) if has_body => return None,
+            ("GET", "/v1/models") => {
+                return Some(Outcome::Reply(Reply {
+                    status: 200,
+                    headers: vec![("content-type", "application/json".into())],
+                    body: self.models_body.clone(),
+                }));
+            }
+            ("POST", _) => ApiError::empty_body(),
+            (_, "/v1/models") => ApiError::method_not_allowed("GET"),
+            (_, p) if ROUTED_PATHS.contains(&p) => ApiError::method_not_allowed("POST"),
+            _ => ApiError::not_found(),
+        };
+        metrics::get()
+            .rejections
+            .add(1, &[kv("code", error.code.unwrap_or("error"))]);
+        let allow = (error.status == 405).then(|| if path == "/v1/models" { "GET" } else { "POST" });
+        let mut reply = Reply::from(error);
+        if let Some(allow) = allow {
+            reply.headers.push(("allow", allow.into()));
         }
-        None
+        Some(Outcome::Reply(reply))
     }
 
     /// Handles a complete request body: the routing gate, then routing for auto models.
@@ -481,6 +509,10 @@ impl Engine {
     }
 
     async fn on_body_inner(&self, api: Api, body: &[u8], request_id: &str) -> Result<Handled, ApiError> {
+        if body.is_empty() {
+            // A POST whose body turned out empty (e.g. HTTP/2 with trailers and no data).
+            return Err(ApiError::empty_body());
+        }
         let parsed = parse_request(body, self.config.routing.include_history)?;
         if !self.config.routing.auto_models.iter().any(|a| a == &parsed.model) {
             // Concrete model: pass through untouched, only tell Envoy where it goes.
@@ -588,8 +620,14 @@ impl Engine {
         let body_plugins = plugins.unwrap_or(&DecisionPlugins::NONE);
         let mut injected = false;
         let new_body = if body_plugins.changes_body() || reasoning.is_some() {
-            let (b, report) = plugins::rewrite_body(body, api, upstream_id, body_plugins, reasoning.as_ref())
-                .map_err(|e| ApiError::bad_request(format!("{e}."), None, "invalid_json"))?;
+            let (b, report) =
+                plugins::rewrite_body(body, api, upstream_id, body_plugins, reasoning.as_ref()).map_err(|e| {
+                    ApiError::bad_request(
+                        format!("{}.", crate::protocol::truncate_echo(&e.to_string())),
+                        None,
+                        "invalid_json",
+                    )
+                })?;
             injected = report.injected_system_prompt;
             b
         } else {

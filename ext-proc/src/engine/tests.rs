@@ -127,7 +127,7 @@ fn authentication() {
 #[test]
 fn models_endpoint_lists_auto_and_enabled_models() {
     let e = engine("");
-    let Some(Outcome::Reply(r)) = e.on_headers_only("GET", "/v1/models?x=1") else {
+    let Some(Outcome::Reply(r)) = e.on_headers("GET", "/v1/models?x=1", false) else {
         panic!()
     };
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
@@ -138,7 +138,49 @@ fn models_endpoint_lists_auto_and_enabled_models() {
         .map(|m| m["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["auto", "MoM", "cheap", "strong"]);
-    assert!(e.on_headers_only("POST", "/v1/chat/completions").is_none());
+    assert!(e.on_headers("POST", "/v1/chat/completions", true).is_none());
+}
+
+/// Nothing but a POST with a body is routed: every other request is answered by the gate, with
+/// OpenAI-style JSON, and never forwarded to a provider.
+#[tokio::test]
+async fn bodyless_and_non_post_requests_never_reach_a_provider() {
+    let e = engine("");
+    let reply = |method: &str, path: &str, has_body: bool| match e.on_headers(method, path, has_body) {
+        Some(Outcome::Reply(r)) => r,
+        other => panic!("{method} {path}: {other:?}"),
+    };
+    let code = |r: &Reply| {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert!(
+            v["error"]["message"].is_string() && v["error"]["type"].is_string(),
+            "{v}"
+        );
+        v["error"]["code"].as_str().unwrap().to_string()
+    };
+    for (method, path, has_body, status, expected) in [
+        ("GET", "/v1/files", false, 404, "not_found"),
+        ("GET", "/v1/chat/completions", false, 405, "method_not_allowed"),
+        ("DELETE", "/v1/chat/completions", false, 405, "method_not_allowed"),
+        ("GET", "/v1/chat/completions?x=1", true, 405, "method_not_allowed"),
+        ("PUT", "/v1/messages", true, 405, "method_not_allowed"),
+        ("DELETE", "/v1/models", false, 405, "method_not_allowed"),
+        ("POST", "/v1/chat/completions", false, 400, "invalid_json"),
+        ("GET", "/v1/files", true, 404, "not_found"),
+        ("HEAD", "/", false, 404, "not_found"),
+    ] {
+        let r = reply(method, path, has_body);
+        assert_eq!((r.status, code(&r).as_str()), (status, expected), "{method} {path}");
+        assert!(r.headers.contains(&("content-type", "application/json".into())));
+        if status == 405 {
+            assert!(r.headers.iter().any(|(k, _)| *k == "allow"));
+        }
+    }
+    // A POST whose body turns out empty (HTTP/2 trailers, no data) is the same 400.
+    let Outcome::Reply(r) = e.on_request_at("/v1/chat/completions", b"", "").await else {
+        panic!("an empty body must not be forwarded")
+    };
+    assert_eq!((r.status, code(&r).as_str()), (400, "invalid_json"));
 }
 
 /// Arbitrary bytes (mutations of valid requests) never panic and never produce a 5xx.

@@ -2,7 +2,9 @@
 //!
 //! Envoy owns the data path: one route per model (matched on `x-llmsoup-model`) to one cluster
 //! per provider, TLS with SNI for HTTPS providers, credentials injected from a secret Envoy reads
-//! from the environment or a file (never inlined), and a fail-open route to the default model.
+//! from the environment or a file (never inlined). A request without the routing header matches no
+//! provider route: it gets a JSON 404/405/503 from the route table. Envoy's own local replies are
+//! mapped to OpenAI-style JSON, and paths are normalised before routing.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -11,7 +13,8 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
 use crate::config::{AttachMode, Config, FailureMode, ProviderConfig};
-use crate::engine::MODEL_HEADER;
+use crate::engine::{MODEL_HEADER, ROUTED_PATHS};
+use crate::protocol::NOT_FOUND_MESSAGE;
 
 /// Name of the cluster that reaches the sidecar.
 pub const SIDECAR_CLUSTER: &str = "llmsoup_sidecar";
@@ -119,12 +122,84 @@ fn wasm_plugin_config(config: &Config) -> anyhow::Result<Value> {
     }))
 }
 
+fn error_type(status: u16) -> &'static str {
+    if status >= 500 {
+        "server_error"
+    } else {
+        "invalid_request_error"
+    }
+}
+
+/// A route's `direct_response`: an OpenAI-style error body. Its route adds
+/// `content-type: application/json` (see [`json_content_type`]).
 fn json_error(status: u16, message: &str, code: &str) -> Value {
-    let body = json!({"error": {"message": message, "type": if status >= 500 {"server_error"} else {"invalid_request_error"}, "param": null, "code": code}});
+    let body = json!({"error": {"message": message, "type": error_type(status), "param": null, "code": code}});
     json!({
         "status": status,
         "body": {"inline_string": body.to_string()},
     })
+}
+
+/// `^(/v1/chat/completions|...)$`: the endpoints llmsoup routes.
+fn routed_paths_regex() -> String {
+    let alternatives: Vec<String> = ROUTED_PATHS.iter().map(|p| regex::escape(p)).collect();
+    format!("^({})$", alternatives.join("|"))
+}
+
+/// Direct responses are JSON: say so, which also tells the local reply mappers to leave them be.
+fn json_content_type(routes: &mut [Value]) {
+    for r in routes.iter_mut().filter(|r| r.get("direct_response").is_some()) {
+        let mut add = r["response_headers_to_add"].as_array().cloned().unwrap_or_default();
+        add.push(json!({"header": {"key": "content-type", "value": "application/json"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}));
+        r["response_headers_to_add"] = Value::Array(add);
+    }
+}
+
+/// Local replies that Envoy itself generates (413 over `max_body_bytes`, 431 for huge headers,
+/// 503 when the ext_proc sidecar fails closed, upstream resets, timeouts, codec errors) get an
+/// OpenAI-style JSON body with their status. Replies that already carry a JSON body (the
+/// sidecar's, the wasm filter's, the fail-open step's, our direct responses) are left untouched:
+/// every mapper only matches a reply whose content-type is not JSON.
+fn local_reply_config() -> Value {
+    const NOT_JSON: &str =
+        "!('content-type' in response.headers && response.headers['content-type'].startsWith('application/json'))";
+    // CEL (Envoy's access log filter extension): evaluated on the reply's status and headers.
+    let cel = |condition: &str| {
+        json!({"extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                "expression": format!("{NOT_JSON} && ({condition})"),
+            }
+        }})
+    };
+    let mapper = |condition: &str, status: u16, message: &str, code: &str| {
+        json!({
+            "filter": cel(condition),
+            "body_format_override": {"json_format": {"error": {
+                "message": message, "type": error_type(status), "param": null, "code": code,
+            }}},
+        })
+    };
+    json!({"mappers": [
+        mapper("response.code == 413", 413, "Request body is too large.", "request_too_large"),
+        mapper("response.code == 431", 431, "Request headers are too large.", "request_header_fields_too_large"),
+        mapper(
+            "response.code_details.startsWith('ext_proc')",
+            503,
+            "The llmsoup router is unavailable.",
+            "router_unavailable",
+        ),
+        mapper("response.code == 504", 504, "The model provider did not answer in time.", "upstream_timeout"),
+        mapper(
+            "response.code == 502 || response.code == 503",
+            503,
+            "The model provider is unavailable or reset the connection.",
+            "upstream_unavailable",
+        ),
+        mapper("response.code >= 500", 500, "The gateway failed to handle the request (%RESPONSE_CODE_DETAILS%).", "gateway_error"),
+        mapper("response.code >= 400", 400, "The gateway rejected the request (%RESPONSE_CODE_DETAILS%).", "invalid_request"),
+    ]})
 }
 
 fn provider_cluster(p: &ProviderConfig) -> anyhow::Result<Value> {
@@ -229,33 +304,40 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
         routes.push(model_route(
             &format!("model_{}", m.name),
             p,
-            Some(&m.name),
+            &m.name,
             &route_header(config),
         )?);
     }
-    let default = config.default_model();
-    let default_provider = config
-        .provider(&default.provider)
-        .with_context(|| format!("default model `{}`: unknown provider", default.name))?;
-    match g.failure_mode {
-        // Only reached when the sidecar did not answer: the Lua step rewrote the body.
-        FailureMode::Open => routes.push(model_route(
-            "fail_open_default",
-            default_provider,
-            None,
-            &route_header(config),
-        )?),
-        FailureMode::Closed => routes.push(json!({
-            "name": "router_unavailable",
-            "match": {"prefix": "/v1/"},
-            "direct_response": json_error(503, "The llmsoup router is unavailable.", "router_unavailable"),
-        })),
-    }
+    // A request without the routing header matches no provider route: the sidecar (or a
+    // fail-open step) routed every request it let through, and everything else is answered here.
+    // POSTs reach these only when nothing routed them (the sidecar is down and no fail-open step
+    // took them); the sidecar answers `GET /v1/models`, so it is unavailable when one lands here.
+    routes.push(json!({
+        "name": "method_not_allowed",
+        "match": {
+            "safe_regex": {"regex": routed_paths_regex()},
+            "headers": [{"name": ":method", "string_match": {"exact": "POST"}, "invert_match": true}],
+        },
+        "direct_response": json_error(405, "This endpoint only accepts POST requests.", "method_not_allowed"),
+        "response_headers_to_add": [{"header": {"key": "allow", "value": "POST"}}],
+    }));
+    routes.push(json!({
+        "name": "router_unavailable",
+        "match": {"prefix": "/v1/", "headers": [{"name": ":method", "string_match": {"exact": "POST"}}]},
+        "direct_response": json_error(503, "The llmsoup router is unavailable.", "router_unavailable"),
+    }));
+    routes.push(json!({
+        "name": "models_unavailable",
+        "match": {"path": "/v1/models", "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+        "direct_response": json_error(503, "The llmsoup router is unavailable.", "router_unavailable"),
+    }));
     routes.push(json!({
         "name": "not_found",
         "match": {"prefix": "/"},
-        "direct_response": json_error(404, "llmsoup serves OpenAI-compatible paths under /v1/.", "not_found"),
+        "direct_response": json_error(404, NOT_FOUND_MESSAGE, "not_found"),
     }));
+
+    json_content_type(&mut routes);
 
     let mut filters = vec![json!({
         // Clients may not pick routes or forge llmsoup's headers, even when the sidecar is down.
@@ -278,7 +360,9 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
                 "processing_mode": {
                     "request_header_mode": "SEND",
                     "request_body_mode": "BUFFERED",
-                    "request_trailer_mode": "SKIP",
+                    // Sent only by requests that have trailers: one with trailers and no body
+                    // gets no body message, and must still be decided (never passed unrouted).
+                    "request_trailer_mode": "SEND",
                     // Response headers carry the x-llmsoup-* summary. The body only for inline
                     // accounting: BUFFERED for JSON, switched to STREAMED for SSE by the sidecar
                     // (each chunk then waits for its answer).
@@ -396,6 +480,14 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
                         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                         "stat_prefix": "llmsoup",
                         "access_log": [access_log],
+                        // Paths are normalised before any filter or route sees them: dot segments
+                        // resolved (`/v1/../admin` is `/admin`, `%2e%2e` decoded first), slashes
+                        // merged, encoded slashes refused, so a provider route's prefix rewrite
+                        // cannot be escaped.
+                        "normalize_path": true,
+                        "merge_slashes": true,
+                        "path_with_escaped_slashes_action": "REJECT_REQUEST",
+                        "local_reply_config": local_reply_config(),
                         "route_config": {
                             "name": "llmsoup",
                             "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": routes}],
@@ -454,12 +546,13 @@ fn accounting_filter(timeout_ms: u64) -> Value {
     })
 }
 
-fn model_route(name: &str, p: &ProviderConfig, model: Option<&str>, header: &str) -> anyhow::Result<Value> {
+fn model_route(name: &str, p: &ProviderConfig, model: &str, header: &str) -> anyhow::Result<Value> {
     let ep = p.endpoint().map_err(anyhow::Error::msg)?;
-    let mut matcher = json!({"prefix": "/v1/"});
-    if let Some(m) = model {
-        matcher["headers"] = json!([{"name": header, "string_match": {"exact": m}}]);
-    }
+    // Only POSTs are routed; the sidecar never sets the header on anything else.
+    let matcher = json!({"prefix": "/v1/", "headers": [
+        {"name": header, "string_match": {"exact": model}},
+        {"name": ":method", "string_match": {"exact": "POST"}},
+    ]});
     let mut route = json!({
         "cluster": cluster_name(&p.name),
         // LLM generations run long; idle streams are bounded by the connection manager instead.

@@ -4,5 +4,5 @@
 mod error;
 mod request;
 
-pub use error::ApiError;
+pub use error::{ApiError, MAX_ECHO_BYTES, NOT_FOUND_MESSAGE, truncate_echo};
 pub use request::{ParsedRequest, RequestView, estimate_tokens, parse_request};

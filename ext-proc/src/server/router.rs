@@ -66,10 +66,10 @@ impl Router for RouterService {
     async fn route(&self, request: Request<RouteRequest>) -> Result<Response<RouteResponse>, Status> {
         let req = request.into_inner();
         let engine = self.engine.load_full();
-        let outcome = if req.body.is_empty() {
-            engine.on_headers_only(&req.method, &req.path)
-        } else {
-            Some(engine.on_request_at(&req.path, &req.body, &req.request_id).await)
+        // The same gate as ext_proc's headers phase: only a POST with a body is routed.
+        let outcome = match engine.on_headers(&req.method, &req.path, !req.body.is_empty()) {
+            Some(reply) => Some(reply),
+            None => Some(engine.on_request_at(&req.path, &req.body, &req.request_id).await),
         };
         Ok(Response::new(to_response(outcome)))
     }
