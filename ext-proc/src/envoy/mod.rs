@@ -25,6 +25,17 @@ pub const ACCOUNTING_FILTER: &str = "llmsoup.response_accounting";
 pub const METADATA_NAMESPACE: &str = "llmsoup";
 
 const FAIL_OPEN_LUA: &str = include_str!("fail_open.lua");
+const CLIENT_AUTH_LUA: &str = include_str!("client_auth.lua");
+
+/// Name of the Lua filter that checks client tokens in ext_proc mode, before the ext_proc filter.
+pub const CLIENT_AUTH_FILTER: &str = "llmsoup.client_auth";
+
+/// Client credential headers every provider route removes when `auth.tokens` is set: the
+/// client's llmsoup token must never reach a provider, whether the sidecar routed the request
+/// or fail-open did. Route-level removal happens when the router builds the upstream request,
+/// before the cluster's upstream filters run, so the credential injector still adds the
+/// provider's key afterwards.
+const CLIENT_CREDENTIAL_HEADERS: [&str; 2] = ["authorization", "x-api-key"];
 
 /// Rendering options that are not part of the llmsoup config.
 #[derive(Debug, Clone, Default)]
@@ -96,6 +107,36 @@ fn fail_open_script(config: &Config) -> String {
         .replace("__ROUTE_HEADER__", &lua_string(&route_header(config)))
 }
 
+/// The client-auth Lua step: token hashes and the two 401 bodies, rendered from the engine's
+/// own error text so every enforcement point answers byte for byte the same.
+fn client_auth_script(config: &Config) -> String {
+    use llmsoup_proto::auth::AuthError;
+    let hashes: Vec<String> = config
+        .auth
+        .tokens
+        .iter()
+        .map(|t| lua_string(&t.sha256.to_ascii_lowercase()))
+        .collect();
+    let body = |e: AuthError| {
+        let reply = crate::engine::Reply::from(crate::protocol::ApiError::unauthorized(e.message()));
+        lua_string(&String::from_utf8_lossy(&reply.body))
+    };
+    CLIENT_AUTH_LUA
+        .replace("__HASHES__", &format!("{{{}}}", hashes.join(", ")))
+        .replace("__BODY_MISSING__", &body(AuthError::Missing))
+        .replace("__BODY_WRONG__", &body(AuthError::Wrong))
+}
+
+/// gRPC `initial_metadata` carrying `server.grpc_token`, for every `grpc_service` that reaches
+/// the sidecar.
+fn grpc_metadata(config: &Config) -> Option<Value> {
+    let token = config.server.grpc_token.as_deref()?;
+    Some(json!([{
+        "key": llmsoup_proto::auth::GRPC_TOKEN_METADATA,
+        "value": llmsoup_proto::auth::grpc_metadata_value(token),
+    }]))
+}
+
 /// The wasm filter's JSON configuration (see filter-wasm/src/config.rs).
 fn wasm_plugin_config(config: &Config) -> anyhow::Result<Value> {
     let g = &config.gateway;
@@ -116,6 +157,7 @@ fn wasm_plugin_config(config: &Config) -> anyhow::Result<Value> {
         "default_model": config.default_model().name,
         "route_header": config.compat.selected_model_header.as_ref().map(|h| h.to_ascii_lowercase()),
         "response_accounting": g.response_accounting,
+        "grpc_token": config.server.grpc_token,
     }))
 }
 
@@ -257,6 +299,14 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
         "direct_response": json_error(404, "llmsoup serves OpenAI-compatible paths under /v1/.", "not_found"),
     }));
 
+    if !config.auth.tokens.is_empty() {
+        for route in routes.iter_mut().filter(|r| r.get("route").is_some()) {
+            if let Some(Value::Array(remove)) = route.get_mut("request_headers_to_remove") {
+                remove.extend(CLIENT_CREDENTIAL_HEADERS.map(Value::from));
+            }
+        }
+    }
+
     let mut filters = vec![json!({
         // Clients may not pick routes or forge llmsoup's headers, even when the sidecar is down.
         "name": "envoy.filters.http.header_mutation",
@@ -293,12 +343,29 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
             if g.failure_mode == FailureMode::Closed {
                 ext_proc["status_on_error"] = json!({"code": 503});
             }
+            if let Some(md) = grpc_metadata(config) {
+                ext_proc["grpc_service"]["initial_metadata"] = md;
+            }
+            if !config.auth.tokens.is_empty() {
+                // Before ext_proc: auth must not depend on the sidecar answering.
+                filters.push(json!({
+                    "name": CLIENT_AUTH_FILTER,
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                        "default_source_code": {"inline_string": client_auth_script(config)},
+                    }
+                }));
+            }
             if async_accounting {
                 ext_proc["metadata_options"] = json!({"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}});
             }
             filters.push(json!({"name": "envoy.filters.http.ext_proc", "typed_config": ext_proc}));
             if async_accounting {
-                filters.push(accounting_filter(g.sidecar_timeout_ms));
+                let mut accounting = accounting_filter(g.sidecar_timeout_ms);
+                if let Some(md) = grpc_metadata(config) {
+                    accounting["typed_config"]["grpc_service"]["initial_metadata"] = md;
+                }
+                filters.push(accounting);
             }
             if g.failure_mode == FailureMode::Open {
                 filters.push(json!({
@@ -477,5 +544,7 @@ fn model_route(name: &str, p: &ProviderConfig, model: Option<&str>, header: &str
     }))
 }
 
+#[cfg(test)]
+mod auth_tests;
 #[cfg(test)]
 mod tests;
