@@ -94,6 +94,8 @@ mod tests {
     use crate::config::load_str_with_env;
     use crate::engine::Engine;
 
+    use crate::server::EngineHandle;
+
     const TOKEN: &str = "dash-token";
 
     fn engine() -> EngineHandle {
