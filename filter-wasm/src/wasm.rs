@@ -15,7 +15,6 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Stat
 use crate::config::Plugin;
 use crate::filter::{Filter, Next, ReportQueue};
 use crate::host::{Host, HostError};
-use crate::logic;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);

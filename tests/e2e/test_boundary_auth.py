@@ -103,9 +103,12 @@ def test_client_auth_holds_with_the_sidecar_up_and_down(any_stack):
     failure = s.env["E2E_FAILURE_MODE"]
     # Sidecar up: every bad credential gets the 401, the right one is routed, and the provider
     # sees its own key (beta, credential injector) or nothing (alpha), never the client's.
+    up_bytes = {}
     for name, headers, body in CASES:
         before = provider_requests(s)
-        assert_refused(s, post(s, headers), body, before)
+        r = post(s, headers)
+        assert_refused(s, r, body, before)
+        up_bytes[name] = r.content
     r = post(s, {"authorization": f"Bearer {CLIENT_TOKEN}"})
     assert r.status_code == 200 and r.headers["x-llmsoup-model"] == "coder", r.text
     assert_no_client_credential(received(r), BETA_PROVIDER_KEY)
@@ -117,7 +120,9 @@ def test_client_auth_holds_with_the_sidecar_up_and_down(any_stack):
     # Sidecar down: the same 401s, byte for byte, decided inside Envoy.
     for name, headers, body in CASES:
         before = provider_requests(s)
-        assert_refused(s, post(s, headers), body, before)
+        r = post(s, headers)
+        assert_refused(s, r, body, before)
+        assert r.content == up_bytes[name], name
     if s.mode == "ext_proc":
         # The Lua SHA-256 agrees with Python's on every padding boundary.
         for t in VECTOR_TOKENS:
@@ -177,9 +182,11 @@ def test_forged_grpc_calls_change_nothing(mode, pb):
     try:
         # Some genuine traffic first, so there are totals to protect.
         assert s.chat("fix this python bug", headers={"x-mock-usage": "100,20"}).status_code == 200
+        # (In wasm mode this arrives by the filter's own Report call, which must carry the secret.)
         wait_stats = time.monotonic() + 5
         while authed(s, "/stats").json()["total"]["requests"] < 1 and time.monotonic() < wait_stats:
             time.sleep(0.1)
+        assert authed(s, "/stats").json()["by_model"]["coder"]["prompt_tokens"] == 100
         stats, backends = authed(s, "/stats").json(), authed(s, "/v1/backends").json()
         metrics_before = len(authed(s, "/metrics").content)
 

@@ -57,15 +57,31 @@ fn client_auth_runs_before_ext_proc_with_hashes_only() {
         .unwrap();
     assert!(lua.contains(&crate::engine::hash_token("client-token")));
     assert!(!lua.contains("client-token\""), "the token itself never appears");
-    // Both 401 bodies are the sidecar's, byte for byte.
-    for e in [
+    assert!(!lua.contains("__"), "every placeholder filled");
+    // Refusals are answered by routes (first in the table) with the sidecar's bytes, and with
+    // every filter that could reach the sidecar or rewrite the request off.
+    let routes = h["route_config"]["virtual_hosts"][0]["routes"].as_sequence().unwrap();
+    for (i, e) in [
         llmsoup_proto::auth::AuthError::Missing,
         llmsoup_proto::auth::AuthError::Wrong,
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let body = crate::engine::Reply::from(crate::protocol::ApiError::unauthorized(e.message())).body;
-        assert!(lua.contains(&lua_string(std::str::from_utf8(&body).unwrap())), "{lua}");
+        let r = &routes[i];
+        assert_eq!(r["direct_response"]["status"].as_u64(), Some(401));
+        assert_eq!(
+            r["direct_response"]["body"]["inline_string"].as_str(),
+            Some(std::str::from_utf8(&body).unwrap())
+        );
+        assert_eq!(r["match"]["headers"][0]["name"].as_str(), Some(AUTH_VERDICT_HEADER));
+        let off = &r["typed_per_filter_config"];
+        assert_eq!(off["envoy.filters.http.ext_proc"]["disabled"].as_bool(), Some(true));
+        assert_eq!(off["envoy.filters.http.lua"]["disabled"].as_bool(), Some(true));
     }
-    assert!(!lua.contains("__"), "every placeholder filled");
+    // The verdict header is one clients cannot send.
+    assert!(AUTH_VERDICT_HEADER.starts_with("x-llmsoup-"));
 
     // No tokens: no auth step.
     let h = hcm(BASE, AttachMode::ExtProc);
@@ -73,6 +89,8 @@ fn client_auth_runs_before_ext_proc_with_hashes_only() {
     // Wasm mode authenticates in the filter.
     let h = hcm(&text, AttachMode::Wasm);
     assert!(!filter_names(&h).iter().any(|n| n == CLIENT_AUTH_FILTER));
+    let routes = h["route_config"]["virtual_hosts"][0]["routes"].as_sequence().unwrap();
+    assert!(routes.iter().all(|r| r.get("direct_response").is_none_or(|d| d["status"].as_u64() != Some(401))));
 }
 
 #[test]

@@ -3,16 +3,20 @@
 -- sidecar down, an anonymous request must still get 401, never the fail-open route and the
 -- operator's provider key. Holds only the SHA-256 hashes of `auth.tokens`; the token a request
 -- presents is hashed here (pure Lua on LuaJIT's `bit` module: Envoy's Lua has no digest API)
--- and compared with every hash in constant time. The 401 bodies are rendered by
--- `llmsoup envoy-config` from the same Rust text the sidecar and the wasm filter send.
+-- and compared with every hash in constant time.
+--
+-- A refused request is not answered from here: a local reply would still pass through the
+-- ext_proc filter's response path, which (sidecar down, fail-closed) turns it into a 503. Instead
+-- the verdict goes into AUTH_HEADER and the route is picked again: the `client_auth_*` routes
+-- answer with the sidecar's exact 401 body and switch the ext_proc and fail-open filters off.
+-- Clients cannot send AUTH_HEADER themselves (header_mutation strips x-llmsoup-* first).
 
 local bit = require("bit")
 local band, bor, bxor, bnot = bit.band, bit.bor, bit.bxor, bit.bnot
 local rshift, lshift, ror, tobit, tohex = bit.rshift, bit.lshift, bit.ror, bit.tobit, bit.tohex
 
 local HASHES = __HASHES__          -- lowercase hex SHA-256 of each accepted token
-local BODY_MISSING = __BODY_MISSING__
-local BODY_WRONG = __BODY_WRONG__
+local AUTH_HEADER = __AUTH_HEADER__   -- set to "missing" or "wrong" on a refusal
 
 local K = {
   0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -104,16 +108,17 @@ local function accepted(digest)
   return found
 end
 
-local function refuse(handle, body)
-  handle:respond({[":status"] = "401", ["content-type"] = "application/json"}, body)
+local function refuse(handle, verdict)
+  handle:headers():replace(AUTH_HEADER, verdict)
+  handle:clearRouteCache()
 end
 
 function envoy_on_request(handle)
   local t = token(handle:headers())
   if t == nil then
-    return refuse(handle, BODY_MISSING)
+    return refuse(handle, "missing")
   end
   if not accepted(sha256(t)) then
-    return refuse(handle, BODY_WRONG)
+    return refuse(handle, "wrong")
   end
 end

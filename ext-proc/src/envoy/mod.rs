@@ -107,24 +107,61 @@ fn fail_open_script(config: &Config) -> String {
         .replace("__ROUTE_HEADER__", &lua_string(&route_header(config)))
 }
 
-/// The client-auth Lua step: token hashes and the two 401 bodies, rendered from the engine's
-/// own error text so every enforcement point answers byte for byte the same.
+/// Request header the client-auth Lua step sets to its verdict (`missing`, `wrong`) on a refusal;
+/// the `client_auth_*` routes match on it.
+const AUTH_VERDICT_HEADER: &str = "x-llmsoup-auth";
+
+/// The client-auth Lua step: only the token hashes.
 fn client_auth_script(config: &Config) -> String {
-    use llmsoup_proto::auth::AuthError;
     let hashes: Vec<String> = config
         .auth
         .tokens
         .iter()
         .map(|t| lua_string(&t.sha256.to_ascii_lowercase()))
         .collect();
-    let body = |e: AuthError| {
-        let reply = crate::engine::Reply::from(crate::protocol::ApiError::unauthorized(e.message()));
-        lua_string(&String::from_utf8_lossy(&reply.body))
-    };
     CLIENT_AUTH_LUA
         .replace("__HASHES__", &format!("{{{}}}", hashes.join(", ")))
-        .replace("__BODY_MISSING__", &body(AuthError::Missing))
-        .replace("__BODY_WRONG__", &body(AuthError::Wrong))
+        .replace("__AUTH_HEADER__", &lua_string(AUTH_VERDICT_HEADER))
+}
+
+/// The routes that answer the client-auth step's refusals: the sidecar's own 401 (the same
+/// Rust text, so a refused client gets the same bytes with the sidecar up or down), with every
+/// filter that could call the sidecar or rewrite the request switched off for them.
+fn client_auth_routes(config: &Config) -> Vec<Value> {
+    use llmsoup_proto::auth::AuthError;
+    [(AuthError::Missing, "missing"), (AuthError::Wrong, "wrong")]
+        .into_iter()
+        .map(|(e, verdict)| {
+            let reply = crate::engine::Reply::from(crate::protocol::ApiError::unauthorized(e.message()));
+            let mut off = serde_json::Map::new();
+            off.insert(
+                "envoy.filters.http.ext_proc".into(),
+                json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "disabled": true}),
+            );
+            if config.gateway.response_accounting && config.gateway.async_response_accounting {
+                off.insert(
+                    ACCOUNTING_FILTER.into(),
+                    json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "disabled": true}),
+                );
+            }
+            if config.gateway.failure_mode == FailureMode::Open {
+                off.insert(
+                    "envoy.filters.http.lua".into(),
+                    json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute", "disabled": true}),
+                );
+            }
+            json!({
+                "name": format!("client_auth_{verdict}"),
+                "match": {"prefix": "/", "headers": [{"name": AUTH_VERDICT_HEADER, "string_match": {"exact": verdict}}]},
+                "direct_response": {"status": 401, "body": {"inline_string": String::from_utf8_lossy(&reply.body)}},
+                "response_headers_to_add": [{
+                    "header": {"key": "content-type", "value": "application/json"},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }],
+                "typed_per_filter_config": off,
+            })
+        })
+        .collect()
 }
 
 /// gRPC `initial_metadata` carrying `server.grpc_token`, for every `grpc_service` that reaches
@@ -304,6 +341,9 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
             if let Some(Value::Array(remove)) = route.get_mut("request_headers_to_remove") {
                 remove.extend(CLIENT_CREDENTIAL_HEADERS.map(Value::from));
             }
+        }
+        if mode == AttachMode::ExtProc {
+            routes.splice(0..0, client_auth_routes(config));
         }
     }
 
