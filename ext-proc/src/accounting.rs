@@ -168,9 +168,7 @@ pub fn validate(engine: &Engine, r: &UsageReport) -> Result<(), Dropped> {
 
 /// Counts `n` refused reports.
 pub fn dropped(reason: Dropped, n: u64) {
-    metrics::get()
-        .reports_dropped
-        .add(n, &[kv("reason", reason.as_str())]);
+    metrics::get().reports_dropped.add(n, &[kv("reason", reason.as_str())]);
 }
 
 /// Records one finished request, if [`validate`] accepts it (else counts it as dropped).
@@ -301,13 +299,25 @@ routing:
         let e = engine();
         assert_eq!(validate(&e, &report()), Ok(()));
         for decision in ["", "fail-open"] {
-            let r = UsageReport { decision: decision.into(), ..report() };
+            let r = UsageReport {
+                decision: decision.into(),
+                ..report()
+            };
             assert_eq!(validate(&e, &r), Ok(()), "{decision:?}");
         }
         // No response at all (status 0, nothing timed) is a genuine upstream failure.
-        let r = UsageReport { status: 0, duration_us: 0, time_to_first_byte_us: 0, ..report() };
+        let r = UsageReport {
+            status: 0,
+            duration_us: 0,
+            time_to_first_byte_us: 0,
+            ..report()
+        };
         assert_eq!(validate(&e, &r), Ok(()));
-        let r = UsageReport { prompt_tokens: MAX_TOKENS, duration_us: MAX_DURATION_US, ..report() };
+        let r = UsageReport {
+            prompt_tokens: MAX_TOKENS,
+            duration_us: MAX_DURATION_US,
+            ..report()
+        };
         assert_eq!(validate(&e, &r), Ok(()));
     }
 
@@ -315,17 +325,77 @@ routing:
     fn forged_or_corrupt_reports_are_dropped() {
         let e = engine();
         let cases = [
-            (UsageReport { model: "invented-1".into(), ..report() }, Dropped::UnknownModel),
-            (UsageReport { model: String::new(), ..report() }, Dropped::UnknownModel),
-            (UsageReport { decision: "invented".into(), ..report() }, Dropped::UnknownDecision),
-            (UsageReport { prompt_tokens: 1_000_000_000, ..report() }, Dropped::Tokens),
-            (UsageReport { completion_tokens: MAX_TOKENS + 1, ..report() }, Dropped::Tokens),
-            (UsageReport { cached_tokens: u64::MAX, ..report() }, Dropped::Tokens),
-            (UsageReport { duration_us: u64::MAX, ..report() }, Dropped::Duration),
-            (UsageReport { time_to_first_byte_us: 2_000_000, ..report() }, Dropped::Duration),
+            (
+                UsageReport {
+                    model: "invented-1".into(),
+                    ..report()
+                },
+                Dropped::UnknownModel,
+            ),
+            (
+                UsageReport {
+                    model: String::new(),
+                    ..report()
+                },
+                Dropped::UnknownModel,
+            ),
+            (
+                UsageReport {
+                    decision: "invented".into(),
+                    ..report()
+                },
+                Dropped::UnknownDecision,
+            ),
+            (
+                UsageReport {
+                    prompt_tokens: 1_000_000_000,
+                    ..report()
+                },
+                Dropped::Tokens,
+            ),
+            (
+                UsageReport {
+                    completion_tokens: MAX_TOKENS + 1,
+                    ..report()
+                },
+                Dropped::Tokens,
+            ),
+            (
+                UsageReport {
+                    cached_tokens: u64::MAX,
+                    ..report()
+                },
+                Dropped::Tokens,
+            ),
+            (
+                UsageReport {
+                    duration_us: u64::MAX,
+                    ..report()
+                },
+                Dropped::Duration,
+            ),
+            (
+                UsageReport {
+                    time_to_first_byte_us: 2_000_000,
+                    ..report()
+                },
+                Dropped::Duration,
+            ),
             (UsageReport { status: 99, ..report() }, Dropped::Status),
-            (UsageReport { status: 600, ..report() }, Dropped::Status),
-            (UsageReport { status: u32::MAX, ..report() }, Dropped::Status),
+            (
+                UsageReport {
+                    status: 600,
+                    ..report()
+                },
+                Dropped::Status,
+            ),
+            (
+                UsageReport {
+                    status: u32::MAX,
+                    ..report()
+                },
+                Dropped::Status,
+            ),
         ];
         for (r, why) in cases {
             assert_eq!(validate(&e, &r), Err(why), "{r:?}");
@@ -336,8 +406,20 @@ routing:
     fn a_dropped_report_changes_no_totals() {
         let e = engine();
         let before = stats();
-        record(&e, &UsageReport { model: "ghost-model-for-accounting-test".into(), ..report() });
-        record(&e, &UsageReport { prompt_tokens: 5_000_000_000, ..report() });
+        record(
+            &e,
+            &UsageReport {
+                model: "ghost-model-for-accounting-test".into(),
+                ..report()
+            },
+        );
+        record(
+            &e,
+            &UsageReport {
+                prompt_tokens: 5_000_000_000,
+                ..report()
+            },
+        );
         let after = stats();
         assert!(!after.by_model.contains_key("ghost-model-for-accounting-test"));
         // Other tests may record concurrently, but none adds a billion tokens.
@@ -348,7 +430,11 @@ routing:
     fn spend_per_report_is_bounded() {
         let e = engine();
         let pricing = e.config().model("strong").unwrap().pricing.clone().unwrap();
-        let worst = UsageReport { prompt_tokens: MAX_TOKENS, completion_tokens: MAX_TOKENS, ..report() };
+        let worst = UsageReport {
+            prompt_tokens: MAX_TOKENS,
+            completion_tokens: MAX_TOKENS,
+            ..report()
+        };
         assert_eq!(validate(&e, &worst), Ok(()));
         assert!(cost(&pricing, &worst) <= 400.0, "{}", cost(&pricing, &worst));
     }

@@ -47,10 +47,7 @@ fn client_auth_runs_before_ext_proc_with_hashes_only() {
     let h = hcm(&text, AttachMode::ExtProc);
     let names = filter_names(&h);
     let auth = names.iter().position(|n| n == CLIENT_AUTH_FILTER).expect("auth filter");
-    let ext = names
-        .iter()
-        .position(|n| n == "envoy.filters.http.ext_proc")
-        .unwrap();
+    let ext = names.iter().position(|n| n == "envoy.filters.http.ext_proc").unwrap();
     assert!(auth < ext, "{names:?}");
     let lua = h["http_filters"][auth]["typed_config"]["default_source_code"]["inline_string"]
         .as_str()
@@ -90,7 +87,10 @@ fn client_auth_runs_before_ext_proc_with_hashes_only() {
     let h = hcm(&text, AttachMode::Wasm);
     assert!(!filter_names(&h).iter().any(|n| n == CLIENT_AUTH_FILTER));
     let routes = h["route_config"]["virtual_hosts"][0]["routes"].as_sequence().unwrap();
-    assert!(routes.iter().all(|r| r.get("direct_response").is_none_or(|d| d["status"].as_u64() != Some(401))));
+    assert!(routes.iter().all(|r| {
+        r.get("direct_response")
+            .is_none_or(|d| d["status"].as_u64() != Some(401))
+    }));
 }
 
 #[test]
@@ -131,7 +131,12 @@ fn every_sidecar_call_carries_the_grpc_token() {
         .as_sequence()
         .unwrap()
         .iter()
-        .filter(|f| f["typed_config"]["@type"].as_str().unwrap().ends_with("ExternalProcessor"))
+        .filter(|f| {
+            f["typed_config"]["@type"]
+                .as_str()
+                .unwrap()
+                .ends_with("ExternalProcessor")
+        })
         .collect();
     assert_eq!(ext_procs.len(), 2, "routing and accounting");
     for f in ext_procs {
@@ -156,13 +161,25 @@ fn every_sidecar_call_carries_the_grpc_token() {
     assert_eq!(plugin["grpc_token"].as_str(), Some("grpc-secret-0123456789"));
 
     // Without a token nothing is sent.
-    let h = hcm(BASE.replace("  grpc_token: grpc-secret-0123456789\n", "").as_str(), AttachMode::ExtProc);
-    assert!(h["http_filters"][1]["typed_config"]["grpc_service"].get("initial_metadata").is_none());
+    let h = hcm(
+        BASE.replace("  grpc_token: grpc-secret-0123456789\n", "").as_str(),
+        AttachMode::ExtProc,
+    );
+    assert!(
+        h["http_filters"][1]["typed_config"]["grpc_service"]
+            .get("initial_metadata")
+            .is_none()
+    );
 }
 
 #[test]
 fn grpc_token_must_be_a_real_secret() {
-    for bad in ["short", "has spaces in the middle", "percent%REQ(x)%-0123456", &"x".repeat(65)] {
+    for bad in [
+        "short",
+        "has spaces in the middle",
+        "percent%REQ(x)%-0123456",
+        &"x".repeat(65),
+    ] {
         let text = BASE.replace("grpc-secret-0123456789", &format!("'{bad}'"));
         let e = load_str_with_env(&text, &|_| None).unwrap_err().to_string();
         assert!(e.contains("server.grpc_token"), "{e}");

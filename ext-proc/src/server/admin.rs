@@ -277,7 +277,11 @@ mod tests {
                 ("x-api-key", "nope".to_string()),
                 ("authorization", "Basic !!!".to_string()),
             ] {
-                assert_eq!(request(&e, method, path, &[wrong.clone()]).await.0, 401, "{path} {wrong:?}");
+                assert_eq!(
+                    request(&e, method, path, std::slice::from_ref(&wrong)).await.0,
+                    401,
+                    "{path} {wrong:?}"
+                );
             }
             let q = format!("{path}?access_token={TOKEN}");
             assert_eq!(request(&e, method, &q, &[]).await.0, 401, "{q}");
@@ -286,7 +290,7 @@ mod tests {
                 ("authorization", basic(TOKEN)),
                 ("x-api-key", TOKEN.to_string()),
             ] {
-                let (status, text) = request(&e, method, path, &[right.clone()]).await;
+                let (status, text) = request(&e, method, path, std::slice::from_ref(&right)).await;
                 // The feedback body is empty (400) and /nope does not exist (404): past auth.
                 let want = match path {
                     "/v1/feedback" => 400,

@@ -136,9 +136,7 @@ auth:
     /// the (streamed) response.
     async fn get(addr: std::net::SocketAddr, target: &str, auth: Option<&str>) -> TcpStream {
         let mut conn = TcpStream::connect(addr).await.unwrap();
-        let auth = auth
-            .map(|v| format!("authorization: {v}\r\n"))
-            .unwrap_or_default();
+        let auth = auth.map(|v| format!("authorization: {v}\r\n")).unwrap_or_default();
         conn.write_all(format!("GET {target} HTTP/1.1\r\nhost: admin\r\n{auth}\r\n").as_bytes())
             .await
             .unwrap();
@@ -240,6 +238,10 @@ auth:
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
         assert!(text.contains("content-security-policy: default-src 'none'"), "{text}");
         read_until(&mut get(addr, "/v1/events", Some(&basic)).await, "event: hello").await;
-        read_until(&mut get(addr, "/v1/events", Some(&format!("Bearer {TOKEN}"))).await, "event: hello").await;
+        read_until(
+            &mut get(addr, "/v1/events", Some(&format!("Bearer {TOKEN}"))).await,
+            "event: hello",
+        )
+        .await;
     }
 }

@@ -35,9 +35,7 @@ impl Interceptor for GrpcAuth {
         if grpc_token_ok(expected, presented) {
             return Ok(request);
         }
-        metrics::get()
-            .rejections
-            .add(1, &[kv("code", "grpc_unauthenticated")]);
+        metrics::get().rejections.add(1, &[kv("code", "grpc_unauthenticated")]);
         Err(Status::unauthenticated(
             "llmsoup's gRPC port requires `authorization: Bearer <server.grpc_token>` metadata",
         ))
@@ -78,8 +76,14 @@ mod tests {
         let h = handle(Some("grpc-secret-0123456789"));
         assert_eq!(call(&h, Some("Bearer grpc-secret-0123456789")), Ok(()));
         assert_eq!(call(&h, None), Err(tonic::Code::Unauthenticated));
-        assert_eq!(call(&h, Some("Bearer grpc-secret-012345678")), Err(tonic::Code::Unauthenticated));
-        assert_eq!(call(&h, Some("grpc-secret-0123456789")), Err(tonic::Code::Unauthenticated));
+        assert_eq!(
+            call(&h, Some("Bearer grpc-secret-012345678")),
+            Err(tonic::Code::Unauthenticated)
+        );
+        assert_eq!(
+            call(&h, Some("grpc-secret-0123456789")),
+            Err(tonic::Code::Unauthenticated)
+        );
         assert_eq!(call(&h, Some("Basic Z3JwYw==")), Err(tonic::Code::Unauthenticated));
     }
 

@@ -120,7 +120,11 @@ fn warn_if_exposed(config: &config::Config, grpc: SocketAddr) {
              can route through the sidecar and forge usage reports"
         );
     }
-    let admin = config.server.admin_listen.as_deref().and_then(|a| a.parse::<SocketAddr>().ok());
+    let admin = config
+        .server
+        .admin_listen
+        .as_deref()
+        .and_then(|a| a.parse::<SocketAddr>().ok());
     if let Some(admin) = admin
         && !admin.ip().is_loopback()
         && config.auth.tokens.is_empty()
