@@ -53,6 +53,9 @@ pub struct Metrics {
     pub cost: Counter<f64>,
     /// What the same tokens would have cost on the baseline model, minus the spend.
     pub saved: Counter<f64>,
+    /// Usage reports refused (unknown model or decision, values out of range, too many in one
+    /// call), by reason; a forged or corrupt report changes nothing else.
+    pub reports_dropped: Counter<u64>,
     /// Open `/v1/events` streams (dashboards watching the decision feed).
     pub dashboard_subscribers: UpDownCounter<i64>,
     /// Feed events a slow dashboard skipped.
@@ -114,6 +117,10 @@ impl Metrics {
                 .f64_counter("llmsoup.saved_usd")
                 .with_unit("USD")
                 .with_description("Spend avoided versus the baseline model")
+                .build(),
+            reports_dropped: meter
+                .u64_counter("llmsoup.reports.dropped")
+                .with_description("Usage reports refused (unknown model or decision, out-of-range values), by reason")
                 .build(),
             dashboard_subscribers: meter
                 .i64_up_down_counter("llmsoup.dashboard.subscribers")

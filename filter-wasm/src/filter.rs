@@ -230,7 +230,7 @@ impl<H: Host> Filter<H> {
             request_id: self.request_id.clone(),
         }
         .encode_to_vec();
-        let upstream = logic::grpc_service(&self.plugin.config.sidecar_cluster);
+        let upstream = self.plugin.upstream.clone();
         let timeout = Duration::from_millis(self.plugin.config.timeout_ms);
         match self.host.dispatch_route(&upstream, &msg, timeout) {
             Ok(token) => {

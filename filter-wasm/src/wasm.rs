@@ -15,7 +15,6 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Stat
 use crate::config::Plugin;
 use crate::filter::{Filter, Next, ReportQueue};
 use crate::host::{Host, HostError};
-use crate::logic;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
@@ -85,8 +84,7 @@ impl RootContext for Root {
         }
         let reports: Vec<v1::UsageReport> = self.reports.borrow_mut().drain(..).collect();
         let msg = v1::UsageReports { reports }.encode_to_vec();
-        let upstream = logic::grpc_service(&plugin.config.sidecar_cluster);
-        let Ok(upstream) = std::str::from_utf8(&upstream) else {
+        let Ok(upstream) = std::str::from_utf8(&plugin.upstream) else {
             return;
         };
         match hostcalls::dispatch_grpc_call(upstream, ROUTER_SERVICE, "Report", vec![], Some(&msg), REPORT_TIMEOUT) {

@@ -538,6 +538,18 @@ impl Config {
                 ));
             }
         }
+        if let Some(t) = &self.server.grpc_token
+            && (!(16..=64).contains(&t.len())
+                || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b)))
+        {
+            // It travels as a bearer credential in gRPC metadata, which Envoy's header parser
+            // would read `%` in as a format command; inside the wasm filter's serialized gRPC
+            // descriptor it must stay short enough to be UTF-8; a short secret is a guessable one.
+            return Err(ConfigError::invalid(
+                "server.grpc_token",
+                "expected 16 to 64 characters from A-Z a-z 0-9 - . _ ~ + / = (e.g. `openssl rand -hex 24`)",
+            ));
+        }
         Ok(())
     }
 

@@ -195,6 +195,18 @@ pub struct ServerConfig {
     /// Admin HTTP address (`/health`, `/ready`, `/metrics`); `null` turns it off.
     #[serde(default = "default_admin_listen")]
     pub admin_listen: Option<String>,
+    /// Shared secret the gRPC port requires (`authorization: Bearer <token>` metadata) on the
+    /// ext_proc and Router services. `llmsoup envoy-config` renders it into Envoy's ext_proc
+    /// `initial_metadata` and the wasm filter's config, so the rendered bootstrap is a secret
+    /// too. Use `${ENV}` substitution to keep it out of the file. Unset: no gRPC auth (a
+    /// warning at start when the port listens beyond loopback). Empty counts as unset, so a
+    /// shared config can say `"${LLMSOUP_GRPC_TOKEN:-}"`.
+    #[serde(default, deserialize_with = "empty_as_none", skip_serializing_if = "Option::is_none")]
+    pub grpc_token: Option<String>,
+}
+
+fn empty_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
 }
 
 fn default_admin_listen() -> Option<String> {
@@ -210,6 +222,7 @@ impl Default for ServerConfig {
         ServerConfig {
             grpc_listen: default_grpc_listen(),
             admin_listen: default_admin_listen(),
+            grpc_token: None,
         }
     }
 }

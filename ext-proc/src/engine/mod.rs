@@ -327,16 +327,16 @@ impl Engine {
         if self.token_hashes.is_empty() {
             return Ok(());
         }
-        let (code, message) = match auth::check(&self.token_hashes, authorization, api_key) {
+        let e = match auth::check(&self.token_hashes, authorization, api_key) {
             Ok(_) => return Ok(()),
-            Err(AuthError::Missing) => (
-                "missing_api_key",
-                "You didn't provide an API key. Send it as `Authorization: Bearer <token>`.",
-            ),
-            Err(AuthError::Wrong) => ("invalid_api_key", "Incorrect API key provided."),
+            Err(e) => e,
+        };
+        let code = match e {
+            AuthError::Missing => "missing_api_key",
+            AuthError::Wrong => "invalid_api_key",
         };
         metrics::get().rejections.add(1, &[kv("code", code)]);
-        Err(ApiError::unauthorized(message))
+        Err(ApiError::unauthorized(e.message()))
     }
 
     /// Evaluates signals and decisions on a prompt and selects the model.

@@ -28,6 +28,17 @@ pub const ACCOUNTING_FILTER: &str = "llmsoup.response_accounting";
 pub const METADATA_NAMESPACE: &str = "llmsoup";
 
 const FAIL_OPEN_LUA: &str = include_str!("fail_open.lua");
+const CLIENT_AUTH_LUA: &str = include_str!("client_auth.lua");
+
+/// Name of the Lua filter that checks client tokens in ext_proc mode, before the ext_proc filter.
+pub const CLIENT_AUTH_FILTER: &str = "llmsoup.client_auth";
+
+/// Client credential headers every provider route removes when `auth.tokens` is set: the
+/// client's llmsoup token must never reach a provider, whether the sidecar routed the request
+/// or fail-open did. Route-level removal happens when the router builds the upstream request,
+/// before the cluster's upstream filters run, so the credential injector still adds the
+/// provider's key afterwards.
+const CLIENT_CREDENTIAL_HEADERS: [&str; 2] = ["authorization", "x-api-key"];
 
 /// Rendering options that are not part of the llmsoup config.
 #[derive(Debug, Clone, Default)]
@@ -99,6 +110,73 @@ fn fail_open_script(config: &Config) -> String {
         .replace("__ROUTE_HEADER__", &lua_string(&route_header(config)))
 }
 
+/// Request header the client-auth Lua step sets to its verdict (`missing`, `wrong`) on a refusal;
+/// the `client_auth_*` routes match on it.
+const AUTH_VERDICT_HEADER: &str = "x-llmsoup-auth";
+
+/// The client-auth Lua step: only the token hashes.
+fn client_auth_script(config: &Config) -> String {
+    let hashes: Vec<String> = config
+        .auth
+        .tokens
+        .iter()
+        .map(|t| lua_string(&t.sha256.to_ascii_lowercase()))
+        .collect();
+    CLIENT_AUTH_LUA
+        .replace("__HASHES__", &format!("{{{}}}", hashes.join(", ")))
+        .replace("__AUTH_HEADER__", &lua_string(AUTH_VERDICT_HEADER))
+}
+
+/// The routes that answer the client-auth step's refusals: the sidecar's own 401 (the same
+/// Rust text, so a refused client gets the same bytes with the sidecar up or down), with every
+/// filter that could call the sidecar or rewrite the request switched off for them.
+fn client_auth_routes(config: &Config) -> Vec<Value> {
+    use llmsoup_proto::auth::AuthError;
+    [(AuthError::Missing, "missing"), (AuthError::Wrong, "wrong")]
+        .into_iter()
+        .map(|(e, verdict)| {
+            let reply = crate::engine::Reply::from(crate::protocol::ApiError::unauthorized(e.message()));
+            let mut off = serde_json::Map::new();
+            off.insert(
+                "envoy.filters.http.ext_proc".into(),
+                json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "disabled": true}),
+            );
+            if config.gateway.response_accounting && config.gateway.async_response_accounting {
+                off.insert(
+                    ACCOUNTING_FILTER.into(),
+                    json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "disabled": true}),
+                );
+            }
+            if config.gateway.failure_mode == FailureMode::Open {
+                off.insert(
+                    "envoy.filters.http.lua".into(),
+                    json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute", "disabled": true}),
+                );
+            }
+            json!({
+                "name": format!("client_auth_{verdict}"),
+                "match": {"prefix": "/", "headers": [{"name": AUTH_VERDICT_HEADER, "string_match": {"exact": verdict}}]},
+                "direct_response": {"status": 401, "body": {"inline_string": String::from_utf8_lossy(&reply.body)}},
+                "response_headers_to_add": [{
+                    "header": {"key": "content-type", "value": "application/json"},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }],
+                "typed_per_filter_config": off,
+            })
+        })
+        .collect()
+}
+
+/// gRPC `initial_metadata` carrying `server.grpc_token`, for every `grpc_service` that reaches
+/// the sidecar.
+fn grpc_metadata(config: &Config) -> Option<Value> {
+    let token = config.server.grpc_token.as_deref()?;
+    Some(json!([{
+        "key": llmsoup_proto::auth::GRPC_TOKEN_METADATA,
+        "value": llmsoup_proto::auth::grpc_metadata_value(token),
+    }]))
+}
+
 /// The wasm filter's JSON configuration (see filter-wasm/src/config.rs).
 fn wasm_plugin_config(config: &Config) -> anyhow::Result<Value> {
     let g = &config.gateway;
@@ -119,6 +197,7 @@ fn wasm_plugin_config(config: &Config) -> anyhow::Result<Value> {
         "default_model": config.default_model().name,
         "route_header": config.compat.selected_model_header.as_ref().map(|h| h.to_ascii_lowercase()),
         "response_accounting": g.response_accounting,
+        "grpc_token": config.server.grpc_token,
     }))
 }
 
@@ -337,7 +416,18 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
         "direct_response": json_error(404, NOT_FOUND_MESSAGE, "not_found"),
     }));
 
+    if !config.auth.tokens.is_empty() {
+        for route in routes.iter_mut().filter(|r| r.get("route").is_some()) {
+            if let Some(Value::Array(remove)) = route.get_mut("request_headers_to_remove") {
+                remove.extend(CLIENT_CREDENTIAL_HEADERS.map(Value::from));
+            }
+        }
+    }
     json_content_type(&mut routes);
+    if !config.auth.tokens.is_empty() && mode == AttachMode::ExtProc {
+        // First, so a refused request matches nothing else; they carry their own content-type.
+        routes.splice(0..0, client_auth_routes(config));
+    }
 
     let mut filters = vec![json!({
         // Clients may not pick routes or forge llmsoup's headers, even when the sidecar is down.
@@ -377,12 +467,29 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
             if g.failure_mode == FailureMode::Closed {
                 ext_proc["status_on_error"] = json!({"code": 503});
             }
+            if let Some(md) = grpc_metadata(config) {
+                ext_proc["grpc_service"]["initial_metadata"] = md;
+            }
+            if !config.auth.tokens.is_empty() {
+                // Before ext_proc: auth must not depend on the sidecar answering.
+                filters.push(json!({
+                    "name": CLIENT_AUTH_FILTER,
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                        "default_source_code": {"inline_string": client_auth_script(config)},
+                    }
+                }));
+            }
             if async_accounting {
                 ext_proc["metadata_options"] = json!({"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}});
             }
             filters.push(json!({"name": "envoy.filters.http.ext_proc", "typed_config": ext_proc}));
             if async_accounting {
-                filters.push(accounting_filter(g.sidecar_timeout_ms));
+                let mut accounting = accounting_filter(g.sidecar_timeout_ms);
+                if let Some(md) = grpc_metadata(config) {
+                    accounting["typed_config"]["grpc_service"]["initial_metadata"] = md;
+                }
+                filters.push(accounting);
             }
             if g.failure_mode == FailureMode::Open {
                 filters.push(json!({
@@ -570,5 +677,7 @@ fn model_route(name: &str, p: &ProviderConfig, model: &str, header: &str) -> any
     }))
 }
 
+#[cfg(test)]
+mod auth_tests;
 #[cfg(test)]
 mod tests;

@@ -4,6 +4,7 @@
 mod admin;
 mod dashboard;
 mod ext_proc;
+mod grpc_auth;
 mod router;
 
 use std::net::SocketAddr;
@@ -14,8 +15,10 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
 use llmsoup_proto::v1::router_server::RouterServer;
+use tonic::service::interceptor::InterceptedService;
 
 pub use ext_proc::ExtProcService;
+pub use grpc_auth::GrpcAuth;
 pub use router::RouterService;
 
 use crate::config;
@@ -67,6 +70,7 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
             engine.config().server.grpc_listen
         )
     })?;
+    warn_if_exposed(engine.config(), addr);
     let handle: EngineHandle = Arc::new(ArcSwap::from_pointee(engine));
 
     tokio::spawn(reload_on_sighup(source, handle.clone()));
@@ -88,21 +92,49 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
         .with_nodelay(Some(true));
     tracing::info!(%addr, "llmsoup sidecar listening (ext_proc + Router gRPC)");
     tonic::transport::Server::builder()
-        .add_service(
+        .add_service(InterceptedService::new(
             ExternalProcessorServer::new(ExtProcService::new(handle.clone()))
                 .max_decoding_message_size(MAX_GRPC_MESSAGE)
                 .max_encoding_message_size(MAX_GRPC_MESSAGE),
-        )
-        .add_service(
+            GrpcAuth::new(handle.clone()),
+        ))
+        .add_service(InterceptedService::new(
             RouterServer::new(RouterService::new(handle.clone()))
                 .max_decoding_message_size(MAX_GRPC_MESSAGE)
                 .max_encoding_message_size(MAX_GRPC_MESSAGE),
-        )
+            GrpcAuth::new(handle.clone()),
+        ))
         .serve_with_incoming_shutdown(incoming, shutdown_signal())
         .await
         .context("gRPC server")?;
     tracing::info!("llmsoup sidecar stopped");
     Ok(())
+}
+
+/// Loud warnings for listeners that anyone on the network can reach without a secret.
+fn warn_if_exposed(config: &config::Config, grpc: SocketAddr) {
+    if !grpc.ip().is_loopback() && config.server.grpc_token.is_none() {
+        tracing::warn!(
+            %grpc,
+            "the gRPC port listens beyond loopback without `server.grpc_token`: anyone who reaches it \
+             can route through the sidecar and forge usage reports"
+        );
+    }
+    let admin = config
+        .server
+        .admin_listen
+        .as_deref()
+        .and_then(|a| a.parse::<SocketAddr>().ok());
+    if let Some(admin) = admin
+        && !admin.ip().is_loopback()
+        && config.auth.tokens.is_empty()
+    {
+        tracing::warn!(
+            %admin,
+            "the admin endpoint listens beyond loopback without `auth.tokens`: /metrics, /stats, \
+             /dashboard and /v1/feedback are open to anyone who reaches it"
+        );
+    }
 }
 
 async fn shutdown_signal() {

@@ -76,8 +76,14 @@ impl Router for RouterService {
 
     async fn report(&self, request: Request<UsageReports>) -> Result<Response<ReportAck>, Status> {
         let engine = self.engine.load_full();
-        for r in &request.into_inner().reports {
+        let reports = request.into_inner().reports;
+        for r in reports.iter().take(accounting::MAX_REPORTS_PER_CALL) {
             accounting::record(&engine, r);
+        }
+        let excess = reports.len().saturating_sub(accounting::MAX_REPORTS_PER_CALL);
+        if excess > 0 {
+            tracing::warn!(excess, "Report call over the per-call bound; extra reports dropped");
+            accounting::dropped(accounting::Dropped::TooMany, excess as u64);
         }
         Ok(Response::new(ReportAck {}))
     }

@@ -82,7 +82,7 @@ impl Host for Fake {
         Ok(())
     }
     fn dispatch_route(&mut self, upstream: &[u8], message: &[u8], _timeout: Duration) -> Result<u32, HostError> {
-        assert_eq!(upstream, logic::grpc_service("llmsoup_sidecar").as_slice());
+        assert_eq!(upstream, logic::grpc_service("llmsoup_sidecar", None).as_slice());
         if self.dispatch_fails {
             return Err(HostError("BadArgument".into()));
         }
