@@ -104,6 +104,7 @@ def test_a_hung_sidecar_costs_at_most_n_full_timeouts(mode, failure_mode):
             r = s.chat(ROUTED_PROMPT)
             durations.append(time.monotonic() - t)
             assert_failure_path(s, failure_mode, r, waited=durations[-1] >= FULL_TIMEOUT_S)
+        print(f"{mode}/{failure_mode}: request durations while stopped (s): {[round(d, 3) for d in durations]}")
         full = [d for d in durations if d >= FULL_TIMEOUT_S]
         assert len(full) <= N_FULL_TIMEOUTS, durations
         # Once the breaker is open every request takes the failure path at once.

@@ -648,7 +648,7 @@ async fn a_blocking_decision_whose_signal_cannot_run_blocks() {
     // Every prompt is refused while the signal cannot run: that is what `block` means.
     assert_eq!(reply(e.on_body(&body("auto", "hello")).await).status, 403);
     // Concrete models never run signals, so they are untouched.
-    assert_eq!(sent_model(&forward(e.on_body(&body("coder", "hello")).await)), "coder");
+    assert_eq!(forward(e.on_body(&body("coder", "hello")).await).summary.model, "coder");
 }
 
 #[tokio::test]
