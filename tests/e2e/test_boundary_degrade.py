@@ -9,6 +9,7 @@
 """
 
 import os
+import random
 import re
 import shutil
 import signal
@@ -20,7 +21,7 @@ import pytest
 import requests
 
 from conftest import MODES
-from harness import CLIENT_TOKEN, Stack, llmsoup_bin
+from harness import CLIENT_TOKEN, Stack, envoy_bin, llmsoup_bin, wait_for
 
 PLUGINS_CONFIG = Path(__file__).with_name("llmsoup-plugins.yaml")
 
@@ -122,16 +123,29 @@ def test_a_hung_sidecar_costs_at_most_n_full_timeouts(mode, failure_mode):
         s.stop()
 
 
-def test_a_sidecar_down_at_envoy_start_is_taken_in_when_it_comes_up():
-    """Envoy starts before the sidecar: fail-open at once, then routing within one interval."""
-    s = breaker_stack("ext_proc", "open")
+@pytest.mark.parametrize("mode", MODES)
+def test_envoy_started_before_the_sidecar_fails_open_at_once_then_routes(mode):
+    """Envoy starts while the sidecar is down: its first health check fails, so requests fail
+    open at once (no timeout), and the sidecar is taken in when it comes up: within seconds, not
+    Envoy's 60 s `no_traffic_interval` for a cluster that never carried traffic."""
+    s = breaker_stack(mode, "open")
     try:
         s.kill_sidecar()
-        t = time.monotonic()
-        assert_failure_path(s, "open", s.chat(ROUTED_PROMPT), waited=False)
-        assert time.monotonic() - t < IMMEDIATE_S
+        envoy = s.procs.pop("envoy")
+        envoy.terminate()
+        envoy.wait(timeout=10)
+        s._spawn("envoy", [str(envoy_bin()), "-c", str(s.dir / "envoy.yaml"), "--base-id",
+                           str(random.randint(1000, 60000)), "--concurrency", "2", "-l", "warning"])
+        admin = f"http://127.0.0.1:{s.ports['admin']}/ready"
+        wait_for(lambda: requests.get(admin, timeout=1).status_code == 200, "envoy", logs=s.dir)
+        for _ in range(3):
+            t = time.monotonic()
+            assert_failure_path(s, "open", s.chat(ROUTED_PROMPT), waited=False)
+            assert time.monotonic() - t < IMMEDIATE_S
         s.start_sidecar()
-        wait_routed(s, timeout=60)
+        # Includes loading the embedding model on the first routed request.
+        took = wait_routed(s, timeout=60)
+        assert took < 20, took
     finally:
         s.stop()
 

@@ -149,12 +149,21 @@ fn sidecar_health_check_defaults_and_bounds() {
     let hc = &c.gateway.sidecar_health_check;
     assert!(hc.enabled);
     assert_eq!(
-        (hc.interval_ms, hc.timeout_ms, hc.unhealthy_threshold, hc.healthy_threshold),
+        (
+            hc.interval_ms,
+            hc.timeout_ms,
+            hc.unhealthy_threshold,
+            hc.healthy_threshold
+        ),
         (1000, 500, 3, 1)
     );
-    let e = err(&format!("{MINIMAL}gateway:\n  sidecar_health_check: {{interval_ms: 0}}\n"));
+    let e = err(&format!(
+        "{MINIMAL}gateway:\n  sidecar_health_check: {{interval_ms: 0}}\n"
+    ));
     assert!(e.contains("gateway.sidecar_health_check.interval_ms"), "{e}");
-    let e = err(&format!("{MINIMAL}gateway:\n  sidecar_health_check: {{unhealthy_threshold: 0}}\n"));
+    let e = err(&format!(
+        "{MINIMAL}gateway:\n  sidecar_health_check: {{unhealthy_threshold: 0}}\n"
+    ));
     assert!(e.contains("unhealthy_threshold"), "{e}");
     let s = json_schema().to_string();
     assert!(s.contains("sidecar_health_check") && s.contains("on_signal_error"));

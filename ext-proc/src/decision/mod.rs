@@ -262,7 +262,10 @@ impl DecisionEngine {
                 Some(r) => r.eval3(matches, failed),
             };
             match truth {
-                Truth::Yes(confidence) => candidates.push(Winner { decision: d, confidence }),
+                Truth::Yes(confidence) => candidates.push(Winner {
+                    decision: d,
+                    confidence,
+                }),
                 Truth::No => {}
                 Truth::Unknown => {
                     affected.push(SignalErrorVerdict {

@@ -157,10 +157,12 @@ fn confidence_strategy_and_tiers() {
 fn with_error(mut d: DecisionConfig, action: Option<OnSignalError>, blocks: bool) -> DecisionConfig {
     d.on_signal_error = action;
     if blocks {
-        d.plugins = vec![crate::config::PluginConfig::FastResponse(crate::config::FastResponsePlugin {
-            message: "no".into(),
-            status: 403,
-        })];
+        d.plugins = vec![crate::config::PluginConfig::FastResponse(
+            crate::config::FastResponsePlugin {
+                message: "no".into(),
+                status: 403,
+            },
+        )];
     }
     d
 }
@@ -169,7 +171,10 @@ fn with_error(mut d: DecisionConfig, action: Option<OnSignalError>, blocks: bool
 fn on_signal_error_defaults_to_block_only_for_blocking_decisions() {
     let d = decision("d", 0, 0, None);
     assert_eq!(d.on_signal_error(), OnSignalError::Skip);
-    assert_eq!(with_error(d.clone(), None, true).on_signal_error(), OnSignalError::Block);
+    assert_eq!(
+        with_error(d.clone(), None, true).on_signal_error(),
+        OnSignalError::Block
+    );
     assert_eq!(
         with_error(d.clone(), Some(OnSignalError::Skip), true).on_signal_error(),
         OnSignalError::Skip

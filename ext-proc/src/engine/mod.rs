@@ -374,7 +374,10 @@ impl Engine {
                     ],
                 );
             }
-            if self.logged.first(format!("{}\0{:?}\0{}", v.decision, v.signals, v.action.as_str())) {
+            if self
+                .logged
+                .first(format!("{}\0{:?}\0{}", v.decision, v.signals, v.action.as_str()))
+            {
                 let kinds: Vec<&str> = v.signals.iter().map(|k| k.as_str()).collect();
                 match v.action {
                     OnSignalError::Block => tracing::error!(

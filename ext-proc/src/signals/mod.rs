@@ -255,7 +255,13 @@ impl ModelProblem {
 
 impl std::fmt::Display for ModelProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} signal ({}) cannot run: {}", self.signal, self.rules.join(", "), self.message)?;
+        write!(
+            f,
+            "{} signal ({}) cannot run: {}",
+            self.signal,
+            self.rules.join(", "),
+            self.message
+        )?;
         if !self.blocking.is_empty() {
             write!(
                 f,
@@ -359,7 +365,11 @@ pub fn model_problems(config: &Config) -> Vec<ModelProblem> {
         }
     };
     encoder_problem(SignalKind::Embedding, rules_of(SignalKind::Embedding, &|_| true), None);
-    encoder_problem(SignalKind::Complexity, rules_of(SignalKind::Complexity, &needs_encoder), None);
+    encoder_problem(
+        SignalKind::Complexity,
+        rules_of(SignalKind::Complexity, &needs_encoder),
+        None,
+    );
     let jailbreak_head = match (JailbreakHead::builtin(), &encoder) {
         (Err(e), _) => Some(e),
         (Ok(h), Ok(Some(width))) if h.input_dim() != *width => Some(format!(
@@ -369,13 +379,21 @@ pub fn model_problems(config: &Config) -> Vec<ModelProblem> {
         )),
         _ => None,
     };
-    encoder_problem(SignalKind::Jailbreak, rules_of(SignalKind::Jailbreak, &|_| true), jailbreak_head);
+    encoder_problem(
+        SignalKind::Jailbreak,
+        rules_of(SignalKind::Jailbreak, &|_| true),
+        jailbreak_head,
+    );
     let domain_head = if checkpoint.is_none() {
         DomainHead::builtin().err()
     } else {
         None
     };
-    encoder_problem(SignalKind::Domain, rules_of(SignalKind::Domain, &domain_needs_encoder), domain_head);
+    encoder_problem(
+        SignalKind::Domain,
+        rules_of(SignalKind::Domain, &domain_needs_encoder),
+        domain_head,
+    );
     if let Some(dir) = checkpoint
         && let Err(e) = check_model_dir(dir, "classifier.checkpoint")
     {
