@@ -208,7 +208,15 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => match config::load_file_detailed(&file) {
             Ok(loaded) => {
                 let cfg = loaded.config;
-                outln!("{}: OK", file.display());
+                // A model signal that cannot load is an error when a blocking decision depends
+                // on it (it would block), a warning otherwise (its decisions never match).
+                let problems = llmsoup::signals::model_problems(&cfg);
+                let errors = problems.iter().filter(|p| p.is_error()).count();
+                if errors == 0 {
+                    outln!("{}: OK", file.display());
+                } else {
+                    outln!("{}: {errors} error(s)", file.display());
+                }
                 outln!("  format:    {}", loaded.shape);
                 outln!(
                     "  providers: {}",
@@ -254,7 +262,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                         outln!("    - {w}");
                     }
                 }
+                for p in &problems {
+                    let level = if p.is_error() { "error" } else { "warning" };
+                    outln!("  {level}: {p}");
+                }
                 Engine::new(cfg)?;
+                if errors > 0 {
+                    return Ok(ExitCode::FAILURE);
+                }
             }
             Err(e) => {
                 eprintln!("{}: {e}", file.display());

@@ -37,6 +37,9 @@ pub struct Metrics {
     pub signal_matches: Counter<u64>,
     /// Signals that failed (and counted as no match).
     pub signal_errors: Counter<u64>,
+    /// Decisions whose verdict hinged on a failed signal, by signal, decision and action
+    /// (`block`: treated as matched, `skip`: as not matched).
+    pub signal_error_decisions: Counter<u64>,
     /// Requests served on the fail-open path.
     pub fail_open: Counter<u64>,
     /// Requests by response path (upstream, fast_response, blocked) and decision.
@@ -90,6 +93,10 @@ impl Metrics {
             signal_errors: meter
                 .u64_counter("llmsoup.signal.errors")
                 .with_description("Signal evaluations that failed and counted as no match")
+                .build(),
+            signal_error_decisions: meter
+                .u64_counter("llmsoup.signal.error.decisions")
+                .with_description("Decisions whose verdict hinged on a failed signal, by signal, decision and action")
                 .build(),
             fail_open: meter
                 .u64_counter("llmsoup.fail_open")

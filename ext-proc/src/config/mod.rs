@@ -230,6 +230,20 @@ pub fn json_schema() -> serde_json::Value {
 impl Config {
     /// Cross-field checks serde cannot express; errors name the offending key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let hc = &self.gateway.sidecar_health_check;
+        for (key, value) in [
+            ("interval_ms", hc.interval_ms),
+            ("timeout_ms", hc.timeout_ms),
+            ("unhealthy_threshold", u64::from(hc.unhealthy_threshold)),
+            ("healthy_threshold", u64::from(hc.healthy_threshold)),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(
+                    format!("gateway.sidecar_health_check.{key}"),
+                    "must be at least 1",
+                ));
+            }
+        }
         let mut providers = BTreeSet::new();
         for (i, p) in self.providers.iter().enumerate() {
             let at = format!("providers[{i}]");

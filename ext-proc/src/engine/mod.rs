@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, ModelConfig, SignalKind};
+use crate::config::{Config, ModelConfig, OnSignalError, SignalKind};
 use llmsoup_proto::auth::{self, AuthError};
 
 use crate::decision::DecisionEngine;
@@ -16,7 +16,7 @@ use crate::metrics::{self, kv};
 use crate::plugins::{self, Api, DecisionPlugins, Reasoning};
 use crate::protocol::{ApiError, RequestView, parse_request};
 use crate::selection;
-use crate::signals::{Match, SignalReport, SignalSet};
+use crate::signals::{LogOnce, Match, SignalReport, SignalSet};
 
 /// Header Envoy routes on: the chosen model's name.
 pub const MODEL_HEADER: &str = "x-llmsoup-model";
@@ -207,6 +207,10 @@ pub struct Engine {
     by_decision: HashMap<String, (usize, DecisionPlugins)>,
     /// `compat.selected_model_header`, lower-cased for the wire.
     route_header: Option<String>,
+    /// Signal-error verdicts already logged.
+    logged: LogOnce,
+    /// Model signals whose model cannot load, found at build time (cheap file checks).
+    model_problems: Vec<crate::signals::ModelProblem>,
 }
 
 /// Where a request's answer came from (bounded metric label and `x-vsr-response-path`).
@@ -254,6 +258,7 @@ impl Engine {
         let decisions = DecisionEngine::from_config(&config);
         let referenced: BTreeSet<(SignalKind, String)> = decisions.referenced_signals();
         let signals = SignalSet::build(&config, &referenced).map_err(anyhow::Error::msg)?;
+        let model_problems = crate::signals::model_problems(&config);
         let token_hashes = config
             .auth
             .tokens
@@ -302,7 +307,16 @@ impl Engine {
             decision_log,
             by_decision,
             route_header,
+            logged: LogOnce::default(),
+            model_problems,
         })
+    }
+
+    /// Model signals whose model cannot load (missing or incomplete directory, a classifier head
+    /// that does not fit), each with the decisions that reference it and whether that is an
+    /// error (a blocking decision depends on it) or a warning.
+    pub fn model_problems(&self) -> &[crate::signals::ModelProblem] {
+        &self.model_problems
     }
 
     /// The configuration this engine was built from.
@@ -356,7 +370,39 @@ impl Engine {
             m.signal_matches
                 .add(1, &[kv("signal", x.kind.as_str()), kv("rule", x.name.to_string())]);
         }
-        let winner = self.decisions.decide(&matches);
+        let mut failed: Vec<SignalKind> = reports.iter().filter(|r| r.error.is_some()).map(|r| r.kind).collect();
+        failed.dedup();
+        let (winner, affected) = self.decisions.decide_degraded(&matches, &failed);
+        for v in &affected {
+            for s in &v.signals {
+                m.signal_error_decisions.add(
+                    1,
+                    &[
+                        kv("signal", s.as_str()),
+                        kv("decision", v.decision.to_string()),
+                        kv("action", v.action.as_str()),
+                    ],
+                );
+            }
+            if self
+                .logged
+                .first(format!("{}\0{:?}\0{}", v.decision, v.signals, v.action.as_str()))
+            {
+                let kinds: Vec<&str> = v.signals.iter().map(|k| k.as_str()).collect();
+                match v.action {
+                    OnSignalError::Block => tracing::error!(
+                        decision = %v.decision,
+                        signals = ?kinds,
+                        "a signal this decision needs failed; on_signal_error=block treats it as matched (logged once)"
+                    ),
+                    OnSignalError::Skip => tracing::warn!(
+                        decision = %v.decision,
+                        signals = ?kinds,
+                        "a signal this decision needs failed; on_signal_error=skip treats it as not matched (logged once)"
+                    ),
+                }
+            }
+        }
         let (model, decision, confidence) = match winner {
             Some(w) => match selection::select(&self.config, &w.decision.model_refs, &w.decision.algorithm) {
                 Some(m) => (m, Some(w.decision.name.to_string()), w.confidence),

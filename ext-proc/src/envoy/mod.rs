@@ -552,6 +552,7 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
             }}}}]}],
         },
     })];
+    sidecar_health_check(&mut clusters[0], &g.sidecar_health_check);
     let mut secrets = Vec::new();
     for p in &config.providers {
         clusters.push(provider_cluster(p)?);
@@ -610,6 +611,34 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
     let yaml = serde_yaml::to_string(&bootstrap).context("rendering YAML")?;
     let header = "# Envoy bootstrap rendered by `llmsoup envoy-config`; edit the llmsoup config instead.\n";
     Ok(format!("{header}{}", yaml.replace("__CA_BUNDLE__", &g.ca_bundle)))
+}
+
+/// The sidecar circuit breaker, done by Envoy: an active gRPC health check
+/// (`grpc.health.v1.Health`, served unauthenticated by the sidecar) and no panic routing, so a
+/// hung or stopping sidecar has no healthy host and both the ext_proc stream and the wasm
+/// filter's `dispatch_grpc_call` fail at once (then the fail-open/closed path runs) until a check
+/// passes again. A static cluster's first check round runs before Envoy takes traffic, so a
+/// sidecar that is up at start is healthy from the first request.
+fn sidecar_health_check(cluster: &mut Value, hc: &crate::config::SidecarHealthCheck) {
+    if !hc.enabled {
+        return;
+    }
+    let interval = duration(hc.interval_ms);
+    cluster["health_checks"] = json!([{
+        "timeout": duration(hc.timeout_ms),
+        "interval": interval,
+        // Envoy checks a cluster that never carried traffic only every 60 s by default (and a
+        // sidecar that was down at start never did): keep one cadence in every state so a
+        // recovered sidecar is taken back within one interval.
+        "no_traffic_interval": interval,
+        "no_traffic_healthy_interval": interval,
+        "unhealthy_interval": interval,
+        "unhealthy_threshold": hc.unhealthy_threshold,
+        "healthy_threshold": hc.healthy_threshold,
+        "grpc_health_check": {},
+    }]);
+    // Envoy's default panic threshold (50 %) would keep sending to an unhealthy sole host.
+    cluster["common_lb_config"] = json!({"healthy_panic_threshold": {"value": 0}});
 }
 
 /// The request header model routes match on: `compat.selected_model_header` when set (for Envoy

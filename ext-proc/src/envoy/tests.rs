@@ -388,3 +388,30 @@ fn fail_open_script_refuses_unroutable_bodies() {
         assert!(lua.contains(needle), "{needle}");
     }
 }
+
+#[test]
+fn sidecar_cluster_is_health_checked_without_panic_routing() {
+    let y = rendered(DEFAULT_CONFIG);
+    let sidecar = &y["static_resources"]["clusters"][0];
+    assert_eq!(sidecar["name"].as_str(), Some(SIDECAR_CLUSTER));
+    let hc = &sidecar["health_checks"][0];
+    assert!(hc["grpc_health_check"].is_mapping());
+    assert_eq!(hc["interval"].as_str(), Some("1.000s"));
+    assert_eq!(hc["timeout"].as_str(), Some("0.500s"));
+    // A sidecar never seen healthy (down at Envoy's start) is still checked every interval.
+    assert_eq!(hc["no_traffic_interval"].as_str(), Some("1.000s"));
+    assert_eq!(hc["unhealthy_interval"].as_str(), Some("1.000s"));
+    assert_eq!(hc["unhealthy_threshold"].as_u64(), Some(3));
+    assert_eq!(hc["healthy_threshold"].as_u64(), Some(1));
+    assert_eq!(
+        sidecar["common_lb_config"]["healthy_panic_threshold"]["value"].as_u64(),
+        Some(0)
+    );
+
+    let off = rendered(
+        "providers: [{name: p, base_url: 'http://127.0.0.1:1/v1'}]\nmodels: [{name: m, provider: p}]\n\
+         gateway:\n  sidecar_health_check: {enabled: false}\n",
+    );
+    let sidecar = &off["static_resources"]["clusters"][0];
+    assert!(sidecar["health_checks"].is_null() && sidecar["common_lb_config"].is_null());
+}

@@ -93,8 +93,22 @@ async fn health() -> &'static str {
     "ok\n"
 }
 
-async fn ready() -> &'static str {
-    "ready\n"
+async fn ready(State(engine): State<EngineHandle>) -> Response {
+    // A blocking decision whose model signal cannot load would refuse every request it might
+    // match: serving, but not doing what the config says, so not ready (a rollout stalls rather
+    // than replacing working pods). Warnings (decisions that skip) keep it ready.
+    let errors: Vec<String> = engine
+        .load()
+        .model_problems()
+        .iter()
+        .filter(|p| p.is_error())
+        .map(ToString::to_string)
+        .collect();
+    if !errors.is_empty() {
+        let body = serde_json::json!({"status": "degraded", "errors": errors});
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    }
+    "ready\n".into_response()
 }
 
 async fn prometheus() -> Response {

@@ -64,6 +64,7 @@ impl ConfigSource {
 pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     crate::metrics::install()?;
     let engine = Engine::new(source.load()?)?;
+    log_model_problems(&engine);
     let addr: SocketAddr = engine.config().server.grpc_listen.parse().with_context(|| {
         format!(
             "server.grpc_listen `{}` is not host:port",
@@ -91,7 +92,12 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
         .with_context(|| format!("binding gRPC listener on {addr}"))?
         .with_nodelay(Some(true));
     tracing::info!(%addr, "llmsoup sidecar listening (ext_proc + Router gRPC)");
+    // `grpc.health.v1.Health` for Envoy's active health check of the sidecar cluster (the
+    // sidecar circuit breaker, see `envoy::sidecar_health_check`). Deliberately outside any
+    // authentication: it reveals nothing, and Envoy's health checker sends no credentials.
+    let (health, health_service) = tonic_health::server::health_reporter();
     tonic::transport::Server::builder()
+        .add_service(health_service)
         .add_service(InterceptedService::new(
             ExternalProcessorServer::new(ExtProcService::new(handle.clone()))
                 .max_decoding_message_size(MAX_GRPC_MESSAGE)
@@ -104,7 +110,13 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
                 .max_encoding_message_size(MAX_GRPC_MESSAGE),
             GrpcAuth::new(handle.clone()),
         ))
-        .serve_with_incoming_shutdown(incoming, shutdown_signal())
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown_signal().await;
+            // NOT_SERVING first, so Envoy stops sending new requests while in-flight ones drain.
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+        })
         .await
         .context("gRPC server")?;
     tracing::info!("llmsoup sidecar stopped");
@@ -137,6 +149,19 @@ fn warn_if_exposed(config: &config::Config, grpc: SocketAddr) {
     }
 }
 
+/// Model signals that cannot load: an error when a blocking decision depends on one (it will
+/// answer with its blocking plugin, and `/ready` says 503), else a warning (its decisions never
+/// match).
+fn log_model_problems(engine: &Engine) {
+    for p in engine.model_problems() {
+        if p.is_error() {
+            tracing::error!("config: {p}");
+        } else {
+            tracing::warn!("config: {p}");
+        }
+    }
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -155,6 +180,7 @@ async fn reload_on_sighup(source: ConfigSource, handle: EngineHandle) {
     while hup.recv().await.is_some() {
         match source.load().and_then(Engine::new) {
             Ok(engine) => {
+                log_model_problems(&engine);
                 handle.store(Arc::new(engine));
                 tracing::info!("configuration reloaded");
             }
