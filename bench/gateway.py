@@ -3,7 +3,8 @@
 the same config (bench/bench-config.yaml, keyword rules only, no auth), measured in the same run:
 
   bare      Envoy -> mock upstream: the ext_proc bootstrap with the ext_proc and Lua filters
-            removed, so every request takes the `fail_open_default` route straight to the mock;
+            removed and the first model route opened to every request, so each one goes straight
+            to the mock;
   ext_proc  Envoy's ext_proc filter + the llmsoup sidecar;
   wasm      the proxy-wasm filter + the sidecar's Router gRPC service.
 
@@ -116,6 +117,11 @@ def strip_routing_filters(path: Path):
                 if "http_filters" in hcm:
                     removed += [h["name"] for h in hcm["http_filters"] if h["name"] in ROUTING_FILTERS]
                     hcm["http_filters"] = [h for h in hcm["http_filters"] if h["name"] not in ROUTING_FILTERS]
+                    # Nothing sets the routing header now: let the first model route take every
+                    # request (the rendered table has no route to a provider without it).
+                    for vhost in hcm["route_config"]["virtual_hosts"]:
+                        first = next(r for r in vhost["routes"] if "route" in r)
+                        first["match"].pop("headers", None)
     if set(removed) - {ACCOUNTING_FILTER} != {"envoy.filters.http.ext_proc", "envoy.filters.http.lua"}:
         raise RuntimeError(f"expected to strip the ext_proc and lua filters from {path}, stripped {removed}")
     path.write_text("# bench: ext_proc bootstrap without the ext_proc and lua filters\n"

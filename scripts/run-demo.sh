@@ -12,6 +12,10 @@ export LLMSOUP_GRPC_PORT=${LLMSOUP_GRPC_PORT:-50051}
 export LLMSOUP_ENVOY_ADMIN_PORT=${LLMSOUP_ENVOY_ADMIN_PORT:-9901}
 RUN=.cache/run
 mkdir -p "$RUN"
+# The sidecar's gRPC port takes calls only with this secret (server.grpc_token); the rendered
+# Envoy config carries it, so keep both private.
+umask 077
+export LLMSOUP_GRPC_TOKEN=${LLMSOUP_GRPC_TOKEN:-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 
 pids=()
 cleanup() {

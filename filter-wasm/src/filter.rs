@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use llmsoup_contract::ApiError;
 use llmsoup_contract::auth;
-use llmsoup_contract::fail_open::fail_open_rewrite;
+use llmsoup_contract::fail_open::{FailOpenError, fail_open_rewrite};
 use llmsoup_contract::headers::{self as names, CONTENT_LENGTH, DECISION_HEADER, FAIL_OPEN_DECISION, MODEL_HEADER};
 use llmsoup_contract::plugin_config::{FailureMode, Plugin};
 use llmsoup_contract::usage::ResponseTracker;
@@ -15,7 +15,20 @@ use llmsoup_contract::v1::{self, route_response::Action as RouteAction};
 use prost::Message as _;
 
 use crate::host::{Host, HostError};
-use crate::upstream;
+
+/// Why the fail-open step did not forward a request.
+enum FailOpen {
+    /// The body is a client error (the same the sidecar gives).
+    Refused(FailOpenError),
+    /// A host call failed.
+    Host(HostError),
+}
+
+impl From<HostError> for FailOpen {
+    fn from(e: HostError) -> Self {
+        FailOpen::Host(e)
+    }
+}
 
 /// What the filter tells Envoy to do with the current callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +57,8 @@ pub struct Filter<H: Host> {
     client: String,
     body_size: usize,
     route_call: Option<u32>,
+    /// The Route call was made (the request is paused until its answer).
+    routing: bool,
     replied: bool,
     response_headers: Vec<(String, Vec<u8>)>,
     model: String,
@@ -65,6 +80,7 @@ impl<H: Host> Filter<H> {
             client: String::new(),
             body_size: 0,
             route_call: None,
+            routing: false,
             replied: false,
             response_headers: Vec::new(),
             model: String::new(),
@@ -145,6 +161,7 @@ impl<H: Host> Filter<H> {
             return self.reply(&ApiError::too_large());
         }
         if !end_of_stream {
+            // Trailers may follow instead of an end of stream: `on_request_trailers` routes then.
             return Next::Pause;
         }
         self.body_size = size;
@@ -152,7 +169,23 @@ impl<H: Host> Filter<H> {
         self.route(body)
     }
 
+    /// `on_http_request_trailers`: with trailers, the body never comes with `end_of_stream`
+    /// (an HTTP/2 POST with trailers, possibly with no data at all). The whole body is buffered
+    /// by now: route it and keep the request paused until the answer, as at the end of a body.
+    pub fn on_request_trailers(&mut self) -> Next {
+        if self.replied || self.routing {
+            return Next::Pause;
+        }
+        let body = self.host.request_body(usize::MAX).unwrap_or_default();
+        if body.len() > self.plugin.config.max_body_bytes {
+            return self.reply(&ApiError::too_large());
+        }
+        self.body_size = body.len();
+        self.route(body)
+    }
+
     fn route(&mut self, body: Vec<u8>) -> Next {
+        self.routing = true;
         let headers = FORWARDED_HEADERS
             .iter()
             .filter_map(|n| {
@@ -171,7 +204,7 @@ impl<H: Host> Filter<H> {
             request_id: self.request_id.clone(),
         }
         .encode_to_vec();
-        let upstream = upstream::grpc_service(&self.plugin.config.sidecar_cluster);
+        let upstream = self.plugin.upstream.clone();
         let timeout = Duration::from_millis(self.plugin.config.timeout_ms);
         match self.host.dispatch_route(&upstream, &msg, timeout) {
             Ok(token) => {
@@ -260,25 +293,50 @@ impl<H: Host> Filter<H> {
             FailureMode::Open => {
                 self.host
                     .warn(&format!("llmsoup: sidecar unavailable ({why}); fail-open"));
-                if let Err(e) = self.fail_open() {
-                    self.host.warn(&format!("llmsoup: fail-open rewrite failed: {}", e.0));
+                match self.fail_open() {
+                    Ok(()) => self.resume(),
+                    // Marked like any fail-open answer, so it is never mistaken for the router's.
+                    Err(FailOpen::Refused(e)) => self.fail_open_reply(400, &e.body()),
+                    Err(FailOpen::Host(e)) => {
+                        self.host.warn(&format!("llmsoup: fail-open rewrite failed: {}", e.0));
+                        self.fail_open_reply(500, &ApiError::fail_open_error().to_json());
+                    }
                 }
-                self.resume();
             }
         }
     }
 
+    fn fail_open_reply(&mut self, status: u32, body: &[u8]) {
+        self.replied = true;
+        let result = self.host.send_response(
+            status,
+            &[
+                ("content-type", b"application/json"),
+                (DECISION_HEADER, FAIL_OPEN_DECISION.as_bytes()),
+            ],
+            body,
+        );
+        if let Err(e) = result {
+            self.host
+                .warn(&format!("llmsoup: local reply {status} failed: {}", e.0));
+        }
+    }
+
     /// The body still says `"model": "auto"`: send it to the default model (or keep a concrete
-    /// configured one) so a real provider accepts it.
-    fn fail_open(&mut self) -> Result<(), HostError> {
-        if self.body_size == 0 {
+    /// configured one) so a real provider accepts it. A POST whose body cannot be routed that way
+    /// (empty, not strict JSON, no string `model`) is refused; a request that is not a POST goes
+    /// on unrouted, to Envoy's route table, which has no provider route for it (404/405/503).
+    fn fail_open(&mut self) -> Result<(), FailOpen> {
+        if self.method != "POST" {
             return Ok(());
         }
-        let body = self.host.request_body(self.body_size).unwrap_or_default();
-        let cfg = &self.plugin.config;
-        let Some((model, new)) = fail_open_rewrite(&body, &cfg.models, &cfg.default_model) else {
-            return Ok(());
+        let body = if self.body_size == 0 {
+            Vec::new()
+        } else {
+            self.host.request_body(self.body_size).unwrap_or_default()
         };
+        let cfg = &self.plugin.config;
+        let (model, new) = fail_open_rewrite(&body, &cfg.models, &cfg.default_model).map_err(FailOpen::Refused)?;
         let model = model.to_string();
         self.host.set_request_body(self.body_size, &new)?;
         self.host
@@ -293,7 +351,7 @@ impl<H: Host> Filter<H> {
         ];
         self.model = model;
         self.decision = FAIL_OPEN_DECISION.into();
-        self.host.clear_route_cache()
+        Ok(self.host.clear_route_cache()?)
     }
 
     /// `on_http_response_headers`.

@@ -16,6 +16,5 @@
 
 pub mod filter;
 pub mod host;
-pub mod upstream;
 #[cfg(target_arch = "wasm32")]
 mod wasm;

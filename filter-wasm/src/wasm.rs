@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use llmsoup_contract::plugin_config::Plugin;
 use llmsoup_contract::{ROUTER_SERVICE, v1};
 use prost::Message as _;
 use proxy_wasm::hostcalls;
@@ -14,8 +15,6 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Stat
 
 use crate::filter::{Filter, Next, ReportQueue};
 use crate::host::{Host, HostError};
-use crate::upstream;
-use llmsoup_contract::plugin_config::Plugin;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
@@ -85,8 +84,7 @@ impl RootContext for Root {
         }
         let reports: Vec<v1::UsageReport> = self.reports.borrow_mut().drain(..).collect();
         let msg = v1::UsageReports { reports }.encode_to_vec();
-        let upstream = upstream::grpc_service(&plugin.config.sidecar_cluster);
-        let Ok(upstream) = std::str::from_utf8(&upstream) else {
+        let Ok(upstream) = std::str::from_utf8(&plugin.upstream) else {
             return;
         };
         match hostcalls::dispatch_grpc_call(upstream, ROUTER_SERVICE, "Report", vec![], Some(&msg), REPORT_TIMEOUT) {
@@ -131,6 +129,10 @@ impl HttpContext for Http {
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         action(self.filter.on_request_body(body_size, end_of_stream))
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        action(self.filter.on_request_trailers())
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {

@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG_TEMPLATE = Path(__file__).with_name("llmsoup-e2e.yaml")
 CLIENT_TOKEN = "e2e-client-token"
 BETA_PROVIDER_KEY = "sk-beta-provider-key"
+# The sidecar's gRPC secret (server.grpc_token); Envoy and the wasm filter send it.
+GRPC_TOKEN = "e2e-grpc-token-0123456789"
 
 
 def free_port() -> int:
@@ -94,6 +96,7 @@ class Stack:
             E2E_FAILURE_MODE=failure_mode,
             E2E_MAX_BODY=str(max_body_bytes),
             E2E_TOKEN_SHA256=hashlib.sha256(CLIENT_TOKEN.encode()).hexdigest(),
+            E2E_GRPC_TOKEN=GRPC_TOKEN,
             E2E_MODEL_DIR=os.environ.get("LLMSOUP_MODEL_DIR", str(ROOT / ".cache" / "models" / "all-MiniLM-L6-v2")),
             # Read by Envoy (credential injector), never by llmsoup.
             LLMSOUP_E2E_BETA_KEY=BETA_PROVIDER_KEY,

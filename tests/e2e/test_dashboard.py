@@ -83,8 +83,11 @@ def feed_row(driver, request_id: str) -> list[str] | None:
     """, request_id)
 
 
-def open_dashboard(driver, stack, fragment: str = f"#token={CLIENT_TOKEN}"):
-    driver.get(admin_url(stack, "/dashboard") + fragment)
+def open_dashboard(driver, stack):
+    # As a person would: HTTP Basic with a client token as the password. Chromium answers the
+    # 401 challenge with the URL's credentials, then sends them on the page's own same-origin
+    # fetch("/stats") and EventSource("/v1/events").
+    driver.get(f"http://llmsoup:{CLIENT_TOKEN}@127.0.0.1:{stack.ports['metrics']}/dashboard")
     wait(lambda: js(driver, "return document.getElementById('status').dataset.state") == "live",
          "the feed to go live")
 
@@ -151,24 +154,24 @@ def test_the_feed_shows_embedding_cache_and_local_replies(stack, browser):
     assert cells[2] == "local reply" and cells[3] == "400", cells
 
 
-def test_without_a_token_the_page_asks_for_one(stack, browser):
-    browser.get(admin_url(stack, "/dashboard"))
-    wait(lambda: js(browser, "return document.getElementById('status').dataset.state") == "unauthorized",
-         "the page to ask for a token")
-    assert js(browser, "return document.getElementById('auth').classList.contains('shown')")
-    box = browser.find_element("id", "token")
-    box.send_keys(CLIENT_TOKEN)
-    box.submit()
-    wait(lambda: js(browser, "return document.getElementById('status').dataset.state") == "live", "the feed")
+def test_without_credentials_the_page_asks_for_them(stack):
+    for path in ("/dashboard", "/v1/events"):
+        r = requests.get(admin_url(stack, path), timeout=5)
+        assert r.status_code == 401, r.text
+        # What makes a browser show its sign-in dialog.
+        assert r.headers["www-authenticate"] == 'Basic realm="llmsoup", charset="UTF-8"'
+        assert r.json()["error"]["code"] == "invalid_api_key"
+    r = requests.get(admin_url(stack, "/dashboard"), auth=("anyone", "wrong"), timeout=5)
+    assert r.status_code == 401
+    r = requests.get(admin_url(stack, "/dashboard"), auth=("anyone", CLIENT_TOKEN), timeout=5)
+    assert r.status_code == 200 and "<title>" in r.text
 
 
 def test_event_stream_auth_and_format(stack):
     url = admin_url(stack, "/v1/events")
     assert requests.get(url, timeout=5).status_code == 401
-    assert requests.get(url, params={"access_token": "wrong"}, timeout=5).status_code == 401
-    # The query token is for EventSource on the feed only.
-    assert requests.get(admin_url(stack, "/stats"), params={"access_token": CLIENT_TOKEN},
-                        timeout=5).status_code == 401
+    # Tokens never travel in URLs (they would end up in logs).
+    assert requests.get(url, params={"access_token": CLIENT_TOKEN}, timeout=5).status_code == 401
     with requests.get(url, headers={"authorization": f"Bearer {CLIENT_TOKEN}"}, stream=True, timeout=10) as feed:
         assert feed.status_code == 200
         assert feed.headers["content-type"].startswith("text/event-stream")

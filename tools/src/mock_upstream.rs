@@ -110,6 +110,14 @@ fn num(req: &hyper::http::request::Parts, name: &str) -> Option<u64> {
 
 async fn handle(req: Request<Incoming>, shared: Arc<Shared>, port: u16) -> Result<Response<Body>, Reset> {
     let (parts, body) = req.into_parts();
+    // One line per request that reached a provider, so tests can tell that one did not.
+    tracing::info!(
+        port,
+        method = %parts.method,
+        uri = %parts.uri,
+        request_id = header(&parts, "x-request-id").unwrap_or("-"),
+        "mock received"
+    );
     if header(&parts, "x-mock-reset").is_some_and(|v| v != "0") {
         return Err(Reset);
     }

@@ -251,6 +251,20 @@ pub fn json_schema() -> serde_json::Value {
 impl Config {
     /// Cross-field checks serde cannot express; errors name the offending key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let hc = &self.gateway.sidecar_health_check;
+        for (key, value) in [
+            ("interval_ms", hc.interval_ms),
+            ("timeout_ms", hc.timeout_ms),
+            ("unhealthy_threshold", u64::from(hc.unhealthy_threshold)),
+            ("healthy_threshold", u64::from(hc.healthy_threshold)),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(
+                    format!("gateway.sidecar_health_check.{key}"),
+                    "must be at least 1",
+                ));
+            }
+        }
         let mut providers = BTreeSet::new();
         for (i, p) in self.providers.iter().enumerate() {
             let at = format!("providers[{i}]");
@@ -568,6 +582,18 @@ impl Config {
                     "expected 64 hex characters (SHA-256 of the token; see `llmsoup hash-token`)",
                 ));
             }
+        }
+        if let Some(t) = &self.server.grpc_token
+            && (!(16..=64).contains(&t.len())
+                || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b)))
+        {
+            // It travels as a bearer credential in gRPC metadata, which Envoy's header parser
+            // would read `%` in as a format command; inside the wasm filter's serialized gRPC
+            // descriptor it must stay short enough to be UTF-8; a short secret is a guessable one.
+            return Err(ConfigError::invalid(
+                "server.grpc_token",
+                "expected 16 to 64 characters from A-Z a-z 0-9 - . _ ~ + / = (e.g. `openssl rand -hex 24`)",
+            ));
         }
         Ok(())
     }

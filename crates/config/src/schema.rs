@@ -195,6 +195,18 @@ pub struct ServerConfig {
     /// Admin HTTP address (`/health`, `/ready`, `/metrics`); `null` turns it off.
     #[serde(default = "default_admin_listen")]
     pub admin_listen: Option<String>,
+    /// Shared secret the gRPC port requires (`authorization: Bearer <token>` metadata) on the
+    /// ext_proc and Router services. `llmsoup envoy-config` renders it into Envoy's ext_proc
+    /// `initial_metadata` and the wasm filter's config, so the rendered bootstrap is a secret
+    /// too. Use `${ENV}` substitution to keep it out of the file. Unset: no gRPC auth (a
+    /// warning at start when the port listens beyond loopback). Empty counts as unset, so a
+    /// shared config can say `"${LLMSOUP_GRPC_TOKEN:-}"`.
+    #[serde(default, deserialize_with = "empty_as_none", skip_serializing_if = "Option::is_none")]
+    pub grpc_token: Option<String>,
+}
+
+fn empty_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
 }
 
 fn default_admin_listen() -> Option<String> {
@@ -210,6 +222,7 @@ impl Default for ServerConfig {
         ServerConfig {
             grpc_listen: default_grpc_listen(),
             admin_listen: default_admin_listen(),
+            grpc_token: None,
         }
     }
 }
@@ -258,6 +271,11 @@ pub struct GatewayConfig {
     /// How long Envoy waits for the sidecar per message, in milliseconds.
     #[serde(default = "default_sidecar_timeout_ms")]
     pub sidecar_timeout_ms: u64,
+    /// Envoy's gRPC health check of the sidecar (`grpc.health.v1.Health`): while it fails, both
+    /// attach modes take the fail-open (or fail-closed) path at once instead of waiting
+    /// `sidecar_timeout_ms` per request.
+    #[serde(default)]
+    pub sidecar_health_check: SidecarHealthCheck,
     /// Address Envoy uses to reach the sidecar (defaults to `server.grpc_listen`).
     #[serde(default)]
     pub sidecar_address: Option<String>,
@@ -291,6 +309,55 @@ fn default_max_body_bytes() -> u64 {
 fn default_sidecar_timeout_ms() -> u64 {
     5_000
 }
+
+/// The sidecar circuit breaker: Envoy's active health check of the sidecar cluster. A hung
+/// sidecar is marked unhealthy after `unhealthy_threshold` checks fail (each waits `timeout_ms`),
+/// so at most about `unhealthy_threshold × (interval_ms + timeout_ms)` of traffic waits the full
+/// `sidecar_timeout_ms`; one passing check brings it back.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarHealthCheck {
+    /// Off = no health check: every request to a hung sidecar waits `sidecar_timeout_ms`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Time between checks, in milliseconds.
+    #[serde(default = "default_hc_interval_ms")]
+    pub interval_ms: u64,
+    /// How long one check waits for the answer, in milliseconds.
+    #[serde(default = "default_hc_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Failed checks in a row that mark the sidecar unhealthy.
+    #[serde(default = "default_hc_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+    /// Passing checks in a row that mark it healthy again.
+    #[serde(default = "default_hc_healthy_threshold")]
+    pub healthy_threshold: u32,
+}
+
+fn default_hc_interval_ms() -> u64 {
+    1_000
+}
+fn default_hc_timeout_ms() -> u64 {
+    500
+}
+fn default_hc_unhealthy_threshold() -> u32 {
+    3
+}
+fn default_hc_healthy_threshold() -> u32 {
+    1
+}
+
+impl Default for SidecarHealthCheck {
+    fn default() -> Self {
+        SidecarHealthCheck {
+            enabled: true,
+            interval_ms: default_hc_interval_ms(),
+            timeout_ms: default_hc_timeout_ms(),
+            unhealthy_threshold: default_hc_unhealthy_threshold(),
+            healthy_threshold: default_hc_healthy_threshold(),
+        }
+    }
+}
 fn default_ca_bundle() -> String {
     "/etc/ssl/certs/ca-certificates.crt".into()
 }
@@ -304,6 +371,7 @@ impl Default for GatewayConfig {
             failure_mode: FailureMode::default(),
             max_body_bytes: default_max_body_bytes(),
             sidecar_timeout_ms: default_sidecar_timeout_ms(),
+            sidecar_health_check: SidecarHealthCheck::default(),
             sidecar_address: None,
             ca_bundle: default_ca_bundle(),
             wasm_path: None,
@@ -926,6 +994,48 @@ pub struct DecisionConfig {
     /// What else the decision does to the request (system prompt, headers, blocking, ...).
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
+    /// What happens when a signal this decision references cannot run (model missing,
+    /// inference error): `block` treats the decision as matched wherever the failed signal could
+    /// have made it match (so a `fast_response` refusal still answers), `skip` as not matched.
+    /// Default: `block` when the decision has a `fast_response` plugin, else `skip`.
+    #[serde(default)]
+    pub on_signal_error: Option<OnSignalError>,
+}
+
+/// A decision's answer to a signal that cannot run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSignalError {
+    /// Treat the decision as matched (fail closed: its blocking plugin answers).
+    Block,
+    /// Treat the decision as not matched (fail open: routing goes on without it).
+    Skip,
+}
+
+impl OnSignalError {
+    /// The metric label / config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnSignalError::Block => "block",
+            OnSignalError::Skip => "skip",
+        }
+    }
+}
+
+impl DecisionConfig {
+    /// Whether a plugin answers locally instead of routing (a `fast_response`).
+    pub fn blocks(&self) -> bool {
+        self.plugins.iter().any(|p| matches!(p, PluginConfig::FastResponse(_)))
+    }
+
+    /// `on_signal_error` as configured, else `block` for blocking decisions and `skip` otherwise.
+    pub fn on_signal_error(&self) -> OnSignalError {
+        self.on_signal_error.unwrap_or(if self.blocks() {
+            OnSignalError::Block
+        } else {
+            OnSignalError::Skip
+        })
+    }
 }
 
 /// Model-selection algorithm names (vLLM Semantic Router's where they exist).

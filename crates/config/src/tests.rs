@@ -146,6 +146,52 @@ fn published_schema_file_is_current() {
 }
 
 #[test]
+fn sidecar_health_check_defaults_and_bounds() {
+    let c = load_str_with_env(MINIMAL, &|_| None).unwrap();
+    let hc = &c.gateway.sidecar_health_check;
+    assert!(hc.enabled);
+    assert_eq!(
+        (
+            hc.interval_ms,
+            hc.timeout_ms,
+            hc.unhealthy_threshold,
+            hc.healthy_threshold
+        ),
+        (1000, 500, 3, 1)
+    );
+    let e = err(&format!(
+        "{MINIMAL}gateway:\n  sidecar_health_check: {{interval_ms: 0}}\n"
+    ));
+    assert!(e.contains("gateway.sidecar_health_check.interval_ms"), "{e}");
+    let e = err(&format!(
+        "{MINIMAL}gateway:\n  sidecar_health_check: {{unhealthy_threshold: 0}}\n"
+    ));
+    assert!(e.contains("unhealthy_threshold"), "{e}");
+    let s = json_schema().to_string();
+    assert!(s.contains("sidecar_health_check") && s.contains("on_signal_error"));
+}
+
+#[test]
+fn on_signal_error_parses_and_defaults_by_plugin() {
+    let text = format!(
+        "{MINIMAL}signals:
+  keywords: [{{name: k, keywords: [x]}}]
+decisions:
+  - {{name: refuse, rules: {{type: keyword, name: k}}, modelRefs: [{{model: small}}],
+     plugins: [{{type: fast_response, configuration: {{message: no, status: 403}}}}]}}
+  - {{name: route, rules: {{type: keyword, name: k}}, modelRefs: [{{model: small}}]}}
+  - {{name: lenient, rules: {{type: keyword, name: k}}, modelRefs: [{{model: small}}], on_signal_error: skip,
+     plugins: [{{type: fast_response, configuration: {{message: no, status: 403}}}}]}}
+"
+    );
+    let c = load_str_with_env(&text, &|_| None).unwrap();
+    let got: Vec<OnSignalError> = c.decisions.iter().map(|d| d.on_signal_error()).collect();
+    assert_eq!(got, [OnSignalError::Block, OnSignalError::Skip, OnSignalError::Skip]);
+    let e = err(&text.replace("on_signal_error: skip", "on_signal_error: maybe"));
+    assert!(e.contains("on_signal_error") || e.contains("maybe"), "{e}");
+}
+
+#[test]
 fn bad_keyword_patterns_are_refused_at_load() {
     let text =
         format!("{MINIMAL}signals:\n  keywords:\n    - {{name: k, method: regex, keywords: ['ok', '(unclosed']}}\n");

@@ -15,7 +15,8 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    /// The message of the 401 a client gets, the same in both attach modes.
+    /// The client-facing message of the 401, the one text every enforcement point sends (the
+    /// sidecar, the wasm filter, and the Lua step `llmsoup envoy-config` renders from it).
     pub fn message(self) -> &'static str {
         match self {
             AuthError::Missing => "You didn't provide an API key. Send it as `Authorization: Bearer <token>`.",
@@ -30,6 +31,27 @@ impl AuthError {
             AuthError::Wrong => "invalid_api_key",
         }
     }
+}
+
+/// gRPC metadata key carrying the sidecar's shared secret (`server.grpc_token`).
+pub const GRPC_TOKEN_METADATA: &str = "authorization";
+
+/// The metadata value Envoy and the wasm filter send for `token`.
+pub fn grpc_metadata_value(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// Whether a gRPC call's `authorization` metadata carries `expected`. Both sides are hashed
+/// first so the constant-time comparison does not even reveal the secret's length.
+pub fn grpc_token_ok(expected: &str, authorization: Option<&[u8]>) -> bool {
+    let Some(presented) = authorization
+        .map(<[u8]>::trim_ascii)
+        .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer "))
+        .map(|v| v[7..].trim_ascii())
+    else {
+        return false;
+    };
+    bool::from(hash(presented).ct_eq(&hash(expected.as_bytes())))
 }
 
 /// The token of a request: `Authorization: Bearer <token>`, else `x-api-key: <token>`.
@@ -81,5 +103,17 @@ mod tests {
         assert_eq!(check(&hashes, Some(b"Bearer "), None), Err(AuthError::Missing));
         assert_eq!(check(&hashes, Some(b"Bearer c"), None), Err(AuthError::Wrong));
         assert_eq!(check(&hashes, Some(b"Basic a"), None), Err(AuthError::Missing));
+    }
+
+    #[test]
+    fn grpc_token() {
+        let secret = "0123456789abcdef-secret";
+        assert!(grpc_token_ok(secret, Some(grpc_metadata_value(secret).as_bytes())));
+        assert!(grpc_token_ok(secret, Some(b"bearer 0123456789abcdef-secret ")));
+        assert!(!grpc_token_ok(secret, None));
+        assert!(!grpc_token_ok(secret, Some(b"0123456789abcdef-secret")));
+        assert!(!grpc_token_ok(secret, Some(b"Bearer 0123456789abcdef-secreT")));
+        assert!(!grpc_token_ok(secret, Some(b"Bearer 0123456789abcdef-secret-and-more")));
+        assert!(!grpc_token_ok(secret, Some(b"Bearer ")));
     }
 }

@@ -56,14 +56,48 @@ impl ApiError {
         }
     }
 
-    /// 404 for a model that is not configured.
+    /// 400 for a model that is not configured (the name echoed, truncated).
     pub fn model_not_found(model: &str) -> Self {
         ApiError {
             status: 400,
-            message: format!("The model `{model}` does not exist or you do not have access to it."),
+            message: format!(
+                "The model `{}` does not exist or you do not have access to it.",
+                truncate_echo(model)
+            ),
             kind: "invalid_request_error",
             param: Some("model"),
             code: Some("model_not_found"),
+        }
+    }
+
+    /// 400 for a POST without a body.
+    pub fn empty_body() -> Self {
+        ApiError::bad_request(
+            "The request body is empty: send a JSON object with a `model`.",
+            None,
+            "invalid_json",
+        )
+    }
+
+    /// 405 for a routed endpoint asked with another method (`allow` names the one it takes).
+    pub fn method_not_allowed(allow: &str) -> Self {
+        ApiError {
+            status: 405,
+            message: format!("This endpoint only accepts {allow} requests."),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("method_not_allowed"),
+        }
+    }
+
+    /// 404 for anything llmsoup does not serve (the same body as Envoy's `not_found` route).
+    pub fn not_found() -> Self {
+        ApiError {
+            status: 404,
+            message: NOT_FOUND_MESSAGE.into(),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("not_found"),
         }
     }
 
@@ -75,6 +109,17 @@ impl ApiError {
             kind: "server_error",
             param: None,
             code: Some("no_model_available"),
+        }
+    }
+
+    /// 500 when the wasm filter's fail-open rewrite could not be applied to the request.
+    pub fn fail_open_error() -> Self {
+        ApiError {
+            status: 500,
+            message: "llmsoup could not apply the fail-open route.".into(),
+            kind: "server_error",
+            param: None,
+            code: Some("router_error"),
         }
     }
 
@@ -108,17 +153,6 @@ impl ApiError {
             kind: "server_error",
             param: None,
             code: Some("router_error"),
-        }
-    }
-
-    /// 404 for a path llmsoup does not serve.
-    pub fn path_not_found() -> Self {
-        ApiError {
-            status: 404,
-            message: "llmsoup serves OpenAI-compatible paths under /v1/.".into(),
-            kind: "invalid_request_error",
-            param: None,
-            code: Some("not_found"),
         }
     }
 
@@ -167,6 +201,26 @@ impl From<crate::auth::AuthError> for ApiError {
     }
 }
 
+/// The message of every 404, from the sidecar and from Envoy's route table alike.
+pub const NOT_FOUND_MESSAGE: &str =
+    "llmsoup serves POST requests to OpenAI-compatible endpoints under /v1/ and GET /v1/models.";
+
+/// Longest client value echoed in an error message, in bytes; longer ones are cut (at a char
+/// boundary) and marked, so an error never mirrors a huge input back.
+pub const MAX_ECHO_BYTES: usize = 128;
+
+/// `s` cut to [`MAX_ECHO_BYTES`], with `…` when something was cut.
+pub fn truncate_echo(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= MAX_ECHO_BYTES {
+        return s.into();
+    }
+    let mut end = MAX_ECHO_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end]).into()
+}
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}", self.status, self.message)
@@ -185,5 +239,21 @@ mod tests {
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert_eq!(v["error"]["param"], "model");
         assert_eq!(v["error"]["code"], "invalid_model");
+    }
+
+    #[test]
+    fn echoed_values_are_truncated() {
+        let huge = "m".repeat(100_000);
+        let e = ApiError::model_not_found(&huge);
+        assert!(e.message.len() < 300, "{}", e.message.len());
+        assert!(e.message.contains(&format!("`{}…`", "m".repeat(MAX_ECHO_BYTES))));
+        assert_eq!(truncate_echo("short"), "short");
+        // Never cut inside a character.
+        let wide = "é".repeat(100);
+        assert!(truncate_echo(&wide).ends_with("é…"));
+        assert_eq!(
+            ApiError::model_not_found("gpt-17").message,
+            "The model `gpt-17` does not exist or you do not have access to it."
+        );
     }
 }

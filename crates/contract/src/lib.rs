@@ -7,11 +7,12 @@
 //!   namespace, and which client headers are stripped;
 //! - [`error`]: the OpenAI (and Anthropic) error bodies every client sees;
 //! - [`auth`]: client tokens, their hashes and the 401 texts;
+//! - [`paths`]: the HTTP paths llmsoup routes and answers;
 //! - [`outcome`]: what routing a request produced (forward with mutations, or a local reply);
 //! - [`usage`]: the response tracker both modes feed, which produces the `UsageReport`;
 //! - [`fail_open`]: the body rewrite used when the sidecar cannot answer;
 //! - [`plugin_config`]: the wasm filter's configuration, written by `envoy-config` and read by
-//!   the filter.
+//!   the filter, and [`upstream`], the gRPC descriptor the filter dispatches to.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -28,7 +29,9 @@ pub mod error;
 pub mod fail_open;
 pub mod headers;
 pub mod outcome;
+pub mod paths;
 pub mod plugin_config;
+pub mod upstream;
 pub mod usage;
 
 pub use error::ApiError;

@@ -50,6 +50,10 @@ pub struct Config {
     /// Read response bodies for token usage; `false` reports status and timings only.
     #[serde(default = "yes")]
     pub response_accounting: bool,
+    /// The sidecar's gRPC secret (`server.grpc_token`), sent as `authorization: Bearer` metadata
+    /// on every Route and Report call.
+    #[serde(default)]
+    pub grpc_token: Option<String>,
 }
 
 fn yes() -> bool {
@@ -71,6 +75,8 @@ pub struct Plugin {
     pub config: Config,
     /// Decoded token hashes.
     pub tokens: Vec<[u8; 32]>,
+    /// The serialized `GrpcService` every sidecar call goes to (cluster + token metadata).
+    pub upstream: Vec<u8>,
 }
 
 impl Plugin {
@@ -86,6 +92,16 @@ impl Plugin {
         if !config.models.contains_key(&config.default_model) {
             return Err(format!("default_model `{}` is not in models", config.default_model));
         }
-        Ok(Plugin { config, tokens })
+        let upstream = crate::upstream::grpc_service(&config.sidecar_cluster, config.grpc_token.as_deref());
+        // The proxy-wasm API takes the descriptor as a string: a length varint ≥ 128 would not be
+        // UTF-8 (llmsoup's config caps `grpc_token` at 64 characters for this reason).
+        if std::str::from_utf8(&upstream).is_err() {
+            return Err("sidecar_cluster or grpc_token too long for a gRPC descriptor".into());
+        }
+        Ok(Plugin {
+            config,
+            tokens,
+            upstream,
+        })
     }
 }

@@ -2,10 +2,12 @@
 //!
 //! Envoy owns the data path: one route per model (matched on `x-llmsoup-model`) to one cluster
 //! per provider, TLS with SNI for HTTPS providers, credentials injected from a secret Envoy reads
-//! from the environment or a file (never inlined), and a fail-open route to the default model.
+//! from the environment or a file (never inlined). A request without the routing header matches no
+//! provider route: it gets a JSON 404/405/503 from the route table. Envoy's own local replies are
+//! mapped to OpenAI-style JSON, and paths are normalised before routing.
 //!
-//! Uses only the config (what to render) and the contract (header names, error bodies, the wasm
-//! plugin config type), so `config check` and `envoy-config` need nothing of the router.
+//! Uses only the config (what to render) and the contract (header names, paths, error bodies, the
+//! wasm plugin config type), so `config check` and `envoy-config` need nothing of the router.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -18,8 +20,11 @@ use serde_json::{Value, json};
 
 use llmsoup_config::{AttachMode, Config, FailureMode, ProviderConfig};
 use llmsoup_contract::ApiError;
+use llmsoup_contract::auth::{self, AuthError};
 pub use llmsoup_contract::headers::METADATA_NAMESPACE;
 use llmsoup_contract::headers::MODEL_HEADER;
+use llmsoup_contract::outcome::Reply;
+use llmsoup_contract::paths::{MODELS_PATH, ROUTED_PATHS};
 use llmsoup_contract::plugin_config;
 
 /// Name of the cluster that reaches the sidecar.
@@ -30,6 +35,17 @@ pub const SIDECAR_CLUSTER: &str = "llmsoup_sidecar";
 pub const ACCOUNTING_FILTER: &str = "llmsoup.response_accounting";
 
 const FAIL_OPEN_LUA: &str = include_str!("fail_open.lua");
+const CLIENT_AUTH_LUA: &str = include_str!("client_auth.lua");
+
+/// Name of the Lua filter that checks client tokens in ext_proc mode, before the ext_proc filter.
+pub const CLIENT_AUTH_FILTER: &str = "llmsoup.client_auth";
+
+/// Client credential headers every provider route removes when `auth.tokens` is set: the
+/// client's llmsoup token must never reach a provider, whether the sidecar routed the request
+/// or fail-open did. Route-level removal happens when the router builds the upstream request,
+/// before the cluster's upstream filters run, so the credential injector still adds the
+/// provider's key afterwards.
+const CLIENT_CREDENTIAL_HEADERS: [&str; 2] = ["authorization", "x-api-key"];
 
 /// Rendering options that are not part of the llmsoup config.
 #[derive(Debug, Clone, Default)]
@@ -101,6 +117,72 @@ fn fail_open_script(config: &Config) -> String {
         .replace("__ROUTE_HEADER__", &lua_string(&route_header(config)))
 }
 
+/// Request header the client-auth Lua step sets to its verdict (`missing`, `wrong`) on a refusal;
+/// the `client_auth_*` routes match on it.
+const AUTH_VERDICT_HEADER: &str = "x-llmsoup-auth";
+
+/// The client-auth Lua step: only the token hashes.
+fn client_auth_script(config: &Config) -> String {
+    let hashes: Vec<String> = config
+        .auth
+        .tokens
+        .iter()
+        .map(|t| lua_string(&t.sha256.to_ascii_lowercase()))
+        .collect();
+    CLIENT_AUTH_LUA
+        .replace("__HASHES__", &format!("{{{}}}", hashes.join(", ")))
+        .replace("__AUTH_HEADER__", &lua_string(AUTH_VERDICT_HEADER))
+}
+
+/// The routes that answer the client-auth step's refusals: the sidecar's own 401 (the same
+/// Rust text, so a refused client gets the same bytes with the sidecar up or down), with every
+/// filter that could call the sidecar or rewrite the request switched off for them.
+fn client_auth_routes(config: &Config) -> Vec<Value> {
+    [(AuthError::Missing, "missing"), (AuthError::Wrong, "wrong")]
+        .into_iter()
+        .map(|(e, verdict)| {
+            let reply = Reply::from(ApiError::from(e));
+            let mut off = serde_json::Map::new();
+            off.insert(
+                "envoy.filters.http.ext_proc".into(),
+                json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "disabled": true}),
+            );
+            if config.gateway.response_accounting && config.gateway.async_response_accounting {
+                off.insert(
+                    ACCOUNTING_FILTER.into(),
+                    json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "disabled": true}),
+                );
+            }
+            if config.gateway.failure_mode == FailureMode::Open {
+                off.insert(
+                    "envoy.filters.http.lua".into(),
+                    json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute", "disabled": true}),
+                );
+            }
+            json!({
+                "name": format!("client_auth_{verdict}"),
+                "match": {"prefix": "/", "headers": [{"name": AUTH_VERDICT_HEADER, "string_match": {"exact": verdict}}]},
+                "direct_response": {"status": 401, "body": {"inline_string": String::from_utf8_lossy(&reply.body)}},
+                "response_headers_to_add": [{
+                    "header": {"key": "content-type", "value": "application/json"},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }],
+                "typed_per_filter_config": off,
+            })
+        })
+        .collect()
+}
+
+/// gRPC `initial_metadata` carrying `server.grpc_token`, for every `grpc_service` that reaches
+/// the sidecar.
+fn grpc_metadata(config: &Config) -> Option<Value> {
+    let token = config.server.grpc_token.as_deref()?;
+    Some(json!([{
+        "key": auth::GRPC_TOKEN_METADATA,
+        "value": auth::grpc_metadata_value(token),
+    }]))
+}
+
 /// The wasm filter's configuration, as the filter will parse it.
 fn wasm_plugin_config(config: &Config) -> anyhow::Result<Value> {
     let g = &config.gateway;
@@ -132,16 +214,92 @@ fn wasm_plugin_config(config: &Config) -> anyhow::Result<Value> {
             .as_ref()
             .map(|h| h.to_ascii_lowercase()),
         response_accounting: g.response_accounting,
+        grpc_token: config.server.grpc_token.clone(),
     };
     serde_json::to_value(&typed).context("serialising the wasm plugin config")
 }
 
-/// A `direct_response` with the error body clients get everywhere else.
+fn error_type(status: u16) -> &'static str {
+    if status >= 500 {
+        "server_error"
+    } else {
+        "invalid_request_error"
+    }
+}
+
+/// An error body as JSON (`json_format` of a local-reply mapper).
+fn error_value(e: &ApiError) -> Value {
+    serde_json::from_slice(&e.to_json()).expect("error bodies are JSON")
+}
+
+/// An error the route table answers itself, with the type every llmsoup error of that status has.
+fn api_error(status: u16, message: &str, code: &'static str) -> ApiError {
+    ApiError {
+        status,
+        message: message.into(),
+        kind: error_type(status),
+        param: None,
+        code: Some(code),
+    }
+}
+
+/// A route's `direct_response`: the error body clients get everywhere else (`ApiError`). Its
+/// route adds `content-type: application/json` (see [`json_content_type`]).
 fn json_error(e: &ApiError) -> Value {
     json!({
         "status": e.status,
         "body": {"inline_string": String::from_utf8_lossy(&e.to_json())},
     })
+}
+
+/// `^(/v1/chat/completions|...)$`: the endpoints llmsoup routes.
+fn routed_paths_regex() -> String {
+    let alternatives: Vec<String> = ROUTED_PATHS.iter().map(|p| regex::escape(p)).collect();
+    format!("^({})$", alternatives.join("|"))
+}
+
+/// Direct responses are JSON: say so, which also tells the local reply mappers to leave them be.
+fn json_content_type(routes: &mut [Value]) {
+    for r in routes.iter_mut().filter(|r| r.get("direct_response").is_some()) {
+        let mut add = r["response_headers_to_add"].as_array().cloned().unwrap_or_default();
+        add.push(json!({"header": {"key": "content-type", "value": "application/json"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}));
+        r["response_headers_to_add"] = Value::Array(add);
+    }
+}
+
+/// Local replies that Envoy itself generates (413 over `max_body_bytes`, 431 for huge headers,
+/// 503 when the ext_proc sidecar fails closed, upstream resets, timeouts, codec errors) get an
+/// OpenAI-style JSON body with their status. Replies that already carry a JSON body (the
+/// sidecar's, the wasm filter's, the fail-open step's, our direct responses) are left untouched:
+/// every mapper only matches a reply whose content-type is not JSON.
+fn local_reply_config() -> Value {
+    const NOT_JSON: &str =
+        "!('content-type' in response.headers && response.headers['content-type'].startsWith('application/json'))";
+    // CEL (Envoy's access log filter extension): evaluated on the reply's status and headers.
+    let cel = |condition: &str| {
+        json!({"extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                "expression": format!("{NOT_JSON} && ({condition})"),
+            }
+        }})
+    };
+    let mapper = |condition: &str, e: ApiError| {
+        json!({
+            "filter": cel(condition),
+            "body_format_override": {"json_format": error_value(&e)},
+        })
+    };
+    json!({"mappers": [
+        mapper("response.code == 413", ApiError::too_large()),
+        mapper("response.code == 431", api_error(431, "Request headers are too large.", "request_header_fields_too_large")),
+        mapper("response.code_details.startsWith('ext_proc')", ApiError::router_unavailable()),
+        mapper("response.code == 504", api_error(504, "The model provider did not answer in time.", "upstream_timeout")),
+        mapper("response.code == 502 || response.code == 503", api_error(503, "The model provider is unavailable or reset the connection.", "upstream_unavailable")),
+        mapper("response.code >= 500", api_error(500, "The gateway failed to handle the request (%RESPONSE_CODE_DETAILS%).", "gateway_error")),
+        mapper("response.code >= 400", api_error(400, "The gateway rejected the request (%RESPONSE_CODE_DETAILS%).", "invalid_request")),
+    ]})
 }
 
 fn provider_cluster(p: &ProviderConfig) -> anyhow::Result<Value> {
@@ -246,33 +404,51 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
         routes.push(model_route(
             &format!("model_{}", m.name),
             p,
-            Some(&m.name),
+            &m.name,
             &route_header(config),
         )?);
     }
-    let default = config.default_model();
-    let default_provider = config
-        .provider(&default.provider)
-        .with_context(|| format!("default model `{}`: unknown provider", default.name))?;
-    match g.failure_mode {
-        // Only reached when the sidecar did not answer: the Lua step rewrote the body.
-        FailureMode::Open => routes.push(model_route(
-            "fail_open_default",
-            default_provider,
-            None,
-            &route_header(config),
-        )?),
-        FailureMode::Closed => routes.push(json!({
-            "name": "router_unavailable",
-            "match": {"prefix": "/v1/"},
-            "direct_response": json_error(&ApiError::router_unavailable()),
-        })),
-    }
+    // A request without the routing header matches no provider route: the sidecar (or a
+    // fail-open step) routed every request it let through, and everything else is answered here.
+    // POSTs reach these only when nothing routed them (the sidecar is down and no fail-open step
+    // took them); the sidecar answers `GET /v1/models`, so it is unavailable when one lands here.
+    routes.push(json!({
+        "name": "method_not_allowed",
+        "match": {
+            "safe_regex": {"regex": routed_paths_regex()},
+            "headers": [{"name": ":method", "string_match": {"exact": "POST"}, "invert_match": true}],
+        },
+        "direct_response": json_error(&ApiError::method_not_allowed("POST")),
+        "response_headers_to_add": [{"header": {"key": "allow", "value": "POST"}}],
+    }));
+    routes.push(json!({
+        "name": "router_unavailable",
+        "match": {"prefix": "/v1/", "headers": [{"name": ":method", "string_match": {"exact": "POST"}}]},
+        "direct_response": json_error(&ApiError::router_unavailable()),
+    }));
+    routes.push(json!({
+        "name": "models_unavailable",
+        "match": {"path": MODELS_PATH, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+        "direct_response": json_error(&ApiError::router_unavailable()),
+    }));
     routes.push(json!({
         "name": "not_found",
         "match": {"prefix": "/"},
-        "direct_response": json_error(&ApiError::path_not_found()),
+        "direct_response": json_error(&ApiError::not_found()),
     }));
+
+    if !config.auth.tokens.is_empty() {
+        for route in routes.iter_mut().filter(|r| r.get("route").is_some()) {
+            if let Some(Value::Array(remove)) = route.get_mut("request_headers_to_remove") {
+                remove.extend(CLIENT_CREDENTIAL_HEADERS.map(Value::from));
+            }
+        }
+    }
+    json_content_type(&mut routes);
+    if !config.auth.tokens.is_empty() && mode == AttachMode::ExtProc {
+        // First, so a refused request matches nothing else; they carry their own content-type.
+        routes.splice(0..0, client_auth_routes(config));
+    }
 
     let mut filters = vec![json!({
         // Clients may not pick routes or forge llmsoup's headers, even when the sidecar is down.
@@ -295,7 +471,9 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
                 "processing_mode": {
                     "request_header_mode": "SEND",
                     "request_body_mode": "BUFFERED",
-                    "request_trailer_mode": "SKIP",
+                    // Sent only by requests that have trailers: one with trailers and no body
+                    // gets no body message, and must still be decided (never passed unrouted).
+                    "request_trailer_mode": "SEND",
                     // Response headers carry the x-llmsoup-* summary. The body only for inline
                     // accounting: BUFFERED for JSON, switched to STREAMED for SSE by the sidecar
                     // (each chunk then waits for its answer).
@@ -310,12 +488,29 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
             if g.failure_mode == FailureMode::Closed {
                 ext_proc["status_on_error"] = json!({"code": 503});
             }
+            if let Some(md) = grpc_metadata(config) {
+                ext_proc["grpc_service"]["initial_metadata"] = md;
+            }
+            if !config.auth.tokens.is_empty() {
+                // Before ext_proc: auth must not depend on the sidecar answering.
+                filters.push(json!({
+                    "name": CLIENT_AUTH_FILTER,
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                        "default_source_code": {"inline_string": client_auth_script(config)},
+                    }
+                }));
+            }
             if async_accounting {
                 ext_proc["metadata_options"] = json!({"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}});
             }
             filters.push(json!({"name": "envoy.filters.http.ext_proc", "typed_config": ext_proc}));
             if async_accounting {
-                filters.push(accounting_filter(g.sidecar_timeout_ms));
+                let mut accounting = accounting_filter(g.sidecar_timeout_ms);
+                if let Some(md) = grpc_metadata(config) {
+                    accounting["typed_config"]["grpc_service"]["initial_metadata"] = md;
+                }
+                filters.push(accounting);
             }
             if g.failure_mode == FailureMode::Open {
                 filters.push(json!({
@@ -378,6 +573,7 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
             }}}}]}],
         },
     })];
+    sidecar_health_check(&mut clusters[0], &g.sidecar_health_check);
     let mut secrets = Vec::new();
     for p in &config.providers {
         clusters.push(provider_cluster(p)?);
@@ -413,6 +609,14 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
                         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                         "stat_prefix": "llmsoup",
                         "access_log": [access_log],
+                        // Paths are normalised before any filter or route sees them: dot segments
+                        // resolved (`/v1/../admin` is `/admin`, `%2e%2e` decoded first), slashes
+                        // merged, encoded slashes refused, so a provider route's prefix rewrite
+                        // cannot be escaped.
+                        "normalize_path": true,
+                        "merge_slashes": true,
+                        "path_with_escaped_slashes_action": "REJECT_REQUEST",
+                        "local_reply_config": local_reply_config(),
                         "route_config": {
                             "name": "llmsoup",
                             "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": routes}],
@@ -428,6 +632,34 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
     let yaml = serde_yaml::to_string(&bootstrap).context("rendering YAML")?;
     let header = "# Envoy bootstrap rendered by `llmsoup envoy-config`; edit the llmsoup config instead.\n";
     Ok(format!("{header}{}", yaml.replace("__CA_BUNDLE__", &g.ca_bundle)))
+}
+
+/// The sidecar circuit breaker, done by Envoy: an active gRPC health check
+/// (`grpc.health.v1.Health`, served unauthenticated by the sidecar) and no panic routing, so a
+/// hung or stopping sidecar has no healthy host and both the ext_proc stream and the wasm
+/// filter's `dispatch_grpc_call` fail at once (then the fail-open/closed path runs) until a check
+/// passes again. A static cluster's first check round runs before Envoy takes traffic, so a
+/// sidecar that is up at start is healthy from the first request.
+fn sidecar_health_check(cluster: &mut Value, hc: &llmsoup_config::SidecarHealthCheck) {
+    if !hc.enabled {
+        return;
+    }
+    let interval = duration(hc.interval_ms);
+    cluster["health_checks"] = json!([{
+        "timeout": duration(hc.timeout_ms),
+        "interval": interval,
+        // Envoy checks a cluster that never carried traffic only every 60 s by default (and a
+        // sidecar that was down at start never did): keep one cadence in every state so a
+        // recovered sidecar is taken back within one interval.
+        "no_traffic_interval": interval,
+        "no_traffic_healthy_interval": interval,
+        "unhealthy_interval": interval,
+        "unhealthy_threshold": hc.unhealthy_threshold,
+        "healthy_threshold": hc.healthy_threshold,
+        "grpc_health_check": {},
+    }]);
+    // Envoy's default panic threshold (50 %) would keep sending to an unhealthy sole host.
+    cluster["common_lb_config"] = json!({"healthy_panic_threshold": {"value": 0}});
 }
 
 /// The request header model routes match on: `compat.selected_model_header` when set (for Envoy
@@ -471,12 +703,13 @@ fn accounting_filter(timeout_ms: u64) -> Value {
     })
 }
 
-fn model_route(name: &str, p: &ProviderConfig, model: Option<&str>, header: &str) -> anyhow::Result<Value> {
+fn model_route(name: &str, p: &ProviderConfig, model: &str, header: &str) -> anyhow::Result<Value> {
     let ep = p.endpoint().map_err(anyhow::Error::msg)?;
-    let mut matcher = json!({"prefix": "/v1/"});
-    if let Some(m) = model {
-        matcher["headers"] = json!([{"name": header, "string_match": {"exact": m}}]);
-    }
+    // Only POSTs are routed; the sidecar never sets the header on anything else.
+    let matcher = json!({"prefix": "/v1/", "headers": [
+        {"name": header, "string_match": {"exact": model}},
+        {"name": ":method", "string_match": {"exact": "POST"}},
+    ]});
     let mut route = json!({
         "cluster": cluster_name(&p.name),
         // LLM generations run long; idle streams are bounded by the connection manager instead.
@@ -494,6 +727,8 @@ fn model_route(name: &str, p: &ProviderConfig, model: Option<&str>, header: &str
     }))
 }
 
+#[cfg(test)]
+mod auth_tests;
 #[cfg(test)]
 mod reference_bootstraps;
 #[cfg(test)]

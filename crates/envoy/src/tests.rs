@@ -19,7 +19,9 @@ fn demo_config_renders_routes_clusters_and_filters() {
             "model_strong",
             "model_polyglot",
             "model_long-context",
-            "fail_open_default",
+            "method_not_allowed",
+            "router_unavailable",
+            "models_unavailable",
             "not_found"
         ]
     );
@@ -42,6 +44,8 @@ fn demo_config_renders_routes_clusters_and_filters() {
     let ext = &hcm["http_filters"][1]["typed_config"];
     assert_eq!(ext["failure_mode_allow"].as_bool(), Some(true));
     assert_eq!(ext["processing_mode"]["request_body_mode"].as_str(), Some("BUFFERED"));
+    // A request with trailers and no body is only seen by the sidecar at its trailers.
+    assert_eq!(ext["processing_mode"]["request_trailer_mode"].as_str(), Some("SEND"));
     let lua = hcm["http_filters"][2]["typed_config"]["default_source_code"]["inline_string"]
         .as_str()
         .unwrap();
@@ -103,8 +107,8 @@ gateway:
         routes[1]["route"]["prefix_rewrite"].as_str(),
         Some("/openai/deployments/x/")
     );
-    assert_eq!(routes[2]["name"].as_str(), Some("router_unavailable"));
-    assert_eq!(routes[2]["direct_response"]["status"].as_u64(), Some(503));
+    assert_eq!(routes[3]["name"].as_str(), Some("router_unavailable"));
+    assert_eq!(routes[3]["direct_response"]["status"].as_u64(), Some(503));
     // Fail-closed: no Lua fail-open step, and ext_proc errors become 503.
     let filters: Vec<&str> = hcm["http_filters"]
         .as_sequence()
@@ -263,4 +267,151 @@ fn response_accounting_modes_render_the_body_where_it_is_read() {
     assert_eq!(wasm_plugin_config(&c).unwrap()["response_accounting"], json!(false));
     let c = load_str_with_env(DEFAULT_CONFIG, &|_| None).unwrap();
     assert_eq!(wasm_plugin_config(&c).unwrap()["response_accounting"], json!(true));
+}
+
+fn hcm(y: &serde_yaml::Value) -> &serde_yaml::Value {
+    &y["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+}
+
+/// No route sends a request without the routing header to a provider, in either failure mode:
+/// the fail-open hole (`fail_open_default`) is gone, and only POSTs are routed.
+#[test]
+fn requests_without_the_routing_header_match_no_provider_route() {
+    for mode in ["open", "closed"] {
+        let text = DEFAULT_CONFIG.replacen("failure_mode: open", &format!("failure_mode: {mode}"), 1);
+        let y = rendered(&text);
+        let routes = hcm(&y)["route_config"]["virtual_hosts"][0]["routes"]
+            .as_sequence()
+            .unwrap();
+        for r in routes {
+            let name = r["name"].as_str().unwrap();
+            if r.get("route").is_some() {
+                assert!(name.starts_with("model_"), "{name}: a provider route");
+                let headers = r["match"]["headers"].as_sequence().unwrap();
+                assert_eq!(headers[0]["name"].as_str(), Some(MODEL_HEADER), "{name}");
+                assert_eq!(headers[1]["name"].as_str(), Some(":method"));
+                assert_eq!(headers[1]["string_match"]["exact"].as_str(), Some("POST"));
+            } else {
+                let d = &r["direct_response"];
+                let body: serde_json::Value =
+                    serde_json::from_str(d["body"]["inline_string"].as_str().unwrap()).unwrap();
+                assert!(body["error"]["code"].is_string() && body["error"]["type"].is_string());
+                let ct = r["response_headers_to_add"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .find(|h| h["header"]["key"].as_str() == Some("content-type"))
+                    .unwrap();
+                assert_eq!(ct["header"]["value"].as_str(), Some("application/json"), "{name}");
+            }
+        }
+        let status = |name: &str| {
+            routes.iter().find(|r| r["name"].as_str() == Some(name)).unwrap()["direct_response"]["status"]
+                .as_u64()
+                .unwrap()
+        };
+        assert_eq!(
+            (
+                status("method_not_allowed"),
+                status("router_unavailable"),
+                status("not_found")
+            ),
+            (405, 503, 404)
+        );
+        let regex = routes
+            .iter()
+            .find(|r| r["name"].as_str() == Some("method_not_allowed"))
+            .unwrap()["match"]["safe_regex"]["regex"]
+            .as_str()
+            .unwrap();
+        let re = regex::Regex::new(regex).unwrap();
+        assert!(re.is_match("/v1/chat/completions") && re.is_match("/v1/messages"));
+        assert!(!re.is_match("/v1/chat/completions/x") && !re.is_match("/v1/files"));
+    }
+}
+
+/// Paths are normalised before routing (dot segments, merged slashes, encoded slashes refused).
+#[test]
+fn paths_are_normalised_before_filters_and_routes() {
+    let y = rendered(DEFAULT_CONFIG);
+    let h = hcm(&y);
+    assert_eq!(h["normalize_path"].as_bool(), Some(true));
+    assert_eq!(h["merge_slashes"].as_bool(), Some(true));
+    assert_eq!(h["path_with_escaped_slashes_action"].as_str(), Some("REJECT_REQUEST"));
+}
+
+/// Envoy's own local replies get OpenAI-style JSON; replies that already are JSON keep theirs.
+#[test]
+fn local_replies_are_mapped_to_openai_json_without_touching_json_ones() {
+    let y = rendered(DEFAULT_CONFIG);
+    let mappers = hcm(&y)["local_reply_config"]["mappers"].as_sequence().unwrap();
+    let mut codes = Vec::new();
+    for m in mappers {
+        let f = &m["filter"]["extension_filter"];
+        assert_eq!(f["name"].as_str(), Some("envoy.access_loggers.extension_filters.cel"));
+        let expr = f["typed_config"]["expression"].as_str().unwrap();
+        assert!(
+            expr.starts_with("!('content-type' in response.headers && response.headers['content-type'].startsWith('application/json'))"),
+            "{expr}"
+        );
+        let err = &m["body_format_override"]["json_format"]["error"];
+        assert!(err["message"].is_string() && err["type"].is_string());
+        codes.push(err["code"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        codes,
+        [
+            "request_too_large",
+            "request_header_fields_too_large",
+            "router_unavailable",
+            "upstream_timeout",
+            "upstream_unavailable",
+            "gateway_error",
+            "invalid_request"
+        ]
+    );
+}
+
+/// The fail-open step refuses what it cannot route (no catch-all provider route behind it).
+#[test]
+fn fail_open_script_refuses_unroutable_bodies() {
+    let lua = fail_open_script(&load_str_with_env(DEFAULT_CONFIG, &|_| None).unwrap());
+    assert!(!lua.contains("__MODELS__") && !lua.contains("__DEFAULT__") && !lua.contains("__ROUTE_HEADER__"));
+    for needle in [
+        "respond(",
+        "\"400\"",
+        "invalid_json",
+        "missing_model",
+        "invalid_model",
+        "members[key] ~= nil",
+    ] {
+        assert!(lua.contains(needle), "{needle}");
+    }
+}
+
+#[test]
+fn sidecar_cluster_is_health_checked_without_panic_routing() {
+    let y = rendered(DEFAULT_CONFIG);
+    let sidecar = &y["static_resources"]["clusters"][0];
+    assert_eq!(sidecar["name"].as_str(), Some(SIDECAR_CLUSTER));
+    let hc = &sidecar["health_checks"][0];
+    assert!(hc["grpc_health_check"].is_mapping());
+    assert_eq!(hc["interval"].as_str(), Some("1.000s"));
+    assert_eq!(hc["timeout"].as_str(), Some("0.500s"));
+    // A sidecar never seen healthy (down at Envoy's start) is still checked every interval.
+    assert_eq!(hc["no_traffic_interval"].as_str(), Some("1.000s"));
+    assert_eq!(hc["unhealthy_interval"].as_str(), Some("1.000s"));
+    assert_eq!(hc["unhealthy_threshold"].as_u64(), Some(3));
+    assert_eq!(hc["healthy_threshold"].as_u64(), Some(1));
+    assert_eq!(
+        sidecar["common_lb_config"]["healthy_panic_threshold"]["value"].as_u64(),
+        Some(0)
+    );
+
+    let off = rendered(
+        "providers: [{name: p, base_url: 'http://127.0.0.1:1/v1'}]\nmodels: [{name: m, provider: p}]\n\
+         gateway:\n  sidecar_health_check: {enabled: false}\n",
+    );
+    let sidecar = &off["static_resources"]["clusters"][0];
+    assert!(sidecar["health_checks"].is_null() && sidecar["common_lb_config"].is_null());
 }

@@ -177,7 +177,11 @@ pub fn parse_request(body: &[u8], include_history: bool) -> Result<ParsedRequest
         .map_err(|_| ApiError::bad_request("Request body is not valid UTF-8.", None, "invalid_json"))?;
     let wire: Wire = serde_json::from_str(text).map_err(|e| {
         ApiError::bad_request(
-            format!("We could not parse the JSON body of your request: {e}."),
+            // serde's messages quote offending values: never echo more than a bounded prefix.
+            format!(
+                "We could not parse the JSON body of your request: {}.",
+                llmsoup_contract::error::truncate_echo(&e.to_string())
+            ),
             None,
             "invalid_json",
         )

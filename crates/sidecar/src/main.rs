@@ -220,7 +220,20 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => match config::load_file_detailed(&file) {
             Ok(loaded) => {
                 let cfg = loaded.config;
-                outln!("{}: OK", file.display());
+                // A model signal that cannot load is an error when a blocking decision depends
+                // on it (it would block), a warning otherwise (its decisions never match).
+                #[cfg(feature = "router")]
+                let problems = llmsoup_router::signals::model_problems(&cfg);
+                #[cfg(feature = "router")]
+                let errors = problems.iter().filter(|p| p.is_error()).count();
+                // Checking model signals means reading their models' files and heads (Candle).
+                #[cfg(not(feature = "router"))]
+                let errors = 0;
+                if errors == 0 {
+                    outln!("{}: OK", file.display());
+                } else {
+                    outln!("{}: {errors} error(s)", file.display());
+                }
                 outln!("  format:    {}", loaded.shape);
                 outln!(
                     "  providers: {}",
@@ -266,9 +279,19 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                         outln!("    - {w}");
                     }
                 }
+                #[cfg(feature = "router")]
+                for p in &problems {
+                    let level = if p.is_error() { "error" } else { "warning" };
+                    outln!("  {level}: {p}");
+                }
+                #[cfg(not(feature = "router"))]
+                outln!("  models:    not checked (built without the router)");
                 // Builds what a config compiles into (keyword patterns, signals), as `serve` would.
                 #[cfg(feature = "router")]
                 Engine::new(cfg)?;
+                if errors > 0 {
+                    return Ok(ExitCode::FAILURE);
+                }
             }
             Err(e) => {
                 eprintln!("{}: {e}", file.display());

@@ -15,6 +15,7 @@ struct Fake {
     resp_chunk: Vec<u8>,
     body_reads: std::cell::Cell<u32>,
     sent: Option<(u32, Vec<u8>)>,
+    sent_headers: Vec<(String, Vec<u8>)>,
     routes: Vec<v1::RouteRequest>,
     dispatch_fails: bool,
     grpc_resp: Vec<u8>,
@@ -75,12 +76,16 @@ impl Host for Fake {
         self.body_reads.set(self.body_reads.get() + 1);
         Some(self.resp_chunk.clone())
     }
-    fn send_response(&mut self, status: u32, _headers: &[(&str, &[u8])], body: &[u8]) -> Result<(), HostError> {
+    fn send_response(&mut self, status: u32, headers: &[(&str, &[u8])], body: &[u8]) -> Result<(), HostError> {
         self.sent = Some((status, body.to_vec()));
+        self.sent_headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect();
         Ok(())
     }
     fn dispatch_route(&mut self, upstream: &[u8], message: &[u8], _timeout: Duration) -> Result<u32, HostError> {
-        assert_eq!(upstream, upstream::grpc_service("llmsoup_sidecar").as_slice());
+        assert_eq!(
+            upstream,
+            llmsoup_contract::upstream::grpc_service("llmsoup_sidecar", None).as_slice()
+        );
         if self.dispatch_fails {
             return Err(HostError("BadArgument".into()));
         }
@@ -425,4 +430,119 @@ fn header_mutations_remove_then_set_then_append() {
         .collect();
     assert_eq!(teams, [b"red".as_slice(), b"blue".as_slice()]);
     assert_eq!(f.host().resumed, 1);
+}
+
+/// HTTP/2 trailers: the body callback never says end of stream; the trailers callback routes
+/// the buffered body and holds the request until the answer, whose mutations then apply.
+#[test]
+fn a_body_followed_by_trailers_is_routed_before_it_goes_on() {
+    let body = r#"{"model":"auto","messages":[]}"#;
+    let mut f = filter(plugin(&[], false), BASE, body);
+    assert_eq!(f.on_request_headers(false), Next::Pause);
+    assert_eq!(f.on_request_body(body.len(), false), Next::Pause);
+    assert!(f.host().routes.is_empty());
+    assert_eq!(f.on_request_trailers(), Next::Pause, "held until the Route answer");
+    assert_eq!(f.host().routes.len(), 1);
+    assert_eq!(f.host().routes[0].body, body.as_bytes());
+    assert_eq!(f.host().resumed, 0);
+    let new_body = r#"{"model":"coder-v2","messages":[]}"#;
+    f.host_mut().grpc_resp = forward_response("coder", Some(new_body));
+    f.on_route_response(7, 0, 0);
+    let h = f.host();
+    assert_eq!(
+        h.req_body,
+        new_body.as_bytes(),
+        "the body mutation applies from the trailers phase"
+    );
+    assert_eq!(h.header("x-llmsoup-model"), Some(b"coder".as_slice()));
+    assert_eq!(h.header("content-length"), Some(new_body.len().to_string().as_bytes()));
+    assert_eq!((h.cleared, h.resumed), (1, 1));
+
+    // A blocking answer (fast_response, a refusal) is a local reply; nothing resumes.
+    let mut f = filter(plugin(&[], false), BASE, body);
+    f.on_request_headers(false);
+    f.on_request_body(body.len(), false);
+    f.on_request_trailers();
+    f.host_mut().grpc_resp = v1::RouteResponse {
+        action: Some(RouteAction::Reply(v1::ImmediateReply {
+            status: 403,
+            headers: vec![],
+            body: b"{\"error\":{}}".to_vec(),
+        })),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    f.on_route_response(7, 0, 0);
+    assert_eq!((f.host().sent.as_ref().unwrap().0, f.host().resumed), (403, 0));
+}
+
+#[test]
+fn trailers_only_requests_are_routed_with_an_empty_body() {
+    // HEADERS then trailers, no DATA: no body callback at all.
+    let mut f = filter(plugin(&[], false), BASE, "");
+    assert_eq!(f.on_request_headers(false), Next::Pause);
+    assert_eq!(f.on_request_trailers(), Next::Pause);
+    assert_eq!(f.host().routes.len(), 1);
+    assert!(f.host().routes[0].body.is_empty());
+    // Sidecar down: an empty POST cannot fail open; it is a 400, not a pass.
+    f.on_route_response(7, 14, 0);
+    let (status, body) = f.host().sent.clone().unwrap();
+    assert_eq!((status, f.host().resumed), (400, 0));
+    assert!(String::from_utf8(body).unwrap().contains("invalid_json"));
+
+    // Trailers after a body over the limit: 413, no Route call.
+    let big = "x".repeat(65);
+    let mut f = filter(plugin(&[], false), BASE, &big);
+    f.on_request_headers(false);
+    assert_eq!(f.on_request_trailers(), Next::Pause);
+    assert_eq!(f.host().sent.as_ref().unwrap().0, 413);
+    assert!(f.host().routes.is_empty());
+}
+
+#[test]
+fn fail_open_refuses_bodies_the_sidecar_would_refuse() {
+    for (body, code) in [
+        (r#"{"model":"auto","model":"coder"}"#, "invalid_json"),
+        (r#"{"model":"auto","mod\u0065l":"coder"}"#, "invalid_json"),
+        (r#"{"model":null}"#, "missing_model"),
+        (r#"{"model":["coder"]}"#, "invalid_model"),
+        (r#"{"model":7}"#, "invalid_model"),
+        (r#"{"messages":[]}"#, "missing_model"),
+        ("{not json", "invalid_json"),
+    ] {
+        let mut f = filter(plugin(&[], false), BASE, body);
+        f.on_request_headers(false);
+        f.on_request_body(body.len(), true);
+        f.on_route_response(7, 14, 0);
+        let h = f.host();
+        let (status, sent) = h.sent.clone().unwrap_or_else(|| panic!("{body}: forwarded"));
+        let v: serde_json::Value = serde_json::from_slice(&sent).unwrap();
+        assert_eq!((status, v["error"]["code"].as_str()), (400, Some(code)), "{body}");
+        assert_eq!(h.resumed, 0, "{body}: never forwarded unchanged");
+        assert_eq!(h.req_body, body.as_bytes());
+        assert!(
+            h.sent_headers
+                .iter()
+                .any(|(k, v)| k == "x-llmsoup-decision" && v == b"fail-open")
+        );
+    }
+    // An escaped `model` key is the model key: rewritten like any other.
+    let body = r#"{"mod\u0065l":"coder"}"#;
+    let mut f = filter(plugin(&[], false), BASE, body);
+    f.on_request_headers(false);
+    f.on_request_body(body.len(), true);
+    f.on_route_response(7, 14, 0);
+    assert_eq!(f.host().req_body, br#"{"mod\u0065l":"coder-v2"}"#);
+    assert_eq!(f.host().resumed, 1);
+}
+
+#[test]
+fn fail_open_leaves_bodyless_non_post_requests_to_the_route_table() {
+    let mut f = filter(plugin(&[], false), &[(":method", "GET"), (":path", "/v1/files")], "");
+    assert_eq!(f.on_request_headers(true), Next::Pause);
+    f.on_route_response(7, 14, 0);
+    let h = f.host();
+    // Unrouted: no x-llmsoup-model, so Envoy's route table answers 404 (no provider route).
+    assert!(h.sent.is_none() && h.header("x-llmsoup-model").is_none());
+    assert_eq!((h.resumed, h.cleared), (1, 0));
 }

@@ -266,6 +266,7 @@ pub(super) fn decisions(
             model_refs: refs,
             algorithm: Default::default(),
             plugins,
+            on_signal_error: None,
         });
     }
     if let Some(block) = jailbreak_block(guard.enabled, guarded, unguarded, guard_threshold, scope) {
@@ -317,5 +318,6 @@ fn jailbreak_block(
             message: "Request blocked: it looks like a jailbreak attempt.".into(),
             status: 403,
         })],
+        on_signal_error: None,
     })
 }

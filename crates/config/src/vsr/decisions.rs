@@ -384,6 +384,7 @@ pub(super) fn convert_decisions(
             model_refs: refs,
             algorithm,
             plugins,
+            on_signal_error: None,
         });
     }
     Ok(out)

@@ -7,7 +7,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::config::{Config, DecisionConfig, RuleNode, RuleOperator, SignalKind, Strategy};
+use crate::config::{Config, DecisionConfig, OnSignalError, RuleNode, RuleOperator, SignalKind, Strategy};
 use crate::signals::Match;
 
 /// A compiled rule tree.
@@ -30,6 +30,53 @@ impl Node {
             RuleOperator::Or => Node::Or(children),
             // Validation guarantees exactly one child.
             RuleOperator::Not => Node::Not(Box::new(children.into_iter().next().unwrap_or(Node::Or(Vec::new())))),
+        }
+    }
+
+    /// Three-valued evaluation when some signal kinds could not run: a leaf of a failed kind is
+    /// unknown, and unknown propagates (Kleene logic) only where it could change the verdict, so
+    /// `AND(failed, not-matched)` is still a plain no.
+    fn eval3(&self, matches: &[Match], failed: &[SignalKind]) -> Truth {
+        match self {
+            Node::Leaf(kind, _) if failed.contains(kind) => Truth::Unknown,
+            Node::Leaf(..) => self.eval(matches).map_or(Truth::No, Truth::Yes),
+            Node::And(children) if children.is_empty() => Truth::Yes(0.0),
+            Node::And(children) => {
+                let (mut sum, mut unknown) = (0.0, false);
+                for c in children {
+                    match c.eval3(matches, failed) {
+                        Truth::No => return Truth::No,
+                        Truth::Unknown => unknown = true,
+                        Truth::Yes(v) => sum += v,
+                    }
+                }
+                if unknown {
+                    Truth::Unknown
+                } else {
+                    Truth::Yes(sum / children.len() as f64)
+                }
+            }
+            Node::Or(children) if children.is_empty() => Truth::Yes(0.0),
+            Node::Or(children) => {
+                let (mut best, mut unknown) = (None::<f64>, false);
+                for c in children {
+                    match c.eval3(matches, failed) {
+                        Truth::No => {}
+                        Truth::Unknown => unknown = true,
+                        Truth::Yes(v) => best = Some(best.map_or(v, |b| b.max(v))),
+                    }
+                }
+                match (best, unknown) {
+                    (Some(v), _) => Truth::Yes(v),
+                    (None, true) => Truth::Unknown,
+                    (None, false) => Truth::No,
+                }
+            }
+            Node::Not(child) => match child.eval3(matches, failed) {
+                Truth::Yes(_) => Truth::No,
+                Truth::No => Truth::Yes(1.0),
+                Truth::Unknown => Truth::Unknown,
+            },
         }
     }
 
@@ -71,6 +118,26 @@ impl Node {
     }
 }
 
+/// A rule's verdict when some signals failed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Truth {
+    Yes(f64),
+    No,
+    /// Depends on a signal that could not run.
+    Unknown,
+}
+
+/// A decision whose verdict depended on a signal that could not run, and what was done about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalErrorVerdict {
+    /// The decision.
+    pub decision: Arc<str>,
+    /// The failed signal kinds it references.
+    pub signals: Vec<SignalKind>,
+    /// `block`: treated as matched; `skip`: as not matched.
+    pub action: OnSignalError,
+}
+
 /// A decision ready to evaluate.
 #[derive(Debug, Clone)]
 pub struct Decision {
@@ -84,7 +151,11 @@ pub struct Decision {
     pub model_refs: Vec<String>,
     /// How to choose among them.
     pub algorithm: crate::config::AlgorithmConfig,
+    /// What a failed signal it references does to it.
+    pub on_signal_error: OnSignalError,
     rule: Option<Node>,
+    /// Signal kinds its rule references.
+    kinds: Vec<SignalKind>,
 }
 
 /// The decision that won, with its confidence.
@@ -109,13 +180,24 @@ impl DecisionEngine {
         DecisionEngine {
             decisions: decisions
                 .iter()
-                .map(|d| Decision {
-                    name: d.name.as_str().into(),
-                    priority: d.priority,
-                    tier: d.tier,
-                    model_refs: d.model_refs.iter().map(|r| r.model.clone()).collect(),
-                    algorithm: d.algorithm.clone(),
-                    rule: d.rules.as_ref().map(Node::compile),
+                .map(|d| {
+                    let rule = d.rules.as_ref().map(Node::compile);
+                    let mut leaves = BTreeSet::new();
+                    if let Some(r) = &rule {
+                        r.leaves(&mut leaves);
+                    }
+                    let mut kinds: Vec<SignalKind> = leaves.into_iter().map(|(k, _)| k).collect();
+                    kinds.dedup();
+                    Decision {
+                        name: d.name.as_str().into(),
+                        priority: d.priority,
+                        tier: d.tier,
+                        model_refs: d.model_refs.iter().map(|r| r.model.clone()).collect(),
+                        algorithm: d.algorithm.clone(),
+                        on_signal_error: d.on_signal_error(),
+                        rule,
+                        kinds,
+                    }
                 })
                 .collect(),
             strategy,
@@ -157,7 +239,53 @@ impl DecisionEngine {
 
     /// The winning decision, if any matches.
     pub fn decide(&self, matches: &[Match]) -> Option<Winner<'_>> {
-        let candidates = self.matching(matches);
+        self.pick(self.matching(matches))
+    }
+
+    /// [`DecisionEngine::decide`] when the signal kinds in `failed` could not run. A decision
+    /// whose verdict hinges on a failed signal follows its `on_signal_error`: `block` counts it
+    /// as matched with confidence 1 (a blocking decision must not fail open silently), `skip` as
+    /// not matched. Returns the winner and every decision so affected.
+    pub fn decide_degraded(
+        &self,
+        matches: &[Match],
+        failed: &[SignalKind],
+    ) -> (Option<Winner<'_>>, Vec<SignalErrorVerdict>) {
+        if failed.is_empty() {
+            return (self.decide(matches), Vec::new());
+        }
+        let mut candidates = Vec::new();
+        let mut affected = Vec::new();
+        for d in &self.decisions {
+            let truth = match &d.rule {
+                None => Truth::Yes(0.0),
+                Some(r) => r.eval3(matches, failed),
+            };
+            match truth {
+                Truth::Yes(confidence) => candidates.push(Winner {
+                    decision: d,
+                    confidence,
+                }),
+                Truth::No => {}
+                Truth::Unknown => {
+                    affected.push(SignalErrorVerdict {
+                        decision: d.name.clone(),
+                        signals: d.kinds.iter().copied().filter(|k| failed.contains(k)).collect(),
+                        action: d.on_signal_error,
+                    });
+                    if d.on_signal_error == OnSignalError::Block {
+                        candidates.push(Winner {
+                            decision: d,
+                            confidence: 1.0,
+                        });
+                    }
+                }
+            }
+        }
+        (self.pick(candidates), affected)
+    }
+
+    fn pick<'a>(&self, candidates: Vec<Winner<'a>>) -> Option<Winner<'a>> {
         let tiered = candidates.iter().any(|w| w.decision.tier > 0);
         let by_conf = |a: &Winner, b: &Winner| b.confidence.partial_cmp(&a.confidence).unwrap_or(Ordering::Equal);
         let by_prio = |a: &Winner, b: &Winner| b.decision.priority.cmp(&a.decision.priority);

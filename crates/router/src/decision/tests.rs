@@ -27,6 +27,7 @@ fn decision(name: &str, priority: i64, tier: u32, rules: Option<RuleNode>) -> De
         model_refs: vec![ModelRef::new(format!("{name}-model"))],
         algorithm: Default::default(),
         plugins: Vec::new(),
+        on_signal_error: None,
     }
 }
 
@@ -151,4 +152,88 @@ fn confidence_strategy_and_tiers() {
     );
     assert_eq!(&*e.decide(&[m(Keyword, "k", 1.0)]).unwrap().decision.name, "tier2");
     assert!(e.decide(&[]).is_none());
+}
+
+fn with_error(mut d: DecisionConfig, action: Option<OnSignalError>, blocks: bool) -> DecisionConfig {
+    d.on_signal_error = action;
+    if blocks {
+        d.plugins = vec![crate::config::PluginConfig::FastResponse(
+            crate::config::FastResponsePlugin {
+                message: "no".into(),
+                status: 403,
+            },
+        )];
+    }
+    d
+}
+
+#[test]
+fn on_signal_error_defaults_to_block_only_for_blocking_decisions() {
+    let d = decision("d", 0, 0, None);
+    assert_eq!(d.on_signal_error(), OnSignalError::Skip);
+    assert_eq!(
+        with_error(d.clone(), None, true).on_signal_error(),
+        OnSignalError::Block
+    );
+    assert_eq!(
+        with_error(d.clone(), Some(OnSignalError::Skip), true).on_signal_error(),
+        OnSignalError::Skip
+    );
+    assert_eq!(
+        with_error(d, Some(OnSignalError::Block), false).on_signal_error(),
+        OnSignalError::Block
+    );
+}
+
+#[test]
+fn a_failed_signal_blocks_or_skips_only_where_it_could_change_the_verdict() {
+    let jb = || leaf(SignalKind::Jailbreak, "injection");
+    let kw = || leaf(SignalKind::Keyword, "code");
+    let decisions = vec![
+        with_error(decision("block", 100, 0, Some(jb())), None, true),
+        with_error(
+            decision("and_kw", 50, 0, Some(group(RuleOperator::And, vec![kw(), jb()]))),
+            Some(OnSignalError::Block),
+            false,
+        ),
+        with_error(
+            decision("not_jb", 10, 0, Some(group(RuleOperator::Not, vec![jb()]))),
+            None,
+            false,
+        ),
+        decision("or_kw", 5, 0, Some(group(RuleOperator::Or, vec![kw(), jb()]))),
+    ];
+    let e = DecisionEngine::new(&decisions, Strategy::Priority);
+    let failed = [SignalKind::Jailbreak];
+
+    // No keyword: `block` wins (confidence 1); AND(kw, jb) is a plain no; NOT(jb) and OR(kw, jb)
+    // are unknown and skip.
+    let (w, affected) = e.decide_degraded(&[], &failed);
+    let w = w.unwrap();
+    assert_eq!((&*w.decision.name, w.confidence), ("block", 1.0));
+    let got: Vec<(&str, OnSignalError)> = affected.iter().map(|v| (&*v.decision, v.action)).collect();
+    assert_eq!(
+        got,
+        [
+            ("block", OnSignalError::Block),
+            ("not_jb", OnSignalError::Skip),
+            ("or_kw", OnSignalError::Skip)
+        ]
+    );
+    assert!(affected.iter().all(|v| v.signals == [SignalKind::Jailbreak]));
+
+    // The keyword matched: OR(kw, jb) is a plain yes, AND(kw, jb) unknown → block (as matched).
+    let (_, affected) = e.decide_degraded(&[m(SignalKind::Keyword, "code", 0.8)], &failed);
+    let names: Vec<&str> = affected.iter().map(|v| &*v.decision).collect();
+    assert_eq!(names, ["block", "and_kw", "not_jb"]);
+    let matched: Vec<&str> = {
+        let (w, _) = e.decide_degraded(&[m(SignalKind::Keyword, "code", 0.8)], &failed);
+        vec![&*w.unwrap().decision.name]
+    };
+    assert_eq!(matched, ["block"]);
+
+    // Nothing failed: the ordinary verdicts, nothing affected.
+    let (w, affected) = e.decide_degraded(&[], &[]);
+    assert_eq!(&*w.unwrap().decision.name, "not_jb");
+    assert!(affected.is_empty());
 }

@@ -14,14 +14,15 @@ use llmsoup_contract::ApiError;
 use llmsoup_contract::auth::{self, AuthError};
 use llmsoup_contract::headers::MODEL_HEADER;
 use llmsoup_contract::outcome::{Forward, HeaderName, Outcome, Reply, ResponsePath, Summary};
+use llmsoup_contract::paths::ROUTED_PATHS;
 use serde::Serialize;
 
-use crate::config::{Config, ModelConfig, SignalKind};
-use crate::decision::DecisionEngine;
+use crate::config::{Config, ModelConfig, OnSignalError, SignalKind};
+use crate::decision::{DecisionEngine, SignalErrorVerdict};
 use crate::plugins::{self, Api, DecisionPlugins, Reasoning};
 use crate::request::{RequestView, parse_request};
 use crate::selection::{self, Backends};
-use crate::signals::{Match, SignalReport, SignalSet};
+use crate::signals::{LogOnce, Match, SignalReport, SignalSet};
 
 /// vLLM Semantic Router's response headers, sent when `compat.vsr_headers` is on.
 pub mod vsr {
@@ -70,6 +71,8 @@ pub struct Routed {
     pub reports: Vec<SignalReport>,
     /// Time spent routing.
     pub elapsed: Duration,
+    /// Decisions that depended on a failed signal, and what their `on_signal_error` made of it.
+    pub degraded: Vec<SignalErrorVerdict>,
 }
 
 impl Routed {
@@ -109,6 +112,17 @@ pub struct Trace {
     pub routing: Option<RoutingTrace>,
 }
 
+impl Trace {
+    /// The trace of a request answered at the gate, before any body.
+    fn gate(handling: Handling) -> Self {
+        Trace {
+            elapsed: Duration::ZERO,
+            handling,
+            routing: None,
+        }
+    }
+}
+
 /// How a request was answered.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Handling {
@@ -123,7 +137,10 @@ pub enum Handling {
         /// `fast_response` or `blocked`.
         path: ResponsePath,
     },
-    /// Refused with an error reply (bad input, unknown model, no model available).
+    /// Answered from the configuration without routing (`GET /v1/models`).
+    Listed,
+    /// Refused with an error reply (bad input, unknown model, no model available, a method or
+    /// path llmsoup does not serve).
     Rejected {
         /// The error's machine-readable code.
         code: &'static str,
@@ -139,6 +156,8 @@ pub struct RoutingTrace {
     pub reports: Vec<SignalReport>,
     /// Time spent in signals, decision and selection.
     pub elapsed: Duration,
+    /// Decisions that depended on a failed signal, and what `on_signal_error` made of it.
+    pub degraded: Vec<SignalErrorVerdict>,
     /// The decision-log entry, when `decision_log` is configured.
     pub record: Option<RouteRecord>,
 }
@@ -186,6 +205,10 @@ pub struct Engine {
     by_decision: HashMap<String, (usize, DecisionPlugins)>,
     /// `compat.selected_model_header`, lower-cased for the wire.
     route_header: Option<String>,
+    /// Signal-error verdicts already logged.
+    logged: LogOnce,
+    /// Model signals whose model cannot load, found at build time (cheap file checks).
+    model_problems: Vec<crate::signals::ModelProblem>,
 }
 
 /// What handling a request body produced, with what the trace needs.
@@ -212,6 +235,7 @@ impl Engine {
         let decisions = DecisionEngine::from_config(&config);
         let referenced: BTreeSet<(SignalKind, String)> = decisions.referenced_signals();
         let signals = SignalSet::build(&config, &referenced, &backends).map_err(anyhow::Error::msg)?;
+        let model_problems = crate::signals::model_problems(&config);
         let token_hashes = config
             .auth
             .tokens
@@ -256,7 +280,16 @@ impl Engine {
             baseline,
             by_decision,
             route_header,
+            logged: LogOnce::default(),
+            model_problems,
         })
+    }
+
+    /// Model signals whose model cannot load (missing or incomplete directory, a classifier head
+    /// that does not fit), each with the decisions that reference it and whether that is an
+    /// error (a blocking decision depends on it) or a warning.
+    pub fn model_problems(&self) -> &[crate::signals::ModelProblem] {
+        &self.model_problems
     }
 
     /// The configuration this engine was built from.
@@ -294,7 +327,29 @@ impl Engine {
     pub async fn route(&self, view: &RequestView) -> Result<Routed, ApiError> {
         let start = Instant::now();
         let (matches, reports) = self.signals.evaluate(view).await;
-        let winner = self.decisions.decide(&matches);
+        let mut failed: Vec<SignalKind> = reports.iter().filter(|r| r.error.is_some()).map(|r| r.kind).collect();
+        failed.dedup();
+        let (winner, degraded) = self.decisions.decide_degraded(&matches, &failed);
+        for v in &degraded {
+            if self
+                .logged
+                .first(format!("{}\0{:?}\0{}", v.decision, v.signals, v.action.as_str()))
+            {
+                let kinds: Vec<&str> = v.signals.iter().map(|k| k.as_str()).collect();
+                match v.action {
+                    OnSignalError::Block => tracing::error!(
+                        decision = %v.decision,
+                        signals = ?kinds,
+                        "a signal this decision needs failed; on_signal_error=block treats it as matched (logged once)"
+                    ),
+                    OnSignalError::Skip => tracing::warn!(
+                        decision = %v.decision,
+                        signals = ?kinds,
+                        "a signal this decision needs failed; on_signal_error=skip treats it as not matched (logged once)"
+                    ),
+                }
+            }
+        }
         let (model, decision, confidence) = match winner {
             Some(w) => match selection::select(
                 &self.config,
@@ -320,6 +375,7 @@ impl Engine {
             matches,
             reports,
             elapsed: start.elapsed(),
+            degraded,
         })
     }
 
@@ -328,17 +384,37 @@ impl Engine {
         self.signals.explain(view).await
     }
 
-    /// Handles a request that has no body (or whose body is not routed).
-    pub fn on_headers_only(&self, method: &str, path: &str) -> Option<Outcome> {
+    /// The gate on method and path, before any body: everything that is not a POST with a body
+    /// is answered here and never reaches a provider. `GET /v1/models` gets the model list; a
+    /// routed endpoint asked with another method gets a 405; a POST without a body a 400; any other
+    /// bodyless or non-POST request a 404. `None`: a POST whose body must be routed
+    /// ([`Engine::handle`]).
+    pub fn on_headers(&self, method: &str, path: &str, has_body: bool) -> Option<(Outcome, Trace)> {
         let path = path.split('?').next().unwrap_or(path);
-        if method.eq_ignore_ascii_case("GET") && path == "/v1/models" {
-            return Some(Outcome::Reply(Reply {
-                status: 200,
-                headers: vec![("content-type", "application/json".into())],
-                body: self.models_body.clone(),
-            }));
+        let error = match (method, path) {
+            ("POST", _) if has_body => return None,
+            ("GET", "/v1/models") => {
+                let reply = Reply {
+                    status: 200,
+                    headers: vec![("content-type", "application/json".into())],
+                    body: self.models_body.clone(),
+                };
+                return Some((Outcome::Reply(reply), Trace::gate(Handling::Listed)));
+            }
+            ("POST", _) => ApiError::empty_body(),
+            (_, "/v1/models") => ApiError::method_not_allowed("GET"),
+            (_, p) if ROUTED_PATHS.contains(&p) => ApiError::method_not_allowed("POST"),
+            _ => ApiError::not_found(),
+        };
+        let handling = Handling::Rejected {
+            code: error.code.unwrap_or("error"),
+        };
+        let allow = (error.status == 405).then(|| if path == "/v1/models" { "GET" } else { "POST" });
+        let mut reply = Reply::from(error);
+        if let Some(allow) = allow {
+            reply.headers.push(("allow", allow.into()));
         }
-        None
+        Some((Outcome::Reply(reply), Trace::gate(handling)))
     }
 
     /// Handles a complete request body: the routing gate, then routing for auto models. The one
@@ -377,6 +453,10 @@ impl Engine {
         trace: &mut Option<RoutingTrace>,
     ) -> Result<Handled, ApiError> {
         let body = req.body;
+        if body.is_empty() {
+            // A POST whose body turned out empty (e.g. HTTP/2 with trailers and no data).
+            return Err(ApiError::empty_body());
+        }
         let parsed = parse_request(body, self.config.routing.include_history)?;
         if !self.config.routing.auto_models.iter().any(|a| a == &parsed.model) {
             // Concrete model: pass through untouched, only tell Envoy where it goes.
@@ -435,6 +515,7 @@ impl Engine {
             matches: routed.matches.clone(),
             reports: routed.reports.clone(),
             elapsed: routed.elapsed,
+            degraded: routed.degraded.clone(),
             record,
         });
         let winner = routed.decision.as_deref().and_then(|d| self.by_decision.get(d));
@@ -479,8 +560,14 @@ impl Engine {
         let body_plugins = plugins.unwrap_or(&DecisionPlugins::NONE);
         let mut injected = false;
         let new_body = if body_plugins.changes_body() || reasoning.is_some() {
-            let (b, report) = plugins::rewrite_body(body, api, upstream_id, body_plugins, reasoning.as_ref())
-                .map_err(|e| ApiError::bad_request(format!("{e}."), None, "invalid_json"))?;
+            let (b, report) =
+                plugins::rewrite_body(body, api, upstream_id, body_plugins, reasoning.as_ref()).map_err(|e| {
+                    ApiError::bad_request(
+                        format!("{}.", llmsoup_contract::error::truncate_echo(&e.to_string())),
+                        None,
+                        "invalid_json",
+                    )
+                })?;
             injected = report.injected_system_prompt;
             b
         } else {

@@ -45,6 +45,12 @@ async fn route(e: &Engine, model: &str, prompt: &str) -> String {
 fn engine(text: &str) -> Engine {
     let mut config = load(text).config;
     config.embedding.model = "/nonexistent/llmsoup-test-model".into();
+    // These tests compare how the shapes route on the non-model signals; with the model absent,
+    // blocking decisions would (rightly) refuse everything under their default
+    // `on_signal_error: block`.
+    for d in &mut config.decisions {
+        d.on_signal_error = Some(llmsoup_config::OnSignalError::Skip);
+    }
     Engine::new(config).unwrap()
 }
 

@@ -36,6 +36,9 @@ pub struct Metrics {
     pub signal_matches: Counter<u64>,
     /// Signals that failed (and counted as no match).
     pub signal_errors: Counter<u64>,
+    /// Decisions whose verdict hinged on a failed signal, by signal, decision and action
+    /// (`block`: treated as matched, `skip`: as not matched).
+    pub signal_error_decisions: Counter<u64>,
     /// Requests served on the fail-open path.
     pub fail_open: Counter<u64>,
     /// Requests by response path (upstream, fast_response, blocked) and decision.
@@ -52,6 +55,9 @@ pub struct Metrics {
     pub cost: Counter<f64>,
     /// What the same tokens would have cost on the baseline model, minus the spend.
     pub saved: Counter<f64>,
+    /// Usage reports refused (unknown model or decision, values out of range, too many in one
+    /// call), by reason; a forged or corrupt report changes nothing else.
+    pub reports_dropped: Counter<u64>,
     /// Open `/v1/events` streams (dashboards watching the decision feed).
     pub dashboard_subscribers: UpDownCounter<i64>,
     /// Feed events a slow dashboard skipped.
@@ -93,6 +99,10 @@ impl Metrics {
                 .u64_counter("llmsoup.signal.errors")
                 .with_description("Signal evaluations that failed and counted as no match")
                 .build(),
+            signal_error_decisions: meter
+                .u64_counter("llmsoup.signal.error.decisions")
+                .with_description("Decisions whose verdict hinged on a failed signal, by signal, decision and action")
+                .build(),
             fail_open: meter
                 .u64_counter("llmsoup.fail_open")
                 .with_description("Requests served on the fail-open path (sidecar unavailable)")
@@ -119,6 +129,10 @@ impl Metrics {
                 .f64_counter("llmsoup.saved_usd")
                 .with_unit("USD")
                 .with_description("Spend avoided versus the baseline model")
+                .build(),
+            reports_dropped: meter
+                .u64_counter("llmsoup.reports.dropped")
+                .with_description("Usage reports refused (unknown model or decision, out-of-range values), by reason")
                 .build(),
             dashboard_subscribers: meter
                 .i64_up_down_counter("llmsoup.dashboard.subscribers")

@@ -123,6 +123,14 @@ impl Observer {
             .map_err(|e| self.rejected(e))
     }
 
+    /// Counts what the engine's gate (`Engine::on_headers`) refused before any body. Not
+    /// published to the feed: such requests never reach routing.
+    pub fn on_gate(&self, trace: &Trace) {
+        if let Handling::Rejected { code } = trace.handling {
+            self.metrics.rejections.add(1, &[kv("code", code)]);
+        }
+    }
+
     /// Publishes what the engine did with one request body: metrics, the decision log, the feed,
     /// and `/stats` for requests a plugin answered locally.
     pub fn on_route(&self, request_id: &str, outcome: &Outcome, trace: &Trace) {
@@ -139,6 +147,18 @@ impl Observer {
             for x in &r.matches {
                 m.signal_matches
                     .add(1, &[kv("signal", x.kind.as_str()), kv("rule", x.name.to_string())]);
+            }
+            for v in &r.degraded {
+                for s in &v.signals {
+                    m.signal_error_decisions.add(
+                        1,
+                        &[
+                            kv("signal", s.as_str()),
+                            kv("decision", v.decision.to_string()),
+                            kv("action", v.action.as_str()),
+                        ],
+                    );
+                }
             }
             m.routing_duration.record(r.elapsed.as_secs_f64(), &[]);
             if let (Some(record), Some(log)) = (&r.record, &*self.decision_log.load()) {
@@ -186,7 +206,7 @@ impl Observer {
                     .add(1, &[kv("path", path.as_str()), kv("decision", decision.clone())]);
             }
             (Handling::Rejected { code }, _) => m.rejections.add(1, &[kv("code", *code)]),
-            (Handling::Forwarded, Outcome::Reply(_)) => {}
+            (Handling::Forwarded, Outcome::Reply(_)) | (Handling::Listed, _) => {}
         }
         self.feed.on_route(request_id, outcome, trace.elapsed);
     }

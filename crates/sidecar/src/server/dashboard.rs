@@ -1,17 +1,17 @@
 //! The live dashboard on the admin endpoint: `GET /dashboard` (one self-contained page) and
 //! `GET /v1/events`, the decision feed as server-sent events.
 //!
-//! The page itself holds no data and is served without a token; everything it shows comes from
-//! `/stats` and `/v1/events`, which need the admin token when `auth.tokens` is set. A browser's
-//! `EventSource` cannot send headers, so `/v1/events` (and only it) also accepts the token as an
-//! `access_token` query parameter; the page reads it from its URL fragment, which browsers never
-//! send to the server.
+//! Both sit behind the admin endpoint's token check when `auth.tokens` is set (see
+//! [`super::admin`]): a browser opens the page with HTTP Basic (any user name, a client token as
+//! the password) after the 401's `WWW-Authenticate: Basic` challenge, then sends the same
+//! credentials on the page's own `fetch("/stats")` and `EventSource("/v1/events")`, which are
+//! same-origin. No token ever travels in a URL (URLs end up in logs and browser history).
 
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, header};
+use axum::extract::State;
+use axum::http::header;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
@@ -45,26 +45,9 @@ pub async fn page() -> Response {
         .into_response()
 }
 
-/// The `access_token` query parameter, URL-decoded.
-fn query_token(query: Option<&str>) -> Option<String> {
-    url::form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == "access_token")
-        .map(|(_, v)| v.into_owned())
-}
-
 /// `GET /v1/events`: one `decision` event per finished request, `lagged` when this subscriber
 /// fell behind and skipped some, and a first `hello` so clients know the feed is live.
-pub async fn events(State(shared): State<Shared>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
-    // Headers first, as on every admin endpoint; the query parameter only stands in for them.
-    let get = |name: &str| headers.get(name).map(|v| v.as_bytes());
-    let token = query_token(query.as_deref());
-    let api_key = get("x-api-key").or(token.as_deref().map(str::as_bytes));
-    if let Err(e) = shared
-        .observer
-        .authenticate(&shared.engine.load(), get("authorization"), api_key)
-    {
-        return reply(e.into());
-    }
+pub async fn events(State(shared): State<Shared>) -> Response {
     let feed = shared.observer.feed();
     let Some(subscription) = feed.subscribe() else {
         return reply(
@@ -155,12 +138,11 @@ auth:
         addr
     }
 
-    /// Sends a GET and returns the connection, for reading the (streamed) response.
+    /// Sends a GET with an optional `authorization` value; returns the connection, for reading
+    /// the (streamed) response.
     async fn get(addr: std::net::SocketAddr, target: &str, auth: Option<&str>) -> TcpStream {
         let mut conn = TcpStream::connect(addr).await.unwrap();
-        let auth = auth
-            .map(|t| format!("authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
+        let auth = auth.map(|v| format!("authorization: {v}\r\n")).unwrap_or_default();
         conn.write_all(format!("GET {target} HTTP/1.1\r\nhost: admin\r\n{auth}\r\n").as_bytes())
             .await
             .unwrap();
@@ -193,7 +175,7 @@ auth:
     async fn a_routed_request_arrives_on_the_event_stream() {
         let engine = engine();
         let addr = admin(engine.clone()).await;
-        let mut conn = get(addr, "/v1/events", Some(TOKEN)).await;
+        let mut conn = get(addr, "/v1/events", Some(&format!("Bearer {TOKEN}"))).await;
         let head = read_until(&mut conn, "event: hello").await;
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         assert!(head.contains("content-type: text/event-stream"), "{head}");
@@ -242,25 +224,38 @@ auth:
     }
 
     #[tokio::test]
-    async fn the_feed_needs_the_token_in_a_header_or_the_query() {
+    async fn page_and_feed_need_the_token_in_a_header_never_the_url() {
         let engine = engine();
         let addr = admin(engine).await;
-        let text = read_until(&mut get(addr, "/v1/events", None).await, "\r\n\r\n").await;
+        let basic = format!(
+            "Basic {}",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("anyone:{TOKEN}"))
+        );
+        for path in ["/dashboard", "/v1/events"] {
+            let text = read_until(&mut get(addr, path, None).await, "\r\n\r\n").await;
+            assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+            // The browser's cue to ask for a user name and password.
+            assert!(text.contains("www-authenticate: Basic realm=\"llmsoup\""), "{text}");
+        }
+        // A token in the URL is no credential (URLs end up in logs).
+        let target = format!("/v1/events?access_token={TOKEN}");
+        let text = read_until(&mut get(addr, &target, None).await, "\r\n\r\n").await;
         assert!(text.starts_with("HTTP/1.1 401"), "{text}");
-        let text = read_until(&mut get(addr, "/v1/events?access_token=nope", None).await, "\r\n\r\n").await;
+        let wrong = format!(
+            "Basic {}",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "anyone:nope")
+        );
+        let text = read_until(&mut get(addr, "/dashboard", Some(&wrong)).await, "\r\n\r\n").await;
         assert!(text.starts_with("HTTP/1.1 401"), "{text}");
-        let target = format!("/v1/events?x=1&access_token={TOKEN}");
-        read_until(&mut get(addr, &target, None).await, "event: hello").await;
-        // Only the feed takes the token from the URL.
-        let text = read_until(
-            &mut get(addr, &format!("/stats?access_token={TOKEN}"), None).await,
-            "\r\n\r\n",
-        )
-        .await;
-        assert!(text.starts_with("HTTP/1.1 401"), "{text}");
-        // The page is a static shell and needs none.
-        let text = read_until(&mut get(addr, "/dashboard", None).await, "</html>").await;
+        // HTTP Basic (what a browser sends) opens the page and the feed.
+        let text = read_until(&mut get(addr, "/dashboard", Some(&basic)).await, "</html>").await;
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
         assert!(text.contains("content-security-policy: default-src 'none'"), "{text}");
+        read_until(&mut get(addr, "/v1/events", Some(&basic)).await, "event: hello").await;
+        read_until(
+            &mut get(addr, "/v1/events", Some(&format!("Bearer {TOKEN}"))).await,
+            "event: hello",
+        )
+        .await;
     }
 }

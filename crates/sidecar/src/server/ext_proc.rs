@@ -109,6 +109,12 @@ struct StreamState {
     start_unix_us: u64,
     /// Whether Envoy sends response bodies on this stream (its `protocol_config`).
     response_bodies_here: bool,
+    /// Whether Envoy streams the request body in chunks (its `protocol_config` says STREAMED or
+    /// FULL_DUPLEX_STREAMED). Otherwise a body message is the whole body, even when it does not
+    /// say `end_of_stream` (HTTP/2 trailers follow it) — it must be routed then, never let through.
+    request_body_streamed: bool,
+    /// The request body went through the engine (routed or answered).
+    body_routed: bool,
     /// An observability-mode stream saw the end of the response.
     observed_end: bool,
 }
@@ -190,6 +196,9 @@ impl StreamState {
             start_unix_us: 0,
             // Envoys that do not say are assumed to send them, as before observability mode.
             response_bodies_here: true,
+            // We render BUFFERED; an Envoy that does not say is taken at that.
+            request_body_streamed: false,
+            body_routed: false,
             observed_end: false,
         }
     }
@@ -197,6 +206,8 @@ impl StreamState {
     async fn handle(&mut self, engine: &Arc<Engine>, msg: ProcessingRequest) -> Option<ProcessingResponse> {
         if let Some(pc) = &msg.protocol_config {
             self.response_bodies_here = pc.response_body_mode != processing_mode::BodySendMode::None as i32;
+            self.request_body_streamed = pc.request_body_mode == processing_mode::BodySendMode::Streamed as i32
+                || pc.request_body_mode == processing_mode::BodySendMode::FullDuplexStreamed as i32;
         }
         if msg.observability_mode {
             // Envoy ignores answers in this mode: never send one.
@@ -211,7 +222,17 @@ impl StreamState {
                 self.on_response_body(&b);
                 Reply::ResponseBody(BodyResponse::default())
             }
-            Phase::RequestTrailers(_) => Reply::RequestTrailers(TrailersResponse::default()),
+            Phase::RequestTrailers(_) => {
+                // Trailers and no body at all (HTTP/2 HEADERS, then trailers): Envoy sends no body
+                // message, so the request is decided here — a POST without a body, never passed.
+                if !self.body_routed
+                    && let Some((Outcome::Reply(r), trace)) = engine.on_headers(&self.method, &self.path, false)
+                {
+                    self.observer.on_gate(&trace);
+                    return Some(immediate(r, "llmsoup_local_reply"));
+                }
+                Reply::RequestTrailers(TrailersResponse::default())
+            }
             Phase::ResponseTrailers(_) => Reply::ResponseTrailers(TrailersResponse::default()),
         };
         Some(ProcessingResponse {
@@ -234,9 +255,10 @@ impl StreamState {
         ) {
             return immediate(e.into(), "llmsoup_unauthorized");
         }
-        if h.end_of_stream
-            && let Some(Outcome::Reply(r)) = engine.on_headers_only(&self.method, &self.path)
-        {
+        // Only a POST with a body is routed; everything else is answered here (models list, 404,
+        // 405, 400 for an empty POST) and never reaches a provider.
+        if let Some((Outcome::Reply(r), trace)) = engine.on_headers(&self.method, &self.path, !h.end_of_stream) {
+            self.observer.on_gate(&trace);
             return immediate(r, "llmsoup_local_reply");
         }
         // Clients may not choose routes or fake llmsoup's verdicts; the gateway token is ours and
@@ -259,14 +281,16 @@ impl StreamState {
     }
 
     async fn on_request_body(&mut self, engine: &Engine, b: HttpBody) -> ProcessingResponse {
-        if !b.end_of_stream {
-            // Only reachable if Envoy is configured STREAMED: collect and decide at the end.
+        if !b.end_of_stream && self.request_body_streamed {
+            // A streamed chunk: collect and decide at the end. (In BUFFERED mode a message without
+            // `end_of_stream` is the whole body followed by trailers, and is routed below.)
             self.body.extend_from_slice(&b.body);
             return ProcessingResponse {
                 response: Some(Reply::RequestBody(BodyResponse::default())),
                 ..Default::default()
             };
         }
+        self.body_routed = true;
         let body = if self.body.is_empty() {
             b.body
         } else {
@@ -600,6 +624,135 @@ mod tests {
         chunk.observability_mode = true;
         assert!(observer.handle(&engine, chunk).await.is_none());
         assert!(observer.response.reported() && observer.observed_end);
+    }
+
+    fn first_headers(body_mode: Option<processing_mode::BodySendMode>) -> ProcessingRequest {
+        let mut first = message(Phase::RequestHeaders(headers(
+            &[(":method", "POST"), (":path", "/v1/chat/completions")],
+            false,
+        )));
+        first.protocol_config = body_mode.map(|m| ProtocolConfiguration {
+            request_body_mode: m as i32,
+            ..Default::default()
+        });
+        first
+    }
+
+    fn body_message(body: &[u8], end_of_stream: bool) -> ProcessingRequest {
+        message(Phase::RequestBody(HttpBody {
+            body: body.to_vec(),
+            end_of_stream,
+            ..Default::default()
+        }))
+    }
+
+    fn routed_model(r: &ProcessingResponse) -> Option<String> {
+        let Some(Reply::RequestBody(BodyResponse { response: Some(c) })) = &r.response else {
+            return None;
+        };
+        c.header_mutation
+            .as_ref()?
+            .set_headers
+            .iter()
+            .filter_map(|h| h.header.as_ref())
+            .find(|h| h.key == names::MODEL_HEADER)
+            .map(|h| String::from_utf8_lossy(&h.raw_value).into_owned())
+    }
+
+    /// HTTP/2 request trailers: in BUFFERED mode Envoy sends the whole body without
+    /// `end_of_stream`. It is routed like any body, never let through unrouted.
+    #[tokio::test]
+    async fn a_buffered_body_followed_by_trailers_is_routed() {
+        let engine = engine();
+        let body = br#"{"model":"strong","messages":[{"role":"user","content":"hi"}]}"#;
+        for mode in [Some(processing_mode::BodySendMode::Buffered), None] {
+            let mut s = StreamState::new(engine.clone(), observer());
+            s.handle(&engine, first_headers(mode)).await.unwrap();
+            let r = s.handle(&engine, body_message(body, false)).await.unwrap();
+            assert_eq!(routed_model(&r).as_deref(), Some("strong"), "{mode:?}");
+        }
+        // An empty body before the trailers is an empty POST: a 400, not a pass.
+        let mut s = StreamState::new(engine.clone(), observer());
+        s.handle(&engine, first_headers(Some(processing_mode::BodySendMode::Buffered)))
+            .await
+            .unwrap();
+        let r = s.handle(&engine, body_message(b"", false)).await.unwrap();
+        let Some(Reply::ImmediateResponse(i)) = r.response else {
+            panic!("expected a local reply, got {r:?}")
+        };
+        assert_eq!(i.status.unwrap().code, 400);
+        assert!(String::from_utf8_lossy(&i.body).contains("invalid_json"));
+
+        // STREAMED chunks are collected and the whole body routed at the end.
+        let mut s = StreamState::new(engine.clone(), observer());
+        s.handle(&engine, first_headers(Some(processing_mode::BodySendMode::Streamed)))
+            .await
+            .unwrap();
+        let (a, b) = body.split_at(10);
+        let r = s.handle(&engine, body_message(a, false)).await.unwrap();
+        assert_eq!(routed_model(&r), None);
+        assert!(matches!(
+            r.response,
+            Some(Reply::RequestBody(BodyResponse { response: None }))
+        ));
+        let r = s.handle(&engine, body_message(b, true)).await.unwrap();
+        assert_eq!(routed_model(&r).as_deref(), Some("strong"));
+    }
+
+    /// HEADERS then trailers, no data: Envoy sends no body message, only the trailers.
+    #[tokio::test]
+    async fn a_trailers_only_post_is_refused_at_the_trailers() {
+        let engine = engine();
+        let mut s = StreamState::new(engine.clone(), observer());
+        s.handle(&engine, first_headers(Some(processing_mode::BodySendMode::Buffered)))
+            .await
+            .unwrap();
+        let r = s
+            .handle(&engine, message(Phase::RequestTrailers(Default::default())))
+            .await
+            .unwrap();
+        let Some(Reply::ImmediateResponse(i)) = r.response else {
+            panic!("expected a local reply, got {r:?}")
+        };
+        assert_eq!(i.status.unwrap().code, 400);
+        // After a routed body, trailers are only acknowledged.
+        let mut s = StreamState::new(engine.clone(), observer());
+        s.handle(&engine, first_headers(None)).await.unwrap();
+        let body = br#"{"model":"fast","messages":[]}"#;
+        assert!(routed_model(&s.handle(&engine, body_message(body, false)).await.unwrap()).is_some());
+        let r = s
+            .handle(&engine, message(Phase::RequestTrailers(Default::default())))
+            .await
+            .unwrap();
+        assert!(matches!(r.response, Some(Reply::RequestTrailers(_))));
+    }
+
+    /// Requests without a body (or not POST) are answered at the headers phase.
+    #[tokio::test]
+    async fn bodyless_requests_are_answered_at_the_headers() {
+        let engine = engine();
+        for (method, path, eos, status) in [
+            ("GET", "/v1/files", true, 404),
+            ("DELETE", "/v1/chat/completions", true, 405),
+            ("POST", "/v1/chat/completions", true, 400),
+            ("GET", "/v1/chat/completions", false, 405),
+        ] {
+            let mut s = StreamState::new(engine.clone(), observer());
+            let r = s
+                .handle(
+                    &engine,
+                    message(Phase::RequestHeaders(headers(
+                        &[(":method", method), (":path", path)],
+                        eos,
+                    ))),
+                )
+                .await
+                .unwrap();
+            let Some(Reply::ImmediateResponse(i)) = r.response else {
+                panic!("{method} {path}: expected a local reply, got {r:?}")
+            };
+            assert_eq!(i.status.unwrap().code, status, "{method} {path}");
+        }
     }
 
     #[tokio::test]

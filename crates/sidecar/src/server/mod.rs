@@ -4,6 +4,7 @@
 mod admin;
 mod dashboard;
 mod ext_proc;
+mod grpc_auth;
 mod router;
 
 use std::net::SocketAddr;
@@ -17,8 +18,10 @@ use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::Ex
 use llmsoup_contract::outcome::Reply;
 use llmsoup_contract::v1::router_server::RouterServer;
 use llmsoup_router::engine::Engine;
+use tonic::service::interceptor::InterceptedService;
 
 pub use ext_proc::ExtProcService;
+pub use grpc_auth::GrpcAuth;
 pub use router::RouterService;
 
 pub use crate::source::ConfigSource;
@@ -72,12 +75,14 @@ const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
 pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     let observer = Arc::new(Observer::with_prometheus()?);
     let engine = observer.engine(source.load()?)?;
+    log_model_problems(&engine);
     let addr: SocketAddr = engine.config().server.grpc_listen.parse().with_context(|| {
         format!(
             "server.grpc_listen `{}` is not host:port",
             engine.config().server.grpc_listen
         )
     })?;
+    warn_if_exposed(engine.config(), addr);
     let shared = Shared::new(engine, observer);
 
     tokio::spawn(reload_on_sighup(source, shared.clone()));
@@ -98,22 +103,74 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
         .with_context(|| format!("binding gRPC listener on {addr}"))?
         .with_nodelay(Some(true));
     tracing::info!(%addr, "llmsoup sidecar listening (ext_proc + Router gRPC)");
+    // `grpc.health.v1.Health` for Envoy's active health check of the sidecar cluster (the
+    // sidecar circuit breaker, see `envoy::sidecar_health_check`). Deliberately outside any
+    // authentication: it reveals nothing, and Envoy's health checker sends no credentials.
+    let (health, health_service) = tonic_health::server::health_reporter();
     tonic::transport::Server::builder()
-        .add_service(
+        .add_service(health_service)
+        .add_service(InterceptedService::new(
             ExternalProcessorServer::new(ExtProcService::new(shared.clone()))
                 .max_decoding_message_size(MAX_GRPC_MESSAGE)
                 .max_encoding_message_size(MAX_GRPC_MESSAGE),
-        )
-        .add_service(
+            GrpcAuth::new(shared.clone()),
+        ))
+        .add_service(InterceptedService::new(
             RouterServer::new(RouterService::new(shared.clone()))
                 .max_decoding_message_size(MAX_GRPC_MESSAGE)
                 .max_encoding_message_size(MAX_GRPC_MESSAGE),
-        )
-        .serve_with_incoming_shutdown(incoming, shutdown_signal())
+            GrpcAuth::new(shared.clone()),
+        ))
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown_signal().await;
+            // NOT_SERVING first, so Envoy stops sending new requests while in-flight ones drain.
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+        })
         .await
         .context("gRPC server")?;
     tracing::info!("llmsoup sidecar stopped");
     Ok(())
+}
+
+/// Loud warnings for listeners that anyone on the network can reach without a secret.
+fn warn_if_exposed(config: &llmsoup_config::Config, grpc: SocketAddr) {
+    if !grpc.ip().is_loopback() && config.server.grpc_token.is_none() {
+        tracing::warn!(
+            %grpc,
+            "the gRPC port listens beyond loopback without `server.grpc_token`: anyone who reaches it \
+             can route through the sidecar and forge usage reports"
+        );
+    }
+    let admin = config
+        .server
+        .admin_listen
+        .as_deref()
+        .and_then(|a| a.parse::<SocketAddr>().ok());
+    if let Some(admin) = admin
+        && !admin.ip().is_loopback()
+        && config.auth.tokens.is_empty()
+    {
+        tracing::warn!(
+            %admin,
+            "the admin endpoint listens beyond loopback without `auth.tokens`: /metrics, /stats, \
+             /dashboard and /v1/feedback are open to anyone who reaches it"
+        );
+    }
+}
+
+/// Model signals that cannot load: an error when a blocking decision depends on one (it will
+/// answer with its blocking plugin, and `/ready` says 503), else a warning (its decisions never
+/// match).
+fn log_model_problems(engine: &Engine) {
+    for p in engine.model_problems() {
+        if p.is_error() {
+            tracing::error!("config: {p}");
+        } else {
+            tracing::warn!("config: {p}");
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -134,6 +191,7 @@ async fn reload_on_sighup(source: ConfigSource, shared: Shared) {
     while hup.recv().await.is_some() {
         match source.load().and_then(|c| shared.observer.engine(c)) {
             Ok(engine) => {
+                log_model_problems(&engine);
                 shared.engine.store(Arc::new(engine));
                 tracing::info!("configuration reloaded");
             }

@@ -9,6 +9,7 @@ use llmsoup_router::engine;
 use tonic::{Request, Response, Status};
 
 use super::Shared;
+use crate::observe::accounting;
 
 /// The Router gRPC service.
 #[derive(Clone)]
@@ -66,26 +67,38 @@ impl Router for RouterService {
     async fn route(&self, request: Request<RouteRequest>) -> Result<Response<RouteResponse>, Status> {
         let req = request.into_inner();
         let engine = self.shared.engine.load_full();
-        let outcome = if req.body.is_empty() {
-            engine.on_headers_only(&req.method, &req.path)
-        } else {
-            let (outcome, trace) = engine
-                .handle(engine::Request {
-                    path: &req.path,
-                    body: &req.body,
-                    request_id: &req.request_id,
-                })
-                .await;
-            self.shared.observer.on_route(&req.request_id, &outcome, &trace);
-            Some(outcome)
+        let observer = &self.shared.observer;
+        // The same gate as ext_proc's headers phase: only a POST with a body is routed.
+        let outcome = match engine.on_headers(&req.method, &req.path, !req.body.is_empty()) {
+            Some((reply, trace)) => {
+                observer.on_gate(&trace);
+                Some(reply)
+            }
+            None => {
+                let (outcome, trace) = engine
+                    .handle(engine::Request {
+                        path: &req.path,
+                        body: &req.body,
+                        request_id: &req.request_id,
+                    })
+                    .await;
+                observer.on_route(&req.request_id, &outcome, &trace);
+                Some(outcome)
+            }
         };
         Ok(Response::new(to_response(outcome)))
     }
 
     async fn report(&self, request: Request<UsageReports>) -> Result<Response<ReportAck>, Status> {
         let engine = self.shared.engine.load_full();
-        for r in &request.into_inner().reports {
+        let reports = request.into_inner().reports;
+        for r in reports.iter().take(accounting::MAX_REPORTS_PER_CALL) {
             self.shared.observer.report(&engine, r);
+        }
+        let excess = reports.len().saturating_sub(accounting::MAX_REPORTS_PER_CALL);
+        if excess > 0 {
+            tracing::warn!(excess, "Report call over the per-call bound; extra reports dropped");
+            accounting::dropped(&self.shared.observer, accounting::Dropped::TooMany, excess as u64);
         }
         Ok(Response::new(ReportAck {}))
     }

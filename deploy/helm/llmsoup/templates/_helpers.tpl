@@ -34,9 +34,30 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- .Values.existingConfigMap | default (include "llmsoup.fullname" .) }}
 {{- end }}
 
+{{/* Whether the gRPC port requires the shared secret (grpcAuth.enabled: auto → unless Envoy Gateway). */}}
+{{- define "llmsoup.grpcAuth" -}}
+{{- $v := toString .Values.grpcAuth.enabled }}
+{{- if eq $v "auto" }}
+{{- if not .Values.envoyGateway.enabled }}true{{ end }}
+{{- else if eq $v "true" }}
+{{- if .Values.envoyGateway.enabled }}
+{{- fail "grpcAuth.enabled=true with envoyGateway.enabled: Envoy Gateway's EnvoyExtensionPolicy cannot send gRPC metadata, so every call would be refused; use grpcAuth.enabled=auto (the NetworkPolicy guards the port)" }}
+{{- end }}true
+{{- end }}
+{{- end }}
+
+{{/* Secret holding the gRPC token. */}}
+{{- define "llmsoup.grpcSecretName" -}}
+{{- .Values.grpcAuth.existingSecret | default (printf "%s-grpc" (include "llmsoup.fullname" .)) }}
+{{- end }}
+
 {{/* The llmsoup config with the listen address forced to the Service port, so the two cannot drift. */}}
 {{- define "llmsoup.config" -}}
 {{- $cfg := deepCopy .Values.config }}
-{{- $_ := set $cfg "server" (dict "grpc_listen" (printf "0.0.0.0:%v" .Values.service.port)) }}
+{{- $server := dict "grpc_listen" (printf "0.0.0.0:%v" .Values.service.port) }}
+{{- if include "llmsoup.grpcAuth" . }}
+{{- $_ := set $server "grpc_token" "${LLMSOUP_GRPC_TOKEN}" }}
+{{- end }}
+{{- $_ := set $cfg "server" $server }}
 {{- toYaml $cfg }}
 {{- end }}
