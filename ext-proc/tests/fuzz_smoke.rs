@@ -65,7 +65,10 @@ fn mutate(rng: &mut Rng, base: &[u8], other: &[u8]) -> Vec<u8> {
                 let i = at.min(v.len() - 1);
                 v[i] = rng.next() as u8;
             }
-            2 => v.insert(at, b"\"\\{}[]:,\n\r\x00\xff0-e"[rng.below(16)]),
+            2 => {
+                const BYTES: &[u8] = b"\"\\{}[]:,\n\r\x00\xff0-e";
+                v.insert(at, BYTES[rng.below(BYTES.len())]);
+            }
             3 => {
                 let end = (at + 1 + rng.below(8)).min(v.len());
                 v.drain(at.min(end)..end);

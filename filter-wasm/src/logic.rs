@@ -41,6 +41,10 @@ pub fn fail_open_rewrite<'m>(
     default_model: &'m str,
 ) -> Option<(&'m str, Vec<u8>)> {
     let text = std::str::from_utf8(body).ok()?;
+    // Serde would also read `["auto"]` as a ModelOnly (fields by position): only objects qualify.
+    if text.trim_start_matches([' ', '\t', '\n', '\r']).as_bytes().first() != Some(&b'{') {
+        return None;
+    }
     let raw = serde_json::from_str::<ModelOnly>(text).ok()?.model?;
     let requested: String = serde_json::from_str(raw.get()).ok()?;
     let (name, id) = models
@@ -93,6 +97,9 @@ mod tests {
         assert_eq!((m, b.as_slice()), ("big", br#"{ "model" : "big-v2" }"#.as_slice()));
         assert!(fail_open_rewrite(b"{not json", &models, "small").is_none());
         assert!(fail_open_rewrite(br#"{"model":1}"#, &models, "small").is_none());
+        // Found by fuzz/ (fail_open target): a top-level array is not rewritten as if it were an object.
+        assert!(fail_open_rewrite(br#"["auto"]"#, &models, "small").is_none());
+        assert!(fail_open_rewrite(br#" ["big",1]"#, &models, "small").is_none());
     }
 
     #[test]

@@ -124,8 +124,12 @@ pub fn request(data: &[u8]) {
     );
     let out_text = std::str::from_utf8(&out).expect("spliced body is UTF-8");
     assert_eq!(single_model(out_text).as_deref(), Some(new));
-    let value: serde_json::Value = serde_json::from_str(out_text).expect("spliced body is JSON");
-    assert_eq!(value["model"], new);
+    // serde_json::Value cannot hold every valid JSON text (numbers beyond f64, like 1e400), so
+    // this second reading applies when it could read the original.
+    if serde_json::from_slice::<serde_json::Value>(&body).is_ok() {
+        let value: serde_json::Value = serde_json::from_str(out_text).expect("spliced body is JSON");
+        assert_eq!(value["model"], new);
+    }
     // Only the model's bytes changed.
     let quoted = serde_json::to_string(new).unwrap();
     let prefix = out.iter().zip(&body).take_while(|(x, y)| x == y).count();
@@ -194,8 +198,10 @@ pub fn fail_open(data: &[u8]) {
         Some(id),
         "fail-open output's top-level model"
     );
-    let value: serde_json::Value = serde_json::from_str(out_text).expect("fail-open output is JSON");
-    assert_eq!(&value["model"], id.as_str());
+    if serde_json::from_slice::<serde_json::Value>(&body).is_ok() {
+        let value: serde_json::Value = serde_json::from_str(out_text).expect("fail-open output is JSON");
+        assert_eq!(&value["model"], id.as_str());
+    }
     match &sidecar {
         Ok(p) => assert_eq!(p.model, requested, "sidecar and fail-open read different models"),
         Err(e) => assert!(
@@ -384,7 +390,8 @@ impl<'a> JsonGen<'a> {
     fn ws(&mut self) {
         let b = self.byte();
         if b >= 0xf0 {
-            self.push([" ", "\n", "\t", "\r\n ", "\u{a0}", "\u{c}"][usize::from(b - 0xf0) % 6]);
+            const WS: [&str; 6] = [" ", "\n", "\t", "\r\n ", "\u{a0}", "\u{c}"];
+            self.push(WS[usize::from(b - 0xf0) % 6]);
         }
     }
 
@@ -420,7 +427,10 @@ impl<'a> JsonGen<'a> {
             self.byte() % 16
         };
         match choice {
-            0 => self.push(["null", "true", "false"][usize::from(self.byte()) % 3]),
+            0 => {
+                let s = self.pick(&["null", "true", "false"]);
+                self.push(s);
+            }
             1..=3 => self.string(),
             4 | 5 => {
                 let n = self.pick(NUMBERS);
@@ -529,7 +539,8 @@ impl<'a> JsonGen<'a> {
                 2 => self.push("data: [DONE]"),
                 3 => {}
                 _ => {
-                    self.push(["data: ", "data:", "data:  \t"][usize::from(self.byte()) % 3]);
+                    let s = self.pick(&["data: ", "data:", "data:  \t"]);
+                    self.push(s);
                     if self.byte() % 2 == 0 {
                         self.push("{\"usage\":");
                         self.value(1);
@@ -539,7 +550,8 @@ impl<'a> JsonGen<'a> {
                     }
                 }
             }
-            self.push(["\n", "\r\n", "\n\n", "\r\n\r\n", "\r"][usize::from(self.byte()) % 5]);
+            let s = self.pick(&["\n", "\r\n", "\n\n", "\r\n\r\n", "\r"]);
+            self.push(s);
         }
         self.out
     }
