@@ -499,7 +499,7 @@ impl<'a> JsonGen<'a> {
         if top < 0xe0 {
             self.push("{");
             self.ws();
-            let model_first = top % 4 != 0;
+            let model_first = !top.is_multiple_of(4);
             if model_first {
                 self.push("\"model\":");
                 if top % 4 == 1 {
@@ -541,7 +541,7 @@ impl<'a> JsonGen<'a> {
                 _ => {
                     let s = self.pick(&["data: ", "data:", "data:  \t"]);
                     self.push(s);
-                    if self.byte() % 2 == 0 {
+                    if self.byte().is_multiple_of(2) {
                         self.push("{\"usage\":");
                         self.value(1);
                         self.push("}");
