@@ -99,7 +99,11 @@ fn provider_routes_strip_client_credentials_when_tokens_are_set() {
         let h = hcm(&with_tokens(""), mode);
         let routes = h["route_config"]["virtual_hosts"][0]["routes"].as_sequence().unwrap();
         let provider_routes: Vec<_> = routes.iter().filter(|r| r.get("route").is_some()).collect();
-        assert_eq!(provider_routes.len(), 2, "one per model: fail-open routes through them too");
+        assert_eq!(
+            provider_routes.len(),
+            2,
+            "one per model: fail-open routes through them too"
+        );
         for r in provider_routes {
             let removed: Vec<&str> = r["request_headers_to_remove"]
                 .as_sequence()
