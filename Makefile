@@ -5,7 +5,7 @@ CARGO   ?= cargo
 VENV    := .cache/venv
 PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: all build release deps wasm models train-domain train-jailbreak run test test-unit test-e2e lint fmt clean envoy-configs bench
+.PHONY: all build release deps wasm models train-domain train-jailbreak run test test-unit test-e2e lint fmt clean envoy-configs bench fuzz fuzz-cmin
 
 all: build
 
@@ -65,6 +65,28 @@ bench: deps models release wasm
 
 # Also: the binary without the router (config check and envoy-config without Candle) still builds,
 # and no module cycles inside a crate (crates themselves cannot form cycles).
+# Long fuzz runs (cargo-fuzz/libFuzzer, ASan, stable toolchain): FUZZ_SECS per target, one at a
+# time. New inputs collect in fuzz/work/<target> (git-ignored); `make fuzz-cmin` folds them into
+# the committed corpus (fuzz/corpus/), which `make test` replays (crates/router/tests/fuzz_smoke.rs).
+FUZZ_TARGETS ?= request fail_open usage config
+FUZZ_SECS    ?= 600
+FUZZ_FLAGS   ?=
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p work/$$t && \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t work/$$t corpus/$$t -- \
+			-dict=llmsoup.dict -max_total_time=$(FUZZ_SECS) -print_final_stats=1 $(FUZZ_FLAGS) || exit 1; \
+	done
+
+fuzz-cmin:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build && for t in $(FUZZ_TARGETS); do \
+		rm -rf work/cmin-$$t && mkdir -p work/cmin-$$t work/$$t && \
+		target/x86_64-unknown-linux-gnu/release/$$t -merge=1 work/cmin-$$t corpus/$$t work/$$t && \
+		rm -rf corpus/$$t && mv work/cmin-$$t corpus/$$t || exit 1; \
+	done
+
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -141,11 +141,25 @@ class Stack:
             wait_for(lambda n=name: port_open(self.ports[n]), f"mock upstream {name}", logs=self.dir)
         admin = f"http://127.0.0.1:{self.ports['admin']}/ready"
         wait_for(lambda: requests.get(admin, timeout=1).status_code == 200, "envoy", logs=self.dir)
+        self.wait_sidecar_healthy()
         return self
 
     def start_sidecar(self):
         self._spawn("sidecar", [str(llmsoup_bin()), "serve", "--config", str(self.config)])
         wait_for(lambda: port_open(self.ports["grpc"]), "llmsoup sidecar", logs=self.dir)
+
+    def sidecar_healthy(self) -> bool:
+        """Whether Envoy's active health check currently takes the sidecar in. Until it does,
+        Envoy fails the sidecar calls at once (the circuit breaker), so requests fail open."""
+        clusters = requests.get(f"http://127.0.0.1:{self.ports['admin']}/clusters", timeout=1).text
+        flags = [line.rsplit("::", 1)[1] for line in clusters.splitlines()
+                 if line.startswith("llmsoup_sidecar::") and "::health_flags::" in line]
+        return flags == ["healthy"]
+
+    def wait_sidecar_healthy(self, timeout: float = 15.0):
+        # A first health check that times out on a loaded machine leaves the sidecar out until
+        # the next one passes: wait for it rather than let the first requests fail open.
+        wait_for(self.sidecar_healthy, "envoy to see the sidecar healthy", timeout=timeout, logs=self.dir)
 
     def metrics(self, token: str | None = CLIENT_TOKEN) -> requests.Response:
         headers = {"authorization": f"Bearer {token}"} if token else {}

@@ -19,7 +19,7 @@ import h2.events
 import pytest
 
 from conftest import MODES
-from harness import CLIENT_TOKEN, Stack
+from harness import CLIENT_TOKEN, Stack, wait_for
 
 LIMIT = 1 << 20  # the harness's max_body_bytes
 
@@ -36,6 +36,9 @@ def stacks():
             s = Stack(mode=mode, failure_mode=failure).start()
             if not up:
                 s.kill_sidecar()
+                # "Down" as it stays: Envoy's health check has taken the sidecar out, so sidecar
+                # calls fail at once (the first requests after a crash wait for the connect error).
+                wait_for(lambda: not s.sidecar_healthy(), "envoy to take the killed sidecar out", logs=s.dir)
             _stacks[key] = s
         return _stacks[key]
 
@@ -297,12 +300,14 @@ ROWS = {
     ),
     "huge_headers": (
         ("headers", None),
-        # In ext_proc mode Envoy closes the connection without sending its 431: the ext_proc filter
-        # holds the local reply for its response-headers call while the codec error closes the
-        # connection. Either way nothing reaches a provider.
+        # With the sidecar up, ext_proc mode closes the connection without sending Envoy's 431: the
+        # ext_proc filter holds the local reply for its response-headers call while the codec error
+        # closes the connection. With the sidecar down, the health check has taken it out, the
+        # call fails at once and the local reply goes out (fail-closed turns it into the 503).
+        # Either way nothing reaches a provider.
         {"up": {"ext_proc": NO_RESPONSE, "wasm": (431, "request_header_fields_too_large", None, None)},
-         "open": {"ext_proc": NO_RESPONSE, "wasm": (431, "request_header_fields_too_large", None, None)},
-         "closed": {"ext_proc": NO_RESPONSE, "wasm": (431, "request_header_fields_too_large", None, None)}},
+         "open": (431, "request_header_fields_too_large", None, None),
+         "closed": {"ext_proc": CLOSED_DOWN, "wasm": (431, "request_header_fields_too_large", None, None)}},
     ),
     # A 100 KB model name is never echoed back whole.
     "huge_model_name": (

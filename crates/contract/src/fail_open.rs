@@ -154,5 +154,14 @@ mod tests {
         assert_eq!((m, b.as_slice()), ("big", br#"{"mod\u0065l":"big-v2"}"#.as_slice()));
         let (m, b) = fail_open_rewrite(br#"{"model":"\u0061uto"}"#, &models, "small").unwrap();
         assert_eq!((m, b.as_slice()), ("small", br#"{"model":"small-v1"}"#.as_slice()));
+        // Found by fuzz/ (fail_open target): a top-level array is not rewritten as if it were an object.
+        assert_eq!(
+            fail_open_rewrite(br#"["auto"]"#, &models, "small").unwrap_err(),
+            InvalidJson
+        );
+        assert_eq!(
+            fail_open_rewrite(br#" ["big",1]"#, &models, "small").unwrap_err(),
+            InvalidJson
+        );
     }
 }

@@ -49,7 +49,12 @@ impl From<WireUsage> for Usage {
         Usage {
             prompt: w.prompt_tokens,
             completion: w.completion_tokens,
-            cached: w.prompt_tokens_details.map_or(0, |d| d.cached_tokens) + w.cache_read_input_tokens,
+            // Provider-controlled numbers: saturate rather than overflow (a panic in debug builds,
+            // a wrapped count in release).
+            cached: w
+                .prompt_tokens_details
+                .map_or(0, |d| d.cached_tokens)
+                .saturating_add(w.cache_read_input_tokens),
         }
     }
 }
@@ -67,6 +72,8 @@ pub struct UsageScanner {
     sse: bool,
     buf: Vec<u8>,
     overflow: bool,
+    /// SSE: the current line outgrew `MAX_LINE`; ignore the rest of it, up to its newline.
+    skip_line: bool,
     usage: Option<Usage>,
 }
 
@@ -93,21 +100,34 @@ impl UsageScanner {
             }
             return;
         }
+        // A line longer than MAX_LINE is ignored whole, however the body is split into chunks:
+        // dropping only its first part would let its tail be read as a line of its own.
         let mut rest = chunk;
         while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+            let part = &rest[..nl];
+            rest = &rest[nl + 1..];
+            if std::mem::take(&mut self.skip_line) {
+                continue;
+            }
             if self.buf.is_empty() {
-                self.line(&rest[..nl]);
-            } else {
-                self.buf.extend_from_slice(&rest[..nl]);
+                if part.len() <= MAX_LINE {
+                    self.line(part);
+                }
+            } else if self.buf.len() + part.len() <= MAX_LINE {
+                self.buf.extend_from_slice(part);
                 let line = std::mem::take(&mut self.buf);
                 self.line(&line);
+            } else {
+                self.buf = Vec::new();
             }
-            rest = &rest[nl + 1..];
         }
-        if self.buf.len() + rest.len() > MAX_LINE {
-            self.buf.clear();
-        } else {
-            self.buf.extend_from_slice(rest);
+        if !self.skip_line {
+            if self.buf.len() + rest.len() > MAX_LINE {
+                self.buf = Vec::new();
+                self.skip_line = true;
+            } else {
+                self.buf.extend_from_slice(rest);
+            }
         }
     }
 
@@ -269,6 +289,57 @@ mod tests {
         let mut s = UsageScanner::new(true);
         s.feed(b"data: {\"choices\":[]}\n\n");
         assert_eq!(s.finish(), None);
+    }
+
+    fn scan<'a>(sse: bool, chunks: impl IntoIterator<Item = &'a [u8]>) -> Option<Usage> {
+        let mut s = UsageScanner::new(sse);
+        chunks.into_iter().for_each(|c| s.feed(c));
+        s.finish()
+    }
+
+    // Both cached counts at the edge of u64 overflowed the sum (a panic in debug builds): found
+    // while writing the usage fuzz target, whose grammar now generates such numbers.
+    #[test]
+    fn cached_counts_saturate() {
+        let body = br#"{"usage":{"prompt_tokens_details":{"cached_tokens":18446744073709551615},"cache_read_input_tokens":1}}"#;
+        let want = Some(Usage {
+            prompt: 0,
+            completion: 0,
+            cached: u64::MAX,
+        });
+        assert_eq!(scan(false, [&body[..]]), want);
+        let sse = [&b"data: "[..], body, b"\n"].concat();
+        assert_eq!(scan(true, [&sse[..]]), want);
+    }
+
+    // The usage target's split invariance, at the line bound it cannot reach (inputs of a few KB):
+    // an over-long line is ignored whole, and its tail is never read as a line of its own.
+    #[test]
+    fn overlong_sse_lines_are_ignored_however_split() {
+        let mut body = b"data: {\"usage\":{\"prompt_tokens\":1}}\n".to_vec();
+        body.resize(body.len() + MAX_LINE + 1, b'x');
+        body.extend_from_slice(b"data: {\"usage\":{\"prompt_tokens\":666}}\n");
+        let want = Some(Usage {
+            prompt: 1,
+            ..Default::default()
+        });
+        assert_eq!(scan(true, [&body[..]]), want);
+        let start = body.len() - MAX_LINE - 40;
+        for cut in [1, start + MAX_LINE, start + MAX_LINE + 2, start + MAX_LINE + 7] {
+            assert_eq!(scan(true, [&body[..cut], &body[cut..]]), want, "cut at {cut}");
+        }
+        assert_eq!(scan(true, body.chunks(4096)), want);
+        // A line of exactly MAX_LINE bytes still counts, split or not.
+        let mut line = b"data: {\"usage\":{\"prompt_tokens\":2}}".to_vec();
+        line.resize(MAX_LINE, b' ');
+        line.push(b'\n');
+        let two = Some(Usage {
+            prompt: 2,
+            ..Default::default()
+        });
+        assert_eq!(scan(true, [&line[..]]), two);
+        assert_eq!(scan(true, [&line[..10], &line[10..]]), two);
+        assert_eq!(scan(true, line.chunks(1000)), two);
     }
 
     #[test]

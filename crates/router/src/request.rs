@@ -175,6 +175,15 @@ fn push_sep(out: &mut String) {
 pub fn parse_request(body: &[u8], include_history: bool) -> Result<ParsedRequest, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::bad_request("Request body is not valid UTF-8.", None, "invalid_json"))?;
+    // serde's derived visitor also reads a JSON array as a struct (fields by position), so
+    // `["auto"]` would route as model "auto" and be forwarded as an array: a request is an object.
+    if text.trim_start_matches([' ', '\t', '\n', '\r']).as_bytes().first() != Some(&b'{') {
+        return Err(ApiError::bad_request(
+            "The request body must be a JSON object.",
+            None,
+            "invalid_json",
+        ));
+    }
     let wire: Wire = serde_json::from_str(text).map_err(|e| {
         ApiError::bad_request(
             // serde's messages quote offending values: never echo more than a bounded prefix.
@@ -291,6 +300,22 @@ mod tests {
             Some("invalid_json")
         );
         assert_eq!(parse_request(b"[1,2]", false).unwrap_err().code, Some("invalid_json"));
+        // Found by fuzz/ (request target): serde reads an array as a struct by position.
+        for body in [
+            &br#"["auto"]"#[..],
+            br#" ["auto", [{"role":"user","content":"hi"}]]"#,
+            b"\"auto\"",
+            b"null",
+        ] {
+            let e = parse_request(body, false).unwrap_err();
+            assert_eq!(
+                (e.status, e.code),
+                (400, Some("invalid_json")),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert_eq!(parse_request(b" \r\n\t{\"model\":\"a\"}", false).unwrap().model, "a");
         assert_eq!(parse_request(b"{}", false).unwrap_err().code, Some("missing_model"));
         assert_eq!(
             parse_request(br#"{"model":5}"#, false).unwrap_err().code,
