@@ -19,17 +19,33 @@ pub enum FailOpenError {
 }
 
 impl FailOpenError {
+    /// Every refusal, for renderers that spell the bodies out (the ext_proc fail-open Lua step).
+    pub const ALL: [FailOpenError; 3] = [
+        FailOpenError::InvalidJson,
+        FailOpenError::MissingModel,
+        FailOpenError::InvalidModel,
+    ];
+
+    /// The error code of the 400 (`invalid_json`, `missing_model`, `invalid_model`).
+    pub fn code(self) -> &'static str {
+        self.parts().1
+    }
+
     /// The 400 body (OpenAI-style, as the sidecar's).
     pub fn body(self) -> Vec<u8> {
-        let (message, code) = match self {
+        let (message, code) = self.parts();
+        ApiError::bad_request(message, None, code).to_json()
+    }
+
+    fn parts(self) -> (&'static str, &'static str) {
+        match self {
             FailOpenError::InvalidJson => (
                 "The request body must be one valid JSON object with each top-level key once.",
                 "invalid_json",
             ),
             FailOpenError::MissingModel => ("You must provide a model parameter.", "missing_model"),
             FailOpenError::InvalidModel => ("`model` must be a string.", "invalid_model"),
-        };
-        ApiError::bad_request(message, None, code).to_json()
+        }
     }
 }
 

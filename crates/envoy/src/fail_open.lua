@@ -219,11 +219,8 @@ local function top_level(s)
   return members
 end
 
-local MESSAGES = {
-  invalid_json = "The request body must be one valid JSON object with each top-level key once.",
-  missing_model = "You must provide a model parameter.",
-  invalid_model = "`model` must be a string.",
-}
+-- error code -> the sidecar's 400 body, rendered from llmsoup-contract (FailOpenError::body)
+local REFUSALS = __REFUSALS__
 
 local function json_string(v)
   return '"' .. v:gsub('[%c"\\]', function(c)
@@ -243,9 +240,7 @@ local function find_model(bytes)
 end
 
 local function refuse(handle, code)
-  if MESSAGES[code] == nil then code = "invalid_json" end
-  local body = '{"error":{"message":' .. json_string(MESSAGES[code] or MESSAGES.invalid_json)
-    .. ',"type":"invalid_request_error","param":null,"code":' .. json_string(code) .. '}}'
+  local body = REFUSALS[code] or REFUSALS.invalid_json
   handle:respond({[":status"] = "400", ["content-type"] = "application/json",
     ["x-llmsoup-decision"] = "fail-open"}, body)
 end

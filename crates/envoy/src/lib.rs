@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use llmsoup_config::{AttachMode, Config, FailureMode, ProviderConfig};
 use llmsoup_contract::ApiError;
 use llmsoup_contract::auth::{self, AuthError};
+use llmsoup_contract::fail_open::FailOpenError;
 pub use llmsoup_contract::headers::METADATA_NAMESPACE;
 use llmsoup_contract::headers::MODEL_HEADER;
 use llmsoup_contract::outcome::Reply;
@@ -111,7 +112,19 @@ fn fail_open_script(config: &Config) -> String {
         );
     }
     models.push('}');
+    // The 400s it answers are the sidecar's bodies byte for byte: rendered from the contract.
+    let mut refusals = String::from("{");
+    for e in FailOpenError::ALL {
+        let _ = write!(
+            refusals,
+            "{} = {}, ",
+            e.code(),
+            lua_string(&String::from_utf8_lossy(&e.body()))
+        );
+    }
+    refusals.push('}');
     FAIL_OPEN_LUA
+        .replace("__REFUSALS__", &refusals)
         .replace("__MODELS__", &models)
         .replace("__DEFAULT__", &lua_string(&config.default_model().name))
         .replace("__ROUTE_HEADER__", &lua_string(&route_header(config)))
