@@ -325,6 +325,11 @@ impl Engine {
 
     /// Evaluates signals and decisions on a prompt and selects the model.
     pub async fn route(&self, view: &RequestView) -> Result<Routed, ApiError> {
+        self.decide(view).await.map(|(routed, _)| routed)
+    }
+
+    /// [`Engine::route`], keeping the chosen model's configuration (no second lookup by name).
+    async fn decide(&self, view: &RequestView) -> Result<(Routed, &ModelConfig), ApiError> {
         let start = Instant::now();
         let (matches, reports) = self.signals.evaluate(view).await;
         let mut failed: Vec<SignalKind> = reports.iter().filter(|r| r.error.is_some()).map(|r| r.kind).collect();
@@ -368,7 +373,7 @@ impl Engine {
         if !model.enabled {
             return Err(ApiError::unavailable("No enabled model can serve this request."));
         }
-        Ok(Routed {
+        let routed = Routed {
             model: model.name.clone(),
             decision,
             confidence,
@@ -376,7 +381,8 @@ impl Engine {
             reports,
             elapsed: start.elapsed(),
             degraded,
-        })
+        };
+        Ok((routed, model))
     }
 
     /// The scores behind each signal's verdict (for `llmsoup route` / `classify`).
@@ -485,11 +491,7 @@ impl Engine {
                 summary,
             }));
         }
-        let routed = self.route(&parsed.view).await?;
-        let model: &ModelConfig = self
-            .config
-            .model(&routed.model)
-            .ok_or_else(|| ApiError::unavailable("The selected model is not configured."))?;
+        let (routed, model) = self.decide(&parsed.view).await?;
         tracing::debug!(
             model = %routed.model,
             decision = routed.decision.as_deref().unwrap_or("-"),
