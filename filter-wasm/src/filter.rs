@@ -5,18 +5,21 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use llmsoup_proto::v1::{self, route_response::Action as RouteAction};
+use llmsoup_contract::ApiError;
+use llmsoup_contract::auth;
+use llmsoup_contract::fail_open::{FailOpenError, fail_open_rewrite};
+use llmsoup_contract::headers::{self as names, CONTENT_LENGTH, DECISION_HEADER, FAIL_OPEN_DECISION, MODEL_HEADER};
+use llmsoup_contract::plugin_config::{FailureMode, Plugin};
+use llmsoup_contract::usage::ResponseTracker;
+use llmsoup_contract::v1::{self, route_response::Action as RouteAction};
 use prost::Message as _;
 
-use crate::config::{FailureMode, Plugin};
 use crate::host::{Host, HostError};
-use crate::logic::{self, RESERVED_PREFIX};
-use llmsoup_proto::usage::UsageScanner;
 
 /// Why the fail-open step did not forward a request.
 enum FailOpen {
     /// The body is a client error (the same the sidecar gives).
-    Refused(logic::FailOpenError),
+    Refused(FailOpenError),
     /// A host call failed.
     Host(HostError),
 }
@@ -60,11 +63,7 @@ pub struct Filter<H: Host> {
     response_headers: Vec<(String, Vec<u8>)>,
     model: String,
     decision: String,
-    status: u32,
-    ttfb: Option<Duration>,
-    scanner: Option<UsageScanner>,
-    stream: bool,
-    reported: bool,
+    response: ResponseTracker,
 }
 
 impl<H: Host> Filter<H> {
@@ -86,11 +85,7 @@ impl<H: Host> Filter<H> {
             response_headers: Vec::new(),
             model: String::new(),
             decision: String::new(),
-            status: 0,
-            ttfb: None,
-            scanner: None,
-            stream: false,
-            reported: false,
+            response: ResponseTracker::default(),
         }
     }
 
@@ -111,15 +106,16 @@ impl<H: Host> Filter<H> {
             .unwrap_or_default()
     }
 
-    /// Local reply; the request goes no further.
-    fn reply(&mut self, status: u32, body: &[u8]) -> Next {
+    /// Local error reply; the request goes no further.
+    fn reply(&mut self, e: &ApiError) -> Next {
         self.replied = true;
-        if let Err(e) = self
+        let status = u32::from(e.status);
+        if let Err(err) = self
             .host
-            .send_response(status, &[("content-type", b"application/json")], body)
+            .send_response(status, &[("content-type", b"application/json")], &e.to_json())
         {
             self.host
-                .warn(&format!("llmsoup: local reply {status} failed: {}", e.0));
+                .warn(&format!("llmsoup: local reply {status} failed: {}", err.0));
         }
         Next::Pause
     }
@@ -133,30 +129,18 @@ impl<H: Host> Filter<H> {
         if !self.plugin.tokens.is_empty() {
             let auth = self.host.request_header("authorization");
             let key = self.host.request_header("x-api-key");
-            match llmsoup_proto::auth::check(&self.plugin.tokens, auth.as_deref(), key.as_deref()) {
+            match auth::check(&self.plugin.tokens, auth.as_deref(), key.as_deref()) {
                 Ok(i) => self.client = self.plugin.config.token_names.get(i).cloned().unwrap_or_default(),
-                Err(e) => return self.reply(401, &logic::auth_error_body(e)),
+                Err(e) => return self.reply(&ApiError::from(e)),
             }
         }
         // Clients may not choose routes or fake llmsoup's verdicts; our token never goes upstream.
-        let mut remove: Vec<String> = self
-            .host
-            .request_headers()
-            .into_iter()
-            .map(|(k, _)| k)
-            .filter(|k| {
-                (k.len() >= RESERVED_PREFIX.len() && k[..RESERVED_PREFIX.len()].eq_ignore_ascii_case(RESERVED_PREFIX))
-                    || self
-                        .plugin
-                        .config
-                        .route_header
-                        .as_deref()
-                        .is_some_and(|r| k.eq_ignore_ascii_case(r))
-            })
-            .collect();
-        if !self.plugin.tokens.is_empty() {
-            remove.extend(["authorization".to_string(), "x-api-key".to_string()]);
-        }
+        let headers = self.host.request_headers();
+        let remove = names::to_strip(
+            headers.iter().map(|(k, _)| k.as_str()),
+            self.plugin.config.route_header.as_deref(),
+            !self.plugin.tokens.is_empty(),
+        );
         for name in remove {
             if let Err(e) = self.host.set_request_header(&name, None) {
                 self.host.warn(&format!("llmsoup: removing {name} failed: {}", e.0));
@@ -174,12 +158,7 @@ impl<H: Host> Filter<H> {
             return Next::Pause;
         }
         if size > self.plugin.config.max_body_bytes {
-            let body = logic::error_body(
-                "Request body is too large.",
-                "invalid_request_error",
-                "request_too_large",
-            );
-            return self.reply(413, &body);
+            return self.reply(&ApiError::too_large());
         }
         if !end_of_stream {
             // Trailers may follow instead of an end of stream: `on_request_trailers` routes then.
@@ -199,12 +178,7 @@ impl<H: Host> Filter<H> {
         }
         let body = self.host.request_body(usize::MAX).unwrap_or_default();
         if body.len() > self.plugin.config.max_body_bytes {
-            let body = logic::error_body(
-                "Request body is too large.",
-                "invalid_request_error",
-                "request_too_large",
-            );
-            return self.reply(413, &body);
+            return self.reply(&ApiError::too_large());
         }
         self.body_size = body.len();
         self.route(body)
@@ -276,12 +250,7 @@ impl<H: Host> Filter<H> {
             Some(RouteAction::Forward(f)) => {
                 if let Err(e) = self.apply(&f) {
                     self.host.warn(&format!("llmsoup: applying the route failed: {}", e.0));
-                    let body = logic::error_body(
-                        "llmsoup could not apply the routing decision.",
-                        "server_error",
-                        "router_error",
-                    );
-                    self.reply(500, &body);
+                    self.reply(&ApiError::router_error());
                 }
             }
             None => self.resume(),
@@ -302,7 +271,7 @@ impl<H: Host> Filter<H> {
             self.host.set_request_body(self.body_size, body)?;
             // Envoy does not fix content-length after a body rewrite.
             self.host
-                .set_request_header("content-length", Some(body.len().to_string().as_bytes()))?;
+                .set_request_header(CONTENT_LENGTH, Some(body.len().to_string().as_bytes()))?;
         }
         self.host.clear_route_cache()?;
         self.host.resume_request()
@@ -319,12 +288,7 @@ impl<H: Host> Filter<H> {
             FailureMode::Closed => {
                 self.host
                     .warn(&format!("llmsoup: sidecar unavailable ({why}); failing closed"));
-                let body = logic::error_body(
-                    "The llmsoup router is unavailable.",
-                    "server_error",
-                    "router_unavailable",
-                );
-                self.reply(503, &body);
+                self.reply(&ApiError::router_unavailable());
             }
             FailureMode::Open => {
                 self.host
@@ -335,12 +299,7 @@ impl<H: Host> Filter<H> {
                     Err(FailOpen::Refused(e)) => self.fail_open_reply(400, &e.body()),
                     Err(FailOpen::Host(e)) => {
                         self.host.warn(&format!("llmsoup: fail-open rewrite failed: {}", e.0));
-                        let body = logic::error_body(
-                            "llmsoup could not apply the fail-open route.",
-                            "server_error",
-                            "router_error",
-                        );
-                        self.fail_open_reply(500, &body);
+                        self.fail_open_reply(500, &ApiError::fail_open_error().to_json());
                     }
                 }
             }
@@ -353,7 +312,7 @@ impl<H: Host> Filter<H> {
             status,
             &[
                 ("content-type", b"application/json"),
-                ("x-llmsoup-decision", b"fail-open"),
+                (DECISION_HEADER, FAIL_OPEN_DECISION.as_bytes()),
             ],
             body,
         );
@@ -377,42 +336,34 @@ impl<H: Host> Filter<H> {
             self.host.request_body(self.body_size).unwrap_or_default()
         };
         let cfg = &self.plugin.config;
-        let (model, new) =
-            logic::fail_open_rewrite(&body, &cfg.models, &cfg.default_model).map_err(FailOpen::Refused)?;
+        let (model, new) = fail_open_rewrite(&body, &cfg.models, &cfg.default_model).map_err(FailOpen::Refused)?;
         let model = model.to_string();
         self.host.set_request_body(self.body_size, &new)?;
         self.host
-            .set_request_header("content-length", Some(new.len().to_string().as_bytes()))?;
-        self.host
-            .set_request_header("x-llmsoup-model", Some(model.as_bytes()))?;
+            .set_request_header(CONTENT_LENGTH, Some(new.len().to_string().as_bytes()))?;
+        self.host.set_request_header(MODEL_HEADER, Some(model.as_bytes()))?;
         if let Some(h) = &self.plugin.config.route_header {
             self.host.set_request_header(h, Some(model.as_bytes()))?;
         }
         self.response_headers = vec![
-            ("x-llmsoup-model".into(), model.clone().into_bytes()),
-            ("x-llmsoup-decision".into(), b"fail-open".to_vec()),
+            (MODEL_HEADER.into(), model.clone().into_bytes()),
+            (DECISION_HEADER.into(), FAIL_OPEN_DECISION.as_bytes().to_vec()),
         ];
         self.model = model;
-        self.decision = "fail-open".into();
+        self.decision = FAIL_OPEN_DECISION.into();
         Ok(self.host.clear_route_cache()?)
     }
 
     /// `on_http_response_headers`.
     pub fn on_response_headers(&mut self) -> Next {
-        self.ttfb = Some(self.host.now().saturating_sub(self.start));
-        self.status = self
-            .host
-            .response_header(":status")
-            .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok())
-            .unwrap_or(0);
-        let ct = self.host.response_header("content-type").unwrap_or_default();
-        self.stream = ct.starts_with(b"text/event-stream");
-        if self.plugin.config.response_accounting
-            && !self.model.is_empty()
-            && (self.stream || ct.starts_with(b"application/json"))
-        {
-            self.scanner = Some(UsageScanner::new(self.stream));
-        }
+        let status = self.host.response_header(":status");
+        let content_type = self.host.response_header("content-type");
+        self.response.on_headers(
+            status.as_deref(),
+            content_type.as_deref(),
+            Some(self.host.now().saturating_sub(self.start)),
+            self.plugin.config.response_accounting && !self.model.is_empty(),
+        );
         for (k, v) in std::mem::take(&mut self.response_headers) {
             if let Err(e) = self.host.set_response_header(&k, &v) {
                 self.host
@@ -424,11 +375,11 @@ impl<H: Host> Filter<H> {
 
     /// `on_http_response_body`: reads each chunk as it passes; never holds the stream back.
     pub fn on_response_body(&mut self, size: usize, end_of_stream: bool) -> Next {
-        if let Some(scanner) = &mut self.scanner
+        if self.response.scanning()
             && size > 0
             && let Some(chunk) = self.host.response_body(size)
         {
-            scanner.feed(&chunk);
+            self.response.on_chunk(&chunk);
         }
         if end_of_stream {
             self.report();
@@ -442,24 +393,17 @@ impl<H: Host> Filter<H> {
     }
 
     fn report(&mut self) {
-        if self.reported || self.model.is_empty() {
+        if self.model.is_empty() {
             return;
         }
-        self.reported = true;
-        let usage = self.scanner.as_mut().and_then(UsageScanner::finish);
-        let u = usage.unwrap_or_default();
-        let report = v1::UsageReport {
-            request_id: self.request_id.clone(),
-            model: self.model.clone(),
-            decision: self.decision.clone(),
-            status: self.status,
-            stream: self.stream,
-            prompt_tokens: u.prompt,
-            completion_tokens: u.completion,
-            cached_tokens: u.cached,
-            time_to_first_byte_us: self.ttfb.map_or(0, |d| d.as_micros() as u64),
-            duration_us: self.host.now().saturating_sub(self.start).as_micros() as u64,
-            usage_seen: usage.is_some(),
+        let duration = self.host.now().saturating_sub(self.start);
+        let Some(report) = self.response.report(
+            self.request_id.clone(),
+            self.model.clone(),
+            self.decision.clone(),
+            duration,
+        ) else {
+            return;
         };
         let mut q = self.reports.borrow_mut();
         // Bounded: if the sidecar stops accepting reports, drop the oldest rather than grow.

@@ -5,11 +5,16 @@
 //! path.
 //!
 //! Host calls live behind [`host::Host`] so the whole flow in [`filter`] is unit-tested natively;
-//! [`wasm`] binds it to proxy-wasm and never lets a host error panic (a panic kills the VM).
+//! `wasm` binds it to proxy-wasm and never lets a host error panic (a panic kills the VM).
+//!
+//! Everything the filter shares with the sidecar (messages, header names, error bodies, auth, the
+//! response tracker, the fail-open rewrite, its own plugin config) comes from `llmsoup-contract`,
+//! its only llmsoup dependency.
 
-pub mod config;
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
 pub mod filter;
 pub mod host;
-pub mod logic;
 #[cfg(target_arch = "wasm32")]
 mod wasm;

@@ -6,13 +6,13 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use llmsoup_proto::{ROUTER_SERVICE, v1};
+use llmsoup_contract::plugin_config::Plugin;
+use llmsoup_contract::{ROUTER_SERVICE, v1};
 use prost::Message as _;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
 
-use crate::config::Plugin;
 use crate::filter::{Filter, Next, ReportQueue};
 use crate::host::{Host, HostError};
 

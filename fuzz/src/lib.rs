@@ -1,10 +1,10 @@
 //! Fuzz target bodies: each takes the fuzzer's bytes and panics when a property breaks.
 //!
 //! They are plain functions so two drivers share them: the cargo-fuzz binaries in
-//! `fuzz/fuzz_targets/` (libFuzzer, `make fuzz`) and `ext-proc/tests/fuzz_smoke.rs`, which
+//! `fuzz/fuzz_targets/` (libFuzzer, `make fuzz`) and `crates/router/tests/fuzz_smoke.rs`, which
 //! replays the committed corpus and a short deterministic mutation loop in `make test` without an
 //! instrumented build. This file is compiled by both, so it only uses crates both can see
-//! (`llmsoup`, `llmsoup_filter`, `llmsoup_proto`, `serde`, `serde_json`).
+//! (`llmsoup_router`, `llmsoup_config`, `llmsoup_contract`, `serde`, `serde_json`).
 //!
 //! Input format, shared by the request and fail-open targets: the first byte selects options
 //! (bit 0: the rest is raw body bytes, or a script for [`JsonGen`] that builds a JSON-ish body
@@ -12,12 +12,12 @@
 //! lone surrogates, huge numbers, deep nesting — so the fuzzer reaches deep paths without first
 //! having to invent valid JSON).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::OnceLock;
 
-use llmsoup::protocol::parse_request;
-use llmsoup_proto::usage::{Usage, UsageScanner};
+use llmsoup_contract::usage::{Usage, UsageScanner};
+use llmsoup_router::request::parse_request;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
@@ -70,7 +70,7 @@ fn single_model(text: &str) -> Option<String> {
     serde_json::from_str(raw.get()).ok()
 }
 
-/// Request parsing (`llmsoup::protocol::parse_request`) and the `with_model` splice.
+/// Request parsing (`llmsoup_router::request::parse_request`) and the `with_model` splice.
 ///
 /// Properties: never panics; a body it accepts is a JSON object with exactly one top-level
 /// `model`, which is the model it reports; the spliced body parses again, carries the new model
@@ -145,8 +145,8 @@ pub fn request(data: &[u8]) {
     );
 }
 
-fn fail_open_models() -> &'static HashMap<String, String> {
-    static MODELS: OnceLock<HashMap<String, String>> = OnceLock::new();
+fn fail_open_models() -> &'static BTreeMap<String, String> {
+    static MODELS: OnceLock<BTreeMap<String, String>> = OnceLock::new();
     MODELS.get_or_init(|| {
         FAIL_OPEN_MODELS
             .iter()
@@ -155,7 +155,7 @@ fn fail_open_models() -> &'static HashMap<String, String> {
     })
 }
 
-/// The wasm filter's fail-open rewrite (`llmsoup_filter::logic::fail_open_rewrite`), compared
+/// The wasm filter's fail-open rewrite (`llmsoup_contract::fail_open::fail_open_rewrite`), compared
 /// with the sidecar's parser.
 ///
 /// Properties: a body it rewrites had exactly one top-level string `model` (so no provider can
@@ -170,7 +170,7 @@ pub fn fail_open(data: &[u8]) {
     let models = fail_open_models();
     // A default that is configured, and one that is not (only known models are rewritten then).
     let default = if sel & 2 == 0 { "small" } else { "unconfigured" };
-    let rewritten = llmsoup_filter::logic::fail_open_rewrite(&body, models, default);
+    let rewritten = llmsoup_contract::fail_open::fail_open_rewrite(&body, models, default);
     let sidecar = parse_request(&body, false);
     let Ok((name, out)) = rewritten else {
         if let Ok(p) = &sidecar {
@@ -227,7 +227,7 @@ fn scan(sse: bool, chunks: impl IntoIterator<Item = impl AsRef<[u8]>>) -> Option
     s.finish()
 }
 
-/// The response usage scanner (`llmsoup_proto::usage::UsageScanner`).
+/// The response usage scanner (`llmsoup_contract::usage::UsageScanner`).
 ///
 /// Input: byte 0 (bit 0: SSE, bit 1: raw body or grammar script, bits 2–4: number of split
 /// points), then that many split-point bytes, then the body. Property: the same bytes fed in one
@@ -258,7 +258,7 @@ pub fn usage(data: &[u8]) {
     assert_eq!(whole, scan(sse, chunks), "split feed differs from one feed");
 }
 
-/// Config loading as `llmsoup config check` does it (`llmsoup::config::load_detailed`, native
+/// Config loading as `llmsoup config check` does it (`llmsoup_config::load_detailed`, native
 /// and vSR shapes), then `config migrate`'s rendering and a reload of it. Property: never panics;
 /// errors are fine.
 pub fn config(data: &[u8]) {
@@ -271,10 +271,10 @@ pub fn config(data: &[u8]) {
         "PORT" => Some("8080".to_string()),
         _ => None,
     };
-    if let Ok(loaded) = llmsoup::config::load_detailed(text, &lookup)
-        && let Ok(native) = llmsoup::config::to_native_yaml(&loaded)
+    if let Ok(loaded) = llmsoup_config::load_detailed(text, &lookup)
+        && let Ok(native) = llmsoup_config::to_native_yaml(&loaded)
     {
-        let _ = llmsoup::config::load_detailed(&native, &lookup);
+        let _ = llmsoup_config::load_detailed(&native, &lookup);
     }
 }
 

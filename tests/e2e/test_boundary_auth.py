@@ -156,7 +156,7 @@ def test_client_auth_holds_with_the_sidecar_up_and_down(any_stack):
 def pb(tmp_path_factory):
     """llmsoup.v1 messages and stubs, generated from the repository's proto."""
     out = tmp_path_factory.mktemp("llmsoup_pb")
-    proto = ROOT / "proto"
+    proto = ROOT / "crates" / "contract"
     subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{proto}", f"--python_out={out}",
                     f"--grpc_python_out={out}", "llmsoup/v1/router.proto"], check=True)
     sys.path.insert(0, str(out))

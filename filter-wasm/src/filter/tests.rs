@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use sha2::{Digest, Sha256};
 
 use super::*;
-use crate::config::Plugin;
+use llmsoup_contract::plugin_config::Plugin;
 
 #[derive(Default)]
 struct Fake {
@@ -82,7 +82,10 @@ impl Host for Fake {
         Ok(())
     }
     fn dispatch_route(&mut self, upstream: &[u8], message: &[u8], _timeout: Duration) -> Result<u32, HostError> {
-        assert_eq!(upstream, logic::grpc_service("llmsoup_sidecar", None).as_slice());
+        assert_eq!(
+            upstream,
+            llmsoup_contract::upstream::grpc_service("llmsoup_sidecar", None).as_slice()
+        );
         if self.dispatch_fails {
             return Err(HostError("BadArgument".into()));
         }

@@ -1,0 +1,199 @@
+//! Where the sidecar listens and how Envoy reaches it: `server:`, `gateway:`.
+
+use super::*;
+
+/// Sidecar listen addresses.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// gRPC address serving Envoy's ExternalProcessor (and llmsoup's Router) services.
+    #[serde(default = "default_grpc_listen")]
+    pub grpc_listen: String,
+    /// Admin HTTP address (`/health`, `/ready`, `/metrics`); `null` turns it off.
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: Option<String>,
+    /// Shared secret the gRPC port requires (`authorization: Bearer <token>` metadata) on the
+    /// ext_proc and Router services. `llmsoup envoy-config` renders it into Envoy's ext_proc
+    /// `initial_metadata` and the wasm filter's config, so the rendered bootstrap is a secret
+    /// too. Use `${ENV}` substitution to keep it out of the file. Unset: no gRPC auth (a
+    /// warning at start when the port listens beyond loopback). Empty counts as unset, so a
+    /// shared config can say `"${LLMSOUP_GRPC_TOKEN:-}"`.
+    #[serde(default, deserialize_with = "empty_as_none", skip_serializing_if = "Option::is_none")]
+    pub grpc_token: Option<String>,
+}
+
+fn empty_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
+}
+
+fn default_admin_listen() -> Option<String> {
+    Some("127.0.0.1:9190".into())
+}
+
+fn default_grpc_listen() -> String {
+    "127.0.0.1:50051".into()
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            grpc_listen: default_grpc_listen(),
+            admin_listen: default_admin_listen(),
+            grpc_token: None,
+        }
+    }
+}
+
+/// Which Envoy filter talks to the sidecar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachMode {
+    /// Envoy's own `envoy.filters.http.ext_proc` filter.
+    #[default]
+    ExtProc,
+    /// llmsoup's proxy-wasm filter calling the Router service.
+    Wasm,
+}
+
+/// What Envoy does when the sidecar is unreachable or too slow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Keep serving: route to the default model.
+    #[default]
+    Open,
+    /// Refuse with 503.
+    Closed,
+}
+
+/// Envoy bootstrap rendering settings.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Envoy listener for client traffic (`host:port`).
+    #[serde(default = "default_gateway_listen")]
+    pub listen: String,
+    /// Envoy admin interface (`host:port`); keep it on localhost.
+    #[serde(default = "default_gateway_admin")]
+    pub admin: String,
+    /// Attach mode.
+    #[serde(default)]
+    pub mode: AttachMode,
+    /// Behaviour when the sidecar fails.
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+    /// Largest request body Envoy buffers, in bytes; larger requests get 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// How long Envoy waits for the sidecar per message, in milliseconds.
+    #[serde(default = "default_sidecar_timeout_ms")]
+    pub sidecar_timeout_ms: u64,
+    /// Envoy's gRPC health check of the sidecar (`grpc.health.v1.Health`): while it fails, both
+    /// attach modes take the fail-open (or fail-closed) path at once instead of waiting
+    /// `sidecar_timeout_ms` per request.
+    #[serde(default)]
+    pub sidecar_health_check: SidecarHealthCheck,
+    /// Address Envoy uses to reach the sidecar (defaults to `server.grpc_listen`).
+    #[serde(default)]
+    pub sidecar_address: Option<String>,
+    /// CA bundle Envoy uses to verify HTTPS providers.
+    #[serde(default = "default_ca_bundle")]
+    pub ca_bundle: String,
+    /// Path of the compiled wasm filter (wasm mode).
+    #[serde(default)]
+    pub wasm_path: Option<String>,
+    /// Read response bodies for token usage, cost and time per output token. `false` keeps every
+    /// response body away from the sidecar (ext_proc) and unread (wasm): requests, status, time to
+    /// first byte and duration are still recorded; tokens, cost and savings are not.
+    #[serde(default = "yes")]
+    pub response_accounting: bool,
+    /// ext_proc mode: read responses for accounting in a second ext_proc filter in observability
+    /// mode, which Envoy never waits for, instead of on the routing stream, where each streamed
+    /// chunk waits for the sidecar's answer. Costs a second gRPC stream per request.
+    #[serde(default)]
+    pub async_response_accounting: bool,
+}
+
+fn default_gateway_listen() -> String {
+    "0.0.0.0:8080".into()
+}
+fn default_gateway_admin() -> String {
+    "127.0.0.1:9901".into()
+}
+fn default_max_body_bytes() -> u64 {
+    8 * 1024 * 1024
+}
+fn default_sidecar_timeout_ms() -> u64 {
+    5_000
+}
+
+/// The sidecar circuit breaker: Envoy's active health check of the sidecar cluster. A hung
+/// sidecar is marked unhealthy after `unhealthy_threshold` checks fail (each waits `timeout_ms`),
+/// so at most about `unhealthy_threshold × (interval_ms + timeout_ms)` of traffic waits the full
+/// `sidecar_timeout_ms`; one passing check brings it back.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarHealthCheck {
+    /// Off = no health check: every request to a hung sidecar waits `sidecar_timeout_ms`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Time between checks, in milliseconds.
+    #[serde(default = "default_hc_interval_ms")]
+    pub interval_ms: u64,
+    /// How long one check waits for the answer, in milliseconds.
+    #[serde(default = "default_hc_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Failed checks in a row that mark the sidecar unhealthy.
+    #[serde(default = "default_hc_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+    /// Passing checks in a row that mark it healthy again.
+    #[serde(default = "default_hc_healthy_threshold")]
+    pub healthy_threshold: u32,
+}
+
+fn default_hc_interval_ms() -> u64 {
+    1_000
+}
+fn default_hc_timeout_ms() -> u64 {
+    500
+}
+fn default_hc_unhealthy_threshold() -> u32 {
+    3
+}
+fn default_hc_healthy_threshold() -> u32 {
+    1
+}
+
+impl Default for SidecarHealthCheck {
+    fn default() -> Self {
+        SidecarHealthCheck {
+            enabled: true,
+            interval_ms: default_hc_interval_ms(),
+            timeout_ms: default_hc_timeout_ms(),
+            unhealthy_threshold: default_hc_unhealthy_threshold(),
+            healthy_threshold: default_hc_healthy_threshold(),
+        }
+    }
+}
+fn default_ca_bundle() -> String {
+    "/etc/ssl/certs/ca-certificates.crt".into()
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: default_gateway_listen(),
+            admin: default_gateway_admin(),
+            mode: AttachMode::default(),
+            failure_mode: FailureMode::default(),
+            max_body_bytes: default_max_body_bytes(),
+            sidecar_timeout_ms: default_sidecar_timeout_ms(),
+            sidecar_health_check: SidecarHealthCheck::default(),
+            sidecar_address: None,
+            ca_bundle: default_ca_bundle(),
+            wasm_path: None,
+            response_accounting: true,
+            async_response_accounting: false,
+        }
+    }
+}

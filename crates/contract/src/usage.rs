@@ -1,0 +1,388 @@
+//! The response side of a routed request, shared by both attach modes so they account the same
+//! way: the [`ResponseTracker`] is fed response headers and body chunks as they pass (never
+//! holding them) and produces the one `UsageReport` of the request; the [`UsageScanner`] inside
+//! it reads token usage from OpenAI and Anthropic bodies, JSON or SSE.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::v1::UsageReport;
+
+/// Token counts found in a response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt (input) tokens.
+    pub prompt: u64,
+    /// Completion (output) tokens.
+    pub completion: u64,
+    /// Cached prompt tokens.
+    pub cached: u64,
+}
+
+#[derive(Deserialize)]
+struct WithUsage {
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default, alias = "input_tokens")]
+    prompt_tokens: u64,
+    #[serde(default, alias = "output_tokens")]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<Details>,
+    #[serde(default)]
+    cache_read_input_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct Details {
+    #[serde(default)]
+    cached_tokens: u64,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(w: WireUsage) -> Self {
+        Usage {
+            prompt: w.prompt_tokens,
+            completion: w.completion_tokens,
+            // Provider-controlled numbers: saturate rather than overflow (a panic in debug builds,
+            // a wrapped count in release).
+            cached: w
+                .prompt_tokens_details
+                .map_or(0, |d| d.cached_tokens)
+                .saturating_add(w.cache_read_input_tokens),
+        }
+    }
+}
+
+/// Largest JSON response kept for usage extraction; larger ones are not accounted.
+const MAX_JSON: usize = 1 << 20;
+/// Longest SSE line kept across chunks.
+const MAX_LINE: usize = 256 * 1024;
+
+/// Extracts usage from a response body seen chunk by chunk, without holding the stream back:
+/// JSON bodies are collected (bounded) and parsed at the end; SSE is parsed line by line, with
+/// events split across chunks reassembled.
+#[derive(Debug, Default)]
+pub struct UsageScanner {
+    sse: bool,
+    buf: Vec<u8>,
+    overflow: bool,
+    /// SSE: the current line outgrew `MAX_LINE`; ignore the rest of it, up to its newline.
+    skip_line: bool,
+    usage: Option<Usage>,
+}
+
+impl UsageScanner {
+    /// A scanner for a JSON (`sse = false`) or SSE body.
+    pub fn new(sse: bool) -> Self {
+        UsageScanner {
+            sse,
+            ..Default::default()
+        }
+    }
+
+    /// Feeds the next chunk.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if self.overflow {
+            return;
+        }
+        if !self.sse {
+            if self.buf.len() + chunk.len() > MAX_JSON {
+                self.overflow = true;
+                self.buf = Vec::new();
+            } else {
+                self.buf.extend_from_slice(chunk);
+            }
+            return;
+        }
+        // A line longer than MAX_LINE is ignored whole, however the body is split into chunks:
+        // dropping only its first part would let its tail be read as a line of its own.
+        let mut rest = chunk;
+        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+            let part = &rest[..nl];
+            rest = &rest[nl + 1..];
+            if std::mem::take(&mut self.skip_line) {
+                continue;
+            }
+            if self.buf.is_empty() {
+                if part.len() <= MAX_LINE {
+                    self.line(part);
+                }
+            } else if self.buf.len() + part.len() <= MAX_LINE {
+                self.buf.extend_from_slice(part);
+                let line = std::mem::take(&mut self.buf);
+                self.line(&line);
+            } else {
+                self.buf = Vec::new();
+            }
+        }
+        if !self.skip_line {
+            if self.buf.len() + rest.len() > MAX_LINE {
+                self.buf = Vec::new();
+                self.skip_line = true;
+            } else {
+                self.buf.extend_from_slice(rest);
+            }
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(data) = line.strip_prefix(b"data:") else {
+            return;
+        };
+        let data = data.trim_ascii_start();
+        // Cheap pre-check: most events carry no usage.
+        if !data.windows(7).any(|w| w == b"\"usage\"") {
+            return;
+        }
+        if let Ok(WithUsage { usage: Some(u) }) = serde_json::from_slice::<WithUsage>(data) {
+            self.usage = Some(u.into());
+        }
+    }
+
+    /// The usage seen, once the body is complete.
+    pub fn finish(&mut self) -> Option<Usage> {
+        if !self.sse && !self.overflow && !self.buf.is_empty() {
+            if let Ok(WithUsage { usage: Some(u) }) = serde_json::from_slice::<WithUsage>(&self.buf) {
+                self.usage = Some(u.into());
+            }
+            self.buf = Vec::new();
+        }
+        self.usage
+    }
+}
+
+/// Whether a response `content-type` is server-sent events.
+pub fn is_sse(content_type: &[u8]) -> bool {
+    content_type.starts_with(b"text/event-stream")
+}
+
+/// What one response teaches: status, time to first byte, SSE or not, token usage, turned into
+/// the request's `UsageReport` exactly once. Clock-free: callers pass durations since the request
+/// started (Envoy's clock in the filter, `Instant` in the sidecar).
+#[derive(Debug, Default)]
+pub struct ResponseTracker {
+    status: u32,
+    stream: bool,
+    ttfb: Option<Duration>,
+    scanner: Option<UsageScanner>,
+    reported: bool,
+}
+
+impl ResponseTracker {
+    /// Response headers arrived `since_start` after the request. With `scan`, a JSON or SSE body
+    /// will be read for token usage. Returns whether the response is SSE.
+    pub fn on_headers(
+        &mut self,
+        status: Option<&[u8]>,
+        content_type: Option<&[u8]>,
+        since_start: Option<Duration>,
+        scan: bool,
+    ) -> bool {
+        let ct = content_type.unwrap_or_default();
+        let sse = is_sse(ct);
+        self.stream = sse;
+        self.ttfb = since_start;
+        self.status = status
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+            .unwrap_or(0);
+        if scan && (sse || ct.starts_with(b"application/json")) {
+            self.scanner = Some(UsageScanner::new(sse));
+        }
+        sse
+    }
+
+    /// Whether response chunks are read for usage (callers may skip copying them otherwise).
+    pub fn scanning(&self) -> bool {
+        self.scanner.is_some()
+    }
+
+    /// Whether response headers were seen.
+    pub fn started(&self) -> bool {
+        self.ttfb.is_some()
+    }
+
+    /// The next response body chunk.
+    pub fn on_chunk(&mut self, chunk: &[u8]) {
+        if let Some(scanner) = &mut self.scanner {
+            scanner.feed(chunk);
+        }
+    }
+
+    /// Whether the report was produced (or handed to someone else with [`Self::hand_off`]).
+    pub fn reported(&self) -> bool {
+        self.reported
+    }
+
+    /// Another party reports this request: [`Self::report`] returns nothing from now on.
+    pub fn hand_off(&mut self) {
+        self.reported = true;
+    }
+
+    /// The request's report, once (later calls return `None`): `duration` is the time from the
+    /// request's start to the end of its response (or of the stream, if it ended early).
+    pub fn report(
+        &mut self,
+        request_id: String,
+        model: String,
+        decision: String,
+        duration: Duration,
+    ) -> Option<UsageReport> {
+        if self.reported {
+            return None;
+        }
+        self.reported = true;
+        let usage = self.scanner.as_mut().and_then(UsageScanner::finish);
+        let u = usage.unwrap_or_default();
+        Some(UsageReport {
+            request_id,
+            model,
+            decision,
+            status: self.status,
+            stream: self.stream,
+            prompt_tokens: u.prompt,
+            completion_tokens: u.completion,
+            cached_tokens: u.cached,
+            time_to_first_byte_us: self.ttfb.map_or(0, |d| d.as_micros() as u64),
+            duration_us: duration.as_micros() as u64,
+            usage_seen: usage.is_some(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_from_json_and_split_sse() {
+        let mut s = UsageScanner::new(false);
+        s.feed(br#"{"id":"x","usage":{"prompt_tokens":11,"#);
+        s.feed(br#""completion_tokens":22,"prompt_tokens_details":{"cached_tokens":3}}}"#);
+        assert_eq!(
+            s.finish(),
+            Some(Usage {
+                prompt: 11,
+                completion: 22,
+                cached: 3
+            })
+        );
+
+        let mut s = UsageScanner::new(true);
+        s.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"choices\":[],\"us");
+        s.feed(b"age\":{\"prompt_tokens\":5,\"completion_tokens\":7}}\r\n\r\ndata: [DONE]\n\n");
+        assert_eq!(
+            s.finish(),
+            Some(Usage {
+                prompt: 5,
+                completion: 7,
+                cached: 0
+            })
+        );
+
+        let mut s = UsageScanner::new(true);
+        s.feed(b"data: {\"choices\":[]}\n\n");
+        assert_eq!(s.finish(), None);
+    }
+
+    fn scan<'a>(sse: bool, chunks: impl IntoIterator<Item = &'a [u8]>) -> Option<Usage> {
+        let mut s = UsageScanner::new(sse);
+        chunks.into_iter().for_each(|c| s.feed(c));
+        s.finish()
+    }
+
+    // Both cached counts at the edge of u64 overflowed the sum (a panic in debug builds): found
+    // while writing the usage fuzz target, whose grammar now generates such numbers.
+    #[test]
+    fn cached_counts_saturate() {
+        let body = br#"{"usage":{"prompt_tokens_details":{"cached_tokens":18446744073709551615},"cache_read_input_tokens":1}}"#;
+        let want = Some(Usage {
+            prompt: 0,
+            completion: 0,
+            cached: u64::MAX,
+        });
+        assert_eq!(scan(false, [&body[..]]), want);
+        let sse = [&b"data: "[..], body, b"\n"].concat();
+        assert_eq!(scan(true, [&sse[..]]), want);
+    }
+
+    // The usage target's split invariance, at the line bound it cannot reach (inputs of a few KB):
+    // an over-long line is ignored whole, and its tail is never read as a line of its own.
+    #[test]
+    fn overlong_sse_lines_are_ignored_however_split() {
+        let mut body = b"data: {\"usage\":{\"prompt_tokens\":1}}\n".to_vec();
+        body.resize(body.len() + MAX_LINE + 1, b'x');
+        body.extend_from_slice(b"data: {\"usage\":{\"prompt_tokens\":666}}\n");
+        let want = Some(Usage {
+            prompt: 1,
+            ..Default::default()
+        });
+        assert_eq!(scan(true, [&body[..]]), want);
+        let start = body.len() - MAX_LINE - 40;
+        for cut in [1, start + MAX_LINE, start + MAX_LINE + 2, start + MAX_LINE + 7] {
+            assert_eq!(scan(true, [&body[..cut], &body[cut..]]), want, "cut at {cut}");
+        }
+        assert_eq!(scan(true, body.chunks(4096)), want);
+        // A line of exactly MAX_LINE bytes still counts, split or not.
+        let mut line = b"data: {\"usage\":{\"prompt_tokens\":2}}".to_vec();
+        line.resize(MAX_LINE, b' ');
+        line.push(b'\n');
+        let two = Some(Usage {
+            prompt: 2,
+            ..Default::default()
+        });
+        assert_eq!(scan(true, [&line[..]]), two);
+        assert_eq!(scan(true, [&line[..10], &line[10..]]), two);
+        assert_eq!(scan(true, line.chunks(1000)), two);
+    }
+
+    #[test]
+    fn the_tracker_reports_once_with_status_timings_and_usage() {
+        let mut t = ResponseTracker::default();
+        let sse = t.on_headers(
+            Some(b"200"),
+            Some(b"text/event-stream; charset=utf-8"),
+            Some(Duration::from_millis(20)),
+            true,
+        );
+        assert!(sse && t.scanning() && t.started());
+        t.on_chunk(b"data: {\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n");
+        let r = t
+            .report("r".into(), "m".into(), "d".into(), Duration::from_millis(50))
+            .unwrap();
+        assert_eq!((r.status, r.stream, r.usage_seen), (200, true, true));
+        assert_eq!((r.prompt_tokens, r.completion_tokens), (3, 4));
+        assert_eq!((r.time_to_first_byte_us, r.duration_us), (20_000, 50_000));
+        assert!(t.report("r".into(), "m".into(), "d".into(), Duration::ZERO).is_none());
+
+        let mut t = ResponseTracker::default();
+        assert!(!t.on_headers(Some(b"502"), Some(b"text/html"), None, true));
+        assert!(!t.scanning(), "only JSON and SSE bodies carry usage");
+        t.hand_off();
+        assert!(
+            t.reported()
+                && t.report(String::new(), String::new(), String::new(), Duration::ZERO)
+                    .is_none()
+        );
+    }
+
+    #[test]
+    fn anthropic_usage_names() {
+        let mut s = UsageScanner::new(false);
+        s.feed(br#"{"usage":{"input_tokens":4,"output_tokens":9,"cache_read_input_tokens":2}}"#);
+        assert_eq!(
+            s.finish(),
+            Some(Usage {
+                prompt: 4,
+                completion: 9,
+                cached: 2
+            })
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! llmsoup's routing: from a request body to a model and the mutations that send it there.
+//!
+//! [`request`] parses an OpenAI/Anthropic body into the view the signals need; [`signals`]
+//! evaluate it; [`decision`] combines their matches; [`selection`] picks among a decision's
+//! models using what [`selection::backends::Backends`] observed; [`plugins`] apply a decision's
+//! plugins; [`engine`] runs the whole pipeline and is the one entry point front ends call. It
+//! returns an [`llmsoup_contract::outcome::Outcome`] and a [`engine::Trace`] of what happened;
+//! publishing the trace (metrics, accounting, the decision feed and log) is the caller's job.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod decision;
+pub mod engine;
+pub mod plugins;
+pub mod request;
+pub mod selection;
+pub mod signals;
+
+/// The configuration crate, as the modules here name it.
+pub use llmsoup_config as config;
+/// The inference crate, as the modules here name it.
+pub use llmsoup_models as models;

@@ -1,0 +1,346 @@
+//! Request parsing: one borrowed pass over the JSON body that yields the requested model (with
+//! its byte span, so the body can be rewritten by splicing instead of re-serialising) and the
+//! text signals look at.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use tokio::sync::OnceCell;
+
+use llmsoup_contract::ApiError;
+
+use crate::models::{Embedder, Embedding, ModelError};
+
+/// What signals see of a request.
+#[derive(Debug, Clone, Default)]
+pub struct RequestView {
+    /// Text text-based signals evaluate: the last user turn, or every user turn with history.
+    pub text: String,
+    /// Earlier user turns that are not in `text` (empty with `include_history`), for safety
+    /// rules that opt into scanning the whole conversation.
+    pub history: String,
+    /// Estimated prompt tokens over the whole conversation.
+    pub prompt_tokens: u64,
+    /// Number of messages in the conversation.
+    pub messages: usize,
+    /// Characters of system prompt.
+    pub system_chars: usize,
+    /// The client asked for JSON output (`response_format`).
+    pub json_mode: bool,
+    /// The request offers tools (function calling).
+    pub tools: bool,
+    /// The complexity score (0–1), once a complexity signal computed it.
+    pub complexity: std::sync::OnceLock<f64>,
+    /// The embedding of `text`, computed once per request and shared by every model signal.
+    query_embedding: OnceCell<Result<Embedding, ModelError>>,
+    /// Whether that embedding was already in the embedder's cache.
+    query_embedding_cached: std::sync::OnceLock<bool>,
+}
+
+impl RequestView {
+    /// A view of a bare prompt (used by `llmsoup route` and tests).
+    pub fn from_text(text: &str) -> Self {
+        RequestView {
+            text: text.to_string(),
+            prompt_tokens: estimate_tokens(text.len()),
+            messages: 1,
+            ..Default::default()
+        }
+    }
+
+    /// The embedding of `text`; the first model signal to ask computes it, the others wait for it.
+    pub async fn embedding(&self, embedder: &Embedder) -> Result<Embedding, ModelError> {
+        self.query_embedding
+            .get_or_init(|| {
+                let _ = self.query_embedding_cached.set(embedder.is_cached(&self.text));
+                embedder.embed(&self.text)
+            })
+            .await
+            .clone()
+    }
+
+    /// Whether the query embedding came from the cache; `None` when no signal asked for it.
+    pub fn embedding_cached(&self) -> Option<bool> {
+        self.query_embedding_cached.get().copied()
+    }
+}
+
+/// A parsed client request.
+#[derive(Debug)]
+pub struct ParsedRequest {
+    /// The `model` the client asked for.
+    pub model: String,
+    /// Byte range of the `model` JSON value in the body.
+    model_span: Range<usize>,
+    /// Whether the client asked for SSE.
+    pub stream: bool,
+    /// What signals see.
+    pub view: RequestView,
+}
+
+impl ParsedRequest {
+    /// The body with `model` replaced, all other bytes untouched.
+    pub fn with_model(&self, body: &[u8], model: &str) -> Vec<u8> {
+        let quoted = serde_json::to_string(model).expect("strings serialise");
+        let mut out = Vec::with_capacity(body.len() + quoted.len());
+        out.extend_from_slice(&body[..self.model_span.start]);
+        out.extend_from_slice(quoted.as_bytes());
+        out.extend_from_slice(&body[self.model_span.end..]);
+        out
+    }
+}
+
+/// Tokens ≈ ceil(bytes / 4), the estimate vLLM Semantic Router uses for context rules.
+pub fn estimate_tokens(bytes: usize) -> u64 {
+    bytes.div_ceil(4) as u64
+}
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow)]
+    model: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    messages: Option<Vec<WireMessage<'a>>>,
+    #[serde(default, borrow)]
+    prompt: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    input: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    system: Option<&'a RawValue>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default, borrow)]
+    response_format: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    tools: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    functions: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct WireMessage<'a> {
+    #[serde(default, borrow)]
+    role: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    content: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Part<'a> {
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+}
+
+/// Appends the text of an OpenAI/Anthropic content value (string, or array of parts).
+fn push_text(raw: &RawValue, out: &mut String) {
+    let s = raw.get();
+    match s.as_bytes().first() {
+        Some(b'"') => {
+            if let Ok(t) = serde_json::from_str::<Cow<str>>(s) {
+                push_sep(out);
+                out.push_str(&t);
+            }
+        }
+        Some(b'[') => {
+            // Arrays of parts (`[{"type":"text","text":...}]`) or of strings (completions prompts).
+            if let Ok(parts) = serde_json::from_str::<Vec<&RawValue>>(s) {
+                for p in parts {
+                    match p.get().as_bytes().first() {
+                        Some(b'{') => {
+                            if let Ok(Part { text: Some(t) }) = serde_json::from_str::<Part>(p.get()) {
+                                push_sep(out);
+                                out.push_str(&t);
+                            }
+                        }
+                        Some(b'"') => push_text(p, out),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn push_sep(out: &mut String) {
+    if !out.is_empty() {
+        out.push('\n');
+    }
+}
+
+/// Parses a request body. Errors are client errors (400) with an OpenAI-style message.
+pub fn parse_request(body: &[u8], include_history: bool) -> Result<ParsedRequest, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("Request body is not valid UTF-8.", None, "invalid_json"))?;
+    // serde's derived visitor also reads a JSON array as a struct (fields by position), so
+    // `["auto"]` would route as model "auto" and be forwarded as an array: a request is an object.
+    if text.trim_start_matches([' ', '\t', '\n', '\r']).as_bytes().first() != Some(&b'{') {
+        return Err(ApiError::bad_request(
+            "The request body must be a JSON object.",
+            None,
+            "invalid_json",
+        ));
+    }
+    let wire: Wire = serde_json::from_str(text).map_err(|e| {
+        ApiError::bad_request(
+            // serde's messages quote offending values: never echo more than a bounded prefix.
+            format!(
+                "We could not parse the JSON body of your request: {}.",
+                llmsoup_contract::error::truncate_echo(&e.to_string())
+            ),
+            None,
+            "invalid_json",
+        )
+    })?;
+    let raw = wire
+        .model
+        .ok_or_else(|| ApiError::bad_request("You must provide a model parameter.", Some("model"), "missing_model"))?;
+    let model: String = serde_json::from_str(raw.get())
+        .map_err(|_| ApiError::bad_request("`model` must be a string.", Some("model"), "invalid_model"))?;
+    let start = raw.get().as_ptr() as usize - text.as_ptr() as usize;
+    let model_span = start..start + raw.get().len();
+
+    let mut view = RequestView::default();
+    let mut total = String::new();
+    if let Some(system) = wire.system {
+        push_text(system, &mut total);
+        view.system_chars = total.len();
+    }
+    view.json_mode = wire.response_format.is_some_and(|r| r.get().contains("json"));
+    let non_empty = |r: Option<&RawValue>| r.is_some_and(|r| !matches!(r.get().trim(), "null" | "[]"));
+    view.tools = non_empty(wire.tools) || non_empty(wire.functions);
+    if let Some(messages) = &wire.messages {
+        view.messages = messages.len();
+        let mut last_user: Option<&RawValue> = None;
+        for m in messages {
+            let Some(content) = m.content else { continue };
+            let before = total.len();
+            push_text(content, &mut total);
+            if matches!(m.role.as_deref(), Some("system" | "developer")) {
+                view.system_chars += total.len() - before;
+            }
+            if m.role.as_deref() == Some("user") {
+                if include_history {
+                    push_text(content, &mut view.text);
+                } else if let Some(earlier) = last_user {
+                    push_text(earlier, &mut view.history);
+                }
+                last_user = Some(content);
+            }
+        }
+        if !include_history && let Some(c) = last_user {
+            push_text(c, &mut view.text);
+        }
+    } else if let Some(p) = wire.prompt.or(wire.input) {
+        view.messages = 1;
+        push_text(p, &mut view.text);
+        total.push_str(&view.text);
+    }
+    view.prompt_tokens = estimate_tokens(total.len());
+    Ok(ParsedRequest {
+        model,
+        model_span,
+        stream: wire.stream.unwrap_or(false),
+        view,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extracts_last_user_turn_and_counts_all() {
+        let body = br#"{"model":"auto","messages":[
+            {"role":"system","content":"You are terse."},
+            {"role":"user","content":"first question"},
+            {"role":"assistant","content":"answer"},
+            {"role":"user","content":[{"type":"text","text":"second"},{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"part"}]}
+        ],"stream":true}"#;
+        let p = parse_request(body, false).unwrap();
+        assert_eq!(p.model, "auto");
+        assert!(p.stream);
+        assert_eq!(p.view.text, "second\npart");
+        assert_eq!(p.view.messages, 4);
+        let total = "You are terse.\nfirst question\nanswer\nsecond\npart".len();
+        assert_eq!(p.view.prompt_tokens, estimate_tokens(total));
+        assert_eq!(p.view.history, "first question");
+        let h = parse_request(body, true).unwrap();
+        assert_eq!(h.view.text, "first question\nsecond\npart");
+        assert_eq!(h.view.history, "", "history is already in `text`");
+        assert_eq!(p.view.system_chars, "You are terse.".len());
+        assert!(!p.view.json_mode && !p.view.tools);
+        let t = parse_request(
+            br#"{"model":"auto","messages":[],"tools":[{"type":"function"}],"response_format":{"type":"json_object"}}"#,
+            false,
+        )
+        .unwrap();
+        assert!(t.view.json_mode && t.view.tools);
+    }
+
+    #[test]
+    fn rewrites_only_the_model_bytes() {
+        let body =
+            br#"{ "messages": [{"role":"user","content":"hi \"model\": x"}], "model" : "auto", "temperature": 0.70 }"#;
+        let p = parse_request(body, false).unwrap();
+        let out = p.with_model(body, "gpt-4o\"mini");
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{ "messages": [{"role":"user","content":"hi \"model\": x"}], "model" : "gpt-4o\"mini", "temperature": 0.70 }"#
+        );
+    }
+
+    #[test]
+    fn client_errors() {
+        assert_eq!(
+            parse_request(b"{not json", false).unwrap_err().code,
+            Some("invalid_json")
+        );
+        assert_eq!(parse_request(b"[1,2]", false).unwrap_err().code, Some("invalid_json"));
+        // Found by fuzz/ (request target): serde reads an array as a struct by position.
+        for body in [
+            &br#"["auto"]"#[..],
+            br#" ["auto", [{"role":"user","content":"hi"}]]"#,
+            b"\"auto\"",
+            b"null",
+        ] {
+            let e = parse_request(body, false).unwrap_err();
+            assert_eq!(
+                (e.status, e.code),
+                (400, Some("invalid_json")),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert_eq!(parse_request(b" \r\n\t{\"model\":\"a\"}", false).unwrap().model, "a");
+        assert_eq!(parse_request(b"{}", false).unwrap_err().code, Some("missing_model"));
+        assert_eq!(
+            parse_request(br#"{"model":5}"#, false).unwrap_err().code,
+            Some("invalid_model")
+        );
+        assert_eq!(
+            parse_request(b"\xff\xfe", false).unwrap_err().code,
+            Some("invalid_json")
+        );
+        assert_eq!(
+            parse_request(br#"{"model":"a","model":"b"}"#, false).unwrap_err().code,
+            Some("invalid_json")
+        );
+    }
+
+    #[test]
+    fn completions_and_anthropic_shapes() {
+        let p = parse_request(br#"{"model":"auto","prompt":["a","b"]}"#, false).unwrap();
+        assert_eq!(p.view.text, "a\nb");
+        let p = parse_request(
+            br#"{"model":"auto","system":"sys","messages":[{"role":"user","content":"q"}]}"#,
+            false,
+        )
+        .unwrap();
+        assert_eq!(p.view.text, "q");
+        assert_eq!(p.view.prompt_tokens, estimate_tokens("sys\nq".len()));
+    }
+}

@@ -1,0 +1,107 @@
+//! Choosing among a decision's candidate models: `static` (the first), `cost` (cheapest meeting a
+//! quality floor, or a quality↔price trade-off) and `latency_aware` (lowest observed time to
+//! first token, skipping models over their targets). Models observed failing are skipped by every
+//! algorithm unless all of them are.
+
+pub mod backends;
+
+use crate::config::{AlgorithmConfig, AlgorithmKind, Config, ModelConfig};
+
+pub use backends::Backends;
+
+fn price(m: &ModelConfig) -> f64 {
+    m.pricing
+        .as_ref()
+        .map_or(0.0, |p| p.prompt_per_1m + p.completion_per_1m)
+}
+
+fn quality(m: &ModelConfig) -> f64 {
+    m.quality.unwrap_or(0.0)
+}
+
+/// Picks the model among `model_refs` with `algorithm`.
+/// Models `backends` reports down are skipped unless all of them are.
+pub fn select<'c>(
+    config: &'c Config,
+    backends: &Backends,
+    model_refs: &[String],
+    algorithm: &AlgorithmConfig,
+) -> Option<&'c ModelConfig> {
+    let enabled: Vec<&ModelConfig> = model_refs
+        .iter()
+        .filter_map(|n| config.model(n))
+        .filter(|m| m.enabled)
+        .collect();
+    let healthy: Vec<&ModelConfig> = enabled.iter().copied().filter(|m| !backends.is_down(&m.name)).collect();
+    let candidates = if healthy.is_empty() { enabled } else { healthy };
+    match algorithm.kind {
+        AlgorithmKind::Static => candidates.first().copied(),
+        AlgorithmKind::Cost => by_cost(&candidates, algorithm),
+        AlgorithmKind::LatencyAware => by_latency(backends, &candidates, algorithm),
+    }
+}
+
+fn by_cost<'c>(candidates: &[&'c ModelConfig], a: &AlgorithmConfig) -> Option<&'c ModelConfig> {
+    if let Some(bias) = a.quality_bias {
+        let max_price = candidates.iter().map(|m| price(m)).fold(0.0, f64::max);
+        let score = |m: &ModelConfig| {
+            let normalised = if max_price > 0.0 { price(m) / max_price } else { 0.0 };
+            bias * quality(m) - (1.0 - bias) * normalised
+        };
+        // Ties keep configuration order.
+        return candidates
+            .iter()
+            .copied()
+            .rev()
+            .max_by(|x, y| score(x).total_cmp(&score(y)));
+    }
+    let floor = a.quality_floor.unwrap_or(f64::MIN);
+    let cheapest = candidates
+        .iter()
+        .copied()
+        .filter(|m| quality(m) >= floor)
+        .rev()
+        .min_by(|x, y| price(x).total_cmp(&price(y)));
+    // Nothing meets the floor: the best quality there is.
+    cheapest.or_else(|| {
+        candidates
+            .iter()
+            .copied()
+            .rev()
+            .max_by(|x, y| quality(x).total_cmp(&quality(y)))
+    })
+}
+
+fn by_latency<'c>(backends: &Backends, candidates: &[&'c ModelConfig], a: &AlgorithmConfig) -> Option<&'c ModelConfig> {
+    let observed: Vec<(&ModelConfig, Option<f64>, Option<f64>)> = candidates
+        .iter()
+        .map(|m| {
+            let (ttft, tpot) = backends.latency(&m.name, a.ttft_percentile);
+            (*m, ttft, tpot)
+        })
+        .collect();
+    // Not yet observed models go first, so every candidate gets measured.
+    if let Some((m, _, _)) = observed.iter().find(|(_, ttft, _)| ttft.is_none()) {
+        return Some(m);
+    }
+    let within = |ttft: f64, tpot: Option<f64>| {
+        a.ttft_target_ms.is_none_or(|t| ttft <= t) && a.tpot_target_ms.is_none_or(|t| tpot.is_none_or(|p| p <= t))
+    };
+    let fastest = |only_within: bool| {
+        observed
+            .iter()
+            .filter(|(_, ttft, tpot)| !only_within || within(ttft.unwrap_or(f64::MAX), *tpot))
+            .min_by(|x, y| x.1.unwrap_or(f64::MAX).total_cmp(&y.1.unwrap_or(f64::MAX)))
+            .map(|(m, _, _)| *m)
+    };
+    let choice = fastest(true).or_else(|| fastest(false))?;
+    // A model passed over for a while gets one request now and then: it may have recovered.
+    let probe = observed
+        .iter()
+        .map(|(m, _, _)| *m)
+        .find(|m| m.name != choice.name && backends.claim_probe(&m.name, backends::PROBE_AFTER));
+    Some(probe.unwrap_or(choice))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,474 @@
+//! The `llmsoup` command line: the sidecar server and its tools.
+
+use std::io::Read as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[cfg(feature = "router")]
+use llmsoup::observe::decision_log;
+#[cfg(feature = "router")]
+use llmsoup::server::serve;
+use llmsoup::source::ConfigSource;
+use llmsoup_config::{self as config, AttachMode};
+use llmsoup_contract::auth::hash_token;
+use llmsoup_envoy::{RenderOptions, render};
+#[cfg(feature = "router")]
+use llmsoup_router::engine::Engine;
+#[cfg(feature = "router")]
+use llmsoup_router::request::{RequestView, parse_request};
+
+/// Writes to stdout, ignoring a closed pipe (`llmsoup config check f | head -1`).
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// [`outln!`] without the newline.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
+
+#[derive(Parser)]
+#[command(name = "llmsoup", version, about = "Semantic LLM routing for Envoy")]
+struct Cli {
+    /// Log filter (RUST_LOG syntax).
+    #[arg(long, global = true, env = "LLMSOUP_LOG", default_value = "info")]
+    log: String,
+    /// Log as JSON lines.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sidecar (ext_proc gRPC service).
+    #[cfg(feature = "router")]
+    Serve {
+        /// Config file; the embedded demo config when omitted.
+        #[arg(long, short, env = "LLMSOUP_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Render the Envoy bootstrap for a config.
+    EnvoyConfig {
+        /// Config file; the embedded demo config when omitted.
+        #[arg(long, short, env = "LLMSOUP_CONFIG")]
+        config: Option<PathBuf>,
+        /// Attach mode (overrides `gateway.mode`).
+        #[arg(long)]
+        mode: Option<Mode>,
+        /// Path of the wasm filter (wasm mode).
+        #[arg(long)]
+        wasm: Option<String>,
+        /// Write here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Explain how a prompt (or a JSON request with --file) would be routed.
+    #[cfg(feature = "router")]
+    Route {
+        /// Config file; the embedded demo config when omitted.
+        #[arg(long, short, env = "LLMSOUP_CONFIG")]
+        config: Option<PathBuf>,
+        /// A JSON request body instead of a prompt.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// The prompt (stdin when omitted and no --file).
+        text: Option<String>,
+    },
+    /// Route every text on stdin (one per line, or JSONL with a `text` field) and print one JSON
+    /// line per text with every signal's result: for evaluating a config on a labelled set.
+    #[cfg(feature = "router")]
+    Classify {
+        /// Config file; the embedded demo config when omitted.
+        #[arg(long, short, env = "LLMSOUP_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Run the OpenAI-compatible fake provider used by the demo and the tests.
+    MockUpstream {
+        /// Addresses to listen on (repeatable).
+        #[arg(long, default_value = "127.0.0.1:18000")]
+        listen: Vec<SocketAddr>,
+        /// Name reported in responses.
+        #[arg(long, default_value = "mock")]
+        name: String,
+    },
+    /// The complexity threshold (`hard_from`) that sends a target share of recent traffic to the
+    /// strong tier, from the complexity scores in a decision log (RouteLLM-style calibration).
+    #[cfg(feature = "router")]
+    Calibrate {
+        /// Share of requests that should be `hard` (0–1).
+        #[arg(long)]
+        strong_share: f64,
+        /// Decision log (JSON lines) with routed requests' complexity scores.
+        #[arg(long)]
+        decisions: PathBuf,
+    },
+    /// Print the SHA-256 to store in `auth.tokens[].sha256` for a client token.
+    HashToken {
+        /// The token (stdin when omitted, so it stays out of shell history).
+        token: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file and print a summary; exits non-zero on errors.
+    Check {
+        /// Config file.
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of the native config.
+    Schema,
+    /// Convert a config (e.g. a vLLM Semantic Router one) to llmsoup's native YAML; what is not
+    /// carried over is listed in a comment header.
+    Migrate {
+        /// Config file.
+        file: PathBuf,
+        /// Write here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    ExtProc,
+    Wasm,
+}
+
+fn source(config: Option<PathBuf>) -> ConfigSource {
+    config.map_or(ConfigSource::Embedded, ConfigSource::File)
+}
+
+fn read_stdin() -> anyhow::Result<String> {
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s).context("reading stdin")?;
+    Ok(s)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if cli.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        #[cfg(feature = "router")]
+        Command::Serve { config } => runtime()?.block_on(serve(source(config)))?,
+        Command::EnvoyConfig {
+            config,
+            mode,
+            wasm,
+            output,
+        } => {
+            let cfg = source(config).load()?;
+            let opts = RenderOptions {
+                mode: mode.map(|m| match m {
+                    Mode::ExtProc => AttachMode::ExtProc,
+                    Mode::Wasm => AttachMode::Wasm,
+                }),
+                wasm_path: wasm,
+            };
+            let yaml = render(&cfg, &opts)?;
+            match output {
+                Some(path) => std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?,
+                None => out!("{yaml}"),
+            }
+        }
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => match config::load_file_detailed(&file) {
+            Ok(loaded) => {
+                let cfg = loaded.config;
+                // A model signal that cannot load is an error when a blocking decision depends
+                // on it (it would block), a warning otherwise (its decisions never match).
+                #[cfg(feature = "router")]
+                let problems = llmsoup_router::signals::model_problems(&cfg);
+                #[cfg(feature = "router")]
+                let errors = problems.iter().filter(|p| p.is_error()).count();
+                // Checking model signals means reading their models' files and heads (Candle).
+                #[cfg(not(feature = "router"))]
+                let errors = 0;
+                if errors == 0 {
+                    outln!("{}: OK", file.display());
+                } else {
+                    outln!("{}: {errors} error(s)", file.display());
+                }
+                outln!("  format:    {}", loaded.shape);
+                outln!(
+                    "  providers: {}",
+                    cfg.providers
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                outln!(
+                    "  models:    {}",
+                    cfg.models
+                        .iter()
+                        .map(|m| m.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                let s = &cfg.signals;
+                outln!(
+                    "  signals:   {} keyword, {} context, {} language, {} embedding, {} domain, {} complexity, {} latency, {} pii, {} jailbreak",
+                    s.keywords.len(),
+                    s.context.len(),
+                    s.language.len(),
+                    s.embeddings.len(),
+                    s.domains.len(),
+                    s.complexity.len(),
+                    s.latency.len(),
+                    s.pii.len(),
+                    s.jailbreak.len()
+                );
+                outln!(
+                    "  decisions: {}",
+                    cfg.decisions
+                        .iter()
+                        .map(|d| d.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                outln!("  default:   {}", cfg.default_model().name);
+                if !loaded.warnings.is_empty() {
+                    outln!("  warnings:  {}", loaded.warnings.len());
+                    for w in &loaded.warnings {
+                        outln!("    - {w}");
+                    }
+                }
+                #[cfg(feature = "router")]
+                for p in &problems {
+                    let level = if p.is_error() { "error" } else { "warning" };
+                    outln!("  {level}: {p}");
+                }
+                #[cfg(not(feature = "router"))]
+                outln!("  models:    not checked (built without the router)");
+                // Builds what a config compiles into (keyword patterns, signals), as `serve` would.
+                #[cfg(feature = "router")]
+                Engine::new(cfg)?;
+                if errors > 0 {
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+        Command::Config {
+            command: ConfigCommand::Migrate { file, output },
+        } => {
+            let loaded = match config::load_file_detailed(&file) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("{}: {e}", file.display());
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            for w in &loaded.warnings {
+                eprintln!("warning: {w}");
+            }
+            let yaml = config::to_native_yaml(&loaded)?;
+            match output {
+                Some(path) => std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?,
+                None => out!("{yaml}"),
+            }
+        }
+        Command::Config {
+            command: ConfigCommand::Schema,
+        } => {
+            outln!("{}", serde_json::to_string_pretty(&config::json_schema())?);
+        }
+        #[cfg(feature = "router")]
+        Command::Route { config, file, text } => {
+            let cfg = source(config).load()?;
+            let engine = Engine::new(cfg)?;
+            let view = match (file, text) {
+                (Some(f), _) => {
+                    let body = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+                    parse_request(&body, engine.config().routing.include_history)
+                        .map_err(|e| anyhow::anyhow!(e.message))?
+                        .view
+                }
+                (None, Some(t)) => RequestView::from_text(&t),
+                (None, None) => RequestView::from_text(read_stdin()?.trim_end()),
+            };
+            let rt = runtime()?;
+            let routed = rt
+                .block_on(engine.route(&view))
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            outln!("prompt tokens (est.): {}", view.prompt_tokens);
+            for r in &routed.reports {
+                let matched: Vec<String> = routed
+                    .matches
+                    .iter()
+                    .filter(|m| m.kind == r.kind)
+                    .map(|m| format!("{} ({:.2})", m.name, m.confidence))
+                    .collect();
+                let status = r.error.as_deref().map(|e| format!("error: {e}")).unwrap_or_else(|| {
+                    if matched.is_empty() {
+                        "no match".into()
+                    } else {
+                        matched.join(", ")
+                    }
+                });
+                outln!(
+                    "signal {:<10} {:>8.3} ms  {status}",
+                    r.kind.as_str(),
+                    r.elapsed.as_secs_f64() * 1e3
+                );
+            }
+            for (kind, details) in rt.block_on(engine.explain(&view)) {
+                outln!("  {kind}: {details}");
+            }
+            outln!(
+                "decision: {}",
+                routed.decision.as_deref().unwrap_or("(none: default model)")
+            );
+            outln!("confidence: {:.3}", routed.confidence);
+            outln!("model: {}", routed.model);
+            outln!("routing time: {:.3} ms", routed.elapsed.as_secs_f64() * 1e3);
+        }
+        Command::MockUpstream { listen, name } => {
+            runtime()?.block_on(llmsoup_tools::mock_upstream::run(&listen, &name))?
+        }
+        #[cfg(feature = "router")]
+        Command::Classify { config } => {
+            let engine = Engine::new(source(config).load()?)?;
+            runtime()?.block_on(classify(&engine))?;
+        }
+        #[cfg(feature = "router")]
+        Command::Calibrate {
+            strong_share,
+            decisions: log,
+        } => {
+            let text = std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
+            let scores = decision_log::complexity_scores(&text);
+            let Some(t) = decision_log::calibrate(&scores, strong_share) else {
+                anyhow::bail!(
+                    "no complexity scores in {} (or --strong-share not in 0..1)",
+                    log.display()
+                );
+            };
+            outln!(
+                "{} requests with a complexity score; for {:.0}% strong: hard_from: {t:.4}",
+                scores.len(),
+                strong_share * 100.0
+            );
+        }
+        Command::HashToken { token } => {
+            let token = match token {
+                Some(t) => t,
+                None => read_stdin()?,
+            };
+            outln!("{}", hash_token(&token));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "router")]
+async fn classify(engine: &Engine) -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (text, label) = if line.starts_with('{') {
+            let v: serde_json::Value = serde_json::from_str(line).context("stdin line is not JSON")?;
+            let text = v["text"]
+                .as_str()
+                .context("JSONL lines need a `text` field")?
+                .to_string();
+            (text, v.get("label").cloned())
+        } else {
+            (line.to_string(), None)
+        };
+        let view = RequestView::from_text(&text);
+        let routed = engine.route(&view).await.map_err(|e| anyhow::anyhow!(e.message))?;
+        let details = engine.explain(&view).await;
+        let signals: Vec<serde_json::Value> = routed
+            .matches
+            .iter()
+            .map(|m| serde_json::json!({"kind": m.kind.as_str(), "name": &*m.name, "score": m.confidence}))
+            .collect();
+        let errors: serde_json::Map<String, serde_json::Value> = routed
+            .reports
+            .iter()
+            .filter_map(|r| Some((r.kind.as_str().to_string(), serde_json::json!(r.error.as_ref()?))))
+            .collect();
+        let mut out = serde_json::json!({
+            "text": text,
+            "model": routed.model,
+            "decision": routed.decision,
+            "confidence": routed.confidence,
+            "signals": signals,
+            "details": details,
+            "latency_ms": routed.elapsed.as_secs_f64() * 1e3,
+        });
+        if let Some(l) = label {
+            out["label"] = l;
+        }
+        if !errors.is_empty() {
+            out["errors"] = serde_json::Value::Object(errors);
+        }
+        outln!("{out}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// Catches clashing argument names (a global `--log` against a subcommand's) at test time.
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,204 @@
+//! The sidecar's network front ends: Envoy's ext_proc gRPC service and llmsoup's Router service
+//! (for the wasm filter) on one port, with config reload and graceful shutdown.
+
+mod admin;
+mod dashboard;
+mod ext_proc;
+mod grpc_auth;
+mod router;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse as _, Response};
+use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
+use llmsoup_contract::outcome::Reply;
+use llmsoup_contract::v1::router_server::RouterServer;
+use llmsoup_router::engine::Engine;
+use tonic::service::interceptor::InterceptedService;
+
+pub use ext_proc::ExtProcService;
+pub use grpc_auth::GrpcAuth;
+pub use router::RouterService;
+
+pub use crate::source::ConfigSource;
+
+use crate::observe::Observer;
+
+/// The live engine; swapped atomically on reload.
+pub type EngineHandle = Arc<ArcSwap<Engine>>;
+
+/// What every service gets: the live engine and the sidecar's observed state.
+#[derive(Clone)]
+pub struct Shared {
+    /// The live engine (a request takes one snapshot and keeps it).
+    pub engine: EngineHandle,
+    /// Metrics, accounting, the feed, the decision log, the backends.
+    pub observer: Arc<Observer>,
+}
+
+impl Shared {
+    /// Serves `engine`, publishing to `observer` (which must be the one the engine reads its
+    /// backends from: see [`Observer::engine`]).
+    pub fn new(engine: Engine, observer: Arc<Observer>) -> Self {
+        Shared {
+            engine: Arc::new(ArcSwap::from_pointee(engine)),
+            observer,
+        }
+    }
+}
+
+/// An engine reply as an HTTP response.
+fn reply(r: Reply) -> Response {
+    let mut resp = (
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        r.body,
+    )
+        .into_response();
+    for (k, v) in r.headers {
+        if let Ok(v) = v.parse() {
+            resp.headers_mut().insert(k, v);
+        }
+    }
+    resp
+}
+
+/// Largest gRPC message accepted: Envoy sends whole buffered bodies in one message, so tonic's
+/// 4 MiB default would refuse large prompts.
+const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Runs the gRPC server until SIGINT/SIGTERM; SIGHUP reloads the config (a bad one is refused
+/// and the running one kept).
+pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
+    let observer = Arc::new(Observer::with_prometheus()?);
+    let engine = observer.engine(source.load()?)?;
+    log_model_problems(&engine);
+    let addr: SocketAddr = engine.config().server.grpc_listen.parse().with_context(|| {
+        format!(
+            "server.grpc_listen `{}` is not host:port",
+            engine.config().server.grpc_listen
+        )
+    })?;
+    warn_if_exposed(engine.config(), addr);
+    let shared = Shared::new(engine, observer);
+
+    tokio::spawn(reload_on_sighup(source, shared.clone()));
+    if let Some(admin) = &shared.engine.load().config().server.admin_listen {
+        let admin: SocketAddr = admin
+            .parse()
+            .with_context(|| format!("server.admin_listen `{admin}` is not host:port"))?;
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = admin::serve(admin, shared).await {
+                tracing::error!(error = format!("{e:#}"), "admin endpoint failed");
+            }
+        });
+    }
+
+    // Nagle + delayed ACKs would add ~40 ms to every small ext_proc message.
+    let incoming = tonic::transport::server::TcpIncoming::bind(addr)
+        .with_context(|| format!("binding gRPC listener on {addr}"))?
+        .with_nodelay(Some(true));
+    tracing::info!(%addr, "llmsoup sidecar listening (ext_proc + Router gRPC)");
+    // `grpc.health.v1.Health` for Envoy's active health check of the sidecar cluster (the
+    // sidecar circuit breaker, see `envoy::sidecar_health_check`). Deliberately outside any
+    // authentication: it reveals nothing, and Envoy's health checker sends no credentials.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(InterceptedService::new(
+            ExternalProcessorServer::new(ExtProcService::new(shared.clone()))
+                .max_decoding_message_size(MAX_GRPC_MESSAGE)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE),
+            GrpcAuth::new(shared.clone()),
+        ))
+        .add_service(InterceptedService::new(
+            RouterServer::new(RouterService::new(shared.clone()))
+                .max_decoding_message_size(MAX_GRPC_MESSAGE)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE),
+            GrpcAuth::new(shared.clone()),
+        ))
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown_signal().await;
+            // NOT_SERVING first, so Envoy stops sending new requests while in-flight ones drain.
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+        })
+        .await
+        .context("gRPC server")?;
+    tracing::info!("llmsoup sidecar stopped");
+    Ok(())
+}
+
+/// Loud warnings for listeners that anyone on the network can reach without a secret.
+fn warn_if_exposed(config: &llmsoup_config::Config, grpc: SocketAddr) {
+    if !grpc.ip().is_loopback() && config.server.grpc_token.is_none() {
+        tracing::warn!(
+            %grpc,
+            "the gRPC port listens beyond loopback without `server.grpc_token`: anyone who reaches it \
+             can route through the sidecar and forge usage reports"
+        );
+    }
+    let admin = config
+        .server
+        .admin_listen
+        .as_deref()
+        .and_then(|a| a.parse::<SocketAddr>().ok());
+    if let Some(admin) = admin
+        && !admin.ip().is_loopback()
+        && config.auth.tokens.is_empty()
+    {
+        tracing::warn!(
+            %admin,
+            "the admin endpoint listens beyond loopback without `auth.tokens`: /metrics, /stats, \
+             /dashboard and /v1/feedback are open to anyone who reaches it"
+        );
+    }
+}
+
+/// Model signals that cannot load: an error when a blocking decision depends on one (it will
+/// answer with its blocking plugin, and `/ready` says 503), else a warning (its decisions never
+/// match).
+fn log_model_problems(engine: &Engine) {
+    for p in engine.model_problems() {
+        if p.is_error() {
+            tracing::error!("config: {p}");
+        } else {
+            tracing::warn!("config: {p}");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+async fn reload_on_sighup(source: ConfigSource, shared: Shared) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match source.load().and_then(|c| shared.observer.engine(c)) {
+            Ok(engine) => {
+                log_model_problems(&engine);
+                shared.engine.store(Arc::new(engine));
+                tracing::info!("configuration reloaded");
+            }
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                "configuration reload refused; keeping the running config"
+            ),
+        }
+    }
+}
