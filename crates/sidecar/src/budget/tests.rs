@@ -136,10 +136,11 @@ async fn tokens_and_spend_are_charged_after_the_response_and_shared_by_replicas_
         (Scope::Group, "team", Metric::SpendDay)
     );
     assert_eq!(retry_after, 30);
-    assert!(matches!(
-        two.check_at(&c, "alice", "cheap", T + 60).await,
-        Verdict::Over { .. }
-    ));
+    // Alice, same group, a minute whose tokens are untouched (same UTC day): the team's cap.
+    let Verdict::Over { exceeded, .. } = two.check_at(&c, "alice", "cheap", T - 60).await else {
+        panic!("the group's cap applies to every token of the group")
+    };
+    assert_eq!(exceeded.metric, Metric::SpendDay);
     assert_eq!(two.check_at(&c, "carol", "cheap", T).await, Verdict::Allow);
     // A new sidecar (a restart) still sees the spend.
     let restarted = budgets(&c);

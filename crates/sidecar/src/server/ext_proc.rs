@@ -280,7 +280,7 @@ impl StreamState {
             remove.retain(|k| !k.eq_ignore_ascii_case(TENANT_HEADER));
             set_headers.push(set_header(TENANT_HEADER, self.tenant.as_bytes()));
         }
-        let mutation = (!remove.is_empty() || !set_headers.is_empty()).then(|| HeaderMutation {
+        let mutation = (!remove.is_empty() || !set_headers.is_empty()).then_some(HeaderMutation {
             remove_headers: remove,
             set_headers,
         });
