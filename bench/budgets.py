@@ -54,6 +54,7 @@ def main() -> int:
     if tool != "wrk":
         print("bench/budgets.py needs wrk", file=sys.stderr)
         return 1
+    loadavg = Path("/proc/loadavg").read_text().split()[:3]
     redis = RedisServer().start()
     stacks: dict[tuple[str, bool], Stack] = {}
     rounds: dict[tuple[str, bool], list[dict]] = {}
@@ -89,6 +90,8 @@ def main() -> int:
         f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {len(os.sched_getaffinity(0))} CPUs ({gateway.cpu_model()}); wrk, Envoy, the sidecar, "
         "the mock and redis-server share them",
+        f"- sidecar: `{os.path.relpath(gateway.harness.llmsoup_bin(), ROOT)}`; load average before: "
+        f"{' '.join(loadavg)}",
         f"- load: `wrk -t {gateway.THREADS} -c {gateway.CONCURRENCY} -d {gateway.DURATION_S}s`, "
         f"{gateway.ROUNDS} round(s), median; bench/bench-config.yaml, budgets: rpm + tpm on every routed model",
         "",

@@ -24,6 +24,13 @@ pub const RATELIMIT_FILTER: &str = "envoy.filters.http.ratelimit";
 /// answer by then is the service's verdict to give, not a transport error).
 const RLS_MARGIN_MS: u64 = 250;
 
+/// Whether a limit can apply to requests on `model`'s route: any per-token or per-group limit, or
+/// one on the model. Routes no limit can apply to make no rate limit call at all.
+pub fn route_may_be_limited(config: &Config, model: &str) -> bool {
+    let b = &config.budgets;
+    b.enabled() && (!b.tokens.is_empty() || !b.groups.is_empty() || b.models.contains_key(model))
+}
+
 /// The model route's `rate_limits`: the model, and the tenant when the request has one (anonymous
 /// requests still count against the model's limits).
 pub fn route_rate_limits(model: &str) -> Value {

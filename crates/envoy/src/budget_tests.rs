@@ -97,6 +97,21 @@ fn without_budgets_nothing_is_rendered_and_rate_limits_alone_fail_open() {
         let mapper = serde_json::to_string(&h["local_reply_config"]["mappers"][0]).unwrap();
         assert!(!mapper.contains("rate_limiter_error"));
     }
+    // Only a model's limit: only its route asks the rate limit service.
+    let model_only = BUDGETED
+        .replace("  tokens: {alice: {requests_per_minute: 10}}\n", "")
+        .replace(
+            "  groups: {team: {usd_per_day: 5}}\n",
+            "  models: {cheap: {requests_per_minute: 10}}\n",
+        );
+    let h = hcm(&model_only, AttachMode::Wasm);
+    let routes = h["route_config"]["virtual_hosts"][0]["routes"].as_array().unwrap();
+    let limited: Vec<&str> = routes
+        .iter()
+        .filter(|r| r["route"].get("rate_limits").is_some())
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(limited, ["model_cheap"]);
     let rate_only = BUDGETED.replace("  groups: {team: {usd_per_day: 5}}\n", "");
     let h = hcm(&rate_only, AttachMode::ExtProc);
     let i = filter_names(&h)

@@ -459,7 +459,7 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
             .provider(&m.provider)
             .with_context(|| format!("model `{}`: unknown provider", m.name))?;
         let mut route = model_route(&format!("model_{}", m.name), p, &m.name, &route_header(config))?;
-        if config.budgets.enabled() {
+        if budget::route_may_be_limited(config, &m.name) {
             route["route"]["rate_limits"] = budget::route_rate_limits(&m.name);
         }
         routes.push(route);

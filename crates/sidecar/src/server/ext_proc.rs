@@ -654,6 +654,72 @@ mod tests {
         assert!(observer.response.reported() && observer.observed_end);
     }
 
+    #[tokio::test]
+    async fn the_tenant_comes_from_the_checked_token_never_from_the_client() {
+        let token = "tenant-test-token";
+        let text = DEFAULT_CONFIG.replacen("\ngateway:\n", "\ngateway:\n  async_response_accounting: true\n", 1)
+            + &format!(
+                "\nauth:\n  tokens:\n    - {{name: alice, group: team, sha256: '{}'}}\n",
+                llmsoup_contract::auth::hash_token(token)
+            );
+        let engine = Arc::new(Engine::new(load_str_with_env(&text, &|_| None).unwrap()).unwrap());
+        let mut s = StreamState::new(engine.clone(), observer());
+        let auth = format!("Bearer {token}");
+        let answer = s
+            .handle(
+                &engine,
+                message(Phase::RequestHeaders(headers(
+                    &[
+                        (":method", "POST"),
+                        (":path", "/v1/chat/completions"),
+                        ("authorization", &auth),
+                        (TENANT_HEADER, "mallory"),
+                    ],
+                    false,
+                ))),
+            )
+            .await
+            .unwrap();
+        let Some(Reply::RequestHeaders(h)) = answer.response else {
+            panic!("continue expected: {answer:?}")
+        };
+        let m = h.response.unwrap().header_mutation.unwrap();
+        let set: Vec<(&str, &[u8])> = m
+            .set_headers
+            .iter()
+            .map(|o| {
+                let h = o.header.as_ref().unwrap();
+                (h.key.as_str(), h.raw_value.as_slice())
+            })
+            .collect();
+        // Set (overwriting the client's copy), not removed after being set.
+        assert_eq!(set, [(TENANT_HEADER, b"alice".as_slice())]);
+        assert!(
+            !m.remove_headers.iter().any(|k| k == TENANT_HEADER),
+            "{:?}",
+            m.remove_headers
+        );
+        assert!(m.remove_headers.iter().any(|k| k == "authorization"));
+        // The accounting stream (possibly another replica) learns the tenant with the facts.
+        let body = HttpBody {
+            body: br#"{"model":"fast","messages":[{"role":"user","content":"hi"}]}"#.to_vec(),
+            end_of_stream: true,
+            ..Default::default()
+        };
+        let forwarded = s.handle(&engine, message(Phase::RequestBody(body))).await.unwrap();
+        let Some(Kind::StructValue(facts)) = forwarded.dynamic_metadata.unwrap().fields[METADATA_NAMESPACE]
+            .kind
+            .clone()
+        else {
+            panic!("no facts")
+        };
+        let metadata = Metadata {
+            filter_metadata: [(METADATA_NAMESPACE.to_string(), facts)].into_iter().collect(),
+            ..Default::default()
+        };
+        assert_eq!(routed(&metadata).unwrap().tenant, "alice");
+    }
+
     fn first_headers(body_mode: Option<processing_mode::BodySendMode>) -> ProcessingRequest {
         let mut first = message(Phase::RequestHeaders(headers(
             &[(":method", "POST"), (":path", "/v1/chat/completions")],
