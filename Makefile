@@ -64,6 +64,7 @@ bench: deps models release wasm
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/gateway.py
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/ttfb.py
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/budgets.py
+	$(CARGO) run --release -q -p llmsoup-translate --example bench_translate -- bench/translate-results.md
 	$(CARGO) run --release -q -p llmsoup-tools --example bench_route -- \
 		--bin $(CURDIR)/target/release/llmsoup --config bench/signals-config.yaml --out bench/signals-results.md
 	$(CARGO) run --release -q -p llmsoup-tools --example bench_route -- \

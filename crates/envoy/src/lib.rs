@@ -18,7 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
-use llmsoup_config::{AttachMode, Config, FailureMode, ProviderConfig};
+use llmsoup_config::{ANTHROPIC_VERSION, AttachMode, Config, FailureMode, ProviderApi, ProviderConfig};
 use llmsoup_contract::ApiError;
 use llmsoup_contract::auth::{self, AuthError};
 use llmsoup_contract::budget::TENANT_HEADER;
@@ -368,6 +368,7 @@ fn provider_cluster(p: &ProviderConfig) -> anyhow::Result<Value> {
     let name = cluster_name(&p.name);
     let mut upstream_filters = Vec::new();
     if let Some(c) = &p.credentials {
+        let (header, prefix) = p.credential_header(c);
         upstream_filters.push(json!({
             "name": "envoy.filters.http.credential_injector",
             "typed_config": {
@@ -378,8 +379,8 @@ fn provider_cluster(p: &ProviderConfig) -> anyhow::Result<Value> {
                     "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic",
                         "credential": {"name": secret_name(&p.name)},
-                        "header": c.header,
-                        "header_value_prefix": c.prefix,
+                        "header": header,
+                        "header_value_prefix": prefix,
                     }
                 }
             }
@@ -801,13 +802,21 @@ fn model_route(name: &str, p: &ProviderConfig, model: &str, header: &str) -> any
     if ep.path_prefix != "/v1" {
         route["prefix_rewrite"] = json!(format!("{}/", ep.path_prefix));
     }
-    Ok(json!({
+    let mut out = json!({
         "name": name,
         "match": matcher,
         "route": route,
         // The tenant is for the rate limit filter only; no provider sees it.
         "request_headers_to_remove": if header == MODEL_HEADER { json!([MODEL_HEADER, TENANT_HEADER]) } else { json!([MODEL_HEADER, header, TENANT_HEADER]) },
-    }))
+    });
+    if p.api == ProviderApi::Anthropic {
+        // Anthropic refuses requests without a version; a client that chose one keeps it.
+        out["request_headers_to_add"] = json!([{
+            "header": {"key": "anthropic-version", "value": ANTHROPIC_VERSION},
+            "append_action": "ADD_IF_ABSENT",
+        }]);
+    }
+    Ok(out)
 }
 
 mod budget;

@@ -30,9 +30,10 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use futures::Stream;
 use llmsoup_contract::budget::TENANT_HEADER;
 use llmsoup_contract::headers::{self as names, CONTENT_LENGTH, METADATA_NAMESPACE};
-use llmsoup_contract::outcome::{self, Outcome, Summary};
-use llmsoup_contract::usage::ResponseTracker;
+use llmsoup_contract::outcome::{self, Outcome, Summary, Translation};
+use llmsoup_contract::usage::{ResponseTracker, is_sse};
 use llmsoup_router::engine::{self, Engine};
+use llmsoup_translate::ResponseTranslator;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Shared;
@@ -108,6 +109,10 @@ struct StreamState {
     body: Vec<u8>,
     summary: Option<Summary>,
     response: ResponseTracker,
+    /// How the response must be rewritten for the client (protocol translation, stream usage).
+    translation: Translation,
+    /// The rewrite in progress, once the response headers said what the body is.
+    translator: Option<ResponseTranslator>,
     /// Wall-clock start, handed to the accounting stream (possibly another sidecar replica).
     start_unix_us: u64,
     /// Whether Envoy sends response bodies on this stream (its `protocol_config`).
@@ -197,6 +202,8 @@ impl StreamState {
             body: Vec::new(),
             summary: None,
             response: ResponseTracker::default(),
+            translation: Translation::None,
+            translator: None,
             start_unix_us: 0,
             // Envoys that do not say are assumed to send them, as before observability mode.
             response_bodies_here: true,
@@ -223,8 +230,13 @@ impl StreamState {
             Phase::RequestBody(b) => return Some(self.on_request_body(engine, b).await),
             Phase::ResponseHeaders(h) => return Some(self.on_response_headers(&h)),
             Phase::ResponseBody(b) => {
-                self.on_response_body(&b);
-                Reply::ResponseBody(BodyResponse::default())
+                let body_mutation = self.on_response_body(&b);
+                Reply::ResponseBody(BodyResponse {
+                    response: body_mutation.map(|m| CommonResponse {
+                        body_mutation: Some(m),
+                        ..Default::default()
+                    }),
+                })
             }
             Phase::RequestTrailers(_) => {
                 // Trailers and no body at all (HTTP/2 HEADERS, then trailers): Envoy sends no body
@@ -337,6 +349,7 @@ impl StreamState {
                 let dynamic_metadata =
                     (g.response_accounting && g.async_response_accounting).then(|| self.routed_facts(&f.summary));
                 self.summary = Some(f.summary);
+                self.translation = f.translation;
                 ProcessingResponse {
                     dynamic_metadata,
                     response: Some(Reply::RequestBody(BodyResponse {
@@ -380,14 +393,30 @@ impl StreamState {
         if h.end_of_stream {
             self.report();
         }
+        // A translated body is rewritten chunk by chunk (STREAMED, whatever the rendered mode),
+        // so its length changes: `content-length` goes.
+        self.translator = (self.translation != Translation::None && !h.end_of_stream)
+            .then(|| {
+                let status = header_bytes(&h.headers, ":status")
+                    .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+                    .unwrap_or(0);
+                let sse = is_sse(header_bytes(&h.headers, "content-type").unwrap_or_default());
+                ResponseTranslator::new(self.translation, status, sse, unix_us(SystemTime::now()) / 1_000_000)
+            })
+            .filter(ResponseTranslator::active);
+        let translating = self.translator.is_some();
         ProcessingResponse {
             response: Some(Reply::ResponseHeaders(HeadersResponse {
                 response: Some(continue_headers(Some(HeaderMutation {
                     set_headers: set,
-                    ..Default::default()
+                    remove_headers: if translating {
+                        vec![CONTENT_LENGTH.to_string()]
+                    } else {
+                        Vec::new()
+                    },
                 }))),
             })),
-            mode_override: (sse && inline).then(streamed_response_mode),
+            mode_override: (translating || (sse && inline)).then(streamed_response_mode),
             ..Default::default()
         }
     }
@@ -476,11 +505,24 @@ impl StreamState {
         }
     }
 
-    fn on_response_body(&mut self, b: &HttpBody) {
+    /// A response chunk: accounted as the provider sent it; with a translator, the body mutation
+    /// that replaces it with what the client must receive (empty until a JSON body is complete).
+    fn on_response_body(&mut self, b: &HttpBody) -> Option<BodyMutation> {
         self.response.on_chunk(&b.body);
+        let mutation = self.translator.as_mut().map(|t| {
+            let mut out = Vec::with_capacity(if t.whole_body() { 0 } else { b.body.len() + 256 });
+            t.feed(&b.body, &mut out);
+            if b.end_of_stream {
+                t.finish(&mut out);
+            }
+            BodyMutation {
+                mutation: Some(body_mutation::Mutation::Body(out)),
+            }
+        });
         if b.end_of_stream {
             self.report();
         }
+        mutation
     }
 
     /// Accounts the request once, when its response ends (or the stream does).
