@@ -204,3 +204,21 @@ fn bad_keyword_patterns_are_refused_at_load() {
     let literal = text.replace("method: regex, ", "");
     assert!(load_str_with_env(&literal, &|_| None).is_ok());
 }
+
+#[test]
+fn difficulty_rules_parse_and_check_their_threshold() {
+    let rules = "signals:\n  difficulty:\n    - {name: hard}\n    - {name: very_hard, threshold: 0.8}\n\
+                 decisions:\n  - {name: d, rules: {type: difficulty, name: very_hard}, modelRefs: [{model: small}]}\n";
+    let c = load_str_with_env(&format!("{MINIMAL}{rules}"), &|_| None).unwrap();
+    let d = &c.signals.difficulty;
+    assert_eq!((d[0].threshold, d[1].threshold), (0.5, 0.8));
+    assert_eq!(SignalKind::Difficulty.as_str(), "difficulty");
+    let e = err(&format!(
+        "{MINIMAL}signals:\n  difficulty: [{{name: x, threshold: 1.5}}]\n"
+    ));
+    assert!(e.contains("signals.difficulty[0].threshold"), "{e}");
+    let e = err(&format!(
+        "{MINIMAL}decisions:\n  - {{name: d, rules: {{type: difficulty, name: nope}}, modelRefs: [{{model: small}}]}}\n"
+    ));
+    assert!(e.contains("no difficulty signal named `nope`"), "{e}");
+}
