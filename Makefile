@@ -5,7 +5,7 @@ CARGO   ?= cargo
 VENV    := .cache/venv
 PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: all build release deps wasm models train-domain train-jailbreak run test test-unit test-e2e test-deploy lint fmt clean envoy-configs bench fuzz fuzz-cmin
+.PHONY: all build release deps wasm models train-domain train-jailbreak train-router run test test-unit test-e2e test-deploy lint fmt clean envoy-configs bench fuzz fuzz-cmin
 
 all: build
 
@@ -28,6 +28,11 @@ train-domain: deps models
 # Rebuild the jailbreak classifier head (committed) and print precision/recall (HEAD=jailguard|own|mean).
 train-jailbreak: deps models
 	@scripts/train-jailbreak.sh
+
+# Retrain the learned router (`difficulty` signal; weights committed) from the MMLU-Pro outcomes in
+# ../shared/data/routing (never committed); prints the leave-one-source-out validation table.
+train-router: deps models
+	@scripts/train-router.sh
 
 # The proxy-wasm filter (target/wasm/wasm32-unknown-unknown/wasm/llmsoup_filter.wasm).
 wasm:

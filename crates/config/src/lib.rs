@@ -485,6 +485,11 @@ impl Config {
             add(SignalKind::Jailbreak, &r.name, format!("{at}.name"))?;
             probability(r.threshold, format!("{at}.threshold"))?;
         }
+        for (i, r) in self.signals.difficulty.iter().enumerate() {
+            let at = format!("signals.difficulty[{i}]");
+            add(SignalKind::Difficulty, &r.name, format!("{at}.name"))?;
+            probability(Some(r.threshold as f32), format!("{at}.threshold"))?;
+        }
         for (i, m) in self.models.iter().enumerate() {
             if let Some(f) = &m.reasoning_family
                 && !self.routing.reasoning_families.contains_key(f)

@@ -257,3 +257,21 @@ fn budgets_name_configured_tokens_groups_and_models_and_need_a_store() {
     ));
     assert!(e.contains("auth.tokens[1].name") && e.contains("duplicate"), "{e}");
 }
+
+#[test]
+fn difficulty_rules_parse_and_check_their_threshold() {
+    let rules = "signals:\n  difficulty:\n    - {name: hard}\n    - {name: very_hard, threshold: 0.8}\n\
+                 decisions:\n  - {name: d, rules: {type: difficulty, name: very_hard}, modelRefs: [{model: small}]}\n";
+    let c = load_str_with_env(&format!("{MINIMAL}{rules}"), &|_| None).unwrap();
+    let d = &c.signals.difficulty;
+    assert_eq!((d[0].threshold, d[1].threshold), (0.5, 0.8));
+    assert_eq!(SignalKind::Difficulty.as_str(), "difficulty");
+    let e = err(&format!(
+        "{MINIMAL}signals:\n  difficulty: [{{name: x, threshold: 1.5}}]\n"
+    ));
+    assert!(e.contains("signals.difficulty[0].threshold"), "{e}");
+    let e = err(&format!(
+        "{MINIMAL}decisions:\n  - {{name: d, rules: {{type: difficulty, name: nope}}, modelRefs: [{{model: small}}]}}\n"
+    ));
+    assert!(e.contains("no difficulty signal named `nope`"), "{e}");
+}

@@ -16,6 +16,8 @@
 #[cfg(feature = "router")]
 pub mod budget;
 #[cfg(feature = "router")]
+pub mod eval;
+#[cfg(feature = "router")]
 pub mod observe;
 #[cfg(feature = "router")]
 pub mod server;

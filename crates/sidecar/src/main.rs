@@ -99,6 +99,30 @@ enum Command {
         #[arg(long, short, env = "LLMSOUP_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Route a labelled set (JSONL `{"text", "outcomes": {model: bool}, "cost"?}`) and measure a
+    /// weak/strong pair: the quality–cost curve of the threshold sweep, APGR, CPT(50%)/CPT(80%),
+    /// and the config's own accuracy, strong share and cost.
+    #[cfg(feature = "router")]
+    Eval {
+        /// Config file; the embedded demo config when omitted.
+        #[arg(long, short, env = "LLMSOUP_CONFIG")]
+        config: Option<PathBuf>,
+        /// The labelled prompts (JSON lines).
+        #[arg(long)]
+        data: PathBuf,
+        /// The pair's weak model (default: `routing.default_model`).
+        #[arg(long, requires = "strong")]
+        weak: Option<String>,
+        /// The pair's strong model (default: the model of the first decision on the score).
+        #[arg(long, requires = "weak")]
+        strong: Option<String>,
+        /// Also draw the curve as an SVG file.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the OpenAI-compatible fake provider used by the demo and the tests.
     MockUpstream {
         /// Addresses to listen on (repeatable).
@@ -381,6 +405,29 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(classify(&engine))?;
         }
         #[cfg(feature = "router")]
+        Command::Eval {
+            config,
+            data,
+            weak,
+            strong,
+            plot,
+            json,
+        } => {
+            let config = source(config).load()?;
+            let text = std::fs::read_to_string(&data).with_context(|| format!("reading {}", data.display()))?;
+            let items = llmsoup::eval::parse_items(&text).with_context(|| format!("in {}", data.display()))?;
+            let engine = Engine::new(config.clone())?;
+            let report = runtime()?.block_on(llmsoup::eval::run(&engine, &config, &items, weak.zip(strong)))?;
+            if let Some(path) = plot {
+                std::fs::write(&path, report.svg()).with_context(|| format!("writing {}", path.display()))?;
+            }
+            if json {
+                outln!("{}", report.json());
+            } else {
+                out!("{}", report.text());
+            }
+        }
+        #[cfg(feature = "router")]
         Command::Calibrate {
             strong_share,
             decisions: log,
@@ -444,6 +491,7 @@ async fn classify(engine: &Engine) -> anyhow::Result<()> {
             .collect();
         let mut out = serde_json::json!({
             "text": text,
+            "difficulty": view.difficulty.get().map(|p| p.difficulty()),
             "model": routed.model,
             "decision": routed.decision,
             "confidence": routed.confidence,

@@ -33,6 +33,28 @@ pub struct SignalsConfig {
     /// Prompt-injection / jailbreak attempts.
     #[serde(default)]
     pub jailbreak: Vec<JailbreakRule>,
+    /// The learned router: predicted difficulty (0–1) from the shared embedding.
+    #[serde(default)]
+    pub difficulty: Vec<DifficultyRule>,
+}
+
+/// A difficulty rule (the learned router): matches when the predicted difficulty — how likely a
+/// model of the reference strength is to fail the prompt, 0–1 — is at least `threshold`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DifficultyRule {
+    /// Signal name referenced by decisions.
+    pub name: String,
+    /// Difficulty needed to match (0..1, default 0.5).
+    #[serde(default = "default_difficulty_threshold")]
+    pub threshold: f64,
+    /// Human description.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+fn default_difficulty_threshold() -> f64 {
+    0.5
 }
 
 /// A PII rule: matches when the prompt holds personal data of a type not in `pii_types_allowed`.
@@ -220,6 +242,8 @@ pub enum SignalKind {
     Pii,
     /// Prompt-injection / jailbreak attempt.
     Jailbreak,
+    /// Predicted difficulty (the learned router).
+    Difficulty,
 }
 
 impl SignalKind {
@@ -235,6 +259,7 @@ impl SignalKind {
             SignalKind::Latency => "latency",
             SignalKind::Pii => "pii",
             SignalKind::Jailbreak => "jailbreak",
+            SignalKind::Difficulty => "difficulty",
         }
     }
 }

@@ -53,6 +53,7 @@ pub mod vsr {
             K::Latency => "x-vsr-matched-latency",
             K::Pii => "x-vsr-matched-pii",
             K::Jailbreak => "x-vsr-matched-jailbreak",
+            K::Difficulty => "x-vsr-matched-difficulty",
         }
     }
 }

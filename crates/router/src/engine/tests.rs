@@ -773,3 +773,45 @@ decisions:
     assert!(crate::signals::model_problems(&config("sentence-transformers/all-MiniLM-L6-v2")).is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The learned router on the real encoder: exam-style quantitative questions score harder than
+/// small talk, the decision on `difficulty` sends them to the strong model, and the prediction
+/// (difficulty and per-strength success) is kept on the view for `classify` and `eval`.
+#[tokio::test]
+async fn difficulty_signal_routes_hard_prompts_to_the_strong_model() {
+    let Some(dir) = crate::models::testing::model_dir() else {
+        return;
+    };
+    let text = format!(
+        "
+providers: [{{name: p, base_url: 'http://127.0.0.1:1'}}]
+models:
+  - {{name: cheap, provider: p}}
+  - {{name: strong, provider: p}}
+signals:
+  difficulty: [{{name: hard, threshold: 0.5}}]
+decisions:
+  - name: hard_prompts
+    rules: {{type: difficulty, name: hard}}
+    modelRefs: [{{model: strong}}]
+embedding: {{model: '{}'}}
+routing: {{default_model: cheap}}
+",
+        dir.display()
+    );
+    let e = Engine::new(load_str_with_env(&text, &|_| None).unwrap()).unwrap();
+    let hard = RequestView::from_text(
+        "A 2.0 kg block slides down a 30° incline with kinetic friction coefficient 0.25. Compute its \
+         acceleration in m/s^2 and the time to travel 4.5 m from rest.",
+    );
+    let easy = RequestView::from_text("hi there, how are you?");
+    let r_hard = e.route(&hard).await.unwrap();
+    let r_easy = e.route(&easy).await.unwrap();
+    let (ph, pe) = (*hard.difficulty.get().unwrap(), *easy.difficulty.get().unwrap());
+    assert!(ph.difficulty() > pe.difficulty(), "{ph:?} vs {pe:?}");
+    assert_eq!(r_hard.model, "strong", "{ph:?}");
+    assert_eq!(r_easy.model, "cheap", "{pe:?}");
+    assert!(ph.success(2.0) > ph.success(-2.0));
+    let details = e.explain(&hard).await;
+    assert!(details["difficulty"]["difficulty"].as_f64().unwrap() > 0.5);
+}

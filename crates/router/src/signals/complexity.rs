@@ -109,6 +109,14 @@ pub fn semantic_score(max_hard: f32, max_easy: f32) -> f64 {
     (0.5 + f64::from(max_hard - max_easy) * 2.5).clamp(0.0, 1.0)
 }
 
+/// The score from the exemplar similarity (when the rule has exemplars) and the feature score.
+pub fn blend(semantic: Option<f64>, features: f64) -> f64 {
+    match semantic {
+        Some(s) => W_SEMANTIC * s + (1.0 - W_SEMANTIC) * features,
+        None => features,
+    }
+}
+
 /// Per rule: embeddings of its hard and of its easy exemplars.
 type ExemplarBank = Vec<(Vec<Embedding>, Vec<Embedding>)>;
 
@@ -188,13 +196,7 @@ impl ComplexitySignal {
             }
             None => vec![None; self.rules.len()],
         };
-        Ok(semantic
-            .into_iter()
-            .map(|s| match s {
-                Some(s) => W_SEMANTIC * s + (1.0 - W_SEMANTIC) * features,
-                None => features,
-            })
-            .collect())
+        Ok(semantic.into_iter().map(|s| blend(s, features)).collect())
     }
 
     async fn run(&self, req: &RequestView) -> Result<Vec<Match>, SignalError> {

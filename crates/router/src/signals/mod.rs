@@ -4,6 +4,7 @@
 
 pub mod complexity;
 mod context;
+pub mod difficulty;
 pub mod domain;
 mod embedding;
 pub mod jailbreak;
@@ -26,6 +27,7 @@ use crate::selection::Backends;
 
 pub use complexity::ComplexitySignal;
 pub use context::ContextSignal;
+pub use difficulty::{DifficultyHead, DifficultySignal};
 pub use domain::{DomainHead, DomainSignal};
 pub use embedding::EmbeddingSignal;
 pub use jailbreak::{JailbreakHead, JailbreakSignal};
@@ -125,6 +127,7 @@ impl SignalSet {
         let latency = pick(&s.latency, |r| wanted(SignalKind::Latency, &r.name));
         let pii = pick(&s.pii, |r| wanted(SignalKind::Pii, &r.name));
         let jailbreak = pick(&s.jailbreak, |r| wanted(SignalKind::Jailbreak, &r.name));
+        let difficulty = pick(&s.difficulty, |r| wanted(SignalKind::Difficulty, &r.name));
         let embeddings = pick(&s.embeddings, |r| wanted(SignalKind::Embedding, &r.name));
         let domains = pick(&s.domains, |r| wanted(SignalKind::Domain, &r.name));
         let complexity = pick(&s.complexity, |r| {
@@ -151,6 +154,7 @@ impl SignalSet {
         let embedder = (!embeddings.is_empty()
             || !domains.is_empty()
             || !jailbreak.is_empty()
+            || !difficulty.is_empty()
             || ComplexitySignal::needs_embedder(&complexity))
         .then(|| Arc::new(Embedder::new(config.embedding.clone())));
         if !complexity.is_empty() {
@@ -177,6 +181,9 @@ impl SignalSet {
             }
             if !jailbreak.is_empty() {
                 signals.push(Box::new(JailbreakSignal::new(embedder.clone(), &jailbreak)));
+            }
+            if !difficulty.is_empty() {
+                signals.push(Box::new(DifficultySignal::new(embedder.clone(), &difficulty)));
             }
         }
         Ok(SignalSet {
@@ -390,6 +397,20 @@ pub fn model_problems(config: &Config) -> Vec<ModelProblem> {
         SignalKind::Jailbreak,
         rules_of(SignalKind::Jailbreak, &|_| true),
         jailbreak_head,
+    );
+    let difficulty_head = match (DifficultyHead::builtin(), &encoder) {
+        (Err(e), _) => Some(e),
+        (Ok(h), Ok(Some(width))) if h.input_dim() != *width => Some(format!(
+            "the built-in difficulty head expects {}-d embeddings, `{}` gives {width}",
+            h.input_dim(),
+            config.embedding.model
+        )),
+        _ => None,
+    };
+    encoder_problem(
+        SignalKind::Difficulty,
+        rules_of(SignalKind::Difficulty, &|_| true),
+        difficulty_head,
     );
     let domain_head = if checkpoint.is_none() {
         DomainHead::builtin().err()

@@ -1,0 +1,59 @@
+"""`llmsoup eval` end to end: the real binary routes a small labelled set with the learned-router
+example config and reports the pair's quality–cost curve, APGR, CPT and the config's operating
+point; `--plot` writes an SVG. (A command-line tool: no Envoy, so no attach modes.)"""
+
+import json
+import subprocess
+import xml.etree.ElementTree as ET
+
+from harness import ROOT, llmsoup_bin
+
+CONFIG = ROOT / "config" / "examples" / "learned-router.yaml"
+FIXTURE = ROOT / "tests" / "data" / "eval-fixture.jsonl"
+
+
+def run(*args):
+    return subprocess.run([str(llmsoup_bin()), "eval", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+
+
+def test_eval_reports_the_curve_and_the_config(tmp_path):
+    plot = tmp_path / "curve.svg"
+    r = run("--config", CONFIG, "--data", FIXTURE, "--plot", plot)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    # The pair comes from the config: default model weak, the difficulty decision's model strong.
+    assert "weak `cheap` (61.5% correct), strong `strong` (92.3%)" in out, out
+    assert "APGR: " in out and "CPT(50%): " in out and "CPT(80%): " in out
+    assert "config as written: accuracy" in out
+    root = ET.parse(plot).getroot()
+    assert root.tag.endswith("svg")
+    assert any(e.tag.endswith("polyline") for e in root.iter())
+
+
+def test_eval_json_is_consistent(tmp_path):
+    r = run("--config", CONFIG, "--data", FIXTURE, "--weak", "cheap", "--strong", "strong", "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["n"] == 13
+    assert abs(rep["weak_quality"] - 8 / 13) < 1e-9 and abs(rep["strong_quality"] - 12 / 13) < 1e-9
+    # The learned router ranks the numeric exam-style prompts above the small talk.
+    assert rep["apgr"] > 0.6, rep
+    assert 0 <= rep["cpt50"] <= rep["cpt80"] <= 1
+    curve = rep["curve"]
+    assert curve[0]["strong_share"] == 0 and abs(curve[0]["quality"] - 8 / 13) < 1e-9
+    assert abs(curve[-1]["quality"] - 12 / 13) < 1e-9
+    cfg = rep["config"]
+    assert sum(cfg["per_model"].values()) == 13
+    assert abs(cfg["strong_share"] - cfg["per_model"].get("strong", 0) / 13) < 1e-9
+    # Costs: the fixture prices the hard prompts; strong-only costs at least what the config does.
+    assert cfg["weak_only_cost"] <= cfg["cost"] <= cfg["strong_only_cost"]
+
+
+def test_eval_refuses_bad_input(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "hi", "outcomes": {"cheap": true}}\n{"text": 3}\n')
+    r = run("--config", CONFIG, "--data", bad)
+    assert r.returncode != 0 and "line 2" in r.stderr, r.stderr
+    r = run("--config", CONFIG, "--data", FIXTURE, "--weak", "nope", "--strong", "strong")
+    assert r.returncode != 0 and "nope" in r.stderr, r.stderr
