@@ -12,6 +12,7 @@ all: build
 deps:
 	@scripts/install-envoy.sh
 	@scripts/install-browser.sh
+	@scripts/install-redis-server.sh
 
 build:
 	$(CARGO) build --workspace
@@ -56,6 +57,7 @@ test-e2e: deps models build wasm
 bench: deps models release wasm
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/gateway.py
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/ttfb.py
+	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/cache.py
 	$(CARGO) run --release -q -p llmsoup-tools --example bench_route -- \
 		--bin $(CURDIR)/target/release/llmsoup --config bench/signals-config.yaml --out bench/signals-results.md
 	$(CARGO) run --release -q -p llmsoup-tools --example bench_route -- \

@@ -42,6 +42,10 @@ pub enum Next {
 /// Headers forwarded to the sidecar in RouteRequest (the rest are irrelevant to routing).
 const FORWARDED_HEADERS: &[&str] = &["content-type", "user-agent", "x-request-id"];
 
+/// Most bytes of captured response bodies (for the sidecar's response cache) queued at once; a
+/// report beyond it goes without its body (that answer is not cached).
+const MAX_QUEUED_CAPTURE: usize = 16 << 20;
+
 /// Reports waiting to be sent by the root context (one queue per VM, i.e. per worker thread).
 pub type ReportQueue = Rc<RefCell<Vec<v1::UsageReport>>>;
 
@@ -64,6 +68,8 @@ pub struct Filter<H: Host> {
     model: String,
     decision: String,
     response: ResponseTracker,
+    /// The sidecar's response cache awaits this request's answer under this ticket.
+    cache_key: String,
 }
 
 impl<H: Host> Filter<H> {
@@ -86,6 +92,7 @@ impl<H: Host> Filter<H> {
             model: String::new(),
             decision: String::new(),
             response: ResponseTracker::default(),
+            cache_key: String::new(),
         }
     }
 
@@ -234,6 +241,10 @@ impl<H: Host> Filter<H> {
         };
         self.model = resp.model;
         self.decision = resp.decision;
+        if !resp.cache_key.is_empty() {
+            self.cache_key = resp.cache_key;
+            self.response.capture(resp.cache_capture_bytes as usize);
+        }
         self.response_headers = resp.response_headers.into_iter().map(|h| (h.name, h.value)).collect();
         match resp.action {
             Some(RouteAction::Reply(r)) => {
@@ -375,13 +386,14 @@ impl<H: Host> Filter<H> {
 
     /// `on_http_response_body`: reads each chunk as it passes; never holds the stream back.
     pub fn on_response_body(&mut self, size: usize, end_of_stream: bool) -> Next {
-        if self.response.scanning()
+        if self.response.wants_chunks()
             && size > 0
             && let Some(chunk) = self.host.response_body(size)
         {
             self.response.on_chunk(&chunk);
         }
         if end_of_stream {
+            self.response.on_end();
             self.report();
         }
         Next::Continue
@@ -397,7 +409,8 @@ impl<H: Host> Filter<H> {
             return;
         }
         let duration = self.host.now().saturating_sub(self.start);
-        let Some(report) = self.response.report(
+        let captured = self.response.take_capture();
+        let Some(mut report) = self.response.report(
             self.request_id.clone(),
             self.model.clone(),
             self.decision.clone(),
@@ -409,6 +422,13 @@ impl<H: Host> Filter<H> {
         // Bounded: if the sidecar stops accepting reports, drop the oldest rather than grow.
         if q.len() >= 4096 {
             q.remove(0);
+        }
+        if !self.cache_key.is_empty() {
+            report.cache_key = std::mem::take(&mut self.cache_key);
+            let queued: usize = q.iter().map(|r| r.response_body.len()).sum();
+            if let Some(body) = captured.filter(|b| queued + b.len() <= MAX_QUEUED_CAPTURE) {
+                report.response_body = body;
+            }
         }
         q.push(report);
     }

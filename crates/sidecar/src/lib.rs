@@ -14,6 +14,8 @@
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "router")]
+pub mod cache;
+#[cfg(feature = "router")]
 pub mod observe;
 #[cfg(feature = "router")]
 pub mod server;

@@ -2,6 +2,7 @@
 //! module per section of the file; the top-level `Config`, `compat`, `decision_log` and `auth`
 //! are here.
 
+mod cache;
 mod decisions;
 mod embedding;
 mod providers;
@@ -13,6 +14,7 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use cache::*;
 pub use decisions::*;
 pub use embedding::*;
 pub use providers::*;
@@ -64,6 +66,10 @@ pub struct Config {
     /// Compatibility with vLLM Semantic Router clients, dashboards and Envoy routes.
     #[serde(default)]
     pub compat: CompatConfig,
+    /// Where decisions with a `cache` plugin keep answers (memory or Redis), bounds and
+    /// in-flight deduplication.
+    #[serde(default)]
+    pub response_cache: ResponseCacheConfig,
 }
 
 /// Compatibility switches for users coming from vLLM Semantic Router.

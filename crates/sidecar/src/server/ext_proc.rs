@@ -32,6 +32,7 @@ use llmsoup_contract::headers::{self as names, CONTENT_LENGTH, METADATA_NAMESPAC
 use llmsoup_contract::outcome::{self, Outcome, Summary};
 use llmsoup_contract::usage::ResponseTracker;
 use llmsoup_router::engine::{self, Engine};
+use llmsoup_router::plugins::cache::Key;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Shared;
@@ -102,8 +103,12 @@ struct StreamState {
     method: String,
     path: String,
     request_id: String,
+    /// The authenticated client's token name (empty without auth).
+    client: String,
     body: Vec<u8>,
     summary: Option<Summary>,
+    /// This request leads its cache key: its answer is captured and handed to the cache.
+    cache_ticket: Option<Key>,
     response: ResponseTracker,
     /// Wall-clock start, handed to the accounting stream (possibly another sidecar replica).
     start_unix_us: u64,
@@ -190,8 +195,10 @@ impl StreamState {
             method: String::new(),
             path: String::new(),
             request_id: String::new(),
+            client: String::new(),
             body: Vec::new(),
             summary: None,
+            cache_ticket: None,
             response: ResponseTracker::default(),
             start_unix_us: 0,
             // Envoys that do not say are assumed to send them, as before observability mode.
@@ -248,12 +255,13 @@ impl StreamState {
             String::from_utf8_lossy(header_bytes(&h.headers, "x-request-id").unwrap_or_default()).into_owned();
         self.method = String::from_utf8_lossy(header_bytes(&h.headers, ":method").unwrap_or_default()).into_owned();
         self.path = String::from_utf8_lossy(header_bytes(&h.headers, ":path").unwrap_or_default()).into_owned();
-        if let Err(e) = self.observer.authenticate(
+        match self.observer.client(
             engine,
             header_bytes(&h.headers, "authorization"),
             header_bytes(&h.headers, "x-api-key"),
         ) {
-            return immediate(e.into(), "llmsoup_unauthorized");
+            Ok(client) => self.client = client,
+            Err(e) => return immediate(e.into(), "llmsoup_unauthorized"),
         }
         // Only a POST with a body is routed; everything else is answered here (models list, 404,
         // 405, 400 for an empty POST) and never reaches a provider.
@@ -297,13 +305,15 @@ impl StreamState {
             self.body.extend_from_slice(&b.body);
             std::mem::take(&mut self.body)
         };
-        let (outcome, trace) = engine
+        let (mut outcome, mut trace) = engine
             .handle(engine::Request {
                 path: &self.path,
                 body: &body,
                 request_id: &self.request_id,
+                client: &self.client,
             })
             .await;
+        let ticket = crate::cache::apply(self.observer.cache(), engine, &mut outcome, &mut trace).await;
         self.observer.on_route(&self.request_id, &outcome, &trace);
         match outcome {
             Outcome::Reply(r) => immediate(r, "llmsoup_local_reply"),
@@ -322,8 +332,15 @@ impl StreamState {
                     }
                 });
                 let g = &engine.config().gateway;
-                let dynamic_metadata =
-                    (g.response_accounting && g.async_response_accounting).then(|| self.routed_facts(&f.summary));
+                let handed_over = g.response_accounting && g.async_response_accounting;
+                let dynamic_metadata = handed_over.then(|| self.routed_facts(&f.summary, ticket.as_ref()));
+                if let Some(key) = ticket
+                    && !handed_over
+                {
+                    // The answer comes back on this stream: keep it for the cache.
+                    self.cache_ticket = Some(key);
+                    self.response.capture(self.observer.cache().max_entry_bytes());
+                }
                 self.summary = Some(f.summary);
                 ProcessingResponse {
                     dynamic_metadata,
@@ -366,6 +383,7 @@ impl StreamState {
         }
         let sse = self.response_started(h, inline);
         if h.end_of_stream {
+            self.response.on_end();
             self.report();
         }
         ProcessingResponse {
@@ -401,7 +419,7 @@ impl StreamState {
     }
 
     /// The facts the accounting stream needs, as dynamic metadata under [`METADATA_NAMESPACE`].
-    fn routed_facts(&self, summary: &Summary) -> Struct {
+    fn routed_facts(&self, summary: &Summary, cache_ticket: Option<&Key>) -> Struct {
         let string = |v: &str| Value {
             kind: Some(Kind::StringValue(v.to_string())),
         };
@@ -410,6 +428,7 @@ impl StreamState {
                 ("model", string(&summary.model)),
                 ("decision", string(summary.decision.as_deref().unwrap_or_default())),
                 ("request_id", string(&self.request_id)),
+                ("cache_key", string(&cache_ticket.map(hex::encode).unwrap_or_default())),
                 (
                     "start_unix_us",
                     Value {
@@ -438,14 +457,24 @@ impl StreamState {
     fn observe(&mut self, msg: ProcessingRequest) {
         match msg.request {
             Some(Phase::ResponseHeaders(h)) => {
-                if let Some((summary, request_id, start_unix_us)) = msg.metadata_context.as_ref().and_then(routed) {
+                if let Some((summary, request_id, start_unix_us, cache_key)) =
+                    msg.metadata_context.as_ref().and_then(routed)
+                {
                     let since = unix_us(SystemTime::now()).saturating_sub(start_unix_us);
                     self.start = Instant::now().checked_sub(Duration::from_micros(since));
                     self.summary = Some(summary);
                     self.request_id = request_id;
+                    // A cache leader routed by this replica: its answer is awaited here.
+                    if let Some(key) = cache_key.as_deref().and_then(crate::cache::parse_ticket)
+                        && self.observer.cache().awaits(&key)
+                    {
+                        self.cache_ticket = Some(key);
+                        self.response.capture(self.observer.cache().max_entry_bytes());
+                    }
                 }
                 self.response_started(&h, true);
                 if h.end_of_stream {
+                    self.response.on_end();
                     self.report();
                     self.observed_end = true;
                 }
@@ -455,6 +484,7 @@ impl StreamState {
                 self.observed_end = b.end_of_stream;
             }
             Some(Phase::ResponseTrailers(_)) => {
+                self.response.on_end();
                 self.report();
                 self.observed_end = true;
             }
@@ -465,12 +495,20 @@ impl StreamState {
     fn on_response_body(&mut self, b: &HttpBody) {
         self.response.on_chunk(&b.body);
         if b.end_of_stream {
+            self.response.on_end();
             self.report();
         }
     }
 
-    /// Accounts the request once, when its response ends (or the stream does).
+    /// Accounts the request once, when its response ends (or the stream does), and hands a
+    /// cache leader's answer (complete, or none) to the cache.
     fn report(&mut self) {
+        if let Some(key) = self.cache_ticket.take() {
+            let body = self.response.take_capture();
+            self.observer
+                .cache()
+                .complete(&key, self.response.status(), self.response.sse(), body.as_deref());
+        }
         let Some(summary) = &self.summary else { return };
         let duration = self.start.map_or(Duration::ZERO, |s| s.elapsed());
         if let Some(report) = self.response.report(
@@ -488,8 +526,9 @@ fn unix_us(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
-/// The routing stream's facts from forwarded dynamic metadata: summary, request id, start.
-fn routed(metadata: &Metadata) -> Option<(Summary, String, u64)> {
+/// The routing stream's facts from forwarded dynamic metadata: summary, request id, start, and
+/// the cache ticket.
+fn routed(metadata: &Metadata) -> Option<(Summary, String, u64, Option<String>)> {
     let facts = &metadata.filter_metadata.get(METADATA_NAMESPACE)?.fields;
     let string = |k: &str| match facts.get(k)?.kind.as_ref()? {
         Kind::StringValue(s) => Some(s.clone()),
@@ -504,7 +543,12 @@ fn routed(metadata: &Metadata) -> Option<(Summary, String, u64)> {
         decision: string("decision").filter(|d| !d.is_empty()),
         ..Default::default()
     };
-    Some((summary, string("request_id").unwrap_or_default(), start))
+    Some((
+        summary,
+        string("request_id").unwrap_or_default(),
+        start,
+        string("cache_key").filter(|k| !k.is_empty()),
+    ))
 }
 
 /// The processing-mode override that streams an SSE response body chunk by chunk.
