@@ -690,7 +690,7 @@ impl Config {
                             "must be at least 1",
                         ));
                     }
-                    if c.max_temperature.is_some_and(|t| !(t >= 0.0)) {
+                    if c.max_temperature.is_some_and(|t| t.is_nan() || t < 0.0) {
                         return Err(ConfigError::invalid(
                             format!("{conf}.max_temperature"),
                             "must be 0 or more (or null for no limit)",

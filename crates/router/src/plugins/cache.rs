@@ -346,28 +346,29 @@ impl Entry {
     }
 }
 
-fn usage_of(v: &Value) -> Option<(u64, u64)> {
+/// Prompt and completion tokens.
+type Tokens = (u64, u64);
+
+fn usage_of(v: &Value) -> Option<Tokens> {
     let u = v.get("usage")?;
     let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
     Some((n("prompt_tokens"), n("completion_tokens")))
 }
 
 /// Turns a streamed chat completion back into the `chat.completion` it streamed, or `None` when
-/// the stream did not finish (no `[DONE]` and no finish reason), carried log probabilities (not
+/// the stream did not finish (a choice without its finish reason), carried log probabilities (not
 /// kept) or is not a chat completion stream.
-pub fn reassemble(body: &[u8]) -> Option<(Vec<u8>, Option<(u64, u64)>)> {
+pub fn reassemble(body: &[u8]) -> Option<(Vec<u8>, Option<Tokens>)> {
     let text = std::str::from_utf8(body).ok()?;
     let mut head: Option<Map<String, Value>> = None;
     let mut choices: Vec<Map<String, Value>> = Vec::new();
     let mut usage = None;
-    let mut done = false;
     for line in text.lines() {
         let Some(data) = line.strip_prefix("data:") else {
             continue;
         };
         let data = data.trim();
         if data == "[DONE]" {
-            done = true;
             continue;
         }
         let Value::Object(event) = serde_json::from_str::<Value>(data).ok()? else {
@@ -457,7 +458,8 @@ pub fn reassemble(body: &[u8]) -> Option<(Vec<u8>, Option<(u64, u64)>)> {
         }
     }
     let finished = !choices.is_empty() && choices.iter().all(|c| !c["finish_reason"].is_null());
-    if !(done || finished) || !finished {
+    // Every choice reached its finish reason (a stream cut short never does).
+    if !finished {
         return None;
     }
     let mut out = head?;
