@@ -98,7 +98,8 @@ def main() -> int:
         "# Response cache: hit latency vs a provider call (through Envoy)",
         "",
         f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, `bench/cache.py`, Envoy {envoy_version()}, "
-        f"CPU: {cpu_model()} ({os.cpu_count()} cores), one client, one keep-alive connection, "
+        f"sidecar: {harness.llmsoup_bin()} ({harness.llmsoup_bin().parent.name} build), "
+        f"CPU: {cpu_model()} ({os.cpu_count()} cores, shared with other builds when measured here), one client, one keep-alive connection, "
         f"{N} requests of each kind after a warm-up. The provider is the local mock upstream (no "
         "network, no model time): real providers take 100s of ms, so this compares the gateway's "
         "own cost of a hit with its cost of a forwarded request.",

@@ -193,10 +193,18 @@ fn a_cache_leader_returns_its_whole_answer_with_its_report() {
         f.on_done();
         let q = f.reports.borrow();
         assert_eq!(q.len(), 1);
-        (q[0].cache_key.clone(), q[0].response_body.clone(), q[0].completion_tokens)
+        (
+            q[0].cache_key.clone(),
+            q[0].response_body.clone(),
+            q[0].completion_tokens,
+        )
     };
     assert_eq!(run(1024, false), ("ab".repeat(32), answer.to_vec(), 2));
-    assert_eq!(run(8, false).1, b"", "over the capture bound: no body, the ticket still goes back");
+    assert_eq!(
+        run(8, false).1,
+        b"",
+        "over the capture bound: no body, the ticket still goes back"
+    );
     assert_eq!(run(1024, true).1, b"", "cut short: no body");
 }
 

@@ -67,7 +67,10 @@ fn cache_plugin_and_store_checks() {
             .to_string()
     };
     let e = bad("gateway: {response_accounting: false}");
-    assert!(e.contains("plugins[0].type") && e.contains("response_accounting"), "{e}");
+    assert!(
+        e.contains("plugins[0].type") && e.contains("response_accounting"),
+        "{e}"
+    );
     let e = bad("response_cache: {backend: redis}");
     assert!(e.contains("response_cache.redis"), "{e}");
     let e = bad("response_cache: {backend: redis, redis: {url: 'http://x'}}");
