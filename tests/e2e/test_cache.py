@@ -236,7 +236,7 @@ def test_redis_going_away_turns_hits_into_misses(cache_stack):
     prime(s, user("What colour is the sky?"))
     assert ask(s, user("What colour is the sky?")).headers["x-llmsoup-cache"] == "hit"
     assert s.redis.keys("llmsoup:cache:e:*") >= 1, "entries live in Redis"
-    s.redis.stop()
+    s.redis.kill()
     try:
         n = mock_count(s)
         for _ in range(2):

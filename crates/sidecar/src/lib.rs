@@ -2,7 +2,7 @@
 //! filter calls), the admin endpoint, and what it observes of traffic.
 //!
 //! It owns the process's state: one [`observe::Observer`] (metrics, accounting, the decision feed
-//! and log, the backends routing reads) and the live routing engine, both created at
+//! and log, the backends routing reads, the budget counters' store) and the live routing engine, both created at
 //! [`server::serve`] and passed to every service. Routing itself is `llmsoup-router`'s; the wire
 //! contract is `llmsoup-contract`'s. See `ARCHITECTURE.md` for the crate map.
 //!
@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "router")]
+pub mod budget;
 pub mod cache;
 #[cfg(feature = "router")]
 pub mod observe;

@@ -25,7 +25,9 @@ use llmsoup_router::selection::Backends;
 use accounting::{Accounting, CacheOutcome, Stats};
 use llmsoup_router::plugins::cache::CacheStep;
 
+use crate::budget::Budgets;
 use crate::cache::ResponseCache;
+
 use decision_log::DecisionLog;
 use feed::Feed;
 use metrics::{Metrics, kv};
@@ -38,6 +40,7 @@ pub struct Observer {
     feed: Feed,
     backends: Arc<Backends>,
     decision_log: ArcSwapOption<DecisionLog>,
+    budgets: Budgets,
     cache: ResponseCache,
 }
 
@@ -68,6 +71,7 @@ impl Observer {
             accounting: Accounting::default(),
             backends: Arc::default(),
             decision_log: ArcSwapOption::empty(),
+            budgets: Budgets::default(),
         }
     }
 
@@ -110,8 +114,14 @@ impl Observer {
         &self.feed
     }
 
+    /// Budget and rate-limit counters (Redis), checked by the rate limit service and charged
+    /// by usage reports.
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
+    }
+
     /// A routing engine for `config` that reads this observer's backends, with the decision log
-    /// the config asks for opened; nothing changes unless both succeed.
+    /// and the budget store the config asks for opened; nothing changes unless all succeed.
     pub fn engine(&self, config: Config) -> anyhow::Result<Engine> {
         let log = match &config.decision_log {
             Some(d) => Some(Arc::new(DecisionLog::open(d.path.clone().into(), d.include_prompt)?)),
@@ -120,14 +130,50 @@ impl Observer {
         let cache = config.response_cache.clone();
         let engine = Engine::with_backends(config, self.backends.clone())?;
         self.cache.configure(&cache)?;
+        self.budgets.configure(engine.config())?;
         self.decision_log.store(log);
         Ok(engine)
+    }
+
+    /// A request refused by a budget or rate limit (`limit`: `scope:limit`, e.g.
+    /// `token:tokens_per_minute`, or `unavailable`): counted per tenant and model in metrics and
+    /// `/stats`. Names that are not configured are counted as `other`, so a forged call cannot
+    /// grow label sets.
+    pub fn throttled(&self, config: &Config, tenant: &str, model: &str, limit: String) {
+        let tenant = if config.auth.tokens.iter().any(|t| t.name == tenant) {
+            tenant
+        } else {
+            ""
+        };
+        let model = if config.model(model).is_some() { model } else { "" };
+        self.metrics.throttled.add(
+            1,
+            &[
+                kv("tenant", accounting::tenant_label(tenant).to_string()),
+                kv(
+                    "gen_ai.request.model",
+                    if model.is_empty() { "other" } else { model }.to_string(),
+                ),
+                kv("limit", limit),
+            ],
+        );
+        self.accounting.throttled(tenant, model);
     }
 
     /// A client refused at the gateway: counted by reason, answered with the 401 body.
     pub fn rejected(&self, e: AuthError) -> ApiError {
         self.metrics.rejections.add(1, &[kv("code", e.code())]);
         ApiError::from(e)
+    }
+
+    /// [`Observer::authenticate`], naming the tenant (`None` with auth off).
+    pub fn tenant<'e>(
+        &self,
+        engine: &'e Engine,
+        authorization: Option<&[u8]>,
+        api_key: Option<&[u8]>,
+    ) -> Result<Option<&'e str>, ApiError> {
+        engine.tenant(authorization, api_key).map_err(|e| self.rejected(e))
     }
 
     /// Checks a request's token with `engine`; a refusal is counted and becomes the 401.
@@ -139,20 +185,6 @@ impl Observer {
     ) -> Result<(), ApiError> {
         engine
             .authenticate(authorization, api_key)
-            .map_err(|e| self.rejected(e))
-    }
-
-    /// Checks a request's token with `engine`: the client's token name (empty when auth is
-    /// off), or the counted refusal as the 401.
-    pub fn client(
-        &self,
-        engine: &Engine,
-        authorization: Option<&[u8]>,
-        api_key: Option<&[u8]>,
-    ) -> Result<String, ApiError> {
-        engine
-            .client(authorization, api_key)
-            .map(str::to_string)
             .map_err(|e| self.rejected(e))
     }
 
