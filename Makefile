@@ -68,6 +68,7 @@ test-deploy: deps build
 bench: deps models release wasm
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/gateway.py
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/ttfb.py
+	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/cache.py
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/budgets.py
 	$(CARGO) run --release -q -p llmsoup-translate --example bench_translate -- bench/translate-results.md
 	$(CARGO) run --release -q -p llmsoup-tools --example bench_route -- \

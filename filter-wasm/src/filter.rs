@@ -45,6 +45,10 @@ pub enum Next {
 /// Headers forwarded to the sidecar in RouteRequest (the rest are irrelevant to routing).
 const FORWARDED_HEADERS: &[&str] = &["content-type", "user-agent", "x-request-id"];
 
+/// Most bytes of captured response bodies (for the sidecar's response cache) queued at once; a
+/// report beyond it goes without its body (that answer is not cached).
+const MAX_QUEUED_CAPTURE: usize = 16 << 20;
+
 /// Reports waiting to be sent by the root context (one queue per VM, i.e. per worker thread).
 pub type ReportQueue = Rc<RefCell<Vec<v1::UsageReport>>>;
 
@@ -67,6 +71,8 @@ pub struct Filter<H: Host> {
     model: String,
     decision: String,
     response: ResponseTracker,
+    /// The sidecar's response cache awaits this request's answer under this ticket.
+    cache_key: String,
     /// How the response must be rewritten for the client (protocol translation, stream usage).
     translation: Translation,
     /// The rewrite in progress, once the response headers said what the body is.
@@ -93,6 +99,7 @@ impl<H: Host> Filter<H> {
             model: String::new(),
             decision: String::new(),
             response: ResponseTracker::default(),
+            cache_key: String::new(),
             translation: Translation::None,
             translator: None,
         }
@@ -254,6 +261,10 @@ impl<H: Host> Filter<H> {
         };
         self.model = resp.model;
         self.decision = resp.decision;
+        if !resp.cache_key.is_empty() {
+            self.cache_key = resp.cache_key;
+            self.response.capture(resp.cache_capture_bytes as usize);
+        }
         self.response_headers = resp.response_headers.into_iter().map(|h| (h.name, h.value)).collect();
         match resp.action {
             Some(RouteAction::Reply(r)) => {
@@ -433,9 +444,12 @@ impl<H: Host> Filter<H> {
                 .warn(&format!("llmsoup: replacing a response chunk failed: {}", e.0));
         }
         if self.response.scanning() {
-            self.response.on_chunk(&chunk);
+            self.response.on_chunk_accounted(&chunk);
         }
+        // The cache keeps what the client receives.
+        self.response.capture_chunk(&out);
         if end_of_stream {
+            self.response.on_end();
             self.report();
         }
         Next::Continue
@@ -446,13 +460,14 @@ impl<H: Host> Filter<H> {
         if self.translator.is_some() {
             return self.translate_chunk(size, end_of_stream);
         }
-        if self.response.scanning()
+        if self.response.wants_chunks()
             && size > 0
             && let Some(chunk) = self.host.response_body(size)
         {
             self.response.on_chunk(&chunk);
         }
         if end_of_stream {
+            self.response.on_end();
             self.report();
         }
         Next::Continue
@@ -468,6 +483,7 @@ impl<H: Host> Filter<H> {
             return;
         }
         let duration = self.host.now().saturating_sub(self.start);
+        let captured = self.response.take_capture();
         let Some(mut report) = self.response.report(
             self.request_id.clone(),
             self.model.clone(),
@@ -481,6 +497,13 @@ impl<H: Host> Filter<H> {
         // Bounded: if the sidecar stops accepting reports, drop the oldest rather than grow.
         if q.len() >= 4096 {
             q.remove(0);
+        }
+        if !self.cache_key.is_empty() {
+            report.cache_key = std::mem::take(&mut self.cache_key);
+            let queued: usize = q.iter().map(|r| r.response_body.len()).sum();
+            if let Some(body) = captured.filter(|b| queued + b.len() <= MAX_QUEUED_CAPTURE) {
+                report.response_body = body;
+            }
         }
         q.push(report);
     }

@@ -60,6 +60,19 @@ class RedisServer:
             time.sleep(0.05)
         raise RuntimeError(f"redis-server did not start:\n{(self.dir / 'redis.log').read_text()[-2000:]}")
 
+    def command(self, *args: str) -> bytes:
+        """Sends one command (RESP) and returns the raw reply."""
+        payload = f"*{len(args)}\r\n".encode() + b"".join(
+            f"${len(a.encode())}\r\n".encode() + a.encode() + b"\r\n" for a in args)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            s.sendall(payload)
+            return s.recv(65536)
+
+    def keys(self, pattern: str = "*") -> int:
+        """How many keys match (from KEYS' array header)."""
+        reply = self.command("KEYS", pattern)
+        return int(reply.split(b"\r\n", 1)[0][1:])
+
     def kill(self):
         if self.proc is not None:
             self.proc.kill()

@@ -251,6 +251,7 @@ pub fn json_schema() -> serde_json::Value {
 impl Config {
     /// Cross-field checks serde cannot express; errors name the offending key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.response_cache.validate()?;
         let hc = &self.gateway.sidecar_health_check;
         for (key, value) in [
             ("interval_ms", hc.interval_ms),
@@ -700,6 +701,32 @@ impl Config {
                         format!("{conf}.status"),
                         "a fast response status is 2xx (an answer) or 4xx/5xx (a refusal)",
                     ));
+                }
+                PluginConfig::Cache(c) => {
+                    if !(c.similarity_threshold > 0.0 && c.similarity_threshold <= 1.0) {
+                        return Err(ConfigError::invalid(
+                            format!("{conf}.similarity_threshold"),
+                            "must be in (0, 1]",
+                        ));
+                    }
+                    if c.ttl_seconds == Some(0) {
+                        return Err(ConfigError::invalid(
+                            format!("{conf}.ttl_seconds"),
+                            "must be at least 1",
+                        ));
+                    }
+                    if c.max_temperature.is_some_and(|t| t.is_nan() || t < 0.0) {
+                        return Err(ConfigError::invalid(
+                            format!("{conf}.max_temperature"),
+                            "must be 0 or more (or null for no limit)",
+                        ));
+                    }
+                    if c.enabled && !self.gateway.response_accounting {
+                        return Err(ConfigError::invalid(
+                            format!("{at}.type"),
+                            "the response cache keeps answers read on the response path: it needs `gateway.response_accounting: true`",
+                        ));
+                    }
                 }
                 PluginConfig::RequestParams(r) => {
                     for (key, v) in [("max_tokens_limit", r.max_tokens_limit), ("max_n", r.max_n)] {

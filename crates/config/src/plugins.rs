@@ -18,9 +18,15 @@ pub enum PluginConfig {
     FastResponse(FastResponsePlugin),
     /// Rejects or caps request parameters.
     RequestParams(RequestParamsPlugin),
-    /// Semantic response cache: parsed and kept, not applied yet.
-    #[serde(alias = "semantic-cache", alias = "semantic_cache", alias = "response-cache")]
-    ResponseCache(serde_json::Value),
+    /// Response cache: exact match, then semantic (vLLM Semantic Router's `semantic-cache`).
+    #[serde(
+        rename = "cache",
+        alias = "semantic-cache",
+        alias = "semantic_cache",
+        alias = "response-cache",
+        alias = "response_cache"
+    )]
+    Cache(CachePlugin),
 }
 
 impl PluginConfig {
@@ -31,7 +37,7 @@ impl PluginConfig {
             PluginConfig::HeaderMutation(_) => "header_mutation",
             PluginConfig::FastResponse(_) => "fast_response",
             PluginConfig::RequestParams(_) => "request_params",
-            PluginConfig::ResponseCache(_) => "response_cache",
+            PluginConfig::Cache(_) => "cache",
         }
     }
 }
@@ -121,6 +127,68 @@ pub struct RequestParamsPlugin {
     /// Drop top-level fields that are not OpenAI chat-completions parameters.
     #[serde(default)]
     pub strip_unknown: bool,
+}
+
+/// Whose answers a cached entry may serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheScope {
+    /// Only the client token (tenant) whose request stored it.
+    #[default]
+    Tenant,
+    /// Every client.
+    Shared,
+}
+
+/// `cache` plugin (alias `semantic-cache`): answers a request from a stored answer to the same
+/// request (exact match on the chosen model, the whole conversation, system prompt, tools and
+/// sampling parameters) or, with `semantic`, to a paraphrase of its last user turn in the same
+/// conversation context. Storage, TTL and size bounds: the top-level `response_cache` section.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CachePlugin {
+    /// Off = the plugin does nothing.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Also match paraphrases of the last user turn (cosine similarity of the shared query
+    /// embedding) when the rest of the request is identical.
+    #[serde(default = "yes")]
+    pub semantic: bool,
+    /// Least cosine similarity for a semantic hit (0–1].
+    #[serde(default = "default_similarity_threshold")]
+    pub similarity_threshold: f32,
+    /// Entry lifetime in seconds (default: `response_cache.ttl_seconds`).
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+    /// Requests with a higher `temperature` are neither looked up nor stored (sampled answers
+    /// are meant to vary); `null` caches any temperature. A request without `temperature` is
+    /// cached.
+    #[serde(default = "default_max_temperature")]
+    pub max_temperature: Option<f64>,
+    /// `tenant` (default): answers serve only the client token that stored them; `shared`: all.
+    #[serde(default)]
+    pub scope: CacheScope,
+}
+
+fn default_similarity_threshold() -> f32 {
+    0.92
+}
+
+fn default_max_temperature() -> Option<f64> {
+    Some(1.0)
+}
+
+impl Default for CachePlugin {
+    fn default() -> Self {
+        CachePlugin {
+            enabled: true,
+            semantic: true,
+            similarity_threshold: default_similarity_threshold(),
+            ttl_seconds: None,
+            max_temperature: default_max_temperature(),
+            scope: CacheScope::Tenant,
+        }
+    }
 }
 
 /// Reasoning effort levels.

@@ -11,6 +11,9 @@ pub const SIGNALS_HEADER: &str = "x-llmsoup-signals";
 pub const CONFIDENCE_HEADER: &str = "x-llmsoup-confidence";
 /// Response header: the request's complexity score (when a complexity signal ran).
 pub const COMPLEXITY_HEADER: &str = "x-llmsoup-complexity";
+/// Response header: `hit` when the response cache answered, `miss` when a decision with a
+/// `cache` plugin sent the request to the provider.
+pub const CACHE_HEADER: &str = "x-llmsoup-cache";
 /// Prefix reserved for llmsoup; clients may not send these headers.
 pub const RESERVED_PREFIX: &str = "x-llmsoup-";
 /// The decision reported for requests that took the fail-open path.

@@ -4,7 +4,9 @@
 use std::borrow::Cow;
 
 use crate::error::ApiError;
-use crate::headers::{COMPLEXITY_HEADER, CONFIDENCE_HEADER, DECISION_HEADER, MODEL_HEADER, SIGNALS_HEADER};
+use crate::headers::{
+    CACHE_HEADER, COMPLEXITY_HEADER, CONFIDENCE_HEADER, DECISION_HEADER, MODEL_HEADER, SIGNALS_HEADER,
+};
 
 /// A request header name: llmsoup's own are static, configured ones are owned.
 pub type HeaderName = Cow<'static, str>;
@@ -26,6 +28,9 @@ pub struct Summary {
     pub embedding_cached: Option<bool>,
     /// Compatibility headers (`x-vsr-*`), already rendered.
     pub compat: Vec<(&'static str, String)>,
+    /// `x-llmsoup-cache`, when a decision with a `cache` plugin handled the request (`miss`
+    /// on the forwarded request; a hit is a local reply carrying `hit`).
+    pub cache: Option<&'static str>,
 }
 
 impl Summary {
@@ -43,6 +48,9 @@ impl Summary {
         }
         if let Some(c) = self.complexity {
             h.push((COMPLEXITY_HEADER, format!("{c:.3}")));
+        }
+        if let Some(c) = self.cache {
+            h.push((CACHE_HEADER, c.to_string()));
         }
         h.extend(self.compat.iter().cloned());
         h
@@ -149,6 +157,8 @@ pub enum ResponsePath {
     FastResponse,
     /// A `fast_response` plugin refused the request with an error status.
     Blocked,
+    /// The response cache answered (a stored answer, or an identical request's in flight).
+    Cache,
 }
 
 impl ResponsePath {
@@ -158,6 +168,7 @@ impl ResponsePath {
             ResponsePath::Upstream => "upstream",
             ResponsePath::FastResponse => "fast_response",
             ResponsePath::Blocked => "blocked",
+            ResponsePath::Cache => "cache",
         }
     }
 }

@@ -199,6 +199,18 @@ pub struct ResponseTracker {
     ttfb: Option<Duration>,
     scanner: Option<UsageScanner>,
     reported: bool,
+    /// The response body, kept for the response cache (bounded; see [`Self::capture`]).
+    capture: Option<Capture>,
+    /// The response reached its end (not cut short).
+    ended: bool,
+}
+
+/// A captured response body: up to `limit` bytes, dropped whole beyond it.
+#[derive(Debug, Default)]
+struct Capture {
+    body: Vec<u8>,
+    limit: usize,
+    overflow: bool,
 }
 
 impl ResponseTracker {
@@ -229,6 +241,41 @@ impl ResponseTracker {
         self.scanner.is_some()
     }
 
+    /// Keeps the response body (up to `limit` bytes; a longer one is dropped whole) for the
+    /// response cache. Call before the first chunk.
+    pub fn capture(&mut self, limit: usize) {
+        self.capture = Some(Capture {
+            limit,
+            ..Capture::default()
+        });
+    }
+
+    /// Whether response chunks are wanted: read for usage or captured.
+    pub fn wants_chunks(&self) -> bool {
+        self.scanner.is_some() || self.capture.as_ref().is_some_and(|c| !c.overflow)
+    }
+
+    /// The response reached its end of stream (so a captured body is complete).
+    pub fn on_end(&mut self) {
+        self.ended = true;
+    }
+
+    /// The response status (0 before headers).
+    pub fn status(&self) -> u32 {
+        self.status
+    }
+
+    /// Whether the response is SSE.
+    pub fn sse(&self) -> bool {
+        self.stream
+    }
+
+    /// The captured body, once, if the response ended and the body fit the limit.
+    pub fn take_capture(&mut self) -> Option<Vec<u8>> {
+        let c = self.capture.take()?;
+        (self.ended && !c.overflow).then_some(c.body)
+    }
+
     /// Whether response headers were seen.
     pub fn started(&self) -> bool {
         self.ttfb.is_some()
@@ -238,6 +285,29 @@ impl ResponseTracker {
     pub fn on_chunk(&mut self, chunk: &[u8]) {
         if let Some(scanner) = &mut self.scanner {
             scanner.feed(chunk);
+        }
+        self.capture_chunk(chunk);
+    }
+
+    /// A chunk as the provider sent it, for usage only (see [`Self::capture_chunk`]).
+    pub fn on_chunk_accounted(&mut self, chunk: &[u8]) {
+        if let Some(scanner) = &mut self.scanner {
+            scanner.feed(chunk);
+        }
+    }
+
+    /// A chunk as the client receives it, for the capture only (a translated response is
+    /// accounted from the provider's bytes but cached as the client's).
+    pub fn capture_chunk(&mut self, chunk: &[u8]) {
+        if let Some(c) = &mut self.capture
+            && !c.overflow
+        {
+            if c.body.len() + chunk.len() > c.limit {
+                c.overflow = true;
+                c.body = Vec::new();
+            } else {
+                c.body.extend_from_slice(chunk);
+            }
         }
     }
 
@@ -280,6 +350,7 @@ impl ResponseTracker {
             usage_seen: usage.is_some(),
             // The caller knows who authenticated.
             tenant: String::new(),
+            ..Default::default()
         })
     }
 }
@@ -398,6 +469,29 @@ mod tests {
                 && t.report(String::new(), String::new(), String::new(), Duration::ZERO)
                     .is_none()
         );
+    }
+
+    #[test]
+    fn the_tracker_captures_whole_bodies_only() {
+        let mut t = ResponseTracker::default();
+        t.capture(8);
+        t.on_headers(Some(b"200"), Some(b"application/json"), None, false);
+        assert!(t.wants_chunks() && !t.scanning());
+        t.on_chunk(b"{\"a\":");
+        t.on_chunk(b"1}");
+        assert_eq!(t.take_capture(), None, "not ended: possibly cut short");
+        let mut t = ResponseTracker::default();
+        t.capture(8);
+        t.on_chunk(b"{\"a\":1}");
+        t.on_end();
+        assert_eq!(t.take_capture().as_deref(), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(t.take_capture(), None, "once");
+        let mut t = ResponseTracker::default();
+        t.capture(4);
+        t.on_chunk(b"{\"a\":1}");
+        t.on_end();
+        assert!(!t.wants_chunks());
+        assert_eq!(t.take_capture(), None, "over the limit");
     }
 
     #[test]

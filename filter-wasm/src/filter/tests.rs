@@ -177,8 +177,47 @@ fn forward_response(model: &str, body: Option<&str>) -> Vec<u8> {
         }],
         model: model.into(),
         decision: "coding".into(),
+        ..Default::default()
     }
     .encode_to_vec()
+}
+
+#[test]
+fn a_cache_leader_returns_its_whole_answer_with_its_report() {
+    let body = r#"{"model":"auto","messages":[]}"#;
+    let answer = br#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+    let run = |capture: u32, cut: bool| {
+        let mut f = filter(plugin(&[], false), BASE, body);
+        f.on_request_headers(false);
+        f.on_request_body(body.len(), true);
+        let mut resp = v1::RouteResponse::decode(forward_response("coder", None).as_slice()).unwrap();
+        resp.cache_key = "ab".repeat(32);
+        resp.cache_capture_bytes = capture;
+        f.host_mut().grpc_resp = resp.encode_to_vec();
+        f.on_route_response(7, 0, 0);
+        f.host_mut().resp_headers = vec![
+            (":status".into(), b"200".to_vec()),
+            ("content-type".into(), b"application/json".to_vec()),
+        ];
+        f.on_response_headers();
+        f.host_mut().resp_chunk = answer.to_vec();
+        f.on_response_body(answer.len(), !cut);
+        f.on_done();
+        let q = f.reports.borrow();
+        assert_eq!(q.len(), 1);
+        (
+            q[0].cache_key.clone(),
+            q[0].response_body.clone(),
+            q[0].completion_tokens,
+        )
+    };
+    assert_eq!(run(1024, false), ("ab".repeat(32), answer.to_vec(), 2));
+    assert_eq!(
+        run(8, false).1,
+        b"",
+        "over the capture bound: no body, the ticket still goes back"
+    );
+    assert_eq!(run(1024, true).1, b"", "cut short: no body");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! are here.
 
 mod budgets;
+mod cache;
 mod decisions;
 mod embedding;
 mod providers;
@@ -15,6 +16,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use budgets::*;
+pub use cache::*;
 pub use decisions::*;
 pub use embedding::*;
 pub use providers::*;
@@ -69,6 +71,10 @@ pub struct Config {
     /// Compatibility with vLLM Semantic Router clients, dashboards and Envoy routes.
     #[serde(default)]
     pub compat: CompatConfig,
+    /// Where decisions with a `cache` plugin keep answers (memory or Redis), bounds and
+    /// in-flight deduplication.
+    #[serde(default)]
+    pub response_cache: ResponseCacheConfig,
 }
 
 /// Compatibility switches for users coming from vLLM Semantic Router.

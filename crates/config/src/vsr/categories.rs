@@ -10,12 +10,11 @@
 use std::collections::BTreeSet;
 
 use serde::Deserialize;
-use serde_json::json;
 
 use super::prelude::{self as common, Cx, Scope, VCategory, VSignals, group, leaf};
 use crate::{
-    ConfigError, DecisionConfig, FastResponsePlugin, JailbreakRule, ModelRef, PluginConfig, RuleNode, RuleOperator,
-    SignalKind, SystemPromptMode, SystemPromptPlugin,
+    CachePlugin, ConfigError, DecisionConfig, FastResponsePlugin, JailbreakRule, ModelRef, PluginConfig, RuleNode,
+    RuleOperator, SignalKind, SystemPromptMode, SystemPromptPlugin,
 };
 
 /// The routing half of the G0 categories, kept while their domain half is converted as signals.
@@ -241,15 +240,11 @@ pub(super) fn decisions(
             }));
         }
         if cat.semantic_cache_enabled == Some(true) {
-            cx.warn(
-                format!("{at}.semantic_cache_enabled"),
-                "the response cache plugin is kept in the config but not applied yet",
-            );
-            let mut conf = json!({"enabled": true});
+            let mut cache = CachePlugin::default();
             if let Some(t) = cat.semantic_cache_similarity_threshold {
-                conf["similarity_threshold"] = json!(t);
+                cache.similarity_threshold = t as f32;
             }
-            plugins.push(PluginConfig::ResponseCache(conf));
+            plugins.push(PluginConfig::Cache(cache));
         }
         if cat.pii {
             cx.warn(

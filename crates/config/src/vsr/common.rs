@@ -174,7 +174,7 @@ pub(super) fn reason(path: &str) -> String {
     {
         "llmsoup uses its built-in classifiers (domain, PII, jailbreak); vSR classifier model settings are ignored"
     } else if under("semantic_cache") || under("stores.response_cache") {
-        "llmsoup has no global response cache; a decision's `response_cache` plugin is kept but not applied yet"
+        "llmsoup has no global response cache: decisions cache with their `cache` (`semantic-cache`) plugin, stored as the `response_cache` section says"
     } else if under("listeners") {
         "llmsoup renders its own Envoy listener (`gateway.listen`); ignored"
     } else if under("reliability") {

@@ -9,9 +9,9 @@ use serde_yaml::{Mapping, Value};
 use super::common::{Cx, join, key_text, sanitize};
 use super::signals::Known;
 use crate::{
-    AlgorithmConfig, AlgorithmKind, ConfigError, DecisionConfig, DomainRule, FastResponsePlugin, HeaderMutationPlugin,
-    ModelRef, PluginConfig, ReasoningEffort, RequestParamsPlugin, RuleNode, RuleOperator, SignalKind, SignalsConfig,
-    SystemPromptPlugin,
+    AlgorithmConfig, AlgorithmKind, CachePlugin, ConfigError, DecisionConfig, DomainRule, FastResponsePlugin,
+    HeaderMutationPlugin, ModelRef, PluginConfig, ReasoningEffort, RequestParamsPlugin, RuleNode, RuleOperator,
+    SignalKind, SignalsConfig, SystemPromptPlugin,
 };
 
 /// A rule-tree node as vSR writes it.
@@ -438,6 +438,8 @@ const PLUGIN_KEYS: &[(&str, &[&str])] = &[
         "request_params",
         &["blocked_params", "max_tokens_limit", "max_n", "strip_unknown"],
     ),
+    ("semantic_cache", &["enabled", "similarity_threshold", "ttl_seconds"]),
+    ("response_cache", &["enabled", "similarity_threshold", "ttl_seconds"]),
 ];
 
 /// Converts decision plugins.
@@ -478,19 +480,12 @@ pub(super) fn convert_plugins(
                 "system_prompt" => PluginConfig::SystemPrompt(cx.typed::<SystemPromptPlugin>(v, &cat)?),
                 "header_mutation" => PluginConfig::HeaderMutation(cx.typed::<HeaderMutationPlugin>(v, &cat)?),
                 "fast_response" => PluginConfig::FastResponse(cx.typed::<FastResponsePlugin>(v, &cat)?),
+                "semantic_cache" | "response_cache" => PluginConfig::Cache(cx.typed::<CachePlugin>(v, &cat)?),
                 _ => PluginConfig::RequestParams(cx.typed::<RequestParamsPlugin>(v, &cat)?),
             });
             continue;
         }
         match kind.as_str() {
-            "semantic_cache" | "response_cache" => {
-                cx.warn(
-                    format!("{at}.type"),
-                    "the response cache plugin is kept in the config but not applied yet",
-                );
-                let json = serde_json::to_value(Value::Mapping(conf)).map_err(|e| cx.error(cat, e.to_string()))?;
-                out.push(PluginConfig::ResponseCache(json));
-            }
             "pii" | "jailbreak" => cx.warn(
                 at,
                 format!(

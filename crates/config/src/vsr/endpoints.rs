@@ -325,6 +325,7 @@ pub(super) fn assemble(
             vsr_headers: true,
             selected_model_header: Some("x-selected-model".into()),
         },
+        response_cache: Default::default(),
     };
     if let Some(l) = listen {
         config.gateway.listen = l;

@@ -114,7 +114,11 @@ fn flat_g1_maps_endpoints_models_signals_and_decisions() {
     assert_eq!(travel.algorithm.kind, AlgorithmKind::LatencyAware);
     assert_eq!(travel.algorithm.ttft_percentile, 95);
     let legal = c.decisions.iter().find(|d| d.name == "legal").unwrap();
-    assert!(matches!(legal.plugins[0], PluginConfig::ResponseCache(_)));
+    assert!(
+        matches!(&legal.plugins[0], PluginConfig::Cache(c) if c.enabled && c.scope == crate::CacheScope::Tenant),
+        "vSR's semantic-cache is llmsoup's cache plugin: {:?}",
+        legal.plugins
+    );
     let math = c.decisions.iter().find(|d| d.name == "math_reasoning").unwrap();
     let r = &math.model_refs[0];
     assert_eq!(
@@ -140,7 +144,6 @@ fn flat_g1_maps_endpoints_models_signals_and_decisions() {
             ("decisions[6].rules.conditions[0].conditions[1].type", "never matches"),
             ("decisions[6].algorithm.type", "`router_dc` is not supported"),
             ("decisions[6].plugins[2].type", "`hallucination` is not supported"),
-            ("decisions[9].plugins[0].type", "not applied yet"),
         ],
     );
     let w = l.warnings.iter().find(|w| w.path == "bert_model").unwrap();
@@ -276,7 +279,7 @@ fn categories_g0_become_one_decision_per_category() {
     assert_eq!(math.model_refs[0].use_reasoning, Some(true));
     assert_eq!(math.model_refs[0].reasoning_effort, Some(ReasoningEffort::High));
     assert_eq!(math.model_refs[1].use_reasoning, Some(false));
-    assert!(matches!(c.decisions[2].plugins[0], PluginConfig::ResponseCache(_)));
+    assert!(matches!(c.decisions[2].plugins[0], PluginConfig::Cache(_)));
     assert!(matches!(
         &c.decisions[3].plugins[0],
         PluginConfig::SystemPrompt(p) if p.mode == crate::SystemPromptMode::Insert
@@ -298,7 +301,6 @@ fn categories_g0_become_one_decision_per_category() {
         &[
             ("model_config.qwen3-8b.pii_policy", "ignored"),
             ("embedding_rules[0].model", "MiniLM"),
-            ("categories[2].semantic_cache_enabled", "not applied yet"),
             ("categories[2].pii_enabled", "not converted"),
             ("prompt_guard.model_id", "built-in classifiers"),
             ("vllm_endpoints[0].health_check_path", "envoy-config"),

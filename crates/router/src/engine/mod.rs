@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::config::{Config, ModelConfig, OnSignalError, SignalKind};
 use crate::decision::{DecisionEngine, SignalErrorVerdict};
+use crate::plugins::cache::CacheStep;
 use crate::plugins::{self, Api, DecisionPlugins, Reasoning};
 use crate::request::{RequestView, parse_request};
 use crate::selection::{self, Backends};
@@ -101,6 +102,8 @@ pub struct Request<'a> {
     pub body: &'a [u8],
     /// The request's `x-request-id` (for the decision log and the feed; may be empty).
     pub request_id: &'a str,
+    /// The authenticated client's token name (empty without auth): the response cache's tenant.
+    pub client: &'a str,
 }
 
 /// What handling a request did, for the caller to publish.
@@ -112,6 +115,9 @@ pub struct Trace {
     pub handling: Handling,
     /// The routing step, when the request named an auto model.
     pub routing: Option<RoutingTrace>,
+    /// The response cache step the front end must take before forwarding (a decision with a
+    /// `cache` plugin): a lookup, or why the request is not cached.
+    pub cache: Option<CacheStep>,
 }
 
 impl Trace {
@@ -121,6 +127,7 @@ impl Trace {
             elapsed: Duration::ZERO,
             handling,
             routing: None,
+            cache: None,
         }
     }
 }
@@ -138,6 +145,20 @@ pub enum Handling {
         decision: String,
         /// `fast_response` or `blocked`.
         path: ResponsePath,
+    },
+    /// Answered from the response cache (set by the front end after its lookup), never sent
+    /// upstream.
+    Cached {
+        /// The model the decision chose (whose answer was stored).
+        model: String,
+        /// The decision.
+        decision: String,
+        /// The tenant (client token name; empty without auth).
+        tenant: String,
+        /// `exact`, `semantic` or `dedup`.
+        kind: &'static str,
+        /// What the provider call would have cost at the model's prices (USD).
+        saved_usd: f64,
     },
     /// Answered from the configuration without routing (`GET /v1/models`).
     Listed,
@@ -465,10 +486,14 @@ impl Engine {
     pub async fn handle(&self, req: Request<'_>) -> (Outcome, Trace) {
         let start = Instant::now();
         let mut routing = None;
+        let mut cache = None;
         let api = Api::from_path(req.path);
-        let (outcome, handling) = match self.on_body_inner(api, req, &mut routing).await {
+        let (outcome, handling) = match self.on_body_inner(api, req, &mut routing, &mut cache).await {
             Ok(Handled::Forward(f)) => {
-                self.backends.started(&f.summary.model);
+                // A request the cache may answer is started by the front end on a miss.
+                if !matches!(cache, Some(CacheStep::Lookup(_))) {
+                    self.backends.started(&f.summary.model);
+                }
                 (Outcome::Forward(f), Handling::Forwarded)
             }
             Ok(Handled::Local {
@@ -488,10 +513,14 @@ impl Engine {
                 (Outcome::Reply(reply), Handling::Rejected { code })
             }
         };
+        if !matches!(handling, Handling::Forwarded) {
+            cache = None;
+        }
         let trace = Trace {
             elapsed: start.elapsed(),
             handling,
             routing,
+            cache,
         };
         (outcome, trace)
     }
@@ -501,6 +530,7 @@ impl Engine {
         api: Api,
         req: Request<'_>,
         trace: &mut Option<RoutingTrace>,
+        cache: &mut Option<CacheStep>,
     ) -> Result<Handled, ApiError> {
         let body = req.body;
         if body.is_empty() {
@@ -582,6 +612,7 @@ impl Engine {
             complexity: parsed.view.complexity.get().copied(),
             embedding_cached: parsed.view.embedding_cached(),
             compat: Vec::new(),
+            cache: None,
         };
         if let Some(fast) = plugins.and_then(|p| p.fast_response.as_ref()) {
             let path = if plugins::fast_response::blocks(fast) {
@@ -600,6 +631,28 @@ impl Engine {
                 decision: routed.decision.unwrap_or_default(),
                 path,
             });
+        }
+        if let Some(plugin) = plugins.and_then(|p| p.cache.as_ref()) {
+            let decision = routed.decision.as_deref().unwrap_or_default();
+            *cache = Some(
+                match plugins::cache::lookup(plugin, api, req.path, body, &model.name, req.client, decision) {
+                    Ok(mut lookup) => {
+                        if lookup.threshold.is_some()
+                            && let Some(embedder) = self.signals.embedder()
+                        {
+                            // The shared query embedding: computed once, whether a signal or the
+                            // cache asks first. Without it the lookup is exact only.
+                            lookup.embedding = parsed.view.embedding(embedder).await.ok();
+                        }
+                        CacheStep::Lookup(Box::new(lookup))
+                    }
+                    Err(reason) => CacheStep::Skipped {
+                        reason,
+                        tenant: req.client.to_string(),
+                        decision: decision.to_string(),
+                    },
+                },
+            );
         }
         let model_ref = winner.and_then(|(i, _)| {
             self.config.decisions[*i]

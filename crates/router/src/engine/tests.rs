@@ -5,7 +5,14 @@ use llmsoup_contract::headers::DECISION_HEADER;
 
 /// A body through the engine's one entry point, for tests that only look at the outcome.
 async fn on_request_at(e: &Engine, path: &str, body: &[u8], request_id: &str) -> Outcome {
-    e.handle(Request { path, body, request_id }).await.0
+    e.handle(Request {
+        path,
+        body,
+        request_id,
+        client: "",
+    })
+    .await
+    .0
 }
 
 async fn on_body(e: &Engine, body: &[u8]) -> Outcome {

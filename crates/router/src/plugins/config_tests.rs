@@ -49,7 +49,41 @@ fn vsr_plugin_shapes_load() {
     assert_eq!(p.len(), 5);
     assert!(matches!(&p[0], PluginConfig::SystemPrompt(s) if s.mode == SystemPromptMode::Insert));
     assert!(matches!(&p[2], PluginConfig::FastResponse(f) if f.status == 200));
-    assert_eq!(p[4].kind(), "response_cache");
+    assert_eq!(p[4].kind(), "cache");
+    assert!(matches!(&p[4], PluginConfig::Cache(c) if c.similarity_threshold == 0.8 && c.semantic));
+}
+
+#[test]
+fn cache_plugin_and_store_checks() {
+    let e = err("      - {type: cache, configuration: {similarity_threshold: 1.5}}");
+    assert!(e.contains("configuration.similarity_threshold"), "{e}");
+    let e = err("      - {type: cache, configuration: {max_temperature: -1}}");
+    assert!(e.contains("configuration.max_temperature"), "{e}");
+    let e = err("      - {type: cache, configuration: {scope: everyone}}");
+    assert!(e.contains("scope"), "{e}");
+    let bad = |extra: &str| {
+        load_str_with_env(&config("      - {type: cache}", extra), &|_| None)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = bad("gateway: {response_accounting: false}");
+    assert!(
+        e.contains("plugins[0].type") && e.contains("response_accounting"),
+        "{e}"
+    );
+    let e = bad("response_cache: {backend: redis}");
+    assert!(e.contains("response_cache.redis"), "{e}");
+    let e = bad("response_cache: {backend: redis, redis: {url: 'http://x'}}");
+    assert!(e.contains("response_cache.redis.url"), "{e}");
+    let e = bad("response_cache: {max_entry_bytes: 0}");
+    assert!(e.contains("response_cache.max_entry_bytes"), "{e}");
+    let ok = config(
+        "      - {type: cache, configuration: {scope: shared, max_temperature: null, ttl_seconds: 5}}",
+        "response_cache: {backend: redis, redis: {url: 'redis://127.0.0.1:6379'}}",
+    );
+    let c = load_str_with_env(&ok, &|_| None).unwrap();
+    assert!(matches!(&c.decisions[0].plugins[0], PluginConfig::Cache(p) if p.max_temperature.is_none()));
+    assert_eq!(c.response_cache.redis.unwrap().timeout_ms, 50);
 }
 
 #[test]

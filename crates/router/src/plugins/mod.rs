@@ -7,6 +7,7 @@
 //! tree and re-serialised when one of the body-changing steps applies; otherwise the engine keeps
 //! splicing the model id into the original bytes.
 
+pub mod cache;
 pub mod fast_response;
 pub mod headers;
 pub mod reasoning;
@@ -16,7 +17,9 @@ pub mod system_prompt;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use crate::config::{FastResponsePlugin, HeaderMutationPlugin, PluginConfig, RequestParamsPlugin, SystemPromptPlugin};
+use crate::config::{
+    CachePlugin, FastResponsePlugin, HeaderMutationPlugin, PluginConfig, RequestParamsPlugin, SystemPromptPlugin,
+};
 
 pub use reasoning::Reasoning;
 
@@ -64,6 +67,8 @@ pub struct DecisionPlugins {
     pub fast_response: Option<FastResponsePlugin>,
     /// `request_params`.
     pub request_params: Option<RequestParamsPlugin>,
+    /// `cache`, when enabled.
+    pub cache: Option<CachePlugin>,
 }
 
 impl DecisionPlugins {
@@ -73,6 +78,7 @@ impl DecisionPlugins {
         headers: None,
         fast_response: None,
         request_params: None,
+        cache: None,
     };
 
     /// Compiles a decision's plugin list (validation refuses duplicates; the last one wins).
@@ -84,8 +90,7 @@ impl DecisionPlugins {
                 PluginConfig::HeaderMutation(h) => out.headers = Some(headers::normalise(h)),
                 PluginConfig::FastResponse(f) => out.fast_response = Some(f.clone()),
                 PluginConfig::RequestParams(r) => out.request_params = Some(r.clone()),
-                // Kept for the response-cache issue; nothing to do on the request path yet.
-                PluginConfig::ResponseCache(_) => {}
+                PluginConfig::Cache(c) => out.cache = c.enabled.then(|| c.clone()),
             }
         }
         out
@@ -188,9 +193,10 @@ mod tests {
                 system_prompt: "x".into(),
                 mode: crate::config::SystemPromptMode::Insert,
             }),
-            PluginConfig::ResponseCache(serde_json::json!({"enabled": true})),
+            PluginConfig::Cache(crate::config::CachePlugin::default()),
         ]);
         assert!(!p.changes_body());
+        assert!(p.cache.is_some());
         assert!(p.fast_response.is_none() && p.headers.is_none());
     }
 }

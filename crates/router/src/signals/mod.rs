@@ -104,6 +104,8 @@ impl LogOnce {
 pub struct SignalSet {
     signals: Vec<Box<dyn Signal>>,
     logged: LogOnce,
+    /// The shared embedder, when a model signal or a semantic cache needs it.
+    embedder: Option<Arc<Embedder>>,
 }
 
 impl SignalSet {
@@ -155,7 +157,8 @@ impl SignalSet {
             || !domains.is_empty()
             || !jailbreak.is_empty()
             || !difficulty.is_empty()
-            || ComplexitySignal::needs_embedder(&complexity))
+            || ComplexitySignal::needs_embedder(&complexity)
+            || semantic_cache(config))
         .then(|| Arc::new(Embedder::new(config.embedding.clone())));
         if !complexity.is_empty() {
             let e = ComplexitySignal::needs_embedder(&complexity)
@@ -189,7 +192,13 @@ impl SignalSet {
         Ok(SignalSet {
             signals,
             logged: LogOnce::default(),
+            embedder,
         })
+    }
+
+    /// The shared embedder (the one model signals use), when any part of the config needs it.
+    pub fn embedder(&self) -> Option<&Arc<Embedder>> {
+        self.embedder.as_ref()
     }
 
     /// Every signal's explanation (`kind` → details), for debugging configs.
@@ -451,4 +460,13 @@ pub fn model_problems(config: &Config) -> Vec<ModelProblem> {
             }
         })
         .collect()
+}
+
+/// Whether a decision caches semantically (it embeds the last user turn with the shared embedder).
+fn semantic_cache(config: &Config) -> bool {
+    config
+        .decisions
+        .iter()
+        .flat_map(|d| &d.plugins)
+        .any(|p| matches!(p, crate::config::PluginConfig::Cache(c) if c.enabled && c.semantic))
 }

@@ -65,6 +65,45 @@ pub struct Stats {
     pub by_decision: BTreeMap<String, Totals>,
     /// By tenant: the client token's name (`anonymous` without auth).
     pub by_tenant: BTreeMap<String, Totals>,
+    /// The response cache.
+    pub cache: CacheTotals,
+}
+
+/// Response cache counts for one tenant (or all).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CacheCounts {
+    /// Requests answered from the cache.
+    pub hits: u64,
+    /// Requests a caching decision sent to the provider.
+    pub misses: u64,
+    /// Of the misses, requests the cache would not take (`n > 1`, too high a temperature).
+    pub skipped: u64,
+    /// Spend the hits avoided (USD).
+    pub saved_usd: f64,
+}
+
+/// `/stats` `cache`: totals, answers stored, and per tenant (client token name; `anonymous`
+/// without auth).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CacheTotals {
+    /// All tenants.
+    #[serde(flatten)]
+    pub total: CacheCounts,
+    /// Answers stored since start (by this replica).
+    pub stored: u64,
+    /// By tenant.
+    pub by_tenant: BTreeMap<String, CacheCounts>,
+}
+
+/// What the cache did for one request.
+#[derive(Debug, Clone, Copy)]
+pub enum CacheOutcome {
+    /// Answered, saving this much.
+    Hit(f64),
+    /// Sent upstream.
+    Miss,
+    /// Sent upstream without a lookup.
+    Skipped,
 }
 
 /// The tenant's label in `/stats` and metrics.
@@ -112,6 +151,28 @@ impl Accounting {
                 .throttled += 1;
             if !model.is_empty() {
                 stats.by_model.entry(model.to_string()).or_default().throttled += 1;
+            }
+        }
+    }
+
+    /// Records what the response cache did for a request of `tenant`.
+    pub fn record_cache(&self, tenant: &str, outcome: CacheOutcome) {
+        if let Ok(mut guard) = self.stats.lock() {
+            let cache = &mut guard.cache;
+            // Tenants are configured token names: bounded by the config.
+            let per = cache.by_tenant.entry(tenant_label(tenant).to_string()).or_default();
+            for c in [&mut cache.total, per] {
+                match outcome {
+                    CacheOutcome::Hit(saved) => {
+                        c.hits += 1;
+                        c.saved_usd += saved;
+                    }
+                    CacheOutcome::Miss => c.misses += 1,
+                    CacheOutcome::Skipped => {
+                        c.misses += 1;
+                        c.skipped += 1;
+                    }
+                }
             }
         }
     }

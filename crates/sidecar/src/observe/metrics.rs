@@ -58,6 +58,17 @@ pub struct Metrics {
     /// Usage reports refused (unknown model or decision, values out of range, too many in one
     /// call), by reason; a forged or corrupt report changes nothing else.
     pub reports_dropped: Counter<u64>,
+    /// Response cache lookups by result (`hit`, `miss`, `skipped`), kind of hit (`exact`,
+    /// `semantic`, `dedup`; `none` otherwise), tenant and decision.
+    pub cache_lookups: Counter<u64>,
+    /// Spend the response cache avoided (the stored answer's tokens at its model's prices), by
+    /// tenant.
+    pub cache_saved: Counter<f64>,
+    /// Answers offered to the cache by result (`stored`, `not_cacheable`).
+    pub cache_stores: Counter<u64>,
+    /// Cache store failures (unreachable or slow Redis) by backend and operation; each one
+    /// degrades to a miss.
+    pub cache_errors: Counter<u64>,
     /// Finished requests by tenant (the client token's name, `anonymous` without auth).
     pub tenant_requests: Counter<u64>,
     /// Tokens by tenant and type (input, output).
@@ -142,6 +153,23 @@ impl Metrics {
             reports_dropped: meter
                 .u64_counter("llmsoup.reports.dropped")
                 .with_description("Usage reports refused (unknown model or decision, out-of-range values), by reason")
+                .build(),
+            cache_lookups: meter
+                .u64_counter("llmsoup.cache.lookups")
+                .with_description("Response cache lookups by result, kind, tenant and decision")
+                .build(),
+            cache_saved: meter
+                .f64_counter("llmsoup.cache.saved_usd")
+                .with_unit("USD")
+                .with_description("Spend the response cache avoided, by tenant")
+                .build(),
+            cache_stores: meter
+                .u64_counter("llmsoup.cache.stores")
+                .with_description("Answers offered to the response cache, by result")
+                .build(),
+            cache_errors: meter
+                .u64_counter("llmsoup.cache.errors")
+                .with_description("Response cache store failures (each a miss), by backend and operation")
                 .build(),
             tenant_requests: meter
                 .u64_counter("llmsoup.tenant.requests")

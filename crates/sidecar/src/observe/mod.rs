@@ -22,9 +22,12 @@ use llmsoup_contract::v1::UsageReport;
 use llmsoup_router::engine::{Engine, Handling, Trace};
 use llmsoup_router::selection::Backends;
 
-use crate::budget::Budgets;
+use accounting::{Accounting, CacheOutcome, Stats};
+use llmsoup_router::plugins::cache::CacheStep;
 
-use accounting::{Accounting, Stats};
+use crate::budget::Budgets;
+use crate::cache::ResponseCache;
+
 use decision_log::DecisionLog;
 use feed::Feed;
 use metrics::{Metrics, kv};
@@ -38,6 +41,12 @@ pub struct Observer {
     backends: Arc<Backends>,
     decision_log: ArcSwapOption<DecisionLog>,
     budgets: Budgets,
+    cache: ResponseCache,
+}
+
+/// A tenant as a label value: the client token's name, `anonymous` without auth.
+fn tenant_label(tenant: &str) -> String {
+    if tenant.is_empty() { "anonymous" } else { tenant }.to_string()
 }
 
 fn unix_now() -> f64 {
@@ -56,6 +65,7 @@ impl Observer {
     fn new(metrics: Metrics, registry: Option<prometheus::Registry>) -> Self {
         Observer {
             feed: Feed::with_metrics(&metrics),
+            cache: ResponseCache::new(metrics.clone()),
             metrics,
             registry,
             accounting: Accounting::default(),
@@ -89,7 +99,14 @@ impl Observer {
 
     /// The `/stats` totals.
     pub fn stats(&self) -> Stats {
-        self.accounting.snapshot()
+        let mut stats = self.accounting.snapshot();
+        stats.cache.stored = self.cache.stored();
+        stats
+    }
+
+    /// The response cache (its store follows the config's `response_cache` section).
+    pub fn cache(&self) -> &ResponseCache {
+        &self.cache
     }
 
     /// The live decision feed.
@@ -110,7 +127,9 @@ impl Observer {
             Some(d) => Some(Arc::new(DecisionLog::open(d.path.clone().into(), d.include_prompt)?)),
             None => None,
         };
+        let cache = config.response_cache.clone();
         let engine = Engine::with_backends(config, self.backends.clone())?;
+        self.cache.configure(&cache)?;
         self.budgets.configure(engine.config())?;
         self.decision_log.store(log);
         Ok(engine)
@@ -237,6 +256,61 @@ impl Observer {
                     1,
                     &[kv("path", ResponsePath::Upstream.as_str()), kv("decision", decision)],
                 );
+                if let Some(step) = &trace.cache {
+                    let (result, tenant, decision, outcome) = match step {
+                        CacheStep::Lookup(l) => ("miss", &l.tenant, &l.decision, CacheOutcome::Miss),
+                        CacheStep::Skipped { tenant, decision, .. } => {
+                            ("skipped", tenant, decision, CacheOutcome::Skipped)
+                        }
+                    };
+                    m.cache_lookups.add(
+                        1,
+                        &[
+                            kv("result", result),
+                            kv("kind", "none"),
+                            kv("tenant", tenant_label(tenant)),
+                            kv("decision", decision.clone()),
+                        ],
+                    );
+                    self.accounting.record_cache(tenant, outcome);
+                }
+            }
+            (
+                Handling::Cached {
+                    model,
+                    decision,
+                    tenant,
+                    kind,
+                    saved_usd,
+                },
+                _,
+            ) => {
+                m.requests.add(
+                    1,
+                    &[
+                        kv("model", model.clone()),
+                        kv("decision", decision.clone()),
+                        kv("outcome", "cached"),
+                    ],
+                );
+                m.response_path.add(
+                    1,
+                    &[
+                        kv("path", ResponsePath::Cache.as_str()),
+                        kv("decision", decision.clone()),
+                    ],
+                );
+                m.cache_lookups.add(
+                    1,
+                    &[
+                        kv("result", "hit"),
+                        kv("kind", *kind),
+                        kv("tenant", tenant_label(tenant)),
+                        kv("decision", decision.clone()),
+                    ],
+                );
+                m.cache_saved.add(*saved_usd, &[kv("tenant", tenant_label(tenant))]);
+                self.accounting.record_cache(tenant, CacheOutcome::Hit(*saved_usd));
             }
             (Handling::Answered { model, decision, path }, _) => {
                 m.requests.add(
@@ -259,6 +333,13 @@ impl Observer {
 
     /// Accounts one finished request (a usage report from either attach mode).
     pub fn report(&self, engine: &Engine, r: &UsageReport) {
+        // The wasm filter hands a cache leader's captured answer back with its report.
+        if !r.cache_key.is_empty()
+            && let Some(key) = crate::cache::parse_ticket(&r.cache_key)
+        {
+            let body = (!r.response_body.is_empty()).then_some(r.response_body.as_slice());
+            self.cache.complete(&key, r.status, r.stream, body);
+        }
         accounting::record(self, engine, r);
     }
 

@@ -186,6 +186,7 @@ auth:
             path: "",
             body: &body,
             request_id: "sse-routed",
+            client: "",
         };
         let (outcome, trace) = e.handle(request).await;
         engine.observer.on_route("sse-routed", &outcome, &trace);

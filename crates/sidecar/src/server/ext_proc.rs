@@ -33,6 +33,7 @@ use llmsoup_contract::headers::{self as names, CONTENT_LENGTH, METADATA_NAMESPAC
 use llmsoup_contract::outcome::{self, Outcome, Summary, Translation};
 use llmsoup_contract::usage::{ResponseTracker, is_sse};
 use llmsoup_router::engine::{self, Engine};
+use llmsoup_router::plugins::cache::Key;
 use llmsoup_translate::ResponseTranslator;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -108,6 +109,8 @@ struct StreamState {
     tenant: String,
     body: Vec<u8>,
     summary: Option<Summary>,
+    /// This request leads its cache key: its answer is captured and handed to the cache.
+    cache_ticket: Option<Key>,
     response: ResponseTracker,
     /// How the response must be rewritten for the client (protocol translation, stream usage).
     translation: Translation,
@@ -201,6 +204,7 @@ impl StreamState {
             tenant: String::new(),
             body: Vec::new(),
             summary: None,
+            cache_ticket: None,
             response: ResponseTracker::default(),
             translation: Translation::None,
             translator: None,
@@ -321,13 +325,15 @@ impl StreamState {
             self.body.extend_from_slice(&b.body);
             std::mem::take(&mut self.body)
         };
-        let (outcome, trace) = engine
+        let (mut outcome, mut trace) = engine
             .handle(engine::Request {
                 path: &self.path,
                 body: &body,
                 request_id: &self.request_id,
+                client: &self.tenant,
             })
             .await;
+        let ticket = crate::cache::apply(self.observer.cache(), engine, &mut outcome, &mut trace).await;
         self.observer.on_route(&self.request_id, &outcome, &trace);
         match outcome {
             Outcome::Reply(r) => immediate(r, "llmsoup_local_reply"),
@@ -346,8 +352,15 @@ impl StreamState {
                     }
                 });
                 let g = &engine.config().gateway;
-                let dynamic_metadata =
-                    (g.response_accounting && g.async_response_accounting).then(|| self.routed_facts(&f.summary));
+                let handed_over = g.response_accounting && g.async_response_accounting;
+                let dynamic_metadata = handed_over.then(|| self.routed_facts(&f.summary, ticket.as_ref()));
+                if let Some(key) = ticket
+                    && !handed_over
+                {
+                    // The answer comes back on this stream: keep it for the cache.
+                    self.cache_ticket = Some(key);
+                    self.response.capture(self.observer.cache().max_entry_bytes());
+                }
                 self.summary = Some(f.summary);
                 self.translation = f.translation;
                 ProcessingResponse {
@@ -391,6 +404,7 @@ impl StreamState {
         }
         let sse = self.response_started(h, inline);
         if h.end_of_stream {
+            self.response.on_end();
             self.report();
         }
         // A translated body is rewritten chunk by chunk (STREAMED, whatever the rendered mode),
@@ -442,7 +456,7 @@ impl StreamState {
     }
 
     /// The facts the accounting stream needs, as dynamic metadata under [`METADATA_NAMESPACE`].
-    fn routed_facts(&self, summary: &Summary) -> Struct {
+    fn routed_facts(&self, summary: &Summary, cache_ticket: Option<&Key>) -> Struct {
         let string = |v: &str| Value {
             kind: Some(Kind::StringValue(v.to_string())),
         };
@@ -451,6 +465,7 @@ impl StreamState {
                 ("model", string(&summary.model)),
                 ("decision", string(summary.decision.as_deref().unwrap_or_default())),
                 ("request_id", string(&self.request_id)),
+                ("cache_key", string(&cache_ticket.map(hex::encode).unwrap_or_default())),
                 ("tenant", string(&self.tenant)),
                 (
                     "start_unix_us",
@@ -486,9 +501,17 @@ impl StreamState {
                     self.summary = Some(facts.summary);
                     self.request_id = facts.request_id;
                     self.tenant = facts.tenant;
+                    // A cache leader routed by this replica: its answer is awaited here.
+                    if let Some(key) = facts.cache_key.as_deref().and_then(crate::cache::parse_ticket)
+                        && self.observer.cache().awaits(&key)
+                    {
+                        self.cache_ticket = Some(key);
+                        self.response.capture(self.observer.cache().max_entry_bytes());
+                    }
                 }
                 self.response_started(&h, true);
                 if h.end_of_stream {
+                    self.response.on_end();
                     self.report();
                     self.observed_end = true;
                 }
@@ -498,6 +521,7 @@ impl StreamState {
                 self.observed_end = b.end_of_stream;
             }
             Some(Phase::ResponseTrailers(_)) => {
+                self.response.on_end();
                 self.report();
                 self.observed_end = true;
             }
@@ -508,25 +532,40 @@ impl StreamState {
     /// A response chunk: accounted as the provider sent it; with a translator, the body mutation
     /// that replaces it with what the client must receive (empty until a JSON body is complete).
     fn on_response_body(&mut self, b: &HttpBody) -> Option<BodyMutation> {
-        self.response.on_chunk(&b.body);
+        let translating = self.translator.is_some();
+        if translating {
+            self.response.on_chunk_accounted(&b.body);
+        } else {
+            self.response.on_chunk(&b.body);
+        }
         let mutation = self.translator.as_mut().map(|t| {
             let mut out = Vec::with_capacity(if t.whole_body() { 0 } else { b.body.len() + 256 });
             t.feed(&b.body, &mut out);
             if b.end_of_stream {
                 t.finish(&mut out);
             }
+            // The cache keeps what the client receives.
+            self.response.capture_chunk(&out);
             BodyMutation {
                 mutation: Some(body_mutation::Mutation::Body(out)),
             }
         });
         if b.end_of_stream {
+            self.response.on_end();
             self.report();
         }
         mutation
     }
 
-    /// Accounts the request once, when its response ends (or the stream does).
+    /// Accounts the request once, when its response ends (or the stream does), and hands a
+    /// cache leader's answer (complete, or none) to the cache.
     fn report(&mut self) {
+        if let Some(key) = self.cache_ticket.take() {
+            let body = self.response.take_capture();
+            self.observer
+                .cache()
+                .complete(&key, self.response.status(), self.response.sse(), body.as_deref());
+        }
         let Some(summary) = &self.summary else { return };
         let duration = self.start.map_or(Duration::ZERO, |s| s.elapsed());
         if let Some(mut report) = self.response.report(
@@ -551,6 +590,8 @@ struct RoutedFacts {
     request_id: String,
     tenant: String,
     start_unix_us: u64,
+    /// The cache ticket, when the request leads its cache key.
+    cache_key: Option<String>,
 }
 
 /// The routing stream's facts from forwarded dynamic metadata: summary, request id, tenant, start.
@@ -574,6 +615,7 @@ fn routed(metadata: &Metadata) -> Option<RoutedFacts> {
         request_id: string("request_id").unwrap_or_default(),
         tenant: string("tenant").unwrap_or_default(),
         start_unix_us: start,
+        cache_key: string("cache_key").filter(|k| !k.is_empty()),
     })
 }
 

@@ -63,6 +63,7 @@ pub fn to_response(outcome: Option<Outcome>) -> RouteResponse {
                     client_include_usage,
                 }
             })),
+            ..Default::default()
         },
     }
 }
@@ -80,15 +81,24 @@ impl Router for RouterService {
                 Some(reply)
             }
             None => {
-                let (outcome, trace) = engine
+                let (mut outcome, mut trace) = engine
                     .handle(engine::Request {
                         path: &req.path,
                         body: &req.body,
                         request_id: &req.request_id,
+                        client: &req.client,
                     })
                     .await;
+                let ticket = crate::cache::apply(observer.cache(), &engine, &mut outcome, &mut trace).await;
                 observer.on_route(&req.request_id, &outcome, &trace);
-                Some(outcome)
+                let mut response = to_response(Some(outcome));
+                if let Some(key) = ticket {
+                    // The filter captures the answer and returns it with its usage report.
+                    response.cache_key = hex::encode(key);
+                    response.cache_capture_bytes =
+                        u32::try_from(observer.cache().max_entry_bytes()).unwrap_or(u32::MAX);
+                }
+                return Ok(Response::new(response));
             }
         };
         Ok(Response::new(to_response(outcome)))
