@@ -15,9 +15,17 @@ const ROUNDS: usize = 20;
 fn openai_stream() -> Vec<Vec<u8>> {
     let mut out = Vec::with_capacity(CHUNKS + 3);
     let head = r#"{"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1,"model":"gpt-bench","choices":[{"index":0,"delta":"#;
-    out.push(format!("data: {head}{{\"role\":\"assistant\",\"content\":\"\"}},\"finish_reason\":null}}],\"usage\":null}}\n\n").into_bytes());
+    out.push(
+        format!(
+            "data: {head}{{\"role\":\"assistant\",\"content\":\"\"}},\"finish_reason\":null}}],\"usage\":null}}\n\n"
+        )
+        .into_bytes(),
+    );
     for i in 0..CHUNKS {
-        out.push(format!("data: {head}{{\"content\":\" token{i}\"}},\"finish_reason\":null}}],\"usage\":null}}\n\n").into_bytes());
+        out.push(
+            format!("data: {head}{{\"content\":\" token{i}\"}},\"finish_reason\":null}}],\"usage\":null}}\n\n")
+                .into_bytes(),
+        );
     }
     out.push(format!("data: {head}{{}},\"finish_reason\":\"stop\"}}],\"usage\":null}}\n\n").into_bytes());
     out.push(b"data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-bench\",\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":2000,\"total_tokens\":2010}}\n\ndata: [DONE]\n\n".to_vec());
@@ -60,29 +68,42 @@ fn measure(t: Translation, chunks: &[Vec<u8>]) -> (f64, f64) {
 }
 
 fn main() {
-    let path = std::env::args().nth(1).unwrap_or_else(|| "bench/translate-results.md".into());
+    let path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "bench/translate-results.md".into());
     let openai = openai_stream();
     let anthropic = anthropic_stream();
     let cases = [
-        ("OpenAI stream → Anthropic client", Translation::AnthropicFromOpenAiChat, &openai),
+        (
+            "OpenAI stream → Anthropic client",
+            Translation::AnthropicFromOpenAiChat,
+            &openai,
+        ),
         (
             "Anthropic stream → OpenAI client (with usage chunk)",
             Translation::OpenAiChatFromAnthropic { include_usage: true },
             &anthropic,
         ),
-        ("OpenAI stream, usage chunk stripped", Translation::StripUsageChunk, &openai),
+        (
+            "OpenAI stream, usage chunk stripped",
+            Translation::StripUsageChunk,
+            &openai,
+        ),
         ("untranslated (pass)", Translation::None, &openai),
     ];
-    let mut table = String::from(
-        "| translation | CPU per chunk (µs, median of rounds) | first chunk (µs) |\n|---|---|---|\n",
-    );
+    let mut table =
+        String::from("| translation | CPU per chunk (µs, median of rounds) | first chunk (µs) |\n|---|---|---|\n");
     for (name, t, chunks) in cases {
         let (per_chunk, first) = measure(t, chunks);
         let _ = writeln!(table, "| {name} | {:.2} | {:.2} |", per_chunk / 1e3, first / 1e3);
     }
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let report = format!(
         "# Response translation cost\n\n`cargo run --release -p llmsoup-translate --example bench_translate` ({CHUNKS} one-event chunks per stream, {ROUNDS} rounds, one thread) on {cpu}. The same code runs in the sidecar (ext_proc) and in the wasm filter (interpreted/JIT by Envoy's wasm runtime, slower than native).\n\n{table}"
