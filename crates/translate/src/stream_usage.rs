@@ -39,20 +39,20 @@ const NULL_USAGE: &[u8] = br#","usage":null"#;
 /// `"usage":null` member (removed).
 pub fn on_event(e: &Event<'_>, out: &mut Vec<u8>) {
     let data = e.data;
-    if data.windows(7).any(|w| w == b"\"usage\"") {
-        if let Ok(v) = serde_json::from_slice::<Value>(data) {
-            let usage_only = v.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty)
-                && v.get("usage").is_some_and(|u| !u.is_null());
-            if usage_only {
-                return;
-            }
-            if v.get("usage").is_some_and(Value::is_null)
-                && let Some(at) = e.raw.windows(NULL_USAGE.len()).position(|w| w == NULL_USAGE)
-            {
-                out.extend_from_slice(&e.raw[..at]);
-                out.extend_from_slice(&e.raw[at + NULL_USAGE.len()..]);
-                return;
-            }
+    if data.windows(7).any(|w| w == b"\"usage\"")
+        && let Ok(v) = serde_json::from_slice::<Value>(data)
+    {
+        let usage_only = v.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty)
+            && v.get("usage").is_some_and(|u| !u.is_null());
+        if usage_only {
+            return;
+        }
+        if v.get("usage").is_some_and(Value::is_null)
+            && let Some(at) = e.raw.windows(NULL_USAGE.len()).position(|w| w == NULL_USAGE)
+        {
+            out.extend_from_slice(&e.raw[..at]);
+            out.extend_from_slice(&e.raw[at + NULL_USAGE.len()..]);
+            return;
         }
     }
     out.extend_from_slice(e.raw);
