@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use llmsoup_contract::ApiError;
 use llmsoup_contract::auth;
+use llmsoup_contract::budget::TENANT_HEADER;
 use llmsoup_contract::fail_open::{FailOpenError, fail_open_rewrite};
 use llmsoup_contract::headers::{self as names, CONTENT_LENGTH, DECISION_HEADER, FAIL_OPEN_DECISION, MODEL_HEADER};
 use llmsoup_contract::outcome::Translation;
@@ -153,6 +154,17 @@ impl<H: Host> Filter<H> {
             if let Err(e) = self.host.set_request_header(&name, None) {
                 self.host.warn(&format!("llmsoup: removing {name} failed: {}", e.0));
             }
+        }
+        // The tenant, for the rate limit filter's descriptors: derived from the token checked
+        // above, never from the client (its x-llmsoup-* headers are gone). The model routes
+        // remove it before the provider.
+        if !self.client.is_empty()
+            && let Err(e) = self
+                .host
+                .set_request_header(TENANT_HEADER, Some(self.client.as_bytes()))
+        {
+            self.host
+                .warn(&format!("llmsoup: setting {TENANT_HEADER} failed: {}", e.0));
         }
         if end_of_stream {
             return self.route(Vec::new());
@@ -456,7 +468,7 @@ impl<H: Host> Filter<H> {
             return;
         }
         let duration = self.host.now().saturating_sub(self.start);
-        let Some(report) = self.response.report(
+        let Some(mut report) = self.response.report(
             self.request_id.clone(),
             self.model.clone(),
             self.decision.clone(),
@@ -464,6 +476,7 @@ impl<H: Host> Filter<H> {
         ) else {
             return;
         };
+        report.tenant = self.client.clone();
         let mut q = self.reports.borrow_mut();
         // Bounded: if the sidecar stops accepting reports, drop the oldest rather than grow.
         if q.len() >= 4096 {

@@ -278,6 +278,8 @@ impl ResponseTracker {
             time_to_first_byte_us: self.ttfb.map_or(0, |d| d.as_micros() as u64),
             duration_us: duration.as_micros() as u64,
             usage_seen: usage.is_some(),
+            // The caller knows who authenticated.
+            tenant: String::new(),
         })
     }
 }

@@ -308,6 +308,19 @@ fn auth_rejects_locally_and_strips_the_token() {
     assert!(f.host().header("authorization").is_none());
     f.on_request_body(2, true);
     assert_eq!(f.host().routes[0].client, "client-good");
+
+    // The tenant the rate limit filter reads is the checked token's name, never the client's.
+    let mut f = filter(
+        plugin(&["good"], false),
+        &with(&[("authorization", "Bearer good"), ("x-llmsoup-tenant", "mallory")]),
+        "{}",
+    );
+    f.on_request_headers(false);
+    assert_eq!(f.host().header("x-llmsoup-tenant"), Some(b"client-good".as_slice()));
+    // Without auth there is no tenant, and a client's is removed.
+    let mut f = filter(plugin(&[], false), &with(&[("x-llmsoup-tenant", "mallory")]), "{}");
+    f.on_request_headers(false);
+    assert_eq!(f.host().header("x-llmsoup-tenant"), None);
 }
 
 #[test]

@@ -317,6 +317,7 @@ pub(super) fn assemble(
         decisions,
         routing,
         auth: Default::default(),
+        budgets: Default::default(),
         embedding: Default::default(),
         classifier: Default::default(),
         decision_log: None,

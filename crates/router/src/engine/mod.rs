@@ -321,10 +321,17 @@ impl Engine {
     /// Checks an `Authorization` (or `x-api-key`) header value against the stored token hashes.
     /// The refusal becomes the client's 401 with `ApiError::from`.
     pub fn authenticate(&self, authorization: Option<&[u8]>, api_key: Option<&[u8]>) -> Result<(), AuthError> {
+        self.tenant(authorization, api_key).map(drop)
+    }
+
+    /// [`Engine::authenticate`], naming who: the matching token's `name` (the tenant budgets and
+    /// per-tenant totals use), or `None` when auth is off.
+    pub fn tenant(&self, authorization: Option<&[u8]>, api_key: Option<&[u8]>) -> Result<Option<&str>, AuthError> {
         if self.token_hashes.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        auth::check(&self.token_hashes, authorization, api_key).map(drop)
+        let i = auth::check(&self.token_hashes, authorization, api_key)?;
+        Ok(self.config.auth.tokens.get(i).map(|t| t.name.as_str()))
     }
 
     /// Evaluates signals and decisions on a prompt and selects the model.

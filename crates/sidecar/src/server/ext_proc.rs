@@ -28,6 +28,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use futures::Stream;
+use llmsoup_contract::budget::TENANT_HEADER;
 use llmsoup_contract::headers::{self as names, CONTENT_LENGTH, METADATA_NAMESPACE};
 use llmsoup_contract::outcome::{self, Outcome, Summary, Translation};
 use llmsoup_contract::usage::{ResponseTracker, is_sse};
@@ -103,6 +104,8 @@ struct StreamState {
     method: String,
     path: String,
     request_id: String,
+    /// The authenticated client token's name (empty with auth off): budgets, per-tenant totals.
+    tenant: String,
     body: Vec<u8>,
     summary: Option<Summary>,
     response: ResponseTracker,
@@ -195,6 +198,7 @@ impl StreamState {
             method: String::new(),
             path: String::new(),
             request_id: String::new(),
+            tenant: String::new(),
             body: Vec::new(),
             summary: None,
             response: ResponseTracker::default(),
@@ -260,12 +264,13 @@ impl StreamState {
             String::from_utf8_lossy(header_bytes(&h.headers, "x-request-id").unwrap_or_default()).into_owned();
         self.method = String::from_utf8_lossy(header_bytes(&h.headers, ":method").unwrap_or_default()).into_owned();
         self.path = String::from_utf8_lossy(header_bytes(&h.headers, ":path").unwrap_or_default()).into_owned();
-        if let Err(e) = self.observer.authenticate(
+        match self.observer.tenant(
             engine,
             header_bytes(&h.headers, "authorization"),
             header_bytes(&h.headers, "x-api-key"),
         ) {
-            return immediate(e.into(), "llmsoup_unauthorized");
+            Ok(tenant) => tenant.unwrap_or_default().clone_into(&mut self.tenant),
+            Err(e) => return immediate(e.into(), "llmsoup_unauthorized"),
         }
         // Only a POST with a body is routed; everything else is answered here (models list, 404,
         // 405, 400 for an empty POST) and never reaches a provider.
@@ -275,14 +280,21 @@ impl StreamState {
         }
         // Clients may not choose routes or fake llmsoup's verdicts; the gateway token is ours and
         // never goes upstream.
-        let remove = names::to_strip(
+        let mut remove = names::to_strip(
             h.headers.iter().flat_map(|m| m.headers.iter()).map(|x| x.key.as_str()),
             engine.config().compat.selected_model_header.as_deref(),
             engine.auth_enabled(),
         );
-        let mutation = (!remove.is_empty()).then(|| HeaderMutation {
+        // The tenant, for the rate limit filter's descriptors: from the token checked above,
+        // never from the client (whose copy is removed here; ours is set, not appended).
+        let mut set_headers = Vec::new();
+        if !self.tenant.is_empty() {
+            remove.retain(|k| !k.eq_ignore_ascii_case(TENANT_HEADER));
+            set_headers.push(set_header(TENANT_HEADER, self.tenant.as_bytes()));
+        }
+        let mutation = (!remove.is_empty() || !set_headers.is_empty()).then_some(HeaderMutation {
             remove_headers: remove,
-            ..Default::default()
+            set_headers,
         });
         ProcessingResponse {
             response: Some(Reply::RequestHeaders(HeadersResponse {
@@ -439,6 +451,7 @@ impl StreamState {
                 ("model", string(&summary.model)),
                 ("decision", string(summary.decision.as_deref().unwrap_or_default())),
                 ("request_id", string(&self.request_id)),
+                ("tenant", string(&self.tenant)),
                 (
                     "start_unix_us",
                     Value {
@@ -467,11 +480,12 @@ impl StreamState {
     fn observe(&mut self, msg: ProcessingRequest) {
         match msg.request {
             Some(Phase::ResponseHeaders(h)) => {
-                if let Some((summary, request_id, start_unix_us)) = msg.metadata_context.as_ref().and_then(routed) {
-                    let since = unix_us(SystemTime::now()).saturating_sub(start_unix_us);
+                if let Some(facts) = msg.metadata_context.as_ref().and_then(routed) {
+                    let since = unix_us(SystemTime::now()).saturating_sub(facts.start_unix_us);
                     self.start = Instant::now().checked_sub(Duration::from_micros(since));
-                    self.summary = Some(summary);
-                    self.request_id = request_id;
+                    self.summary = Some(facts.summary);
+                    self.request_id = facts.request_id;
+                    self.tenant = facts.tenant;
                 }
                 self.response_started(&h, true);
                 if h.end_of_stream {
@@ -515,12 +529,13 @@ impl StreamState {
     fn report(&mut self) {
         let Some(summary) = &self.summary else { return };
         let duration = self.start.map_or(Duration::ZERO, |s| s.elapsed());
-        if let Some(report) = self.response.report(
+        if let Some(mut report) = self.response.report(
             std::mem::take(&mut self.request_id),
             summary.model.clone(),
             summary.decision.clone().unwrap_or_default(),
             duration,
         ) {
+            report.tenant = std::mem::take(&mut self.tenant);
             self.observer.report(&self.engine, &report);
         }
     }
@@ -530,8 +545,16 @@ fn unix_us(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
-/// The routing stream's facts from forwarded dynamic metadata: summary, request id, start.
-fn routed(metadata: &Metadata) -> Option<(Summary, String, u64)> {
+/// What the routing stream hands the accounting stream.
+struct RoutedFacts {
+    summary: Summary,
+    request_id: String,
+    tenant: String,
+    start_unix_us: u64,
+}
+
+/// The routing stream's facts from forwarded dynamic metadata: summary, request id, tenant, start.
+fn routed(metadata: &Metadata) -> Option<RoutedFacts> {
     let facts = &metadata.filter_metadata.get(METADATA_NAMESPACE)?.fields;
     let string = |k: &str| match facts.get(k)?.kind.as_ref()? {
         Kind::StringValue(s) => Some(s.clone()),
@@ -546,7 +569,12 @@ fn routed(metadata: &Metadata) -> Option<(Summary, String, u64)> {
         decision: string("decision").filter(|d| !d.is_empty()),
         ..Default::default()
     };
-    Some((summary, string("request_id").unwrap_or_default(), start))
+    Some(RoutedFacts {
+        summary,
+        request_id: string("request_id").unwrap_or_default(),
+        tenant: string("tenant").unwrap_or_default(),
+        start_unix_us: start,
+    })
 }
 
 /// The processing-mode override that streams an SSE response body chunk by chunk.
@@ -666,6 +694,72 @@ mod tests {
         chunk.observability_mode = true;
         assert!(observer.handle(&engine, chunk).await.is_none());
         assert!(observer.response.reported() && observer.observed_end);
+    }
+
+    #[tokio::test]
+    async fn the_tenant_comes_from_the_checked_token_never_from_the_client() {
+        let token = "tenant-test-token";
+        let text = DEFAULT_CONFIG.replacen("\ngateway:\n", "\ngateway:\n  async_response_accounting: true\n", 1)
+            + &format!(
+                "\nauth:\n  tokens:\n    - {{name: alice, group: team, sha256: '{}'}}\n",
+                llmsoup_contract::auth::hash_token(token)
+            );
+        let engine = Arc::new(Engine::new(load_str_with_env(&text, &|_| None).unwrap()).unwrap());
+        let mut s = StreamState::new(engine.clone(), observer());
+        let auth = format!("Bearer {token}");
+        let answer = s
+            .handle(
+                &engine,
+                message(Phase::RequestHeaders(headers(
+                    &[
+                        (":method", "POST"),
+                        (":path", "/v1/chat/completions"),
+                        ("authorization", &auth),
+                        (TENANT_HEADER, "mallory"),
+                    ],
+                    false,
+                ))),
+            )
+            .await
+            .unwrap();
+        let Some(Reply::RequestHeaders(h)) = answer.response else {
+            panic!("continue expected: {answer:?}")
+        };
+        let m = h.response.unwrap().header_mutation.unwrap();
+        let set: Vec<(&str, &[u8])> = m
+            .set_headers
+            .iter()
+            .map(|o| {
+                let h = o.header.as_ref().unwrap();
+                (h.key.as_str(), h.raw_value.as_slice())
+            })
+            .collect();
+        // Set (overwriting the client's copy), not removed after being set.
+        assert_eq!(set, [(TENANT_HEADER, b"alice".as_slice())]);
+        assert!(
+            !m.remove_headers.iter().any(|k| k == TENANT_HEADER),
+            "{:?}",
+            m.remove_headers
+        );
+        assert!(m.remove_headers.iter().any(|k| k == "authorization"));
+        // The accounting stream (possibly another replica) learns the tenant with the facts.
+        let body = HttpBody {
+            body: br#"{"model":"fast","messages":[{"role":"user","content":"hi"}]}"#.to_vec(),
+            end_of_stream: true,
+            ..Default::default()
+        };
+        let forwarded = s.handle(&engine, message(Phase::RequestBody(body))).await.unwrap();
+        let Some(Kind::StructValue(facts)) = forwarded.dynamic_metadata.unwrap().fields[METADATA_NAMESPACE]
+            .kind
+            .clone()
+        else {
+            panic!("no facts")
+        };
+        let metadata = Metadata {
+            filter_metadata: [(METADATA_NAMESPACE.to_string(), facts)].into_iter().collect(),
+            ..Default::default()
+        };
+        assert_eq!(routed(&metadata).unwrap().tenant, "alice");
     }
 
     fn first_headers(body_mode: Option<processing_mode::BodySendMode>) -> ProcessingRequest {
