@@ -522,12 +522,16 @@ async fn decision_plugins_rewrite_body_and_headers() {
 }
 
 #[tokio::test]
-async fn anthropic_system_prompt_goes_top_level() {
+async fn an_anthropic_clients_system_prompt_lands_where_the_provider_reads_it() {
+    // The provider speaks OpenAI: translated first, the plugin then writes a system message.
     let e = plugin_engine();
     let b = br#"{"model":"auto","max_tokens":50,"system":"Be terse.","messages":[{"role":"user","content":"integral of x"}]}"#;
     let body = sent(&forward(on_request_at(&e, "/v1/messages", b, "").await));
-    assert_eq!(body["system"], "You are a math tutor.\n\nBe terse.");
-    assert_eq!(body["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        body["messages"][0],
+        serde_json::json!({"role": "system", "content": "You are a math tutor.\n\nBe terse."})
+    );
+    assert_eq!(body["messages"].as_array().unwrap().len(), 2);
     assert_eq!(body["max_tokens"], 50);
 }
 
@@ -821,4 +825,120 @@ routing: {{default_model: cheap}}
     assert!(ph.success(2.0) > ph.success(-2.0));
     let details = e.explain(&hard).await;
     assert!(details["difficulty"]["difficulty"].as_f64().unwrap() > 0.5);
+}
+
+fn two_apis() -> Engine {
+    let text = "
+providers:
+  - {name: oai, base_url: 'http://127.0.0.1:1/v1'}
+  - {name: ant, api: anthropic, base_url: 'http://127.0.0.1:2/v1'}
+models:
+  - {name: gpt, provider: oai, model_id: gpt-v1}
+  - {name: claude, provider: ant, model_id: claude-v1}
+signals:
+  keywords:
+    - {name: poem, keywords: [poem]}
+decisions:
+  - name: poetry
+    rules: {type: keyword, name: poem}
+    modelRefs: [{model: claude}]
+routing:
+  default_model: gpt
+";
+    Engine::new(load_str_with_env(text, &|_| None).unwrap()).unwrap()
+}
+
+fn path_header(f: &Forward) -> Option<&str> {
+    f.set_headers
+        .iter()
+        .find(|(k, _)| k == ":path")
+        .map(|(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn requests_are_translated_to_the_providers_api() {
+    use llmsoup_contract::outcome::Translation;
+    let e = two_apis();
+    // An Anthropic client, an OpenAI provider.
+    let b = br#"{"model":"auto","max_tokens":20,"system":"Be terse.","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let f = forward(on_request_at(&e, "/v1/messages", b, "").await);
+    assert_eq!(path_header(&f), Some("/v1/chat/completions"));
+    assert_eq!(f.translation, Translation::AnthropicFromOpenAiChat);
+    let out = sent(&f);
+    assert_eq!(out["model"], "gpt-v1");
+    assert_eq!(
+        out["messages"][0],
+        serde_json::json!({"role": "system", "content": "Be terse."})
+    );
+    assert_eq!(out["stream_options"]["include_usage"], true);
+
+    // An OpenAI client, an Anthropic provider (routed, then concrete).
+    let b = br#"{"model":"auto","messages":[{"role":"user","content":"a poem"}]}"#;
+    let f = forward(on_request_at(&e, "/v1/chat/completions", b, "").await);
+    assert_eq!(path_header(&f), Some("/v1/messages"));
+    assert_eq!(
+        f.translation,
+        Translation::OpenAiChatFromAnthropic { include_usage: false }
+    );
+    assert_eq!(sent(&f)["model"], "claude-v1");
+    assert_eq!(sent(&f)["messages"][0]["content"][0]["text"], "a poem");
+    let b = br#"{"model":"claude","messages":[{"role":"user","content":"x"}],"stream":true,"stream_options":{"include_usage":true}}"#;
+    let f = forward(on_request_at(&e, "/v1/chat/completions", b, "").await);
+    assert_eq!(
+        f.translation,
+        Translation::OpenAiChatFromAnthropic { include_usage: true }
+    );
+
+    // Native: an Anthropic client to an Anthropic provider is untouched but for the model.
+    let b = br#"{"model":"claude","max_tokens":5,"messages":[{"role":"user","content":"x"}]}"#;
+    let f = forward(on_request_at(&e, "/v1/messages", b, "").await);
+    assert_eq!((path_header(&f), f.translation), (None, Translation::None));
+    assert_eq!(sent(&f)["model"], "claude-v1");
+
+    // An OpenAI stream that did not ask for usage asks for it, and hides it from the client.
+    let b = br#"{"model":"gpt","stream":true,"messages":[{"role":"user","content":"x"}]}"#;
+    let f = forward(on_request_at(&e, "/v1/chat/completions", b, "").await);
+    assert_eq!(f.translation, Translation::StripUsageChunk);
+    assert_eq!(sent(&f)["stream_options"], serde_json::json!({"include_usage": true}));
+    let b = br#"{"model":"gpt","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
+    let f = forward(on_request_at(&e, "/v1/chat/completions", b, "").await);
+    assert_eq!(f.translation, Translation::None);
+}
+
+#[tokio::test]
+async fn untranslatable_requests_get_a_400_in_the_clients_shape() {
+    let e = two_apis();
+    let r = reply(on_request_at(&e, "/v1/responses", br#"{"model":"claude","input":"x"}"#, "").await);
+    assert_eq!(r.status, 400);
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("provider `ant`"),
+        "{body}"
+    );
+    let b = br#"{"model":"gpt","max_tokens":5,"top_k":3,"messages":[{"role":"user","content":"x"}]}"#;
+    let r = reply(on_request_at(&e, "/v1/messages", b, "").await);
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!((r.status, body["type"].as_str()), (400, Some("error")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("`top_k`"));
+}
+
+#[test]
+fn single_models_are_answered_at_the_gate() {
+    let e = two_apis();
+    let (Outcome::Reply(r), _) = e.on_headers("GET", "/v1/models/claude", false).unwrap() else {
+        panic!("expected a reply")
+    };
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        (r.status, body["id"].as_str(), body["owned_by"].as_str()),
+        (200, Some("claude"), Some("ant"))
+    );
+    let (Outcome::Reply(r), _) = e.on_headers("GET", "/v1/models/nope", false).unwrap() else {
+        panic!("expected a reply")
+    };
+    assert_eq!(r.status, 404);
+    let (Outcome::Reply(r), _) = e.on_headers("DELETE", "/v1/models/claude", false).unwrap() else {
+        panic!("expected a reply")
+    };
+    assert_eq!(r.status, 405);
 }
