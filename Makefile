@@ -80,23 +80,36 @@ bench: deps models release wasm
 
 # Also: the binary without the router (config check and envoy-config without Candle) still builds,
 # and no module cycles inside a crate (crates themselves cannot form cycles).
-# Long fuzz runs (cargo-fuzz/libFuzzer, ASan, stable toolchain): FUZZ_SECS per target, one at a
-# time. New inputs collect in fuzz/work/<target> (git-ignored); `make fuzz-cmin` folds them into
-# the committed corpus (fuzz/corpus/), which `make test` replays (crates/router/tests/fuzz_smoke.rs).
-FUZZ_TARGETS ?= request fail_open usage config
-FUZZ_SECS    ?= 600
-FUZZ_FLAGS   ?=
+# Long fuzz runs (cargo-fuzz/libFuzzer, stable toolchain): FUZZ_SECS per target, one at a time,
+# at `nice -n FUZZ_NICE`. No sanitizer by default: the code under test is `forbid(unsafe_code)`,
+# and ASan costs 3-10x the executions; `FUZZ_SANITIZER=address` (or any `cargo fuzz -s` value)
+# for runs that want it. Inputs are capped per target (FUZZ_MAX_LEN_<target>, bytes). New inputs
+# collect in fuzz/work/<target> (git-ignored); `make fuzz-cmin` folds them into the committed
+# corpus (fuzz/corpus/), which `make test` replays (crates/router/tests/fuzz_smoke.rs).
+FUZZ_TARGETS   ?= request fail_open usage config
+FUZZ_SECS      ?= 600
+FUZZ_FLAGS     ?=
+FUZZ_SANITIZER ?= none
+FUZZ_NICE      ?= 19
+FUZZ_MAX_LEN_request   ?= 4096
+FUZZ_MAX_LEN_fail_open ?= 4096
+FUZZ_MAX_LEN_usage     ?= 8192
+FUZZ_MAX_LEN_config    ?= 2048
+FUZZ_BUILD = RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build -s $(FUZZ_SANITIZER)
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	cd fuzz && for t in $(FUZZ_TARGETS); do \
-		mkdir -p work/$$t && \
-		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t work/$$t corpus/$$t -- \
-			-dict=llmsoup.dict -max_total_time=$(FUZZ_SECS) -print_final_stats=1 $(FUZZ_FLAGS) || exit 1; \
+	cd fuzz && $(FUZZ_BUILD) && for t in $(FUZZ_TARGETS); do \
+		mkdir -p work/$$t artifacts/$$t && \
+		case $$t in request) max=$(FUZZ_MAX_LEN_request);; fail_open) max=$(FUZZ_MAX_LEN_fail_open);; \
+			usage) max=$(FUZZ_MAX_LEN_usage);; *) max=$(FUZZ_MAX_LEN_config);; esac && \
+		nice -n $(FUZZ_NICE) target/x86_64-unknown-linux-gnu/release/$$t work/$$t corpus/$$t \
+			-artifact_prefix=artifacts/$$t/ -dict=llmsoup.dict -max_len=$$max \
+			-max_total_time=$(FUZZ_SECS) -print_final_stats=1 $(FUZZ_FLAGS) || exit 1; \
 	done
 
 fuzz-cmin:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build && for t in $(FUZZ_TARGETS); do \
+	cd fuzz && $(FUZZ_BUILD) && for t in $(FUZZ_TARGETS); do \
 		rm -rf work/cmin-$$t && mkdir -p work/cmin-$$t work/$$t && \
 		target/x86_64-unknown-linux-gnu/release/$$t -merge=1 work/cmin-$$t corpus/$$t work/$$t && \
 		rm -rf corpus/$$t && mv work/cmin-$$t corpus/$$t || exit 1; \
