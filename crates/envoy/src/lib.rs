@@ -18,9 +18,10 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
-use llmsoup_config::{AttachMode, Config, FailureMode, ProviderConfig};
+use llmsoup_config::{ANTHROPIC_VERSION, AttachMode, Config, FailureMode, ProviderApi, ProviderConfig};
 use llmsoup_contract::ApiError;
 use llmsoup_contract::auth::{self, AuthError};
+use llmsoup_contract::budget::TENANT_HEADER;
 use llmsoup_contract::fail_open::FailOpenError;
 pub use llmsoup_contract::headers::METADATA_NAMESPACE;
 use llmsoup_contract::headers::MODEL_HEADER;
@@ -37,6 +38,9 @@ pub const ACCOUNTING_FILTER: &str = "llmsoup.response_accounting";
 
 const FAIL_OPEN_LUA: &str = include_str!("fail_open.lua");
 const CLIENT_AUTH_LUA: &str = include_str!("client_auth.lua");
+
+/// Name of the routing ext_proc filter in ext_proc mode.
+pub const EXT_PROC_FILTER: &str = "envoy.filters.http.ext_proc";
 
 /// Name of the Lua filter that checks client tokens in ext_proc mode, before the ext_proc filter.
 pub const CLIENT_AUTH_FILTER: &str = "llmsoup.client_auth";
@@ -157,7 +161,7 @@ fn client_auth_routes(config: &Config) -> Vec<Value> {
             let reply = Reply::from(ApiError::from(e));
             let mut off = serde_json::Map::new();
             off.insert(
-                "envoy.filters.http.ext_proc".into(),
+                EXT_PROC_FILTER.into(),
                 json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "disabled": true}),
             );
             if config.gateway.response_accounting && config.gateway.async_response_accounting {
@@ -281,11 +285,11 @@ fn json_content_type(routes: &mut [Value]) {
 }
 
 /// Local replies that Envoy itself generates (413 over `max_body_bytes`, 431 for huge headers,
-/// 503 when the ext_proc sidecar fails closed, upstream resets, timeouts, codec errors) get an
-/// OpenAI-style JSON body with their status. Replies that already carry a JSON body (the
+/// 503 when the ext_proc sidecar fails closed or times out, upstream resets, timeouts, codec
+/// errors) get an OpenAI-style JSON body with their status. Replies that already carry a JSON body (the
 /// sidecar's, the wasm filter's, the fail-open step's, our direct responses) are left untouched:
 /// every mapper only matches a reply whose content-type is not JSON.
-fn local_reply_config() -> Value {
+fn local_reply_config(config: &Config) -> Value {
     const NOT_JSON: &str =
         "!('content-type' in response.headers && response.headers['content-type'].startsWith('application/json'))";
     // CEL (Envoy's access log filter extension): evaluated on the reply's status and headers.
@@ -304,15 +308,55 @@ fn local_reply_config() -> Value {
             "body_format_override": {"json_format": error_value(&e)},
         })
     };
-    json!({"mappers": [
+    // The sidecar failed the request (fail-closed only: fail-open continues without it): a gRPC
+    // error answers `status_on_error` (503), but a sidecar that does not answer within
+    // `message_timeout` (hung, SIGSTOPped) makes ext_proc answer 504 with the details
+    // `ext_proc_error_per-message_timeout_exceeded`. Both are "the router is unavailable", the same
+    // 503 the wasm filter and the health-checked path answer, so the status is overridden here.
+    // Genuine upstream timeouts have other details (`upstream_response_timeout`) and keep their 504.
+    let mut sidecar_failed = mapper(
+        "response.code_details.startsWith('ext_proc_error')",
+        ApiError::router_unavailable(),
+    );
+    sidecar_failed["status_code"] = json!(ApiError::router_unavailable().status);
+    let mut mappers = budget::local_reply_mappers(config);
+    mappers.extend([
         mapper("response.code == 413", ApiError::too_large()),
-        mapper("response.code == 431", api_error(431, "Request headers are too large.", "request_header_fields_too_large")),
-        mapper("response.code_details.startsWith('ext_proc')", ApiError::router_unavailable()),
-        mapper("response.code == 504", api_error(504, "The model provider did not answer in time.", "upstream_timeout")),
-        mapper("response.code == 502 || response.code == 503", api_error(503, "The model provider is unavailable or reset the connection.", "upstream_unavailable")),
-        mapper("response.code >= 500", api_error(500, "The gateway failed to handle the request (%RESPONSE_CODE_DETAILS%).", "gateway_error")),
-        mapper("response.code >= 400", api_error(400, "The gateway rejected the request (%RESPONSE_CODE_DETAILS%).", "invalid_request")),
-    ]})
+        mapper(
+            "response.code == 431",
+            api_error(431, "Request headers are too large.", "request_header_fields_too_large"),
+        ),
+        sidecar_failed,
+        mapper(
+            "response.code == 504",
+            api_error(504, "The model provider did not answer in time.", "upstream_timeout"),
+        ),
+        mapper(
+            "response.code == 502 || response.code == 503",
+            api_error(
+                503,
+                "The model provider is unavailable or reset the connection.",
+                "upstream_unavailable",
+            ),
+        ),
+        mapper(
+            "response.code >= 500",
+            api_error(
+                500,
+                "The gateway failed to handle the request (%RESPONSE_CODE_DETAILS%).",
+                "gateway_error",
+            ),
+        ),
+        mapper(
+            "response.code >= 400",
+            api_error(
+                400,
+                "The gateway rejected the request (%RESPONSE_CODE_DETAILS%).",
+                "invalid_request",
+            ),
+        ),
+    ]);
+    json!({"mappers": mappers})
 }
 
 fn provider_cluster(p: &ProviderConfig) -> anyhow::Result<Value> {
@@ -324,6 +368,7 @@ fn provider_cluster(p: &ProviderConfig) -> anyhow::Result<Value> {
     let name = cluster_name(&p.name);
     let mut upstream_filters = Vec::new();
     if let Some(c) = &p.credentials {
+        let (header, prefix) = p.credential_header(c);
         upstream_filters.push(json!({
             "name": "envoy.filters.http.credential_injector",
             "typed_config": {
@@ -334,8 +379,8 @@ fn provider_cluster(p: &ProviderConfig) -> anyhow::Result<Value> {
                     "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic",
                         "credential": {"name": secret_name(&p.name)},
-                        "header": c.header,
-                        "header_value_prefix": c.prefix,
+                        "header": header,
+                        "header_value_prefix": prefix,
                     }
                 }
             }
@@ -414,12 +459,11 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
         let p = config
             .provider(&m.provider)
             .with_context(|| format!("model `{}`: unknown provider", m.name))?;
-        routes.push(model_route(
-            &format!("model_{}", m.name),
-            p,
-            &m.name,
-            &route_header(config),
-        )?);
+        let mut route = model_route(&format!("model_{}", m.name), p, &m.name, &route_header(config))?;
+        if budget::route_may_be_limited(config, &m.name) {
+            route["route"]["rate_limits"] = budget::route_rate_limits(&m.name);
+        }
+        routes.push(route);
     }
     // A request without the routing header matches no provider route: the sidecar (or a
     // fail-open step) routed every request it let through, and everything else is answered here.
@@ -517,12 +561,13 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
             if async_accounting {
                 ext_proc["metadata_options"] = json!({"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}});
             }
-            filters.push(json!({"name": "envoy.filters.http.ext_proc", "typed_config": ext_proc}));
+            filters.push(json!({"name": EXT_PROC_FILTER, "typed_config": ext_proc, "disabled": true}));
             if async_accounting {
                 let mut accounting = accounting_filter(g.sidecar_timeout_ms);
                 if let Some(md) = grpc_metadata(config) {
                     accounting["typed_config"]["grpc_service"]["initial_metadata"] = md;
                 }
+                accounting["disabled"] = json!(true);
                 filters.push(accounting);
             }
             if g.failure_mode == FailureMode::Open {
@@ -564,6 +609,8 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
             }));
         }
     }
+    // After the attach filter, which set the tenant and picked the model route.
+    filters.extend(budget::filter(config));
     filters.push(json!({
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
@@ -600,6 +647,11 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
         }
     }
 
+    let mut virtual_host = json!({"name": "llm", "domains": ["*"], "routes": routes});
+    if mode == AttachMode::ExtProc {
+        virtual_host["typed_per_filter_config"] = sidecar_filters_enabled(config);
+    }
+
     let access_log = json!({
         "name": "envoy.access_loggers.stdout",
         "typed_config": {
@@ -629,10 +681,10 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
                         "normalize_path": true,
                         "merge_slashes": true,
                         "path_with_escaped_slashes_action": "REJECT_REQUEST",
-                        "local_reply_config": local_reply_config(),
+                        "local_reply_config": local_reply_config(config),
                         "route_config": {
                             "name": "llmsoup",
-                            "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": routes}],
+                            "virtual_hosts": [virtual_host],
                         },
                         "http_filters": filters,
                     }
@@ -645,6 +697,24 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
     let yaml = serde_yaml::to_string(&bootstrap).context("rendering YAML")?;
     let header = "# Envoy bootstrap rendered by `llmsoup envoy-config`; edit the llmsoup config instead.\n";
     Ok(format!("{header}{}", yaml.replace("__CA_BUNDLE__", &g.ca_bundle)))
+}
+
+/// Turns the ext_proc filters on for every request that has a virtual host, i.e. every request
+/// whose headers were decoded. They are `disabled` in the filter chain by default, so a stream
+/// without request headers never gets them: a local reply for a codec error (HTTP/1 headers over
+/// the limit) runs through the encoder filters of a chain built without a route, and an ext_proc
+/// filter there would open a sidecar stream for the reply's headers and hold it while the codec
+/// closes the connection — the client would get no reply at all instead of the JSON 431
+/// (envoyproxy/envoy#29440). Route-level `ExtProcPerRoute` settings (the client-auth routes turn
+/// the filter off) still apply on top.
+fn sidecar_filters_enabled(config: &Config) -> Value {
+    let enabled = json!({"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}});
+    let mut filters = serde_json::Map::new();
+    filters.insert(EXT_PROC_FILTER.into(), enabled.clone());
+    if config.gateway.response_accounting && config.gateway.async_response_accounting {
+        filters.insert(ACCOUNTING_FILTER.into(), enabled);
+    }
+    Value::Object(filters)
 }
 
 /// The sidecar circuit breaker, done by Envoy: an active gRPC health check
@@ -732,16 +802,29 @@ fn model_route(name: &str, p: &ProviderConfig, model: &str, header: &str) -> any
     if ep.path_prefix != "/v1" {
         route["prefix_rewrite"] = json!(format!("{}/", ep.path_prefix));
     }
-    Ok(json!({
+    let mut out = json!({
         "name": name,
         "match": matcher,
         "route": route,
-        "request_headers_to_remove": if header == MODEL_HEADER { json!([MODEL_HEADER]) } else { json!([MODEL_HEADER, header]) },
-    }))
+        // The tenant is for the rate limit filter only; no provider sees it.
+        "request_headers_to_remove": if header == MODEL_HEADER { json!([MODEL_HEADER, TENANT_HEADER]) } else { json!([MODEL_HEADER, header, TENANT_HEADER]) },
+    });
+    if p.api == ProviderApi::Anthropic {
+        // Anthropic refuses requests without a version; a client that chose one keeps it.
+        out["request_headers_to_add"] = json!([{
+            "header": {"key": "anthropic-version", "value": ANTHROPIC_VERSION},
+            "append_action": "ADD_IF_ABSENT",
+        }]);
+    }
+    Ok(out)
 }
+
+mod budget;
 
 #[cfg(test)]
 mod auth_tests;
+#[cfg(test)]
+mod budget_tests;
 #[cfg(test)]
 mod reference_bootstraps;
 #[cfg(test)]
