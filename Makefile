@@ -77,6 +77,11 @@ bench: deps models release wasm
 		--bin $(CURDIR)/target/release/llmsoup --config bench/signals-config-int8.yaml --out bench/signals-results-int8.md
 	$(CARGO) run --release -q -p llmsoup-tools --example bench_route -- \
 		--bin $(CURDIR)/target/release/llmsoup --config bench/signals-config-f32.yaml --out bench/signals-results-f32.md
+	LLMSOUP_INT8_KERNEL=avx2 $(CARGO) run --release -q -p llmsoup-tools --example bench_route -- \
+		--bin $(CURDIR)/target/release/llmsoup --config bench/signals-config-int8.yaml --out bench/signals-results-int8-avx2.md
+	$(CARGO) run --release -q -p llmsoup-tools --example bench_route -- \
+		--bin $(CURDIR)/target/release/llmsoup --config bench/signals-config-window.yaml --out bench/signals-results-window.md
+	$(CARGO) run --release -q -p llmsoup-tools --example bench_encoder
 
 # Also: the binary without the router (config check and envoy-config without Candle) still builds,
 # and no module cycles inside a crate (crates themselves cannot form cycles).

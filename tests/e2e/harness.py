@@ -98,6 +98,8 @@ class Stack:
             E2E_TOKEN_SHA256=hashlib.sha256(CLIENT_TOKEN.encode()).hexdigest(),
             E2E_GRPC_TOKEN=GRPC_TOKEN,
             E2E_MODEL_DIR=os.environ.get("LLMSOUP_MODEL_DIR", str(ROOT / ".cache" / "models" / "all-MiniLM-L6-v2")),
+            # Every routing decision must be the same on every precision path (`auto`, `f32`, ...).
+            E2E_PRECISION=os.environ.get("LLMSOUP_E2E_PRECISION", "auto"),
             # Read by Envoy (credential injector), never by llmsoup.
             LLMSOUP_E2E_BETA_KEY=BETA_PROVIDER_KEY,
             LLMSOUP_LOG="info,llmsoup=debug",

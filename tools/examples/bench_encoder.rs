@@ -1,5 +1,5 @@
 //! The encoder alone, in process: wall and CPU time per forward pass for one text and for
-//! batches of 16, at several window lengths and both precisions. A profiling aid for the
+//! batches of 16, at several window lengths and on every precision path this CPU offers. A profiling aid for the
 //! numbers `bench_route` reports end to end.
 //!
 //! cargo run --release -p llmsoup-tools --example bench_encoder -- [MODEL_DIR] [ITERATIONS]
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use llmsoup_config::Precision;
-use llmsoup_models::SentenceEncoder;
+use llmsoup_models::{Int8Kernel, SentenceEncoder};
 use llmsoup_models::candle_core;
 
 fn cpu_seconds() -> f64 {
@@ -48,16 +48,28 @@ fn main() -> anyhow::Result<()> {
     let dir = PathBuf::from(args.next().unwrap_or_else(|| ".cache/models/all-MiniLM-L6-v2".into()));
     let iters: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(50);
     let only = std::env::var("ONLY").ok();
-    for (name, precision) in [
-        ("f32", Precision::F32),
-        ("bf16", Precision::Bf16),
-        ("int8", Precision::Int8),
-    ] {
+    // Every path this CPU offers: exact f32, bf16 on AMX (f32 again where there is none),
+    // and each int8 kernel (`int8-avx2`, `int8-avx512vnni`, ...).
+    let mut paths: Vec<(String, Option<Precision>, Option<Int8Kernel>)> = vec![
+        ("f32".into(), Some(Precision::F32), None),
+        ("bf16".into(), Some(Precision::Bf16), None),
+    ];
+    for k in Int8Kernel::available() {
+        paths.push((format!("int8-{}", k.name()), None, Some(k)));
+    }
+    for (name, precision, kernel) in paths {
         if only.as_deref().is_some_and(|o| o != name) {
             continue;
         }
         let before = llmsoup_models::rss_bytes().unwrap_or(0);
-        let enc = SentenceEncoder::load_with(&dir, 128, candle_core::Device::Cpu, precision)?;
+        let enc = match (precision, kernel) {
+            (_, Some(k)) => SentenceEncoder::load_int8(&dir, 128, k)?,
+            (p, None) => SentenceEncoder::load_with(&dir, 128, candle_core::Device::Cpu, p.unwrap_or_default())?,
+        };
+        if name == "bf16" && enc.dense_path() != "bf16-amx" {
+            println!("bf16: no AMX on this CPU, skipped");
+            continue;
+        }
         let loaded = llmsoup_models::rss_bytes().unwrap_or(0);
         println!(
             "{name}: RSS {} MB before load, {} MB loaded, peak so far {} MB",
@@ -81,7 +93,7 @@ fn main() -> anyhow::Result<()> {
             let wall = t0.elapsed().as_secs_f64() * 1e3 / iters as f64;
             let cpu = (cpu_seconds() - c0) * 1e3 / iters as f64;
             println!(
-                "{:4} batch {batch:2} × {tokens:3} tokens: {wall:7.2} ms wall, {cpu:7.2} ms cpu per pass, {:6.1} texts/s",
+                "{:16} batch {batch:2} × {tokens:3} tokens: {wall:7.2} ms wall, {cpu:7.2} ms cpu per pass, {:6.1} texts/s",
                 name,
                 batch as f64 * 1e3 / wall
             );

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use std::arch::x86_64::*;
 
 use super::amx::{AmxLinear, Bf16Buf, Output, bf16x16, padded_rows, padded_width};
-use super::checkpoint::{EmbeddingWeights, LayerSource};
+use super::checkpoint::{EmbeddingWeights, LayerSource, Table};
 
 /// A layer norm's parameters on the host.
 struct Norm {
@@ -92,30 +92,6 @@ impl Workspace {
 
 /// Workspaces kept between passes (one per concurrent caller; usually one worker thread).
 const KEPT_WORKSPACES: usize = 4;
-
-/// The word-embedding table, read in place from its Candle CPU tensor (no second 40+ MB copy).
-struct Table(candle_core::Tensor);
-
-impl Table {
-    fn new(t: candle_core::Tensor) -> Result<Self> {
-        let t = t.contiguous()?;
-        let table = Table(t);
-        table.with(|_| Ok(()))?;
-        Ok(table)
-    }
-
-    /// Runs `f` on the table's rows, row-major.
-    fn with<R>(&self, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
-        let (storage, layout) = self.0.storage_and_layout();
-        let (start, end) = layout
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("embedding table is not contiguous".into()))?;
-        match &*storage {
-            candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)) => f(&v[start..end]),
-            _ => candle_core::bail!("embedding table is not an f32 CPU tensor"),
-        }
-    }
-}
 
 /// The encoder on AMX tiles.
 pub struct AmxEncoder {

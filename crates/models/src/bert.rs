@@ -10,11 +10,13 @@ use tokenizers::Tokenizer;
 
 use super::ModelError;
 use super::encoder::{DenseKind, Encoder};
+use super::quant::Kernel as Int8Kernel;
 use super::weights::FileWeights;
 use llmsoup_config::Precision;
 
 /// A loaded sentence encoder. Not `Sync`-shared across threads: the worker owns it.
 pub struct SentenceEncoder {
+    kind: DenseKind,
     model: Encoder,
     tokenizer: Tokenizer,
     device: Device,
@@ -43,6 +45,22 @@ impl SentenceEncoder {
     /// otherwise it warns and runs f32.
     pub fn load_with(dir: &Path, max_tokens: usize, device: Device, precision: Precision) -> Result<Self, ModelError> {
         let kind = dense_kind(precision, &device);
+        Self::load_kind(dir, max_tokens, device, kind)
+    }
+
+    /// [`SentenceEncoder::load`] with int8 dense layers on `kernel` (one of
+    /// [`Int8Kernel::available`]): benchmarks and tests compare every path a CPU offers.
+    pub fn load_int8(dir: &Path, max_tokens: usize, kernel: Int8Kernel) -> Result<Self, ModelError> {
+        if !kernel.supported() {
+            return Err(ModelError::Load(format!(
+                "this CPU has no {} int8 kernel",
+                kernel.name()
+            )));
+        }
+        Self::load_kind(dir, max_tokens, Device::Cpu, DenseKind::Int8(kernel))
+    }
+
+    fn load_kind(dir: &Path, max_tokens: usize, device: Device, kind: DenseKind) -> Result<Self, ModelError> {
         for f in MODEL_FILES {
             if !dir.join(f).is_file() {
                 return Err(ModelError::Load(format!("{} has no {f}", dir.display())));
@@ -70,6 +88,7 @@ impl SentenceEncoder {
         let max_tokens = max_tokens.clamp(8, config.max_position_embeddings);
         release_freed_memory();
         Ok(SentenceEncoder {
+            kind,
             model,
             tokenizer,
             device,
@@ -141,6 +160,11 @@ impl SentenceEncoder {
         Ok((hidden, lens))
     }
 
+    /// How the dense layers run (`f32`, `bf16-amx`, `int8-avx2`, ...): logs and benchmarks.
+    pub fn dense_path(&self) -> String {
+        self.kind.to_string()
+    }
+
     /// The device the model runs on.
     pub fn device(&self) -> &Device {
         &self.device
@@ -190,24 +214,38 @@ fn release_freed_memory() {
     }
 }
 
-/// The dense-layer implementation for `precision` on `device`.
+/// The dense-layer implementation for `precision` on `device`. `auto` takes the fastest path
+/// this CPU has whose embeddings stay within cosine 0.995 of f32 (the `tests` module checks every
+/// path against f32 on real texts): bf16 on AMX tiles, else int8 on the best integer kernel
+/// (AVX-512 VNNI, AVX-VNNI, AVX2, NEON), else f32.
 fn dense_kind(precision: Precision, device: &Device) -> DenseKind {
+    dense_kind_with(precision, device, super::quant::Kernel::select())
+}
+
+pub(crate) fn dense_kind_with(precision: Precision, device: &Device, int8: Option<super::quant::Kernel>) -> DenseKind {
     let amx = device.is_cpu() && super::amx_supported();
-    match precision {
+    let int8 = int8.filter(|_| device.is_cpu());
+    let kind = match precision {
         Precision::F32 => DenseKind::F32,
         Precision::Auto if amx => DenseKind::Bf16Amx,
-        Precision::Auto => DenseKind::F32,
+        Precision::Auto => int8.map_or(DenseKind::F32, DenseKind::Int8),
         Precision::Bf16 if amx => DenseKind::Bf16Amx,
         Precision::Bf16 => {
             tracing::warn!("embedding.precision bf16 needs a CPU with AMX (and Linux 5.16+); running f32");
             DenseKind::F32
         }
-        Precision::Int8 if device.is_cpu() && super::quant::supported() => DenseKind::Int8Vnni,
-        Precision::Int8 => {
-            tracing::warn!("embedding.precision int8 needs a CPU with AVX-512 VNNI; running f32");
-            DenseKind::F32
-        }
-    }
+        Precision::Int8 => match int8 {
+            Some(k) => DenseKind::Int8(k),
+            None => {
+                tracing::warn!(
+                    "embedding.precision int8 needs a CPU with AVX2, AVX-VNNI, AVX-512 VNNI or NEON; running f32"
+                );
+                DenseKind::F32
+            }
+        },
+    };
+    tracing::info!(?precision, dense = %kind, "embedding model precision");
+    kind
 }
 
 /// Masked mean over each text's token rows (no padding exists in the packed batch), then L2.

@@ -1,7 +1,7 @@
 //! A BERT checkpoint's tensors as every forward pass wants them: Q/K/V fused into one matrix with
 //! the attention scale folded in, layer norms under either naming, read one layer at a time.
-//! Shared by the Candle encoder ([`super::encoder`]) and the AMX one (`amx_encoder`), which is why
-//! it is neither's.
+//! Shared by the Candle encoder ([`super::encoder`]), the int8 one ([`super::int8_encoder`]) and
+//! the AMX one (`amx_encoder`), which is why it is none of theirs.
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
@@ -105,4 +105,28 @@ pub(crate) fn load_weights<'a>(vb: VarBuilder<'a>, c: &'a Config) -> Result<(Emb
         norm: norm_params(&e.pp("LayerNorm"), h)?,
     };
     Ok((embeddings, LayerSource { vb, config: c }))
+}
+
+/// The word-embedding table, read in place from its Candle CPU tensor (no second 40+ MB copy).
+pub(crate) struct Table(candle_core::Tensor);
+
+impl Table {
+    pub(crate) fn new(t: candle_core::Tensor) -> Result<Self> {
+        let t = t.contiguous()?;
+        let table = Table(t);
+        table.with(|_| Ok(()))?;
+        Ok(table)
+    }
+
+    /// Runs `f` on the table's rows, row-major.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+        let (storage, layout) = self.0.storage_and_layout();
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("embedding table is not contiguous".into()))?;
+        match &*storage {
+            candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)) => f(&v[start..end]),
+            _ => candle_core::bail!("embedding table is not an f32 CPU tensor"),
+        }
+    }
 }

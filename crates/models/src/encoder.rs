@@ -1,4 +1,5 @@
-//! The BERT encoder forward pass, written for CPU serving on Candle tensors.
+//! The BERT encoder forward pass, written for CPU serving on Candle tensors (f32, any device),
+//! and the choice between it and the CPU encoders with reduced-precision dense layers.
 //!
 //! Same weights and maths as `candle_transformers::models::bert::BertModel` (post-LN BERT, exact
 //! GELU), laid out for small, ragged batches of queries:
@@ -16,8 +17,9 @@ use candle_transformers::models::bert::Config;
 #[cfg(target_arch = "x86_64")]
 use super::amx_encoder::AmxEncoder;
 use super::checkpoint::{EmbeddingWeights, LayerSource, LayerWeights, load_weights};
+use super::int8_encoder::Int8Encoder;
 use super::kernels;
-use super::quant::QuantLinear;
+use super::quant::Kernel;
 
 /// How the dense layers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,78 +28,47 @@ pub enum DenseKind {
     F32,
     /// bf16 tiles on Intel AMX, f32 accumulation.
     Bf16Amx,
-    /// int8 weights and inputs on AVX-512 VNNI.
-    Int8Vnni,
+    /// int8 weights and inputs on the given kernel (AVX2, AVX-VNNI, AVX-512 VNNI, NEON).
+    Int8(Kernel),
+}
+
+impl std::fmt::Display for DenseKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DenseKind::F32 => f.write_str("f32"),
+            DenseKind::Bf16Amx => f.write_str("bf16-amx"),
+            DenseKind::Int8(k) => write!(f, "int8-{}", k.name()),
+        }
+    }
 }
 
 /// A dense layer stored as `[in, out]` plus its bias.
 struct Dense {
-    /// `[in, out]` f32 weights; `None` when the int8 version replaces them (saves their memory).
-    weight: Option<Tensor>,
+    /// `[in, out]` f32 weights.
+    weight: Tensor,
     bias: Tensor,
     bias_host: Vec<f32>,
-    /// The int8 version of this layer (`embedding.precision: int8`), used instead on the CPU.
-    quant: Option<QuantLinear>,
-    /// Zeros for the activation after the int8 path, which has already added the bias.
-    zero_bias: Vec<f32>,
 }
 
 impl Dense {
     /// Builds from a PyTorch-layout `[out, in]` weight (transposed here, once).
-    fn from_parts(w: &Tensor, b: &Tensor, kind: DenseKind) -> Result<Self> {
-        let bias_host = b.to_vec1::<f32>()?;
-        let (outputs, inputs) = w.dims2()?;
-        let host = || w.flatten_all()?.to_vec1::<f32>();
-        let quant = match kind {
-            DenseKind::Int8Vnni => Some(QuantLinear::new(&host()?, &bias_host, inputs, outputs)),
-            _ => None,
-        };
+    fn from_parts(w: &Tensor, b: &Tensor) -> Result<Self> {
         Ok(Dense {
-            weight: if quant.is_some() {
-                None
-            } else {
-                Some(w.t()?.contiguous()?)
-            },
-            zero_bias: if quant.is_some() {
-                vec![0.0; bias_host.len()]
-            } else {
-                Vec::new()
-            },
-            bias_host,
+            weight: w.t()?.contiguous()?,
+            bias_host: b.to_vec1::<f32>()?,
             bias: b.clone(),
-            quant,
         })
-    }
-
-    fn f32_weight(&self) -> Result<&Tensor> {
-        self.weight
-            .as_ref()
-            .ok_or_else(|| candle_core::Error::Msg("dense layer has no f32 weights".into()))
     }
 
     /// `gelu(x·W + b)`.
     fn forward_gelu(&self, x: &Tensor) -> Result<Tensor> {
-        match &self.quant {
-            Some(q) => kernels::bias_gelu(quant_forward(q, x)?, &self.bias, &self.zero_bias),
-            None => kernels::bias_gelu(x.matmul(self.f32_weight()?)?, &self.bias, &self.bias_host),
-        }
+        kernels::bias_gelu(x.matmul(&self.weight)?, &self.bias, &self.bias_host)
     }
-}
-
-fn quant_forward(q: &QuantLinear, x: &Tensor) -> Result<Tensor> {
-    let rows = x.dim(0)?;
-    let data = x.flatten_all()?.to_vec1::<f32>()?;
-    let mut out = vec![0f32; rows * q.outputs()];
-    q.forward(&data, &mut out);
-    Tensor::from_vec(out, (rows, q.outputs()), x.device())
 }
 
 impl Module for Dense {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match &self.quant {
-            Some(q) => quant_forward(q, x),
-            None => x.matmul(self.f32_weight()?)?.broadcast_add(&self.bias),
-        }
+        x.matmul(&self.weight)?.broadcast_add(&self.bias)
     }
 }
 
@@ -129,13 +100,13 @@ struct Layer {
 }
 
 impl Layer {
-    fn new(w: LayerWeights, kind: DenseKind, eps: f32) -> Result<Self> {
+    fn new(w: LayerWeights, eps: f32) -> Result<Self> {
         Ok(Layer {
-            qkv: Dense::from_parts(&w.qkv.0, &w.qkv.1, kind)?,
-            attn_out: Dense::from_parts(&w.attn_out.0, &w.attn_out.1, kind)?,
+            qkv: Dense::from_parts(&w.qkv.0, &w.qkv.1)?,
+            attn_out: Dense::from_parts(&w.attn_out.0, &w.attn_out.1)?,
             attn_norm: LayerNorm::new(w.attn_norm, eps),
-            intermediate: Dense::from_parts(&w.intermediate.0, &w.intermediate.1, kind)?,
-            output: Dense::from_parts(&w.output.0, &w.output.1, kind)?,
+            intermediate: Dense::from_parts(&w.intermediate.0, &w.intermediate.1)?,
+            output: Dense::from_parts(&w.output.0, &w.output.1)?,
             out_norm: LayerNorm::new(w.out_norm, eps),
         })
     }
@@ -174,8 +145,10 @@ impl Layer {
 /// A BERT encoder (sentence-transformers or `BertModel` checkpoints; `bert.`-prefixed
 /// checkpoints such as sequence classifiers work too).
 pub enum Encoder {
-    /// Candle tensors: f32 or int8 dense layers, any device.
+    /// Candle tensors: f32 dense layers, any device.
     Candle(CandleEncoder),
+    /// int8 dense layers, fused CPU kernels around them (CPUs without AMX).
+    Int8(Int8Encoder),
     /// bf16 dense layers on AMX tiles, fused CPU kernels around them.
     #[cfg(target_arch = "x86_64")]
     Amx(AmxEncoder),
@@ -191,9 +164,16 @@ impl Encoder {
             DenseKind::Bf16Amx if AmxEncoder::fits(c) => Encoder::Amx(AmxEncoder::new(embeddings, layers, c)?),
             DenseKind::Bf16Amx => {
                 tracing::warn!("model widths are not multiples of 16: AMX does not apply, running f32");
-                Encoder::Candle(CandleEncoder::new(embeddings, layers, c, DenseKind::F32)?)
+                Encoder::Candle(CandleEncoder::new(embeddings, layers, c)?)
             }
-            _ => Encoder::Candle(CandleEncoder::new(embeddings, layers, c, kind)?),
+            DenseKind::Int8(kernel) if Int8Encoder::fits(c) => {
+                Encoder::Int8(Int8Encoder::new(embeddings, layers, c, kernel)?)
+            }
+            DenseKind::Int8(_) => {
+                tracing::warn!("model widths are not multiples of 16: int8 does not apply, running f32");
+                Encoder::Candle(CandleEncoder::new(embeddings, layers, c)?)
+            }
+            DenseKind::F32 => Encoder::Candle(CandleEncoder::new(embeddings, layers, c)?),
         })
     }
 
@@ -205,6 +185,7 @@ impl Encoder {
         }
         match self {
             Encoder::Candle(e) => e.forward(ids, lens, device),
+            Encoder::Int8(e) => e.forward(ids, lens),
             #[cfg(target_arch = "x86_64")]
             Encoder::Amx(e) => e.forward(ids, lens),
         }
@@ -223,17 +204,14 @@ pub struct CandleEncoder {
 }
 
 impl CandleEncoder {
-    fn new(e: EmbeddingWeights, layers: LayerSource<'_>, c: &Config, kind: DenseKind) -> Result<Self> {
+    fn new(e: EmbeddingWeights, layers: LayerSource<'_>, c: &Config) -> Result<Self> {
         let eps = c.layer_norm_eps as f32;
         Ok(CandleEncoder {
             words: e.words,
             positions: e.positions,
             token_type: e.token_type,
             norm: LayerNorm::new(e.norm, eps),
-            layers: layers
-                .layers()
-                .map(|w| Layer::new(w?, kind, eps))
-                .collect::<Result<_>>()?,
+            layers: layers.layers().map(|w| Layer::new(w?, eps)).collect::<Result<_>>()?,
             heads: c.num_attention_heads,
             max_positions: c.max_position_embeddings,
         })

@@ -1,4 +1,4 @@
-//! Element-wise kernels the encoder runs in place on Candle's CPU buffers.
+//! Element-wise kernels the encoders run in place on Candle's CPU buffers or on host buffers.
 //!
 //! Candle's own `gelu_erf` calls libm's scalar `erff` per element and allocates a new tensor; on
 //! the encoder's widest activation (tokens × 1536) that was ~10% of a forward pass. These kernels
@@ -142,6 +142,75 @@ fn softmax_rows(data: &mut [f32], width: usize) {
             *v *= inv;
         }
     }
+}
+
+#[inline(always)]
+fn gelu_rows_plain(data: &mut [f32], _: ()) {
+    for v in data.iter_mut() {
+        *v = gelu(*v);
+    }
+}
+
+/// Elements per GELU task: enough work to amortise a rayon hand-off.
+const GELU_CHUNK: usize = 16 * 1024;
+
+/// `x ← gelu(x)` in place on a host buffer (the int8 encoder's intermediate activations, whose
+/// bias the dense layer already added).
+pub(crate) fn gelu_in_place(data: &mut [f32]) {
+    use rayon::prelude::*;
+    if data.len() > 2 * GELU_CHUNK {
+        data.par_chunks_mut(GELU_CHUNK)
+            .for_each(|c| dispatch!(gelu_rows_plain(c, () => ())));
+    } else {
+        dispatch!(gelu_rows_plain(data, () => ()));
+    }
+}
+
+/// Softmax of one row in place; inlined into callers compiled for wider vectors.
+#[inline(always)]
+pub(crate) fn softmax_row(row: &mut [f32]) {
+    let width = row.len();
+    softmax_rows(row, width)
+}
+
+/// Layer-norm parameters, for [`layer_norm_rows`].
+pub(crate) struct NormParams<'a> {
+    pub gamma: &'a [f32],
+    pub beta: &'a [f32],
+    pub eps: f32,
+}
+
+#[inline(always)]
+fn layer_norm_plain(x: &mut [f32], (y, p): (&[f32], &NormParams<'_>)) {
+    let n = p.gamma.len();
+    for (y, x) in y.chunks_exact(n).zip(x.chunks_exact_mut(n)) {
+        let mut sums = [0f32; LANES];
+        let mut chunks = y.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (s, v) in sums.iter_mut().zip(c) {
+                *s += v;
+            }
+        }
+        let mean = (sums.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()) / n as f32;
+        let mut vars = [0f32; LANES];
+        let mut chunks = y.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (s, v) in vars.iter_mut().zip(c) {
+                *s += (v - mean) * (v - mean);
+            }
+        }
+        let var = (vars.iter().sum::<f32>() + chunks.remainder().iter().map(|v| (v - mean) * (v - mean)).sum::<f32>())
+            / n as f32;
+        let rstd = 1.0 / (var + p.eps).sqrt();
+        for (((x, y), g), b) in x.iter_mut().zip(y).zip(p.gamma).zip(p.beta) {
+            *x = (y - mean) * rstd * g + b;
+        }
+    }
+}
+
+/// `x ← layer_norm(y)` row by row (rows of `gamma.len()`), on host buffers.
+pub(crate) fn layer_norm_rows(y: &[f32], x: &mut [f32], p: &NormParams<'_>) {
+    dispatch!(layer_norm_plain(x, (y, p) => (&[f32], &NormParams<'_>)));
 }
 
 /// `x ← gelu(x + bias)` row by row, in place.

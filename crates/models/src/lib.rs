@@ -5,7 +5,7 @@
 //! by a bounded queue, never on the async runtime; concurrent requests are micro-batched into one
 //! forward pass; query embeddings are cached (bounded LRU keyed by a hash of the text).
 //!
-//! The only crate with `unsafe` (AVX-512/AMX kernels, the AMX permission request) and the only
+//! The only crate with `unsafe` (AVX2/AVX-512/NEON/AMX kernels, the AMX permission request) and the only
 //! one that depends on Candle: the training programs in `tools/` use its re-exports.
 
 #![deny(missing_docs)]
@@ -18,6 +18,7 @@ mod bert;
 mod checkpoint;
 mod classifier;
 mod encoder;
+mod int8_encoder;
 mod kernels;
 mod quant;
 #[doc(hidden)]
@@ -39,6 +40,8 @@ pub use candle_core;
 /// Candle's layers and optimisers (the training programs).
 pub use candle_nn;
 pub use classifier::{SequenceClassifier, TextClassifier};
+/// The int8 kernels (`SentenceEncoder::load_int8`, `LLMSOUP_INT8_KERNEL`).
+pub use quant::{KERNEL_ENV as INT8_KERNEL_ENV, Kernel as Int8Kernel};
 
 use llmsoup_config::EmbeddingConfig;
 
@@ -167,6 +170,15 @@ pub(crate) fn load_logged<M>(
     Ok(model)
 }
 
+/// Cores a forward pass is spread over by default: what this process may use (Rust reads the
+/// cgroup CPU quota, so a 2-core pod on a 64-core node gets 2), at most 16 — beyond that a
+/// short prompt's pass is too small to split further.
+fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(16)
+}
+
 /// A loaded model behind its worker threads.
 pub(crate) struct Worker {
     queue: mpsc::Sender<Job>,
@@ -191,16 +203,26 @@ impl Worker {
     ) -> Result<Self, ModelError> {
         let (tx, rx) = mpsc::channel::<Job>(settings.queue.max(1));
         let rx = Arc::new(std::sync::Mutex::new(rx));
+        let threads = settings.threads.unwrap_or_else(default_threads).max(1);
+        let pool = Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("llmsoup-pass-{i}"))
+                .build()
+                .map_err(|e| ModelError::Load(format!("starting {threads} inference threads: {e}")))?,
+        );
+        tracing::info!(workers = settings.workers.max(1), threads, "inference threads");
         for i in 0..settings.workers.max(1) {
-            let (rx, model, batch, max_tokens) = (
+            let (rx, model, batch, max_tokens, pool) = (
                 rx.clone(),
                 model.clone(),
                 settings.batch_size.max(1),
                 settings.max_tokens,
+                pool.clone(),
             );
             std::thread::Builder::new()
                 .name(format!("llmsoup-infer-{i}"))
-                .spawn(move || work(&rx, model.as_ref(), batch, max_tokens))
+                .spawn(move || work(&rx, model.as_ref(), &pool, batch, max_tokens))
                 .map_err(|e| ModelError::Load(format!("spawning inference thread: {e}")))?;
         }
         Ok(Worker { queue: tx, dim })
@@ -234,9 +256,15 @@ fn job_width(job: &Job, max_tokens: usize) -> usize {
 }
 
 /// The worker loop: wait for one job, then take whatever else is queued (up to `batch` texts and
-/// the attention budget) and run them in one forward pass. A job that does not fit waits for the
-/// next pass. Exits when the engine (and its queue sender) is dropped.
-fn work(rx: &std::sync::Mutex<mpsc::Receiver<Job>>, model: &dyn BatchModel, batch: usize, max_tokens: usize) {
+/// the attention budget) and run them in one forward pass on `pool`. A job that does not fit
+/// waits for the next pass. Exits when the engine (and its queue sender) is dropped.
+fn work(
+    rx: &std::sync::Mutex<mpsc::Receiver<Job>>,
+    model: &dyn BatchModel,
+    pool: &rayon::ThreadPool,
+    batch: usize,
+    max_tokens: usize,
+) {
     let mut carry: Option<Job> = None;
     loop {
         let mut jobs = Vec::new();
@@ -265,7 +293,7 @@ fn work(rx: &std::sync::Mutex<mpsc::Receiver<Job>>, model: &dyn BatchModel, batc
             }
         }
         let texts: Vec<&str> = jobs.iter().flat_map(|j| j.texts.iter().map(String::as_str)).collect();
-        match model.run(&texts) {
+        match pool.install(|| model.run(&texts)) {
             Ok(mut rows) => {
                 for job in jobs.into_iter().rev() {
                     let mine = rows.split_off(rows.len() - job.texts.len());
@@ -322,6 +350,11 @@ impl Embedder {
         result.as_ref().map_err(Clone::clone)
     }
 
+    /// The settings this embedder was built with.
+    pub fn settings(&self) -> &EmbeddingConfig {
+        &self.settings
+    }
+
     /// Embedding width, once loaded.
     pub async fn dim(&self) -> Result<usize, ModelError> {
         Ok(self.worker().await?.dim)
@@ -346,6 +379,23 @@ impl Embedder {
         let e: Embedding = rows.pop().unwrap_or_default().into();
         self.cache.insert(key, e.clone());
         Ok(e)
+    }
+
+    /// Embeds several texts of one request (the windows of a long prompt) in one job, each
+    /// looked up in and added to the cache like [`Embedder::embed`]'s.
+    pub async fn embed_many(&self, texts: &[&str]) -> Result<Vec<Embedding>, ModelError> {
+        let keys: Vec<u64> = texts.iter().map(|t| text_key(t)).collect();
+        let mut out: Vec<Option<Embedding>> = keys.iter().map(|k| self.cache.get(k)).collect();
+        let missing: Vec<usize> = (0..texts.len()).filter(|&i| out[i].is_none()).collect();
+        for part in missing.chunks(self.settings.batch_size.max(1)) {
+            let rows = self.run(part.iter().map(|&i| texts[i].to_string()).collect()).await?;
+            for (&i, row) in part.iter().zip(rows) {
+                let e: Embedding = row.into();
+                self.cache.insert(keys[i], e.clone());
+                out[i] = Some(e);
+            }
+        }
+        Ok(out.into_iter().map(Option::unwrap_or_default).collect())
     }
 
     /// Embeds many texts (prototype banks), in batches, uncached.

@@ -17,6 +17,7 @@ pub mod plugins;
 pub mod request;
 pub mod selection;
 pub mod signals;
+pub mod window;
 
 /// The configuration crate, as the modules here name it.
 pub use llmsoup_config as config;
