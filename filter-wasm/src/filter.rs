@@ -8,6 +8,7 @@ use std::time::Duration;
 use llmsoup_contract::ApiError;
 use llmsoup_contract::auth;
 use llmsoup_contract::fail_open::{FailOpenError, fail_open_rewrite};
+use llmsoup_contract::fallback::{ATTEMPTS_HEADER, CHAIN_HEADER};
 use llmsoup_contract::headers::{self as names, CONTENT_LENGTH, DECISION_HEADER, FAIL_OPEN_DECISION, MODEL_HEADER};
 use llmsoup_contract::plugin_config::{FailureMode, Plugin};
 use llmsoup_contract::usage::ResponseTracker;
@@ -64,6 +65,8 @@ pub struct Filter<H: Host> {
     model: String,
     decision: String,
     response: ResponseTracker,
+    /// The fallback chain the sidecar routed the request with (`x-llmsoup-chain`), if any.
+    chain: Option<String>,
 }
 
 impl<H: Host> Filter<H> {
@@ -86,6 +89,7 @@ impl<H: Host> Filter<H> {
             model: String::new(),
             decision: String::new(),
             response: ResponseTracker::default(),
+            chain: None,
         }
     }
 
@@ -258,6 +262,11 @@ impl<H: Host> Filter<H> {
     }
 
     fn apply(&mut self, f: &v1::Forward) -> Result<(), HostError> {
+        self.chain = f
+            .set_headers
+            .iter()
+            .find(|h| h.name == CHAIN_HEADER)
+            .and_then(|h| String::from_utf8(h.value.clone()).ok());
         for name in &f.remove_headers {
             self.host.set_request_header(name, None)?;
         }
@@ -364,6 +373,16 @@ impl<H: Host> Filter<H> {
             Some(self.host.now().saturating_sub(self.start)),
             self.plugin.config.response_accounting && !self.model.is_empty(),
         );
+        // A fallback chain's answer names the model that answered: say that one, account it.
+        let attempts = self.host.response_header(ATTEMPTS_HEADER);
+        if let Some(model) = self.response.on_attempts(attempts.as_deref(), self.chain.as_deref()) {
+            for (k, v) in &mut self.response_headers {
+                if k == MODEL_HEADER {
+                    *v = model.clone().into_bytes();
+                }
+            }
+            self.model = model;
+        }
         for (k, v) in std::mem::take(&mut self.response_headers) {
             if let Err(e) = self.host.set_response_header(&k, &v) {
                 self.host

@@ -309,6 +309,10 @@ fn local_reply_config() -> Value {
         mapper("response.code == 431", api_error(431, "Request headers are too large.", "request_header_fields_too_large")),
         mapper("response.code_details.startsWith('ext_proc')", ApiError::router_unavailable()),
         mapper("response.code == 504", api_error(504, "The model provider did not answer in time.", "upstream_timeout")),
+        // Outlier detection took every host of the route's cluster out (providers[].outlier_detection).
+        mapper("response.code == 503 && response.code_details == 'no_healthy_upstream'", api_error(503, "The model provider failed repeatedly and is out of rotation for a while; try again shortly.", "no_healthy_upstream")),
+        // A circuit breaker is open (providers[].circuit_breakers).
+        mapper("response.code == 503 && response.code_details.contains('overflow')", api_error(503, "Too many requests are in flight to the model provider; try again shortly.", "upstream_overflow")),
         mapper("response.code == 502 || response.code == 503", api_error(503, "The model provider is unavailable or reset the connection.", "upstream_unavailable")),
         mapper("response.code >= 500", api_error(500, "The gateway failed to handle the request (%RESPONSE_CODE_DETAILS%).", "gateway_error")),
         mapper("response.code >= 400", api_error(400, "The gateway rejected the request (%RESPONSE_CODE_DETAILS%).", "invalid_request")),
@@ -373,6 +377,7 @@ fn provider_cluster(p: &ProviderConfig) -> anyhow::Result<Value> {
     if !is_ip {
         cluster["dns_lookup_family"] = json!("V4_PREFERRED");
     }
+    health::apply(p, &mut cluster);
     if ep.tls {
         let host = &ep.host;
         cluster["transport_socket"] = json!({
@@ -421,6 +426,9 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
             &route_header(config),
         )?);
     }
+    // Fallback chains first: a chained request carries the model header too.
+    let (chain_routes, chain_clusters) = fallback::render(config, &route_header(config))?;
+    routes.splice(0..0, chain_routes);
     // A request without the routing header matches no provider route: the sidecar (or a
     // fail-open step) routed every request it let through, and everything else is answered here.
     // POSTs reach these only when nothing routed them (the sidecar is down and no fail-open step
@@ -600,6 +608,8 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
         }
     }
 
+    clusters.extend(chain_clusters);
+
     let access_log = json!({
         "name": "envoy.access_loggers.stdout",
         "typed_config": {
@@ -739,6 +749,9 @@ fn model_route(name: &str, p: &ProviderConfig, model: &str, header: &str) -> any
         "request_headers_to_remove": if header == MODEL_HEADER { json!([MODEL_HEADER]) } else { json!([MODEL_HEADER, header]) },
     }))
 }
+
+mod fallback;
+mod health;
 
 #[cfg(test)]
 mod auth_tests;

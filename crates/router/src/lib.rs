@@ -12,6 +12,7 @@
 
 pub mod decision;
 pub mod engine;
+pub mod fallback;
 pub mod plugins;
 pub mod request;
 pub mod selection;

@@ -4,6 +4,8 @@
 
 mod decisions;
 mod embedding;
+mod fallback;
+mod health;
 mod providers;
 mod server;
 mod signals;
@@ -15,6 +17,9 @@ use serde::{Deserialize, Serialize};
 
 pub use decisions::*;
 pub use embedding::*;
+pub use fallback::*;
+pub(crate) use health::validate as validate_health;
+pub use health::{CircuitBreakers, OutlierDetection};
 pub use providers::*;
 pub use server::*;
 pub use signals::*;

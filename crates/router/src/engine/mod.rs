@@ -12,13 +12,15 @@ use std::time::{Duration, Instant};
 
 use llmsoup_contract::ApiError;
 use llmsoup_contract::auth::{self, AuthError};
+use llmsoup_contract::fallback::{CHAIN_HEADER, MODEL_SPAN_HEADER, chain_value};
 use llmsoup_contract::headers::MODEL_HEADER;
 use llmsoup_contract::outcome::{Forward, HeaderName, Outcome, Reply, ResponsePath, Summary};
 use llmsoup_contract::paths::ROUTED_PATHS;
 use serde::Serialize;
 
-use crate::config::{Config, ModelConfig, OnSignalError, SignalKind};
+use crate::config::{Config, DecisionConfig, ModelConfig, OnSignalError, SignalKind};
 use crate::decision::{DecisionEngine, SignalErrorVerdict};
+use crate::fallback;
 use crate::plugins::{self, Api, DecisionPlugins, Reasoning};
 use crate::request::{RequestView, parse_request};
 use crate::selection::{self, Backends};
@@ -473,6 +475,13 @@ impl Engine {
                 .ok_or_else(|| ApiError::model_not_found(&parsed.model))?;
             let body =
                 (model.provider_model_id() != model.name).then(|| parsed.with_model(body, model.provider_model_id()));
+            let mut set_headers = self.routing_headers(&model.name);
+            let span = if body.is_some() {
+                parsed.spliced_span(model.provider_model_id())
+            } else {
+                parsed.model_span()
+            };
+            self.chain_headers(model, None, &parsed.view, span, &mut set_headers);
             let mut summary = Summary {
                 model: model.name.clone(),
                 ..Summary::default()
@@ -485,7 +494,7 @@ impl Engine {
             }
             return Ok(Handled::Forward(Forward {
                 remove_headers: Vec::new(),
-                set_headers: self.routing_headers(&model.name),
+                set_headers,
                 append_headers: Vec::new(),
                 body,
                 summary,
@@ -561,7 +570,8 @@ impl Engine {
         let reasoning = Reasoning::resolve(&self.config, model, model_ref);
         let body_plugins = plugins.unwrap_or(&DecisionPlugins::NONE);
         let mut injected = false;
-        let new_body = if body_plugins.changes_body() || reasoning.is_some() {
+        let rewritten = body_plugins.changes_body() || reasoning.is_some();
+        let new_body = if rewritten {
             let (b, report) =
                 plugins::rewrite_body(body, api, upstream_id, body_plugins, reasoning.as_ref()).map_err(|e| {
                     ApiError::bad_request(
@@ -581,9 +591,20 @@ impl Engine {
             let reasoning_on = reasoning.as_ref().map(|r| r.enabled);
             summary.compat = self.vsr_headers(&routed, reasoning_on, injected, ResponsePath::Upstream);
         }
+        let mut set_headers = self.routing_headers(&model.name);
+        let decision = winner.map(|(i, _)| &self.config.decisions[*i]);
+        let span = if rewritten {
+            // Plugins re-wrote the body: find where `model` ended up (only for chains).
+            parse_request(&new_body, false)
+                .map(|p| p.model_span())
+                .unwrap_or_default()
+        } else {
+            parsed.spliced_span(upstream_id)
+        };
+        self.chain_headers(model, decision, &parsed.view, span, &mut set_headers);
         let mut forward = Forward {
             remove_headers: Vec::new(),
-            set_headers: self.routing_headers(&model.name),
+            set_headers,
             append_headers: Vec::new(),
             body: Some(new_body),
             summary,
@@ -600,6 +621,29 @@ impl Engine {
                 .collect();
         }
         Ok(Handled::Forward(forward))
+    }
+
+    /// The request's fallback chain for Envoy (`contract::fallback`): the chain's models and where
+    /// the `model` value sits in the body, so each attempt can splice its own id. Nothing when
+    /// the chain is the primary alone.
+    fn chain_headers(
+        &self,
+        primary: &ModelConfig,
+        decision: Option<&DecisionConfig>,
+        view: &RequestView,
+        span: std::ops::Range<usize>,
+        headers: &mut Vec<(HeaderName, String)>,
+    ) {
+        let chain = fallback::chain(&self.config, &self.backends, primary, decision, view);
+        for (name, why) in &chain.skipped {
+            tracing::debug!(model = %primary.name, fallback = %name, reason = why.as_str(), "fallback skipped for this request");
+        }
+        if chain.models.len() < 2 || span.is_empty() {
+            return;
+        }
+        let names: Vec<&str> = chain.models.iter().map(|m| m.name.as_str()).collect();
+        headers.push((Cow::Borrowed(CHAIN_HEADER), chain_value(&names)));
+        headers.push((Cow::Borrowed(MODEL_SPAN_HEADER), format!("{}-{}", span.start, span.end)));
     }
 
     /// The headers Envoy routes on: ours, plus the compatibility one when configured.

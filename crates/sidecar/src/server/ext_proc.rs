@@ -28,6 +28,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use futures::Stream;
+use llmsoup_contract::fallback::{ATTEMPTS_HEADER, CHAIN_HEADER};
 use llmsoup_contract::headers::{self as names, CONTENT_LENGTH, METADATA_NAMESPACE};
 use llmsoup_contract::outcome::{self, Outcome, Summary};
 use llmsoup_contract::usage::ResponseTracker;
@@ -117,6 +118,8 @@ struct StreamState {
     body_routed: bool,
     /// An observability-mode stream saw the end of the response.
     observed_end: bool,
+    /// The fallback chain the request was routed with (`x-llmsoup-chain`), if any.
+    chain: Option<String>,
 }
 
 fn header_bytes<'a>(headers: &'a Option<HeaderMap>, name: &str) -> Option<&'a [u8]> {
@@ -200,6 +203,7 @@ impl StreamState {
             request_body_streamed: false,
             body_routed: false,
             observed_end: false,
+            chain: None,
         }
     }
 
@@ -324,6 +328,11 @@ impl StreamState {
                 let g = &engine.config().gateway;
                 let dynamic_metadata =
                     (g.response_accounting && g.async_response_accounting).then(|| self.routed_facts(&f.summary));
+                self.chain = f
+                    .set_headers
+                    .iter()
+                    .find(|(k, _)| k == CHAIN_HEADER)
+                    .map(|(_, v)| v.clone());
                 self.summary = Some(f.summary);
                 ProcessingResponse {
                     dynamic_metadata,
@@ -345,6 +354,7 @@ impl StreamState {
     }
 
     fn on_response_headers(&mut self, h: &HttpHeaders) -> ProcessingResponse {
+        self.answered_by(h);
         let set = self
             .summary
             .as_ref()
@@ -389,6 +399,17 @@ impl Drop for StreamState {
 }
 
 impl StreamState {
+    /// A fallback chain's answer names the model that answered (`x-llmsoup-attempts`): the
+    /// response headers and the accounting say that one.
+    fn answered_by(&mut self, h: &HttpHeaders) {
+        let attempts = header_bytes(&h.headers, ATTEMPTS_HEADER);
+        if let Some(model) = self.response.on_attempts(attempts, self.chain.as_deref())
+            && let Some(s) = self.summary.as_mut()
+        {
+            s.model = model;
+        }
+    }
+
     /// Records status, time to first byte and the kind of body; with `scan`, reads usage from it.
     /// Returns whether the response is SSE.
     fn response_started(&mut self, h: &HttpHeaders, scan: bool) -> bool {
@@ -410,6 +431,7 @@ impl StreamState {
                 ("model", string(&summary.model)),
                 ("decision", string(summary.decision.as_deref().unwrap_or_default())),
                 ("request_id", string(&self.request_id)),
+                ("chain", string(self.chain.as_deref().unwrap_or_default())),
                 (
                     "start_unix_us",
                     Value {
@@ -438,12 +460,16 @@ impl StreamState {
     fn observe(&mut self, msg: ProcessingRequest) {
         match msg.request {
             Some(Phase::ResponseHeaders(h)) => {
-                if let Some((summary, request_id, start_unix_us)) = msg.metadata_context.as_ref().and_then(routed) {
+                if let Some((summary, request_id, start_unix_us, chain)) =
+                    msg.metadata_context.as_ref().and_then(routed)
+                {
                     let since = unix_us(SystemTime::now()).saturating_sub(start_unix_us);
                     self.start = Instant::now().checked_sub(Duration::from_micros(since));
                     self.summary = Some(summary);
                     self.request_id = request_id;
+                    self.chain = chain;
                 }
+                self.answered_by(&h);
                 self.response_started(&h, true);
                 if h.end_of_stream {
                     self.report();
@@ -488,8 +514,8 @@ fn unix_us(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
-/// The routing stream's facts from forwarded dynamic metadata: summary, request id, start.
-fn routed(metadata: &Metadata) -> Option<(Summary, String, u64)> {
+/// The routing stream's facts from forwarded dynamic metadata: summary, request id, start, chain.
+fn routed(metadata: &Metadata) -> Option<(Summary, String, u64, Option<String>)> {
     let facts = &metadata.filter_metadata.get(METADATA_NAMESPACE)?.fields;
     let string = |k: &str| match facts.get(k)?.kind.as_ref()? {
         Kind::StringValue(s) => Some(s.clone()),
@@ -504,7 +530,12 @@ fn routed(metadata: &Metadata) -> Option<(Summary, String, u64)> {
         decision: string("decision").filter(|d| !d.is_empty()),
         ..Default::default()
     };
-    Some((summary, string("request_id").unwrap_or_default(), start))
+    Some((
+        summary,
+        string("request_id").unwrap_or_default(),
+        start,
+        string("chain").filter(|c| !c.is_empty()),
+    ))
 }
 
 /// The processing-mode override that streams an SSE response body chunk by chunk.
