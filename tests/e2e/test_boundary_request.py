@@ -154,7 +154,6 @@ def check(s: Stack, r: Resp, request_id: str, status: int, code: str | None, ups
 # x-llmsoup-decision or None).
 
 CLOSED_DOWN = (503, "router_unavailable", None, None)
-NO_RESPONSE = (0, None, None, None)
 TRAILERS = {"x-checksum": "abc123"}
 
 ROWS = {
@@ -275,9 +274,10 @@ ROWS = {
     ),
     "encoded_slash": (
         ("path", "/v1/chat%2Fcompletions"),
+        # Refused while the connection manager normalises the path, before any route is chosen:
+        # the ext_proc filters are not in that stream's chain, so the sidecar's state is irrelevant.
         {"up": (400, "invalid_request", None, None), "open": (400, "invalid_request", None, None),
-         # ext_proc's response side re-answers Envoy's 400 with its own 503 while the sidecar is down.
-         "closed": {"ext_proc": CLOSED_DOWN, "wasm": (400, "invalid_request", None, None)}},
+         "closed": (400, "invalid_request", None, None)},
     ),
     "merged_slashes": (
         ("path", "//v1//chat/./completions"),
@@ -300,14 +300,12 @@ ROWS = {
     ),
     "huge_headers": (
         ("headers", None),
-        # With the sidecar up, ext_proc mode closes the connection without sending Envoy's 431: the
-        # ext_proc filter holds the local reply for its response-headers call while the codec error
-        # closes the connection. With the sidecar down, the health check has taken it out, the
-        # call fails at once and the local reply goes out (fail-closed turns it into the 503).
-        # Either way nothing reaches a provider.
-        {"up": {"ext_proc": NO_RESPONSE, "wasm": (431, "request_header_fields_too_large", None, None)},
+        # The codec refuses the headers before any filter saw the request: the ext_proc filters are
+        # off for a stream without request headers (on per virtual host), so Envoy's 431 goes out
+        # as JSON whatever the sidecar's state, and nothing reaches the sidecar or a provider.
+        {"up": (431, "request_header_fields_too_large", None, None),
          "open": (431, "request_header_fields_too_large", None, None),
-         "closed": {"ext_proc": CLOSED_DOWN, "wasm": (431, "request_header_fields_too_large", None, None)}},
+         "closed": (431, "request_header_fields_too_large", None, None)},
     ),
     # A 100 KB model name is never echoed back whole.
     "huge_model_name": (
@@ -360,6 +358,9 @@ def test_boundary(stacks, mode, row, state):
         # The echo is cut: the whole error stays small.
         assert len(r.body) < 1024, len(r.body)
         assert "…" in r.json()["error"]["message"]
+    if row == "huge_headers":
+        assert r.json() == {"error": {"message": "Request headers are too large.", "type": "invalid_request_error",
+                                      "param": None, "code": "request_header_fields_too_large"}}
     if row == "get_models" and state == "up":
         ids = [m["id"] for m in r.json()["data"]]
         assert "auto" in ids and "coder" in ids

@@ -38,6 +38,9 @@ pub const ACCOUNTING_FILTER: &str = "llmsoup.response_accounting";
 const FAIL_OPEN_LUA: &str = include_str!("fail_open.lua");
 const CLIENT_AUTH_LUA: &str = include_str!("client_auth.lua");
 
+/// Name of the routing ext_proc filter in ext_proc mode.
+pub const EXT_PROC_FILTER: &str = "envoy.filters.http.ext_proc";
+
 /// Name of the Lua filter that checks client tokens in ext_proc mode, before the ext_proc filter.
 pub const CLIENT_AUTH_FILTER: &str = "llmsoup.client_auth";
 
@@ -157,7 +160,7 @@ fn client_auth_routes(config: &Config) -> Vec<Value> {
             let reply = Reply::from(ApiError::from(e));
             let mut off = serde_json::Map::new();
             off.insert(
-                "envoy.filters.http.ext_proc".into(),
+                EXT_PROC_FILTER.into(),
                 json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "disabled": true}),
             );
             if config.gateway.response_accounting && config.gateway.async_response_accounting {
@@ -281,8 +284,8 @@ fn json_content_type(routes: &mut [Value]) {
 }
 
 /// Local replies that Envoy itself generates (413 over `max_body_bytes`, 431 for huge headers,
-/// 503 when the ext_proc sidecar fails closed, upstream resets, timeouts, codec errors) get an
-/// OpenAI-style JSON body with their status. Replies that already carry a JSON body (the
+/// 503 when the ext_proc sidecar fails closed or times out, upstream resets, timeouts, codec
+/// errors) get an OpenAI-style JSON body with their status. Replies that already carry a JSON body (the
 /// sidecar's, the wasm filter's, the fail-open step's, our direct responses) are left untouched:
 /// every mapper only matches a reply whose content-type is not JSON.
 fn local_reply_config() -> Value {
@@ -304,10 +307,21 @@ fn local_reply_config() -> Value {
             "body_format_override": {"json_format": error_value(&e)},
         })
     };
+    // The sidecar failed the request (fail-closed only: fail-open continues without it): a gRPC
+    // error answers `status_on_error` (503), but a sidecar that does not answer within
+    // `message_timeout` (hung, SIGSTOPped) makes ext_proc answer 504 with the details
+    // `ext_proc_error_per-message_timeout_exceeded`. Both are "the router is unavailable", the same
+    // 503 the wasm filter and the health-checked path answer, so the status is overridden here.
+    // Genuine upstream timeouts have other details (`upstream_response_timeout`) and keep their 504.
+    let mut sidecar_failed = mapper(
+        "response.code_details.startsWith('ext_proc_error')",
+        ApiError::router_unavailable(),
+    );
+    sidecar_failed["status_code"] = json!(ApiError::router_unavailable().status);
     json!({"mappers": [
         mapper("response.code == 413", ApiError::too_large()),
         mapper("response.code == 431", api_error(431, "Request headers are too large.", "request_header_fields_too_large")),
-        mapper("response.code_details.startsWith('ext_proc')", ApiError::router_unavailable()),
+        sidecar_failed,
         mapper("response.code == 504", api_error(504, "The model provider did not answer in time.", "upstream_timeout")),
         // Outlier detection took every host of the route's cluster out (providers[].outlier_detection).
         mapper("response.code == 503 && response.code_details == 'no_healthy_upstream'", api_error(503, "The model provider failed repeatedly and is out of rotation for a while; try again shortly.", "no_healthy_upstream")),
@@ -525,12 +539,13 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
             if async_accounting {
                 ext_proc["metadata_options"] = json!({"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}});
             }
-            filters.push(json!({"name": "envoy.filters.http.ext_proc", "typed_config": ext_proc}));
+            filters.push(json!({"name": EXT_PROC_FILTER, "typed_config": ext_proc, "disabled": true}));
             if async_accounting {
                 let mut accounting = accounting_filter(g.sidecar_timeout_ms);
                 if let Some(md) = grpc_metadata(config) {
                     accounting["typed_config"]["grpc_service"]["initial_metadata"] = md;
                 }
+                accounting["disabled"] = json!(true);
                 filters.push(accounting);
             }
             if g.failure_mode == FailureMode::Open {
@@ -609,6 +624,10 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
     }
 
     clusters.extend(chain_clusters);
+    let mut virtual_host = json!({"name": "llm", "domains": ["*"], "routes": routes});
+    if mode == AttachMode::ExtProc {
+        virtual_host["typed_per_filter_config"] = sidecar_filters_enabled(config);
+    }
 
     let access_log = json!({
         "name": "envoy.access_loggers.stdout",
@@ -642,7 +661,7 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
                         "local_reply_config": local_reply_config(),
                         "route_config": {
                             "name": "llmsoup",
-                            "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": routes}],
+                            "virtual_hosts": [virtual_host],
                         },
                         "http_filters": filters,
                     }
@@ -655,6 +674,24 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
     let yaml = serde_yaml::to_string(&bootstrap).context("rendering YAML")?;
     let header = "# Envoy bootstrap rendered by `llmsoup envoy-config`; edit the llmsoup config instead.\n";
     Ok(format!("{header}{}", yaml.replace("__CA_BUNDLE__", &g.ca_bundle)))
+}
+
+/// Turns the ext_proc filters on for every request that has a virtual host, i.e. every request
+/// whose headers were decoded. They are `disabled` in the filter chain by default, so a stream
+/// without request headers never gets them: a local reply for a codec error (HTTP/1 headers over
+/// the limit) runs through the encoder filters of a chain built without a route, and an ext_proc
+/// filter there would open a sidecar stream for the reply's headers and hold it while the codec
+/// closes the connection — the client would get no reply at all instead of the JSON 431
+/// (envoyproxy/envoy#29440). Route-level `ExtProcPerRoute` settings (the client-auth routes turn
+/// the filter off) still apply on top.
+fn sidecar_filters_enabled(config: &Config) -> Value {
+    let enabled = json!({"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}});
+    let mut filters = serde_json::Map::new();
+    filters.insert(EXT_PROC_FILTER.into(), enabled.clone());
+    if config.gateway.response_accounting && config.gateway.async_response_accounting {
+        filters.insert(ACCOUNTING_FILTER.into(), enabled);
+    }
+    Value::Object(filters)
 }
 
 /// The sidecar circuit breaker, done by Envoy: an active gRPC health check

@@ -384,6 +384,77 @@ fn local_replies_are_mapped_to_openai_json_without_touching_json_ones() {
             "invalid_request"
         ]
     );
+    // Only the sidecar's failures change status: ext_proc's 504 for a message timeout is the same
+    // 503 as a gRPC error; every other reply keeps Envoy's status (a genuine upstream 504 too).
+    let overridden: Vec<(&str, u64)> = mappers
+        .iter()
+        .filter_map(|m| {
+            let expr = m["filter"]["extension_filter"]["typed_config"]["expression"].as_str()?;
+            Some((expr, m["status_code"].as_u64()?))
+        })
+        .collect();
+    assert_eq!(overridden.len(), 1, "{overridden:?}");
+    assert!(
+        overridden[0]
+            .0
+            .ends_with("(response.code_details.startsWith('ext_proc_error'))")
+    );
+    assert_eq!(overridden[0].1, 503);
+}
+
+/// The ext_proc filters are off by default and on for the virtual host: a stream whose request
+/// headers were never decoded (a codec error's local reply) has no route, so its reply never
+/// waits on the sidecar; every request with headers gets them.
+#[test]
+fn ext_proc_filters_run_only_for_requests_with_headers() {
+    for async_accounting in [false, true] {
+        let text = DEFAULT_CONFIG.replacen(
+            "\ngateway:\n",
+            &format!("\ngateway:\n  async_response_accounting: {async_accounting}\n"),
+            1,
+        );
+        let y = rendered(&text);
+        let h = hcm(&y);
+        let filters = h["http_filters"].as_sequence().unwrap();
+        let enabled = &h["route_config"]["virtual_hosts"][0]["typed_per_filter_config"];
+        let mut sidecar_filters = 0;
+        for f in filters {
+            let name = f["name"].as_str().unwrap();
+            let is_ext_proc = f["typed_config"]["@type"]
+                .as_str()
+                .unwrap()
+                .ends_with(".ExternalProcessor");
+            assert_eq!(f["disabled"].as_bool().unwrap_or(false), is_ext_proc, "{name}");
+            if is_ext_proc {
+                sidecar_filters += 1;
+                let on = &enabled[name];
+                assert_eq!(
+                    on["@type"].as_str(),
+                    Some("type.googleapis.com/envoy.config.route.v3.FilterConfig")
+                );
+                assert!(on["config"].as_mapping().is_some_and(|m| m.is_empty()), "{on:?}");
+                assert!(on["disabled"].is_null());
+            }
+        }
+        assert_eq!(sidecar_filters, if async_accounting { 2 } else { 1 });
+        assert_eq!(enabled.as_mapping().unwrap().len(), sidecar_filters);
+    }
+    // Wasm mode has no ext_proc filter and nothing to enable.
+    let c = load_str_with_env(DEFAULT_CONFIG, &|_| None).unwrap();
+    let opts = RenderOptions {
+        mode: Some(AttachMode::Wasm),
+        wasm_path: Some("/x.wasm".into()),
+    };
+    let y: serde_yaml::Value = serde_yaml::from_str(&render(&c, &opts).unwrap()).unwrap();
+    let h = hcm(&y);
+    assert!(h["route_config"]["virtual_hosts"][0]["typed_per_filter_config"].is_null());
+    assert!(
+        h["http_filters"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .all(|f| f["disabled"].is_null())
+    );
 }
 
 /// The fail-open step refuses what it cannot route (no catch-all provider route behind it).
