@@ -5,13 +5,14 @@ CARGO   ?= cargo
 VENV    := .cache/venv
 PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: all build release deps wasm models train-domain train-jailbreak run test test-unit test-e2e lint fmt clean envoy-configs bench fuzz fuzz-cmin
+.PHONY: all build release deps wasm models train-domain train-jailbreak run test test-unit test-e2e test-deploy lint fmt clean envoy-configs bench fuzz fuzz-cmin
 
 all: build
 
 deps:
 	@scripts/install-envoy.sh
 	@scripts/install-browser.sh
+	@scripts/install-redis.sh
 
 build:
 	$(CARGO) build --workspace
@@ -40,13 +41,19 @@ MODE ?= ext_proc
 run: deps models release $(if $(filter wasm,$(MODE)),wasm)
 	LLMSOUP_MODE=$(MODE) scripts/run-demo.sh
 
-test: deps models build wasm test-unit test-e2e
+test: deps models build wasm test-unit test-e2e test-deploy
 
 test-unit: models
 	$(CARGO) test --workspace
 
 test-e2e: deps models build wasm
 	LLMSOUP_BIN=$(CURDIR)/target/debug/llmsoup $(PYTEST) tests/e2e -q -p no:cacheprovider
+
+# deploy/ checked offline: the Helm chart rendered with every values file it ships and checked
+# against the Kubernetes schemas (strict), the compose file by Docker Compose itself, their
+# llmsoup configs by `llmsoup config check`, the compose Envoy bootstrap by Envoy.
+test-deploy: deps build
+	LLMSOUP_BIN=$(CURDIR)/target/debug/llmsoup $(PYTEST) tests/deploy -q -p no:cacheprovider
 
 # Load benchmark (wrk, concurrency 16): bare Envoy vs ext_proc vs wasm, same config and run;
 # prints a table and writes bench/results.md. Then the model signals: decision latency against
@@ -56,6 +63,8 @@ test-e2e: deps models build wasm
 bench: deps models release wasm
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/gateway.py
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/ttfb.py
+	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/budgets.py
+	$(CARGO) run --release -q -p llmsoup-translate --example bench_translate -- bench/translate-results.md
 	$(CARGO) run --release -q -p llmsoup-tools --example bench_route -- \
 		--bin $(CURDIR)/target/release/llmsoup --config bench/signals-config.yaml --out bench/signals-results.md
 	$(CARGO) run --release -q -p llmsoup-tools --example bench_route -- \

@@ -7,12 +7,15 @@ use std::time::Duration;
 
 use llmsoup_contract::ApiError;
 use llmsoup_contract::auth;
+use llmsoup_contract::budget::TENANT_HEADER;
 use llmsoup_contract::fail_open::{FailOpenError, fail_open_rewrite};
 use llmsoup_contract::fallback::{ATTEMPTS_HEADER, CHAIN_HEADER};
 use llmsoup_contract::headers::{self as names, CONTENT_LENGTH, DECISION_HEADER, FAIL_OPEN_DECISION, MODEL_HEADER};
+use llmsoup_contract::outcome::Translation;
 use llmsoup_contract::plugin_config::{FailureMode, Plugin};
-use llmsoup_contract::usage::ResponseTracker;
+use llmsoup_contract::usage::{ResponseTracker, is_sse};
 use llmsoup_contract::v1::{self, route_response::Action as RouteAction};
+use llmsoup_translate::ResponseTranslator;
 use prost::Message as _;
 
 use crate::host::{Host, HostError};
@@ -65,6 +68,10 @@ pub struct Filter<H: Host> {
     model: String,
     decision: String,
     response: ResponseTracker,
+    /// How the response must be rewritten for the client (protocol translation, stream usage).
+    translation: Translation,
+    /// The rewrite in progress, once the response headers said what the body is.
+    translator: Option<ResponseTranslator>,
     /// The fallback chain the sidecar routed the request with (`x-llmsoup-chain`), if any.
     chain: Option<String>,
 }
@@ -89,6 +96,8 @@ impl<H: Host> Filter<H> {
             model: String::new(),
             decision: String::new(),
             response: ResponseTracker::default(),
+            translation: Translation::None,
+            translator: None,
             chain: None,
         }
     }
@@ -149,6 +158,17 @@ impl<H: Host> Filter<H> {
             if let Err(e) = self.host.set_request_header(&name, None) {
                 self.host.warn(&format!("llmsoup: removing {name} failed: {}", e.0));
             }
+        }
+        // The tenant, for the rate limit filter's descriptors: derived from the token checked
+        // above, never from the client (its x-llmsoup-* headers are gone). The model routes
+        // remove it before the provider.
+        if !self.client.is_empty()
+            && let Err(e) = self
+                .host
+                .set_request_header(TENANT_HEADER, Some(self.client.as_bytes()))
+        {
+            self.host
+                .warn(&format!("llmsoup: setting {TENANT_HEADER} failed: {}", e.0));
         }
         if end_of_stream {
             return self.route(Vec::new());
@@ -252,6 +272,7 @@ impl<H: Host> Filter<H> {
                 }
             }
             Some(RouteAction::Forward(f)) => {
+                self.translation = Translation::from_wire(f.translation, f.client_include_usage);
                 if let Err(e) = self.apply(&f) {
                     self.host.warn(&format!("llmsoup: applying the route failed: {}", e.0));
                     self.reply(&ApiError::router_error());
@@ -389,11 +410,61 @@ impl<H: Host> Filter<H> {
                     .warn(&format!("llmsoup: setting response header {k} failed: {}", e.0));
             }
         }
+        if self.translation != Translation::None {
+            let status = status
+                .as_deref()
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+                .unwrap_or(0);
+            let sse = is_sse(content_type.as_deref().unwrap_or_default());
+            let t = ResponseTranslator::new(self.translation, status, sse, self.host.now().as_secs());
+            if t.active() {
+                // The body is rewritten here, so its length changes.
+                match self.host.remove_response_header(CONTENT_LENGTH) {
+                    Ok(()) => self.translator = Some(t),
+                    Err(e) => self.host.warn(&format!("llmsoup: response left untranslated: {}", e.0)),
+                }
+            }
+        }
+        Next::Continue
+    }
+
+    /// A response chunk with a translator: accounted as the provider sent it, replaced by what
+    /// the client must receive. A JSON body is held (Envoy buffers it) and translated whole.
+    fn translate_chunk(&mut self, size: usize, end_of_stream: bool) -> Next {
+        let Some(t) = self.translator.as_mut() else {
+            return Next::Continue;
+        };
+        if t.whole_body() && !end_of_stream {
+            return Next::Pause;
+        }
+        let chunk = if size > 0 {
+            self.host.response_body(size).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut out = Vec::with_capacity(chunk.len() + 256);
+        t.feed(&chunk, &mut out);
+        if end_of_stream {
+            t.finish(&mut out);
+        }
+        if let Err(e) = self.host.set_response_body(size, &out) {
+            self.host
+                .warn(&format!("llmsoup: replacing a response chunk failed: {}", e.0));
+        }
+        if self.response.scanning() {
+            self.response.on_chunk(&chunk);
+        }
+        if end_of_stream {
+            self.report();
+        }
         Next::Continue
     }
 
     /// `on_http_response_body`: reads each chunk as it passes; never holds the stream back.
     pub fn on_response_body(&mut self, size: usize, end_of_stream: bool) -> Next {
+        if self.translator.is_some() {
+            return self.translate_chunk(size, end_of_stream);
+        }
         if self.response.scanning()
             && size > 0
             && let Some(chunk) = self.host.response_body(size)
@@ -416,7 +487,7 @@ impl<H: Host> Filter<H> {
             return;
         }
         let duration = self.host.now().saturating_sub(self.start);
-        let Some(report) = self.response.report(
+        let Some(mut report) = self.response.report(
             self.request_id.clone(),
             self.model.clone(),
             self.decision.clone(),
@@ -424,6 +495,7 @@ impl<H: Host> Filter<H> {
         ) else {
             return;
         };
+        report.tenant = self.client.clone();
         let mut q = self.reports.borrow_mut();
         // Bounded: if the sidecar stops accepting reports, drop the oldest rather than grow.
         if q.len() >= 4096 {

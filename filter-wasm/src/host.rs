@@ -27,8 +27,12 @@ pub trait Host {
     fn response_header(&self, name: &str) -> Option<Vec<u8>>;
     /// Sets a response header.
     fn set_response_header(&mut self, name: &str, value: &[u8]) -> Result<(), HostError>;
+    /// Removes a response header.
+    fn remove_response_header(&mut self, name: &str) -> Result<(), HostError>;
     /// The current response body chunk (`size` bytes).
     fn response_body(&self, size: usize) -> Option<Vec<u8>>;
+    /// Replaces the current response body chunk (`size` bytes) with `body`.
+    fn set_response_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError>;
     /// Sends a local reply and ends the request.
     fn send_response(&mut self, status: u32, headers: &[(&str, &[u8])], body: &[u8]) -> Result<(), HostError>;
     /// Dispatches the Route call; returns its token.

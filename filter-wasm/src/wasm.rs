@@ -200,10 +200,19 @@ impl Host for WasmHost {
             .map_err(|s| err("set response header", s))
     }
 
+    fn remove_response_header(&mut self, name: &str) -> Result<(), HostError> {
+        hostcalls::set_map_value_bytes(MapType::HttpResponseHeaders, name, None)
+            .map_err(|s| err("remove response header", s))
+    }
+
     fn response_body(&self, size: usize) -> Option<Vec<u8>> {
         hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size)
             .ok()
             .flatten()
+    }
+
+    fn set_response_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError> {
+        hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, body).map_err(|s| err("set response body", s))
     }
 
     fn send_response(&mut self, status: u32, headers: &[(&str, &[u8])], body: &[u8]) -> Result<(), HostError> {

@@ -64,15 +64,21 @@ def test_system_prompt_is_inserted_when_the_client_sent_none(plugins_stack):
     assert got["body"]["max_tokens"] == 64, "a missing limit is set"
 
 
-def test_anthropic_messages_get_a_top_level_system(plugins_stack):
+def test_anthropic_messages_get_the_system_prompt_in_the_providers_api(plugins_stack):
+    """An Anthropic client routed to an OpenAI-format provider: translated first, so the plugin
+    writes the system prompt where the provider reads it."""
     s = plugins_stack
     payload = {"model": "auto", "max_tokens": 32, "system": "Be brief.",
                "messages": [{"role": "user", "content": "one integral"}]}
     r = requests.post(f"{s.url}/v1/messages", json=payload, headers=s.headers(), timeout=30)
-    got = received(r)
-    assert got["path"] == "/v1/messages"
-    assert got["body"]["system"] == "You are a patient math tutor.\n\nBe brief."
-    assert got["body"]["messages"] == payload["messages"]
+    assert r.status_code == 200, r.text
+    assert r.json()["type"] == "message", "the client gets an Anthropic message back"
+    got = requests.get(f"http://127.0.0.1:{s.ports['beta']}/mock/received", timeout=5).json()[-1]
+    assert got["path"] == "/v1/chat/completions"
+    assert got["body"]["messages"] == [
+        {"role": "system", "content": "You are a patient math tutor.\n\nBe brief."},
+        {"role": "user", "content": "one integral"},
+    ]
 
 
 def test_reasoning_toggles_per_family(plugins_stack):

@@ -1,6 +1,7 @@
-//! `llmsoup mock-upstream`: an OpenAI-compatible fake provider for the demo and the end-to-end
-//! tests. It answers chat completions as JSON or SSE (with `usage`), reports what it received
-//! (model, path, headers, body) and can be told by request headers to misbehave:
+//! `llmsoup mock-upstream`: a fake provider for the demo and the end-to-end tests. It answers
+//! OpenAI chat completions, and Anthropic Messages on `.../messages` ([`anthropic`]), as JSON or
+//! SSE (with usage), reports what it received (model, path, headers, body: in the response, and
+//! the last 64 requests at `GET /mock/received`) and can be told by request headers to misbehave:
 //!
 //! | header | effect |
 //! |---|---|
@@ -12,11 +13,16 @@
 //! | `x-expect-model: m` | answer 417 unless the body's `model` is `m` |
 //! | `x-mock-delay-for: m=200` | delay only requests whose body `model` is `m` |
 //! | `x-mock-fail-for: m=503` | fail only requests whose body `model` is `m` |
+//! | `x-mock-tool-call: {"city":"Paris"}` | call the request's first tool with these arguments |
 //! | `x-mock-reset-for: m,n` | drop the connection only for requests whose body `model` is listed |
 
+mod anthropic;
+
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,10 +38,35 @@ use tokio::net::TcpListener;
 type Body = BoxBody<Bytes, Infallible>;
 
 const MAX_BODY: usize = 64 * 1024 * 1024;
+/// Requests kept for `GET /mock/received`.
+const KEPT: usize = 64;
 
 struct Shared {
     name: String,
     counter: AtomicU64,
+    /// What the last requests looked like, oldest first.
+    received: Mutex<VecDeque<Value>>,
+}
+
+/// What a dialect needs to answer one request.
+struct Reply {
+    /// The request number (ids are unique per process).
+    n: u64,
+    /// The parsed request body.
+    request: Value,
+    /// The body's `model`.
+    model: String,
+    /// What was received, echoed back.
+    echo: Value,
+    /// The answer's text.
+    content: String,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    /// SSE: content chunks and the pause between events.
+    chunks: u64,
+    delay: Duration,
+    /// `x-mock-tool-call`: arguments for a call to the request's first tool.
+    tool_call: Option<String>,
 }
 
 /// The service was told to drop the connection.
@@ -55,6 +86,7 @@ pub async fn run(listen: &[SocketAddr], name: &str) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         name: name.to_string(),
         counter: AtomicU64::new(0),
+        received: Mutex::new(VecDeque::new()),
     });
     let mut tasks = Vec::new();
     for addr in listen {
@@ -125,6 +157,16 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, port: u16) -> Resul
     if let Some(ms) = num(&parts, "x-mock-delay-ms") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
+    let path = parts.uri.path().to_string();
+    // Errors in the dialect of the endpoint asked.
+    let messages_api = path.ends_with("/messages");
+    let error = |status: StatusCode, message: &str| {
+        if messages_api {
+            anthropic::error(status, message)
+        } else {
+            error(status, message)
+        }
+    };
     let bytes = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(error(StatusCode::PAYLOAD_TOO_LARGE, "body too large or unreadable")),
@@ -135,10 +177,21 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, port: u16) -> Resul
             &format!("mock upstream told to fail with {}", status.as_u16()),
         ));
     }
-    let path = parts.uri.path().to_string();
     if parts.method == hyper::Method::GET {
         return Ok(match path.as_str() {
             "/health" | "/healthz" => full(StatusCode::OK, "text/plain", b"ok".to_vec()),
+            "/mock/received" => {
+                let received: Vec<Value> = shared
+                    .received
+                    .lock()
+                    .map(|r| r.iter().cloned().collect())
+                    .unwrap_or_default();
+                full(
+                    StatusCode::OK,
+                    "application/json",
+                    Value::Array(received).to_string().into_bytes(),
+                )
+            }
             p if p.ends_with("/models") => full(
                 StatusCode::OK,
                 "application/json",
@@ -211,6 +264,12 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, port: u16) -> Resul
         "headers": headers,
         "body": request,
     });
+    if let Ok(mut r) = shared.received.lock() {
+        if r.len() == KEPT {
+            r.pop_front();
+        }
+        r.push_back(echo.clone());
+    }
     let content = format!("mock reply from {model}");
     let (prompt_tokens, completion_tokens) = header(&parts, "x-mock-usage")
         .and_then(|v| {
@@ -219,12 +278,42 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, port: u16) -> Resul
         })
         .unwrap_or(((bytes.len() as u64).div_ceil(4), 8u64));
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
+    let chunks = num(&parts, "x-mock-chunks").unwrap_or(4).clamp(1, 10_000);
+    let delay = Duration::from_millis(num(&parts, "x-mock-chunk-delay-ms").unwrap_or(0));
+    let tool_call = header(&parts, "x-mock-tool-call").map(str::to_string);
+    if messages_api {
+        let mut resp = anthropic::respond(Reply {
+            n,
+            request,
+            model: model.clone(),
+            echo,
+            content,
+            prompt_tokens,
+            completion_tokens,
+            chunks,
+            delay,
+            tool_call,
+        });
+        add_mock_headers(&mut resp, &shared.name, &model);
+        return Ok(resp);
+    }
+    // A call to the request's first tool, when asked for.
+    let tool = tool_call.and_then(|args| {
+        let name = request.pointer("/tools/0/function/name")?.as_str()?.to_string();
+        Some((format!("call_mock_{n}"), name, args))
+    });
+    let finish = if tool.is_some() { "tool_calls" } else { "stop" };
 
     let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
     if !stream {
+        let mut message = json!({"role": "assistant", "content": content});
+        if let Some((id, name, args)) = &tool {
+            message["tool_calls"] =
+                json!([{"id": id, "type": "function", "function": {"name": name, "arguments": args}}]);
+        }
         let body = json!({
             "id": id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": usage,
             "mock": echo,
         });
@@ -233,8 +322,6 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, port: u16) -> Resul
         return Ok(resp);
     }
 
-    let chunks = num(&parts, "x-mock-chunks").unwrap_or(4).clamp(1, 10_000);
-    let delay = Duration::from_millis(num(&parts, "x-mock-chunk-delay-ms").unwrap_or(0));
     let include_usage = request
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
@@ -253,7 +340,24 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, port: u16) -> Resul
         for i in 0..chunks {
             events.push(chunk(json!({"content": format!("tok{i} ")}), Value::Null));
         }
-        events.push(chunk(json!({}), json!("stop")));
+        if let Some((call_id, name, args)) = &tool {
+            events.push(chunk(
+                json!({"tool_calls": [{"index": 0, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
+                Value::Null,
+            ));
+            // Arguments arrive in pieces, cut mid-value.
+            let cut = (0..=args.len() / 2)
+                .rev()
+                .find(|&i| args.is_char_boundary(i))
+                .unwrap_or(0);
+            for part in [&args[..cut], &args[cut..]] {
+                events.push(chunk(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
+                    Value::Null,
+                ));
+            }
+        }
+        events.push(chunk(json!({}), json!(finish)));
         if include_usage {
             events.push(json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": usage}));
         }

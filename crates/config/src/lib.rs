@@ -577,6 +577,7 @@ impl Config {
             }
             self.check_plugins(&d.plugins, &at)?;
         }
+        let mut names = BTreeSet::new();
         for (i, t) in self.auth.tokens.iter().enumerate() {
             if t.sha256.len() != 64 || hex::decode(&t.sha256).is_err() {
                 return Err(ConfigError::invalid(
@@ -584,7 +585,26 @@ impl Config {
                     "expected 64 hex characters (SHA-256 of the token; see `llmsoup hash-token`)",
                 ));
             }
+            // The name is the tenant: a request header (`x-llmsoup-tenant`), a metric label and a
+            // budget key, so it must be printable ASCII and name one token only.
+            for (key, value) in [("name", Some(t.name.as_str())), ("group", t.group.as_deref())] {
+                if let Some(v) = value
+                    && (v.trim().is_empty() || !v.bytes().all(|b| (0x20..0x7f).contains(&b)))
+                {
+                    return Err(ConfigError::invalid(
+                        format!("auth.tokens[{i}].{key}"),
+                        "must be non-empty printable ASCII",
+                    ));
+                }
+            }
+            if !names.insert(t.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("auth.tokens[{i}].name"),
+                    format!("duplicate token name `{}`", t.name),
+                ));
+            }
         }
+        self.budgets.validate(self)?;
         if let Some(t) = &self.server.grpc_token
             && (!(16..=64).contains(&t.len())
                 || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b)))

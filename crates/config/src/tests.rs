@@ -204,3 +204,56 @@ fn bad_keyword_patterns_are_refused_at_load() {
     let literal = text.replace("method: regex, ", "");
     assert!(load_str_with_env(&literal, &|_| None).is_ok());
 }
+
+#[test]
+fn budgets_name_configured_tokens_groups_and_models_and_need_a_store() {
+    let h = "0000000000000000000000000000000000000000000000000000000000000001";
+    let auth = format!("auth:\n  tokens:\n    - {{name: alice, group: team, sha256: '{h}'}}\n");
+    let store = "  store: {redis_url: 'redis://127.0.0.1:6379'}\n";
+    let ok = load_str_with_env(
+        &format!(
+            "{MINIMAL}{auth}budgets:\n{store}  tokens: {{alice: {{requests_per_minute: 5, tokens_per_minute: 1000}}}}\n  groups: {{team: {{usd_per_day: 2.5}}}}\n"
+        ),
+        &|_| None,
+    )
+    .unwrap();
+    assert!(ok.budgets.enabled());
+    assert!(ok.budgets.deny_when_unreachable(), "spend caps fail closed by default");
+    assert_eq!(ok.auth.tokens[0].group.as_deref(), Some("team"));
+
+    for (budgets, key) in [
+        (
+            format!("{store}  tokens: {{bob: {{requests_per_minute: 1}}}}\n"),
+            "budgets.tokens.bob",
+        ),
+        (
+            format!("{store}  groups: {{other: {{requests_per_minute: 1}}}}\n"),
+            "budgets.groups.other",
+        ),
+        (format!("{store}  tokens: {{alice: {{}}}}\n"), "budgets.tokens.alice"),
+        (
+            "  tokens: {alice: {requests_per_minute: 1}}\n".to_string(),
+            "budgets.store",
+        ),
+        (
+            format!("{store}  tokens: {{alice: {{usd_per_day: -1}}}}\n"),
+            "budgets.tokens.alice.usd_per_day",
+        ),
+        (
+            format!("{store}  unavailable_status: 500\n"),
+            "budgets.unavailable_status",
+        ),
+        (
+            "  store: {redis_url: 'http://x'}\n  tokens: {alice: {requests_per_minute: 1}}\n".to_string(),
+            "budgets.store.redis_url",
+        ),
+    ] {
+        let e = err(&format!("{MINIMAL}{auth}budgets:\n{budgets}"));
+        assert!(e.contains(key), "{key}: {e}");
+    }
+    // Token names are the tenant (a header, a label, a key): printable and unique.
+    let e = err(&format!(
+        "{MINIMAL}auth:\n  tokens:\n    - {{name: a, sha256: '{h}'}}\n    - {{name: a, sha256: '{h}'}}\n"
+    ));
+    assert!(e.contains("auth.tokens[1].name") && e.contains("duplicate"), "{e}");
+}

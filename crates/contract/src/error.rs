@@ -156,6 +156,44 @@ impl ApiError {
         }
     }
 
+    /// 429 for a request over a rate limit (requests or tokens per minute).
+    pub fn rate_limited(message: impl Into<String>) -> Self {
+        ApiError {
+            status: 429,
+            message: message.into(),
+            kind: "rate_limit_error",
+            param: None,
+            code: Some("rate_limit_exceeded"),
+        }
+    }
+
+    /// 429 for a request over a spend cap (OpenAI's `insufficient_quota`).
+    pub fn budget_exhausted(message: impl Into<String>) -> Self {
+        ApiError {
+            status: 429,
+            message: message.into(),
+            kind: "insufficient_quota",
+            param: None,
+            code: Some("insufficient_quota"),
+        }
+    }
+
+    /// 429 or 503 (`budgets.unavailable_status`) when the budget store cannot be reached and a
+    /// limit that applies fails closed.
+    pub fn budget_unavailable(status: u16) -> Self {
+        ApiError {
+            status,
+            message: "Budgets cannot be checked right now; retry shortly.".into(),
+            kind: if status >= 500 {
+                "server_error"
+            } else {
+                "rate_limit_error"
+            },
+            param: None,
+            code: Some("budget_unavailable"),
+        }
+    }
+
     /// The JSON body.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(&Body {

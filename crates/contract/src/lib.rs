@@ -7,6 +7,7 @@
 //!   namespace, and which client headers are stripped;
 //! - [`error`]: the OpenAI (and Anthropic) error bodies every client sees;
 //! - [`auth`]: client tokens, their hashes and the 401 texts;
+//! - [`budget`]: the tenant header and the rate limit descriptors Envoy and the sidecar share;
 //! - [`paths`]: the HTTP paths llmsoup routes and answers;
 //! - [`outcome`]: what routing a request produced (forward with mutations, or a local reply);
 //! - [`usage`]: the response tracker both modes feed, which produces the `UsageReport`;
@@ -26,6 +27,7 @@ pub mod v1 {
 }
 
 pub mod auth;
+pub mod budget;
 pub mod error;
 pub mod fail_open;
 pub mod fallback;

@@ -60,8 +60,54 @@ pub struct Forward {
     pub append_headers: Vec<(HeaderName, String)>,
     /// Replacement body, when it changed (the front end must fix `content-length`).
     pub body: Option<Vec<u8>>,
+    /// How the response must be rewritten for the client.
+    pub translation: Translation,
     /// What to tell the client.
     pub summary: Summary,
+}
+
+/// What a forwarded request's response needs on its way back to the client: both front ends
+/// hand it to `llmsoup_translate::ResponseTranslator` (the sidecar in ext_proc mode, the filter
+/// in wasm mode), which rewrites the body chunk by chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Translation {
+    /// Passed unchanged.
+    #[default]
+    None,
+    /// An OpenAI-format stream whose usage llmsoup asked for: the usage-only chunk (and the
+    /// `"usage":null` members) are removed, so the client sees what it would have seen.
+    StripUsageChunk,
+    /// An Anthropic Messages client served by an OpenAI Chat provider.
+    AnthropicFromOpenAiChat,
+    /// An OpenAI Chat client served by an Anthropic Messages provider.
+    OpenAiChatFromAnthropic {
+        /// The client asked for the stream's usage chunk (`stream_options.include_usage`).
+        include_usage: bool,
+    },
+}
+
+impl Translation {
+    /// The wire form: the proto enum and `client_include_usage`.
+    pub fn to_wire(self) -> (crate::v1::Translation, bool) {
+        use crate::v1::Translation as W;
+        match self {
+            Translation::None => (W::None, false),
+            Translation::StripUsageChunk => (W::StripUsageChunk, false),
+            Translation::AnthropicFromOpenAiChat => (W::AnthropicFromOpenaiChat, false),
+            Translation::OpenAiChatFromAnthropic { include_usage } => (W::OpenaiChatFromAnthropic, include_usage),
+        }
+    }
+
+    /// From the wire form; unknown values (a newer sidecar) leave the response unchanged.
+    pub fn from_wire(kind: i32, include_usage: bool) -> Self {
+        use crate::v1::Translation as W;
+        match W::try_from(kind) {
+            Ok(W::StripUsageChunk) => Translation::StripUsageChunk,
+            Ok(W::AnthropicFromOpenaiChat) => Translation::AnthropicFromOpenAiChat,
+            Ok(W::OpenaiChatFromAnthropic) => Translation::OpenAiChatFromAnthropic { include_usage },
+            Ok(W::None) | Err(_) => Translation::None,
+        }
+    }
 }
 
 /// Answer the client directly.

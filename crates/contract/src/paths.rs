@@ -13,3 +13,6 @@ pub const ROUTED_PATHS: &[&str] = &[
 
 /// The model list, answered by the engine from the configuration (GET only).
 pub const MODELS_PATH: &str = "/v1/models";
+
+/// One model (`GET /v1/models/{id}`, the OpenAI SDK's `models.retrieve`), answered by the engine.
+pub const MODEL_PATH_PREFIX: &str = "/v1/models/";

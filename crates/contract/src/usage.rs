@@ -27,16 +27,49 @@ struct WithUsage {
     usage: Option<WireUsage>,
 }
 
+/// An SSE event's usage: top-level (OpenAI chunks, Anthropic `message_delta`) or in the message
+/// (Anthropic `message_start`).
+#[derive(Deserialize)]
+struct SseEvent {
+    #[serde(default)]
+    usage: Option<WireUsage>,
+    #[serde(default)]
+    message: Option<WithUsage>,
+}
+
 #[derive(Deserialize)]
 struct WireUsage {
     #[serde(default, alias = "input_tokens")]
-    prompt_tokens: u64,
+    prompt_tokens: Option<u64>,
     #[serde(default, alias = "output_tokens")]
-    completion_tokens: u64,
+    completion_tokens: Option<u64>,
     #[serde(default)]
     prompt_tokens_details: Option<Details>,
     #[serde(default)]
-    cache_read_input_tokens: u64,
+    cache_read_input_tokens: Option<u64>,
+}
+
+impl WireUsage {
+    /// Anthropic streams split usage over events (input in `message_start`, output in
+    /// `message_delta`): each event updates the counts it carries and keeps the others.
+    fn merge_into(self, seen: Option<Usage>) -> Usage {
+        let mut u = seen.unwrap_or_default();
+        if let Some(p) = self.prompt_tokens {
+            u.prompt = p;
+        }
+        if let Some(c) = self.completion_tokens {
+            u.completion = c;
+        }
+        if self.prompt_tokens_details.is_some() || self.cache_read_input_tokens.is_some() {
+            // Provider-controlled numbers: saturate rather than overflow (a panic in debug
+            // builds, a wrapped count in release).
+            u.cached = self
+                .prompt_tokens_details
+                .map_or(0, |d| d.cached_tokens)
+                .saturating_add(self.cache_read_input_tokens.unwrap_or(0));
+        }
+        u
+    }
 }
 
 #[derive(Deserialize)]
@@ -47,16 +80,7 @@ struct Details {
 
 impl From<WireUsage> for Usage {
     fn from(w: WireUsage) -> Self {
-        Usage {
-            prompt: w.prompt_tokens,
-            completion: w.completion_tokens,
-            // Provider-controlled numbers: saturate rather than overflow (a panic in debug builds,
-            // a wrapped count in release).
-            cached: w
-                .prompt_tokens_details
-                .map_or(0, |d| d.cached_tokens)
-                .saturating_add(w.cache_read_input_tokens),
-        }
+        w.merge_into(None)
     }
 }
 
@@ -142,8 +166,10 @@ impl UsageScanner {
         if !data.windows(7).any(|w| w == b"\"usage\"") {
             return;
         }
-        if let Ok(WithUsage { usage: Some(u) }) = serde_json::from_slice::<WithUsage>(data) {
-            self.usage = Some(u.into());
+        if let Ok(v) = serde_json::from_slice::<SseEvent>(data)
+            && let Some(u) = v.usage.or(v.message.and_then(|m| m.usage))
+        {
+            self.usage = Some(u.merge_into(self.usage));
         }
     }
 
@@ -266,6 +292,8 @@ impl ResponseTracker {
             time_to_first_byte_us: self.ttfb.map_or(0, |d| d.as_micros() as u64),
             duration_us: duration.as_micros() as u64,
             usage_seen: usage.is_some(),
+            // The caller knows who authenticated.
+            tenant: String::new(),
             failed_models: std::mem::take(&mut self.failed),
         })
     }
@@ -385,6 +413,27 @@ mod tests {
                 && t.report(String::new(), String::new(), String::new(), Duration::ZERO)
                     .is_none()
         );
+    }
+
+    #[test]
+    fn anthropic_stream_usage_is_merged_across_events() {
+        let stream = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":21,\"output_tokens\":1,\"cache_read_input_tokens\":4}}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":15}}\n\n",
+        );
+        let want = Some(Usage {
+            prompt: 21,
+            completion: 15,
+            cached: 4,
+        });
+        for cut in 0..stream.len() {
+            assert_eq!(
+                scan(true, [&stream.as_bytes()[..cut], &stream.as_bytes()[cut..]]),
+                want,
+                "cut at {cut}"
+            );
+        }
     }
 
     #[test]

@@ -155,6 +155,7 @@ fn aggregate_cluster(config: &Config, chain: &[&str], lua: &str) -> Value {
     for provider in providers {
         let Some(p) = config.provider(provider) else { continue };
         let Some(c) = &p.credentials else { continue };
+        let (header, prefix) = p.credential_header(c);
         filters.push(json!({
             "name": format!("llmsoup.credential.{}", p.name),
             "typed_config": {
@@ -169,8 +170,8 @@ fn aggregate_cluster(config: &Config, chain: &[&str], lua: &str) -> Value {
                             "typed_config": {
                                 "@type": "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic",
                                 "credential": {"name": secret_name(&p.name)},
-                                "header": c.header,
-                                "header_value_prefix": c.prefix,
+                                "header": header,
+                                "header_value_prefix": prefix,
                             }
                         }
                     }
@@ -234,7 +235,7 @@ fn lua_script(config: &Config) -> anyhow::Result<String> {
             lua_string(&ep.path_prefix)
         ));
         if let Some(c) = &p.credentials {
-            credential_headers.insert(c.header.to_ascii_lowercase());
+            credential_headers.insert(p.credential_header(c).0.to_ascii_lowercase());
         }
     }
     models.push('}');

@@ -18,9 +18,10 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
-use llmsoup_config::{AttachMode, Config, FailureMode, ProviderConfig};
+use llmsoup_config::{ANTHROPIC_VERSION, AttachMode, Config, FailureMode, ProviderApi, ProviderConfig};
 use llmsoup_contract::ApiError;
 use llmsoup_contract::auth::{self, AuthError};
+use llmsoup_contract::budget::TENANT_HEADER;
 use llmsoup_contract::fail_open::FailOpenError;
 pub use llmsoup_contract::headers::METADATA_NAMESPACE;
 use llmsoup_contract::headers::MODEL_HEADER;
@@ -288,7 +289,7 @@ fn json_content_type(routes: &mut [Value]) {
 /// errors) get an OpenAI-style JSON body with their status. Replies that already carry a JSON body (the
 /// sidecar's, the wasm filter's, the fail-open step's, our direct responses) are left untouched:
 /// every mapper only matches a reply whose content-type is not JSON.
-fn local_reply_config() -> Value {
+fn local_reply_config(config: &Config) -> Value {
     const NOT_JSON: &str =
         "!('content-type' in response.headers && response.headers['content-type'].startsWith('application/json'))";
     // CEL (Envoy's access log filter extension): evaluated on the reply's status and headers.
@@ -318,19 +319,62 @@ fn local_reply_config() -> Value {
         ApiError::router_unavailable(),
     );
     sidecar_failed["status_code"] = json!(ApiError::router_unavailable().status);
-    json!({"mappers": [
+    let mut mappers = budget::local_reply_mappers(config);
+    mappers.extend([
         mapper("response.code == 413", ApiError::too_large()),
-        mapper("response.code == 431", api_error(431, "Request headers are too large.", "request_header_fields_too_large")),
+        mapper(
+            "response.code == 431",
+            api_error(431, "Request headers are too large.", "request_header_fields_too_large"),
+        ),
         sidecar_failed,
-        mapper("response.code == 504", api_error(504, "The model provider did not answer in time.", "upstream_timeout")),
+        mapper(
+            "response.code == 504",
+            api_error(504, "The model provider did not answer in time.", "upstream_timeout"),
+        ),
         // Outlier detection took every host of the route's cluster out (providers[].outlier_detection).
-        mapper("response.code == 503 && response.code_details == 'no_healthy_upstream'", api_error(503, "The model provider failed repeatedly and is out of rotation for a while; try again shortly.", "no_healthy_upstream")),
+        mapper(
+            "response.code == 503 && response.code_details == 'no_healthy_upstream'",
+            api_error(
+                503,
+                "The model provider failed repeatedly and is out of rotation for a while; try again shortly.",
+                "no_healthy_upstream",
+            ),
+        ),
         // A circuit breaker is open (providers[].circuit_breakers).
-        mapper("response.code == 503 && response.code_details.contains('overflow')", api_error(503, "Too many requests are in flight to the model provider; try again shortly.", "upstream_overflow")),
-        mapper("response.code == 502 || response.code == 503", api_error(503, "The model provider is unavailable or reset the connection.", "upstream_unavailable")),
-        mapper("response.code >= 500", api_error(500, "The gateway failed to handle the request (%RESPONSE_CODE_DETAILS%).", "gateway_error")),
-        mapper("response.code >= 400", api_error(400, "The gateway rejected the request (%RESPONSE_CODE_DETAILS%).", "invalid_request")),
-    ]})
+        mapper(
+            "response.code == 503 && response.code_details.contains('overflow')",
+            api_error(
+                503,
+                "Too many requests are in flight to the model provider; try again shortly.",
+                "upstream_overflow",
+            ),
+        ),
+        mapper(
+            "response.code == 502 || response.code == 503",
+            api_error(
+                503,
+                "The model provider is unavailable or reset the connection.",
+                "upstream_unavailable",
+            ),
+        ),
+        mapper(
+            "response.code >= 500",
+            api_error(
+                500,
+                "The gateway failed to handle the request (%RESPONSE_CODE_DETAILS%).",
+                "gateway_error",
+            ),
+        ),
+        mapper(
+            "response.code >= 400",
+            api_error(
+                400,
+                "The gateway rejected the request (%RESPONSE_CODE_DETAILS%).",
+                "invalid_request",
+            ),
+        ),
+    ]);
+    json!({"mappers": mappers})
 }
 
 fn provider_cluster(p: &ProviderConfig) -> anyhow::Result<Value> {
@@ -342,6 +386,7 @@ fn provider_cluster(p: &ProviderConfig) -> anyhow::Result<Value> {
     let name = cluster_name(&p.name);
     let mut upstream_filters = Vec::new();
     if let Some(c) = &p.credentials {
+        let (header, prefix) = p.credential_header(c);
         upstream_filters.push(json!({
             "name": "envoy.filters.http.credential_injector",
             "typed_config": {
@@ -352,8 +397,8 @@ fn provider_cluster(p: &ProviderConfig) -> anyhow::Result<Value> {
                     "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic",
                         "credential": {"name": secret_name(&p.name)},
-                        "header": c.header,
-                        "header_value_prefix": c.prefix,
+                        "header": header,
+                        "header_value_prefix": prefix,
                     }
                 }
             }
@@ -433,12 +478,11 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
         let p = config
             .provider(&m.provider)
             .with_context(|| format!("model `{}`: unknown provider", m.name))?;
-        routes.push(model_route(
-            &format!("model_{}", m.name),
-            p,
-            &m.name,
-            &route_header(config),
-        )?);
+        let mut route = model_route(&format!("model_{}", m.name), p, &m.name, &route_header(config))?;
+        if budget::route_may_be_limited(config, &m.name) {
+            route["route"]["rate_limits"] = budget::route_rate_limits(&m.name);
+        }
+        routes.push(route);
     }
     // Fallback chains first: a chained request carries the model header too.
     let (chain_routes, chain_clusters) = fallback::render(config, &route_header(config))?;
@@ -587,6 +631,8 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
             }));
         }
     }
+    // After the attach filter, which set the tenant and picked the model route.
+    filters.extend(budget::filter(config));
     filters.push(json!({
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
@@ -658,7 +704,7 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
                         "normalize_path": true,
                         "merge_slashes": true,
                         "path_with_escaped_slashes_action": "REJECT_REQUEST",
-                        "local_reply_config": local_reply_config(),
+                        "local_reply_config": local_reply_config(config),
                         "route_config": {
                             "name": "llmsoup",
                             "virtual_hosts": [virtual_host],
@@ -779,19 +825,31 @@ fn model_route(name: &str, p: &ProviderConfig, model: &str, header: &str) -> any
     if ep.path_prefix != "/v1" {
         route["prefix_rewrite"] = json!(format!("{}/", ep.path_prefix));
     }
-    Ok(json!({
+    let mut out = json!({
         "name": name,
         "match": matcher,
         "route": route,
-        "request_headers_to_remove": if header == MODEL_HEADER { json!([MODEL_HEADER]) } else { json!([MODEL_HEADER, header]) },
-    }))
+        // The tenant is for the rate limit filter only; no provider sees it.
+        "request_headers_to_remove": if header == MODEL_HEADER { json!([MODEL_HEADER, TENANT_HEADER]) } else { json!([MODEL_HEADER, header, TENANT_HEADER]) },
+    });
+    if p.api == ProviderApi::Anthropic {
+        // Anthropic refuses requests without a version; a client that chose one keeps it.
+        out["request_headers_to_add"] = json!([{
+            "header": {"key": "anthropic-version", "value": ANTHROPIC_VERSION},
+            "append_action": "ADD_IF_ABSENT",
+        }]);
+    }
+    Ok(out)
 }
 
+mod budget;
 mod fallback;
 mod health;
 
 #[cfg(test)]
 mod auth_tests;
+#[cfg(test)]
+mod budget_tests;
 #[cfg(test)]
 mod reference_bootstraps;
 #[cfg(test)]

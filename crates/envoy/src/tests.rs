@@ -164,7 +164,7 @@ compat: {selected_model_header: X-Selected-Model}
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert_eq!(removed, ["x-llmsoup-model", "x-selected-model"]);
+    assert_eq!(removed, ["x-llmsoup-model", "x-selected-model", "x-llmsoup-tenant"]);
     let strip = &hcm["http_filters"][0]["typed_config"]["mutations"]["request_mutations"];
     assert_eq!(
         strip[1]["remove_on_match"]["key_matcher"]["exact"].as_str(),

@@ -21,6 +21,8 @@ pub enum Skip {
     Down,
     /// Past `routing.fallback.max_attempts`.
     Attempts,
+    /// Its provider speaks another API than the primary's (the body is written for that one).
+    Api,
 }
 
 impl Skip {
@@ -33,6 +35,7 @@ impl Skip {
             Skip::QualityFloor => "quality_floor",
             Skip::Down => "down",
             Skip::Attempts => "max_attempts",
+            Skip::Api => "api",
         }
     }
 }
@@ -47,9 +50,18 @@ pub struct Chain<'c> {
 }
 
 /// Why `m` cannot take the request as a fallback, if it cannot.
-fn unfit(config: &Config, backends: &Backends, m: &ModelConfig, view: &RequestView) -> Option<Skip> {
+fn unfit(
+    config: &Config,
+    backends: &Backends,
+    primary: &ModelConfig,
+    m: &ModelConfig,
+    view: &RequestView,
+) -> Option<Skip> {
     let caps = &m.capabilities;
-    if caps.context_window.is_some_and(|w| w.0 < view.prompt_tokens) {
+    let format = |m: &ModelConfig| config.provider(&m.provider).map(|p| p.api);
+    if format(m) != format(primary) {
+        Some(Skip::Api)
+    } else if caps.context_window.is_some_and(|w| w.0 < view.prompt_tokens) {
         Some(Skip::ContextWindow)
     } else if view.tools && !caps.tools {
         Some(Skip::Tools)
@@ -81,7 +93,7 @@ pub fn chain<'c>(
         skipped: Vec::new(),
     };
     for m in configured.into_iter().skip(1) {
-        match unfit(config, backends, m, view) {
+        match unfit(config, backends, primary, m, view) {
             Some(why) => chain.skipped.push((&m.name, why)),
             None if chain.models.len() == max => chain.skipped.push((&m.name, Skip::Attempts)),
             None => chain.models.push(m),

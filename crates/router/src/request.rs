@@ -123,6 +123,9 @@ struct Wire<'a> {
     input: Option<&'a RawValue>,
     #[serde(default, borrow)]
     system: Option<&'a RawValue>,
+    /// The Responses API's system prompt.
+    #[serde(default, borrow)]
+    instructions: Option<&'a RawValue>,
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default, borrow)]
@@ -228,14 +231,24 @@ pub fn parse_request(body: &[u8], include_history: bool) -> Result<ParsedRequest
 
     let mut view = RequestView::default();
     let mut total = String::new();
-    if let Some(system) = wire.system {
+    if let Some(system) = wire.system.or(wire.instructions) {
         push_text(system, &mut total);
         view.system_chars = total.len();
     }
+    // The Responses API's `input` may be a list of items: its messages are read like chat turns
+    // (`input_text` parts carry `text`), so routing sees the same text whatever the API.
+    let input_items = match (&wire.messages, wire.input) {
+        (None, Some(input)) if input.get().trim_start().starts_with('[') => {
+            serde_json::from_str::<Vec<WireMessage>>(input.get())
+                .ok()
+                .filter(|items| items.iter().any(|m| m.role.is_some()))
+        }
+        _ => None,
+    };
     view.json_mode = wire.response_format.is_some_and(|r| r.get().contains("json"));
     let non_empty = |r: Option<&RawValue>| r.is_some_and(|r| !matches!(r.get().trim(), "null" | "[]"));
     view.tools = non_empty(wire.tools) || non_empty(wire.functions);
-    if let Some(messages) = &wire.messages {
+    if let Some(messages) = wire.messages.as_ref().or(input_items.as_ref()) {
         view.messages = messages.len();
         let mut last_user: Option<&RawValue> = None;
         for m in messages {
@@ -354,6 +367,25 @@ mod tests {
             parse_request(br#"{"model":"a","model":"b"}"#, false).unwrap_err().code,
             Some("invalid_json")
         );
+    }
+
+    #[test]
+    fn responses_api_item_lists_are_read_like_chat_turns() {
+        let body = br#"{"model":"auto","instructions":"Be terse.","input":[
+            {"role":"user","content":[{"type":"input_text","text":"first"}]},
+            {"type":"message","role":"assistant","content":[{"type":"output_text","text":"ok"}]},
+            {"type":"function_call_output","call_id":"c1","output":"42"},
+            {"role":"user","content":"explain rust lifetimes"}]}"#;
+        let p = parse_request(body, false).unwrap();
+        assert_eq!(p.view.text, "explain rust lifetimes");
+        assert_eq!(p.view.history, "first");
+        assert_eq!(p.view.messages, 4);
+        assert_eq!(p.view.system_chars, "Be terse.".len());
+        let total = "Be terse.\nfirst\nok\nexplain rust lifetimes".len();
+        assert_eq!(p.view.prompt_tokens, estimate_tokens(total));
+        // A plain string input is the prompt.
+        let p = parse_request(br#"{"model":"auto","input":"hello there"}"#, false).unwrap();
+        assert_eq!(p.view.text, "hello there");
     }
 
     #[test]

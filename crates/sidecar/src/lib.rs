@@ -2,7 +2,7 @@
 //! filter calls), the admin endpoint, and what it observes of traffic.
 //!
 //! It owns the process's state: one [`observe::Observer`] (metrics, accounting, the decision feed
-//! and log, the backends routing reads) and the live routing engine, both created at
+//! and log, the backends routing reads, the budget counters' store) and the live routing engine, both created at
 //! [`server::serve`] and passed to every service. Routing itself is `llmsoup-router`'s; the wire
 //! contract is `llmsoup-contract`'s. See `ARCHITECTURE.md` for the crate map.
 //!
@@ -13,6 +13,8 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "router")]
+pub mod budget;
 #[cfg(feature = "router")]
 pub mod observe;
 #[cfg(feature = "router")]

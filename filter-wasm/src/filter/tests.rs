@@ -13,6 +13,9 @@ struct Fake {
     req_body: Vec<u8>,
     resp_headers: Vec<(String, Vec<u8>)>,
     resp_chunk: Vec<u8>,
+    /// What the client receives of each replaced response chunk.
+    resp_out: Vec<Vec<u8>>,
+    removed_resp_headers: Vec<String>,
     body_reads: std::cell::Cell<u32>,
     sent: Option<(u32, Vec<u8>)>,
     sent_headers: Vec<(String, Vec<u8>)>,
@@ -72,9 +75,17 @@ impl Host for Fake {
         self.resp_headers.push((name.to_string(), value.to_vec()));
         Ok(())
     }
+    fn remove_response_header(&mut self, name: &str) -> Result<(), HostError> {
+        self.removed_resp_headers.push(name.to_string());
+        Ok(())
+    }
     fn response_body(&self, _size: usize) -> Option<Vec<u8>> {
         self.body_reads.set(self.body_reads.get() + 1);
         Some(self.resp_chunk.clone())
+    }
+    fn set_response_body(&mut self, _size: usize, body: &[u8]) -> Result<(), HostError> {
+        self.resp_out.push(body.to_vec());
+        Ok(())
     }
     fn send_response(&mut self, status: u32, headers: &[(&str, &[u8])], body: &[u8]) -> Result<(), HostError> {
         self.sent = Some((status, body.to_vec()));
@@ -158,6 +169,7 @@ fn forward_response(model: &str, body: Option<&str>) -> Vec<u8> {
             remove_headers: vec![],
             body: body.map(|b| b.as_bytes().to_vec()),
             append_headers: vec![],
+            ..Default::default()
         })),
         response_headers: vec![v1::Header {
             name: "x-llmsoup-model".into(),
@@ -296,6 +308,19 @@ fn auth_rejects_locally_and_strips_the_token() {
     assert!(f.host().header("authorization").is_none());
     f.on_request_body(2, true);
     assert_eq!(f.host().routes[0].client, "client-good");
+
+    // The tenant the rate limit filter reads is the checked token's name, never the client's.
+    let mut f = filter(
+        plugin(&["good"], false),
+        &with(&[("authorization", "Bearer good"), ("x-llmsoup-tenant", "mallory")]),
+        "{}",
+    );
+    f.on_request_headers(false);
+    assert_eq!(f.host().header("x-llmsoup-tenant"), Some(b"client-good".as_slice()));
+    // Without auth there is no tenant, and a client's is removed.
+    let mut f = filter(plugin(&[], false), &with(&[("x-llmsoup-tenant", "mallory")]), "{}");
+    f.on_request_headers(false);
+    assert_eq!(f.host().header("x-llmsoup-tenant"), None);
 }
 
 #[test]
@@ -414,6 +439,7 @@ fn header_mutations_remove_then_set_then_append() {
             remove_headers: vec!["x-debug".into()],
             body: None,
             append_headers: vec![h("x-team", "blue")],
+            ..Default::default()
         })),
         model: "coder".into(),
         ..Default::default()
@@ -604,4 +630,89 @@ fn an_attempts_header_without_a_chain_is_not_believed() {
     f.on_done();
     let q = f.reports.borrow();
     assert_eq!((q[0].model.as_str(), q[0].failed_models.len()), ("coder", 0));
+}
+
+/// A translated request's response: `content-length` removed, SSE rewritten chunk by chunk (the
+/// provider's bytes accounted), a JSON body held until it is whole.
+#[test]
+fn translated_responses_are_rewritten_in_the_filter() {
+    let body = r#"{"model":"auto","messages":[]}"#;
+    let routed = |sse: bool| {
+        let mut f = filter(plugin(&[], false), &with(&[]), body);
+        f.on_request_headers(false);
+        f.on_request_body(body.len(), true);
+        let (translation, include_usage) = Translation::OpenAiChatFromAnthropic { include_usage: false }.to_wire();
+        f.host_mut().grpc_resp = v1::RouteResponse {
+            action: Some(RouteAction::Forward(v1::Forward {
+                translation: translation as i32,
+                client_include_usage: include_usage,
+                ..Default::default()
+            })),
+            model: "coder".into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        f.on_route_response(7, 0, 0);
+        f.host_mut().resp_headers = vec![
+            (":status".into(), b"200".to_vec()),
+            (
+                "content-type".into(),
+                if sse {
+                    &b"text/event-stream"[..]
+                } else {
+                    b"application/json"
+                }
+                .to_vec(),
+            ),
+            ("content-length".into(), b"999".to_vec()),
+        ];
+        assert_eq!(f.on_response_headers(), Next::Continue);
+        assert_eq!(f.host().removed_resp_headers, ["content-length"]);
+        f
+    };
+
+    let mut f = routed(true);
+    let events = [
+        &b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m1\",\"model\":\"c\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_del"[..],
+        b"ta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n",
+        b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":7}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    ];
+    for (i, e) in events.iter().enumerate() {
+        f.host_mut().resp_chunk = e.to_vec();
+        assert_eq!(f.on_response_body(e.len(), i == events.len() - 1), Next::Continue);
+    }
+    let out: Vec<String> = f
+        .host()
+        .resp_out
+        .iter()
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    assert_eq!(out.len(), 3, "one replacement per chunk");
+    assert!(
+        out[0].starts_with("data: {") && out[0].contains("\"role\":\"assistant\""),
+        "{out:?}"
+    );
+    assert!(out[1].contains("\"content\":\"hi\""), "{out:?}");
+    assert!(out[2].contains("\"finish_reason\":\"stop\"") && out[2].ends_with("data: [DONE]\n\n"));
+    let q = f.reports.borrow();
+    assert_eq!(
+        (q[0].prompt_tokens, q[0].completion_tokens),
+        (5, 7),
+        "the provider's usage is accounted"
+    );
+    drop(q);
+
+    let mut f = routed(false);
+    assert_eq!(
+        f.on_response_body(10, false),
+        Next::Pause,
+        "a JSON body is held until whole"
+    );
+    assert!(f.host().resp_out.is_empty());
+    f.host_mut().resp_chunk = br#"{"id":"m2","type":"message","model":"c","content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn","usage":{"input_tokens":2,"output_tokens":3}}"#.to_vec();
+    assert_eq!(f.on_response_body(20, true), Next::Continue);
+    let out: serde_json::Value = serde_json::from_slice(&f.host().resp_out[0]).unwrap();
+    assert_eq!(out["object"], "chat.completion");
+    assert_eq!(out["choices"][0]["message"]["content"], "ok");
+    assert_eq!(out["usage"]["total_tokens"], 5);
 }

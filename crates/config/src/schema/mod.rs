@@ -2,6 +2,7 @@
 //! module per section of the file; the top-level `Config`, `compat`, `decision_log` and `auth`
 //! are here.
 
+mod budgets;
 mod decisions;
 mod embedding;
 mod fallback;
@@ -15,6 +16,7 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use budgets::*;
 pub use decisions::*;
 pub use embedding::*;
 pub use fallback::*;
@@ -57,6 +59,9 @@ pub struct Config {
     /// Client authentication at the gateway.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Token budgets and rate limits per client token, team and model.
+    #[serde(default)]
+    pub budgets: BudgetsConfig,
     /// The sentence-embedding model shared by model-based signals.
     #[serde(default)]
     pub embedding: EmbeddingConfig,
@@ -108,8 +113,11 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenHash {
-    /// Who holds it (for logs).
+    /// Who holds it: the tenant in logs, `/stats`, metrics and `budgets.tokens`.
     pub name: String,
     /// Hex SHA-256 of the token.
     pub sha256: String,
+    /// The team the token belongs to, for `budgets.groups` (shared by every token of the group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }

@@ -2,14 +2,22 @@
 
 use super::*;
 
-/// Wire format a provider speaks.
+/// The API a provider speaks. Requests in another API are translated on the way (OpenAI Chat
+/// Completions <-> Anthropic Messages, JSON and SSE), responses on the way back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum ProviderFormat {
-    /// OpenAI-compatible `/v1/chat/completions` (OpenAI, vLLM, Ollama, llama.cpp, ...).
+pub enum ProviderApi {
+    /// OpenAI-compatible: `/v1/chat/completions`, `/v1/responses`, `/v1/completions`,
+    /// `/v1/embeddings` (OpenAI, vLLM, Ollama, llama.cpp, ...).
     #[default]
     Openai,
+    /// Anthropic Messages (`/v1/messages`): the key goes in `x-api-key` and Envoy adds
+    /// `anthropic-version` when the client did not send one.
+    Anthropic,
 }
+
+/// The `anthropic-version` Envoy sends to Anthropic providers when the client sent none.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// An upstream LLM provider.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -17,9 +25,9 @@ pub enum ProviderFormat {
 pub struct ProviderConfig {
     /// Unique name; the Envoy cluster is `provider_<name>`.
     pub name: String,
-    /// Wire format.
-    #[serde(default)]
-    pub format: ProviderFormat,
+    /// The API it speaks (`openai` or `anthropic`; `format` is the former name of this key).
+    #[serde(default, alias = "format")]
+    pub api: ProviderApi,
     /// Base URL as OpenAI SDKs take it, e.g. `https://api.openai.com/v1`; its path replaces the
     /// client's `/v1` prefix.
     pub base_url: String,
@@ -51,19 +59,13 @@ pub struct CredentialsConfig {
     /// File holding the key (re-read by Envoy when it changes).
     #[serde(default)]
     pub file: Option<String>,
-    /// Header to set.
-    #[serde(default = "default_credential_header")]
-    pub header: String,
-    /// Prefix put before the key in the header value.
-    #[serde(default = "default_credential_prefix")]
-    pub prefix: String,
-}
-
-fn default_credential_header() -> String {
-    "authorization".into()
-}
-fn default_credential_prefix() -> String {
-    "Bearer ".into()
+    /// Header to set (default: `authorization`, or `x-api-key` for an Anthropic provider).
+    #[serde(default)]
+    pub header: Option<String>,
+    /// Prefix put before the key in the header value (default: `Bearer `, or none for an
+    /// Anthropic provider).
+    #[serde(default)]
+    pub prefix: Option<String>,
 }
 
 /// A parsed provider base URL.
@@ -80,6 +82,18 @@ pub struct Endpoint {
 }
 
 impl ProviderConfig {
+    /// The header Envoy puts the credential in, and the prefix before the key.
+    pub fn credential_header(&self, c: &CredentialsConfig) -> (String, String) {
+        let (header, prefix) = match self.api {
+            ProviderApi::Openai => ("authorization", "Bearer "),
+            ProviderApi::Anthropic => ("x-api-key", ""),
+        };
+        (
+            c.header.clone().unwrap_or_else(|| header.into()),
+            c.prefix.clone().unwrap_or_else(|| prefix.into()),
+        )
+    }
+
     /// Parses `base_url`.
     pub fn endpoint(&self) -> Result<Endpoint, String> {
         let url = url::Url::parse(&self.base_url).map_err(|e| format!("`{}` is not a URL: {e}", self.base_url))?;

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::common::{Cx, sanitize};
 use super::decisions::effort;
 use crate::{
-    ConfigError, CredentialsConfig, DecisionConfig, ModelConfig, ModelRef, Pricing, ProviderConfig, ProviderFormat,
+    ConfigError, CredentialsConfig, DecisionConfig, ModelConfig, ModelRef, Pricing, ProviderApi, ProviderConfig,
     SignalsConfig,
 };
 
@@ -94,12 +94,12 @@ impl Providers {
         let credentials = env.map(|env| CredentialsConfig {
             env: Some(env),
             file: None,
-            header: auth.header.clone().unwrap_or_else(|| "authorization".into()),
-            prefix: auth.prefix.clone().unwrap_or_else(|| "Bearer ".into()),
+            header: Some(auth.header.clone().unwrap_or_else(|| "authorization".into())),
+            prefix: Some(auth.prefix.clone().unwrap_or_else(|| "Bearer ".into())),
         });
         let candidate = ProviderConfig {
             name: String::new(),
-            format: ProviderFormat::Openai,
+            api: ProviderApi::Openai,
             base_url,
             credentials,
             connect_timeout_ms: 5_000,
@@ -321,6 +321,7 @@ pub(super) fn assemble(
         decisions,
         routing,
         auth: Default::default(),
+        budgets: Default::default(),
         embedding: Default::default(),
         classifier: Default::default(),
         decision_log: None,

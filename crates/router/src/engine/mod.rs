@@ -14,8 +14,8 @@ use llmsoup_contract::ApiError;
 use llmsoup_contract::auth::{self, AuthError};
 use llmsoup_contract::fallback::{CHAIN_HEADER, MODEL_SPAN_HEADER, chain_value};
 use llmsoup_contract::headers::MODEL_HEADER;
-use llmsoup_contract::outcome::{Forward, HeaderName, Outcome, Reply, ResponsePath, Summary};
-use llmsoup_contract::paths::ROUTED_PATHS;
+use llmsoup_contract::outcome::{Forward, HeaderName, Outcome, Reply, ResponsePath, Summary, Translation};
+use llmsoup_contract::paths::{MODEL_PATH_PREFIX, ROUTED_PATHS};
 use serde::Serialize;
 
 use crate::config::{Config, DecisionConfig, ModelConfig, OnSignalError, SignalKind};
@@ -25,6 +25,7 @@ use crate::plugins::{self, Api, DecisionPlugins, Reasoning};
 use crate::request::{RequestView, parse_request};
 use crate::selection::{self, Backends};
 use crate::signals::{LogOnce, Match, SignalReport, SignalSet};
+use adapt::Adapted;
 
 /// vLLM Semantic Router's response headers, sent when `compat.vsr_headers` is on.
 pub mod vsr {
@@ -201,6 +202,8 @@ pub struct Engine {
     token_hashes: Vec<[u8; 32]>,
     /// Precomputed `GET /v1/models` body.
     models_body: Vec<u8>,
+    /// Precomputed `GET /v1/models/{id}` bodies.
+    model_bodies: HashMap<String, Vec<u8>>,
     /// "Saved" compares against this model's prices: the most expensive one a decision uses.
     baseline: Option<String>,
     /// Per decision name: its index in `config.decisions` and its compiled plugins.
@@ -248,7 +251,7 @@ impl Engine {
                 Ok(h)
             })
             .collect::<Result<Vec<_>, hex::FromHexError>>()?;
-        let models_body = models_list(&config);
+        let (models_body, model_bodies) = models_list(&config);
         let baseline = config
             .decisions
             .iter()
@@ -279,6 +282,7 @@ impl Engine {
             decisions,
             token_hashes,
             models_body,
+            model_bodies,
             baseline,
             by_decision,
             route_header,
@@ -319,10 +323,17 @@ impl Engine {
     /// Checks an `Authorization` (or `x-api-key`) header value against the stored token hashes.
     /// The refusal becomes the client's 401 with `ApiError::from`.
     pub fn authenticate(&self, authorization: Option<&[u8]>, api_key: Option<&[u8]>) -> Result<(), AuthError> {
+        self.tenant(authorization, api_key).map(drop)
+    }
+
+    /// [`Engine::authenticate`], naming who: the matching token's `name` (the tenant budgets and
+    /// per-tenant totals use), or `None` when auth is off.
+    pub fn tenant(&self, authorization: Option<&[u8]>, api_key: Option<&[u8]>) -> Result<Option<&str>, AuthError> {
         if self.token_hashes.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        auth::check(&self.token_hashes, authorization, api_key).map(drop)
+        let i = auth::check(&self.token_hashes, authorization, api_key)?;
+        Ok(self.config.auth.tokens.get(i).map(|t| t.name.as_str()))
     }
 
     /// Evaluates signals and decisions on a prompt and selects the model.
@@ -409,15 +420,40 @@ impl Engine {
                 };
                 return Some((Outcome::Reply(reply), Trace::gate(Handling::Listed)));
             }
+            ("GET", p) if p.starts_with(MODEL_PATH_PREFIX) => {
+                // `models.retrieve`: the same entry the list has, or the 404 OpenAI gives.
+                let id = &p[MODEL_PATH_PREFIX.len()..];
+                match self.model_bodies.get(id) {
+                    Some(body) => {
+                        let reply = Reply {
+                            status: 200,
+                            headers: vec![("content-type", "application/json".into())],
+                            body: body.clone(),
+                        };
+                        return Some((Outcome::Reply(reply), Trace::gate(Handling::Listed)));
+                    }
+                    None => ApiError {
+                        status: 404,
+                        ..ApiError::model_not_found(id)
+                    },
+                }
+            }
             ("POST", _) => ApiError::empty_body(),
             (_, "/v1/models") => ApiError::method_not_allowed("GET"),
+            (_, p) if p.starts_with(MODEL_PATH_PREFIX) => ApiError::method_not_allowed("GET"),
             (_, p) if ROUTED_PATHS.contains(&p) => ApiError::method_not_allowed("POST"),
             _ => ApiError::not_found(),
         };
         let handling = Handling::Rejected {
             code: error.code.unwrap_or("error"),
         };
-        let allow = (error.status == 405).then(|| if path == "/v1/models" { "GET" } else { "POST" });
+        let allow = (error.status == 405).then(|| {
+            if path == "/v1/models" || path.starts_with(MODEL_PATH_PREFIX) {
+                "GET"
+            } else {
+                "POST"
+            }
+        });
         let mut reply = Reply::from(error);
         if let Some(allow) = allow {
             reply.headers.push(("allow", allow.into()));
@@ -430,7 +466,8 @@ impl Engine {
     pub async fn handle(&self, req: Request<'_>) -> (Outcome, Trace) {
         let start = Instant::now();
         let mut routing = None;
-        let (outcome, handling) = match self.on_body_inner(Api::from_path(req.path), req, &mut routing).await {
+        let api = Api::from_path(req.path);
+        let (outcome, handling) = match self.on_body_inner(api, req, &mut routing).await {
             Ok(Handled::Forward(f)) => {
                 self.backends.started(&f.summary.model);
                 (Outcome::Forward(f), Handling::Forwarded)
@@ -443,7 +480,13 @@ impl Engine {
             }) => (Outcome::Reply(reply), Handling::Answered { model, decision, path }),
             Err(e) => {
                 let code = e.code.unwrap_or("error");
-                (Outcome::Reply(e.into()), Handling::Rejected { code })
+                // Clients read errors in their own API's shape (the Anthropic SDK needs `type`).
+                let anthropic = (api == Api::Anthropic).then(|| e.to_anthropic_json());
+                let mut reply = Reply::from(e);
+                if let Some(body) = anthropic {
+                    reply.body = body;
+                }
+                (Outcome::Reply(reply), Handling::Rejected { code })
             }
         };
         let trace = Trace {
@@ -473,15 +516,15 @@ impl Engine {
                 .model(&parsed.model)
                 .filter(|m| m.enabled)
                 .ok_or_else(|| ApiError::model_not_found(&parsed.model))?;
-            let body =
-                (model.provider_model_id() != model.name).then(|| parsed.with_model(body, model.provider_model_id()));
-            let mut set_headers = self.routing_headers(&model.name);
-            let span = if body.is_some() {
-                parsed.spliced_span(model.provider_model_id())
-            } else {
-                parsed.model_span()
+            let plan = self.plan(req.path, model)?;
+            let adapted = match adapt::translate(plan, body, model.provider_model_id())? {
+                Some(a) => a,
+                None => {
+                    let spliced = (model.provider_model_id() != model.name)
+                        .then(|| parsed.with_model(body, model.provider_model_id()));
+                    self.with_stream_usage(plan, api, req.path, spliced, body)
+                }
             };
-            self.chain_headers(model, None, &parsed.view, span, &mut set_headers);
             let mut summary = Summary {
                 model: model.name.clone(),
                 ..Summary::default()
@@ -494,9 +537,17 @@ impl Engine {
             }
             return Ok(Handled::Forward(Forward {
                 remove_headers: Vec::new(),
-                set_headers,
+                set_headers: {
+                    let mut h = self.routing_headers(&model.name, adapted.path);
+                    if matches!(adapted.translation, Translation::None | Translation::StripUsageChunk) {
+                        let sent = adapted.body.as_deref().unwrap_or(body);
+                        self.chain_headers(model, None, &parsed.view, sent, &mut h);
+                    }
+                    h
+                },
                 append_headers: Vec::new(),
-                body,
+                body: adapted.body,
+                translation: adapted.translation,
                 summary,
             }));
         }
@@ -570,43 +621,65 @@ impl Engine {
         let reasoning = Reasoning::resolve(&self.config, model, model_ref);
         let body_plugins = plugins.unwrap_or(&DecisionPlugins::NONE);
         let mut injected = false;
-        let rewritten = body_plugins.changes_body() || reasoning.is_some();
-        let new_body = if rewritten {
+        // Translated first, so plugins write the provider's API (a reasoning toggle is a
+        // provider-side field the client's API may not have).
+        let plan = self.plan(req.path, model)?;
+        let translated = adapt::translate(plan, body, upstream_id)?;
+        let (mut translated, translated_body) = match translated {
+            Some(mut a) => {
+                let b = a.body.take();
+                (Some(a), b)
+            }
+            None => (None, None),
+        };
+        let (source, provider_api) = match &translated_body {
+            Some(b) => (b.as_slice(), plan.provider_api(api)),
+            None => (body, api),
+        };
+        let new_body = if body_plugins.changes_body() || reasoning.is_some() {
             let (b, report) =
-                plugins::rewrite_body(body, api, upstream_id, body_plugins, reasoning.as_ref()).map_err(|e| {
-                    ApiError::bad_request(
-                        format!("{}.", llmsoup_contract::error::truncate_echo(&e.to_string())),
-                        None,
-                        "invalid_json",
-                    )
-                })?;
+                plugins::rewrite_body(source, provider_api, upstream_id, body_plugins, reasoning.as_ref()).map_err(
+                    |e| {
+                        ApiError::bad_request(
+                            format!("{}.", llmsoup_contract::error::truncate_echo(&e.to_string())),
+                            None,
+                            "invalid_json",
+                        )
+                    },
+                )?;
             injected = report.injected_system_prompt;
+            b
+        } else if let Some(b) = translated_body {
             b
         } else {
             // Nothing else changes: splice the model id into the original bytes.
             parsed.with_model(body, upstream_id)
+        };
+        let adapted = match translated.take() {
+            Some(a) => Adapted {
+                body: Some(new_body),
+                ..a
+            },
+            None => self.with_stream_usage(plan, api, req.path, Some(new_body), body),
         };
         if self.config.compat.vsr_headers {
             // What was written into the request, not merely asked for by the modelRef.
             let reasoning_on = reasoning.as_ref().map(|r| r.enabled);
             summary.compat = self.vsr_headers(&routed, reasoning_on, injected, ResponsePath::Upstream);
         }
-        let mut set_headers = self.routing_headers(&model.name);
-        let decision = winner.map(|(i, _)| &self.config.decisions[*i]);
-        let span = if rewritten {
-            // Plugins re-wrote the body: find where `model` ended up (only for chains).
-            parse_request(&new_body, false)
-                .map(|p| p.model_span())
-                .unwrap_or_default()
-        } else {
-            parsed.spliced_span(upstream_id)
-        };
-        self.chain_headers(model, decision, &parsed.view, span, &mut set_headers);
+        let mut set_headers = self.routing_headers(&model.name, adapted.path);
+        if matches!(adapted.translation, Translation::None | Translation::StripUsageChunk)
+            && let Some(sent) = adapted.body.as_deref()
+        {
+            let decision = winner.map(|(i, _)| &self.config.decisions[*i]);
+            self.chain_headers(model, decision, &parsed.view, sent, &mut set_headers);
+        }
         let mut forward = Forward {
             remove_headers: Vec::new(),
             set_headers,
             append_headers: Vec::new(),
-            body: Some(new_body),
+            body: adapted.body,
+            translation: adapted.translation,
             summary,
         };
         if let Some(h) = plugins.and_then(|p| p.headers.as_ref()) {
@@ -631,28 +704,75 @@ impl Engine {
         primary: &ModelConfig,
         decision: Option<&DecisionConfig>,
         view: &RequestView,
-        span: std::ops::Range<usize>,
+        sent: &[u8],
         headers: &mut Vec<(HeaderName, String)>,
     ) {
         let chain = fallback::chain(&self.config, &self.backends, primary, decision, view);
         for (name, why) in &chain.skipped {
             tracing::debug!(model = %primary.name, fallback = %name, reason = why.as_str(), "fallback skipped for this request");
         }
-        if chain.models.len() < 2 || span.is_empty() {
+        if chain.models.len() < 2 {
             return;
         }
+        // Where `model` sits in the body Envoy sends (plugins or stream options may have moved
+        // it): one more parse, for chained requests only.
+        let Ok(span) = parse_request(sent, false).map(|p| p.model_span()) else {
+            return;
+        };
         let names: Vec<&str> = chain.models.iter().map(|m| m.name.as_str()).collect();
         headers.push((Cow::Borrowed(CHAIN_HEADER), chain_value(&names)));
         headers.push((Cow::Borrowed(MODEL_SPAN_HEADER), format!("{}-{}", span.start, span.end)));
     }
 
-    /// The headers Envoy routes on: ours, plus the compatibility one when configured.
-    fn routing_headers(&self, model: &str) -> Vec<(HeaderName, String)> {
+    /// The headers Envoy routes on: ours, plus the compatibility one when configured, and the
+    /// provider's endpoint when the request was translated to its API.
+    fn routing_headers(&self, model: &str, path: Option<&'static str>) -> Vec<(HeaderName, String)> {
         let mut h = vec![(Cow::Borrowed(MODEL_HEADER), model.to_string())];
         if let Some(name) = &self.route_header {
             h.push((Cow::Owned(name.clone()), model.to_string()));
         }
+        if let Some(path) = path {
+            h.push((Cow::Borrowed(":path"), path.to_string()));
+        }
         h
+    }
+
+    /// How a request on `path` reaches `model`'s provider.
+    fn plan(&self, path: &str, model: &ModelConfig) -> Result<adapt::Plan, ApiError> {
+        let provider = self
+            .config
+            .provider(&model.provider)
+            .ok_or_else(|| ApiError::unavailable(format!("The model `{}` has no provider.", model.name)))?;
+        adapt::plan(path, &model.name, provider)
+    }
+
+    /// A native request's body (`changed`, or the client's `original` when it did not change),
+    /// asking for usage on an OpenAI stream whose client did not, when responses are accounted.
+    fn with_stream_usage(
+        &self,
+        plan: adapt::Plan,
+        api: Api,
+        path: &str,
+        changed: Option<Vec<u8>>,
+        original: &[u8],
+    ) -> Adapted {
+        let asked = self
+            .config
+            .gateway
+            .response_accounting
+            .then(|| adapt::ask_for_usage(plan, api, path, changed.as_deref().unwrap_or(original)))
+            .flatten();
+        match asked {
+            Some((body, translation)) => Adapted {
+                body: Some(body),
+                path: None,
+                translation,
+            },
+            None => Adapted {
+                body: changed,
+                ..Adapted::default()
+            },
+        }
     }
 
     /// vLLM Semantic Router's response headers for a routed request.
@@ -692,7 +812,18 @@ impl Engine {
     }
 }
 
-fn models_list(config: &Config) -> Vec<u8> {
+/// `GET /v1/models` and each `GET /v1/models/{id}` body, precomputed.
+fn models_list(config: &Config) -> (Vec<u8>, HashMap<String, Vec<u8>>) {
+    let data = model_entries(config);
+    let by_id = data
+        .iter()
+        .filter_map(|m| Some((m["id"].as_str()?.to_string(), serde_json::to_vec(m).ok()?)))
+        .collect();
+    let list = serde_json::to_vec(&serde_json::json!({"object": "list", "data": data})).expect("serialises");
+    (list, by_id)
+}
+
+fn model_entries(config: &Config) -> Vec<serde_json::Value> {
     let mut data: Vec<serde_json::Value> = config
         .routing
         .auto_models
@@ -706,9 +837,10 @@ fn models_list(config: &Config) -> Vec<u8> {
             .filter(|m| m.enabled)
             .map(|m| serde_json::json!({"id": m.name, "object": "model", "created": 0, "owned_by": m.provider})),
     );
-    serde_json::to_vec(&serde_json::json!({"object": "list", "data": data})).expect("serialises")
+    data
 }
 
+mod adapt;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

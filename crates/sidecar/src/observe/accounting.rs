@@ -35,6 +35,8 @@ pub struct Totals {
     /// Requests answered by the gateway itself (`fast_response`), never sent upstream; also
     /// counted in `requests`.
     pub blocked: u64,
+    /// Requests refused by a budget or rate limit (429, or the store-unavailable status).
+    pub throttled: u64,
 }
 
 impl Totals {
@@ -51,7 +53,8 @@ impl Totals {
     }
 }
 
-/// What `/stats` reports: totals overall, by model and by decision, since the sidecar started.
+/// What `/stats` reports: totals overall, by model, by decision and by tenant, since the
+/// sidecar started (this replica's view; budgets themselves are counted in the shared store).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Stats {
     /// Everything.
@@ -60,6 +63,13 @@ pub struct Stats {
     pub by_model: BTreeMap<String, Totals>,
     /// By decision name (`none` when no decision matched, `fail-open` on the fail-open path).
     pub by_decision: BTreeMap<String, Totals>,
+    /// By tenant: the client token's name (`anonymous` without auth).
+    pub by_tenant: BTreeMap<String, Totals>,
+}
+
+/// The tenant's label in `/stats` and metrics.
+pub fn tenant_label(tenant: &str) -> &str {
+    if tenant.is_empty() { "anonymous" } else { tenant }
 }
 
 /// The running totals behind `/stats`, since the sidecar started.
@@ -90,9 +100,30 @@ impl Accounting {
         }
     }
 
+    /// Records a request a budget or rate limit refused.
+    pub fn throttled(&self, tenant: &str, model: &str) {
+        if let Ok(mut guard) = self.stats.lock() {
+            let stats = &mut *guard;
+            stats.total.throttled += 1;
+            stats
+                .by_tenant
+                .entry(tenant_label(tenant).to_string())
+                .or_default()
+                .throttled += 1;
+            if !model.is_empty() {
+                stats.by_model.entry(model.to_string()).or_default().throttled += 1;
+            }
+        }
+    }
+
     fn add(&self, r: &UsageReport, spent: f64, saved: f64) {
         if let Ok(mut stats) = self.stats.lock() {
             stats.total.add(r, spent, saved);
+            stats
+                .by_tenant
+                .entry(tenant_label(&r.tenant).to_string())
+                .or_default()
+                .add(r, spent, saved);
             stats.by_model.entry(r.model.clone()).or_default().add(r, spent, saved);
             let decision = if r.decision.is_empty() {
                 "none"
@@ -144,6 +175,8 @@ pub enum Dropped {
     Status,
     /// Beyond [`MAX_REPORTS_PER_CALL`] in one call.
     TooMany,
+    /// The tenant is not a configured token name.
+    UnknownTenant,
 }
 
 impl Dropped {
@@ -156,6 +189,7 @@ impl Dropped {
             Dropped::Duration => "duration_out_of_range",
             Dropped::Status => "status_out_of_range",
             Dropped::TooMany => "too_many",
+            Dropped::UnknownTenant => "unknown_tenant",
         }
     }
 }
@@ -178,6 +212,9 @@ pub fn validate(engine: &Engine, r: &UsageReport) -> Result<(), Dropped> {
         || config.decisions.iter().any(|d| d.name == r.decision))
     {
         return Err(Dropped::UnknownDecision);
+    }
+    if !(r.tenant.is_empty() || config.auth.tokens.iter().any(|t| t.name == r.tenant)) {
+        return Err(Dropped::UnknownTenant);
     }
     if [r.prompt_tokens, r.completion_tokens, r.cached_tokens]
         .iter()
@@ -263,6 +300,23 @@ pub fn record(observer: &Observer, engine: &Engine, r: &UsageReport) {
             saved = (cost(base, r) - spent).max(0.0);
             m.saved.add(saved, &[model]);
         }
+    }
+    let tenant = kv("tenant", tenant_label(&r.tenant).to_string());
+    m.tenant_requests.add(1, std::slice::from_ref(&tenant));
+    if r.usage_seen {
+        for (kind, n) in [("input", r.prompt_tokens), ("output", r.completion_tokens)] {
+            m.tenant_tokens.add(n, &[tenant.clone(), kv("gen_ai.token.type", kind)]);
+        }
+        m.tenant_cost.add(spent, &[tenant]);
+        // Tokens and spend count against the tenant's, its group's and the model's budgets in
+        // the shared store (a no-op without budgets).
+        observer.budgets().charge(
+            engine.config(),
+            &r.tenant,
+            &r.model,
+            r.prompt_tokens + r.completion_tokens,
+            spent,
+        );
     }
     observer.accounting().add(r, spent, saved);
     observer.feed().finished(r, spent, saved);

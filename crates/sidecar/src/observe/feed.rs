@@ -322,6 +322,7 @@ mod tests {
             set_headers: Vec::new(),
             append_headers: Vec::new(),
             body: None,
+            translation: Default::default(),
             summary,
         })
     }

@@ -4,7 +4,7 @@
 //! (`gen_ai.client.token.usage`, `gen_ai.server.request.duration`,
 //! `gen_ai.server.time_to_first_token`, `gen_ai.server.time_per_output_token`) and use an
 //! `llmsoup.` prefix otherwise. Label values are bounded by the configuration (model, decision,
-//! signal and rule names) or fixed sets (error codes, token types).
+//! signal and rule names, client token names) or fixed sets (error codes, token types).
 //!
 //! The instruments live in the server's [`crate::observe::Observer`]; without [`install`] (tests,
 //! CLI tools) they record into OpenTelemetry's no-op provider.
@@ -60,6 +60,15 @@ pub struct Metrics {
     /// Usage reports refused (unknown model or decision, values out of range, too many in one
     /// call), by reason; a forged or corrupt report changes nothing else.
     pub reports_dropped: Counter<u64>,
+    /// Finished requests by tenant (the client token's name, `anonymous` without auth).
+    pub tenant_requests: Counter<u64>,
+    /// Tokens by tenant and type (input, output).
+    pub tenant_tokens: Counter<u64>,
+    /// Spend in USD by tenant.
+    pub tenant_cost: Counter<f64>,
+    /// Requests refused by a budget or rate limit, by tenant, model and limit
+    /// (`scope:limit`, or `unavailable` when the budget store could not be reached).
+    pub throttled: Counter<u64>,
     /// Open `/v1/events` streams (dashboards watching the decision feed).
     pub dashboard_subscribers: UpDownCounter<i64>,
     /// Feed events a slow dashboard skipped.
@@ -139,6 +148,24 @@ impl Metrics {
             reports_dropped: meter
                 .u64_counter("llmsoup.reports.dropped")
                 .with_description("Usage reports refused (unknown model or decision, out-of-range values), by reason")
+                .build(),
+            tenant_requests: meter
+                .u64_counter("llmsoup.tenant.requests")
+                .with_description("Finished requests by tenant (client token name)")
+                .build(),
+            tenant_tokens: meter
+                .u64_counter("llmsoup.tenant.tokens")
+                .with_unit("{token}")
+                .with_description("Tokens by tenant and type")
+                .build(),
+            tenant_cost: meter
+                .f64_counter("llmsoup.tenant.cost_usd")
+                .with_unit("USD")
+                .with_description("Spend by tenant")
+                .build(),
+            throttled: meter
+                .u64_counter("llmsoup.budget.throttled")
+                .with_description("Requests refused by a budget or rate limit, by tenant, model and limit")
                 .build(),
             dashboard_subscribers: meter
                 .i64_up_down_counter("llmsoup.dashboard.subscribers")

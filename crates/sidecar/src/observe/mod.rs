@@ -22,6 +22,8 @@ use llmsoup_contract::v1::UsageReport;
 use llmsoup_router::engine::{Engine, Handling, Trace};
 use llmsoup_router::selection::Backends;
 
+use crate::budget::Budgets;
+
 use accounting::{Accounting, Stats};
 use decision_log::DecisionLog;
 use feed::Feed;
@@ -35,6 +37,7 @@ pub struct Observer {
     feed: Feed,
     backends: Arc<Backends>,
     decision_log: ArcSwapOption<DecisionLog>,
+    budgets: Budgets,
 }
 
 fn unix_now() -> f64 {
@@ -58,6 +61,7 @@ impl Observer {
             accounting: Accounting::default(),
             backends: Arc::default(),
             decision_log: ArcSwapOption::empty(),
+            budgets: Budgets::default(),
         }
     }
 
@@ -93,22 +97,64 @@ impl Observer {
         &self.feed
     }
 
+    /// Budget and rate-limit counters (Redis), checked by the rate limit service and charged
+    /// by usage reports.
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
+    }
+
     /// A routing engine for `config` that reads this observer's backends, with the decision log
-    /// the config asks for opened; nothing changes unless both succeed.
+    /// and the budget store the config asks for opened; nothing changes unless all succeed.
     pub fn engine(&self, config: Config) -> anyhow::Result<Engine> {
         let log = match &config.decision_log {
             Some(d) => Some(Arc::new(DecisionLog::open(d.path.clone().into(), d.include_prompt)?)),
             None => None,
         };
         let engine = Engine::with_backends(config, self.backends.clone())?;
+        self.budgets.configure(engine.config())?;
         self.decision_log.store(log);
         Ok(engine)
+    }
+
+    /// A request refused by a budget or rate limit (`limit`: `scope:limit`, e.g.
+    /// `token:tokens_per_minute`, or `unavailable`): counted per tenant and model in metrics and
+    /// `/stats`. Names that are not configured are counted as `other`, so a forged call cannot
+    /// grow label sets.
+    pub fn throttled(&self, config: &Config, tenant: &str, model: &str, limit: String) {
+        let tenant = if config.auth.tokens.iter().any(|t| t.name == tenant) {
+            tenant
+        } else {
+            ""
+        };
+        let model = if config.model(model).is_some() { model } else { "" };
+        self.metrics.throttled.add(
+            1,
+            &[
+                kv("tenant", accounting::tenant_label(tenant).to_string()),
+                kv(
+                    "gen_ai.request.model",
+                    if model.is_empty() { "other" } else { model }.to_string(),
+                ),
+                kv("limit", limit),
+            ],
+        );
+        self.accounting.throttled(tenant, model);
     }
 
     /// A client refused at the gateway: counted by reason, answered with the 401 body.
     pub fn rejected(&self, e: AuthError) -> ApiError {
         self.metrics.rejections.add(1, &[kv("code", e.code())]);
         ApiError::from(e)
+    }
+
+    /// [`Observer::authenticate`], naming the tenant (`None` with auth off).
+    pub fn tenant<'e>(
+        &self,
+        engine: &'e Engine,
+        authorization: Option<&[u8]>,
+        api_key: Option<&[u8]>,
+    ) -> Result<Option<&'e str>, ApiError> {
+        engine.tenant(authorization, api_key).map_err(|e| self.rejected(e))
     }
 
     /// Checks a request's token with `engine`; a refusal is counted and becomes the 401.

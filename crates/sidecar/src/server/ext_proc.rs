@@ -28,11 +28,13 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use futures::Stream;
+use llmsoup_contract::budget::TENANT_HEADER;
 use llmsoup_contract::fallback::{ATTEMPTS_HEADER, CHAIN_HEADER};
 use llmsoup_contract::headers::{self as names, CONTENT_LENGTH, METADATA_NAMESPACE};
-use llmsoup_contract::outcome::{self, Outcome, Summary};
-use llmsoup_contract::usage::ResponseTracker;
+use llmsoup_contract::outcome::{self, Outcome, Summary, Translation};
+use llmsoup_contract::usage::{ResponseTracker, is_sse};
 use llmsoup_router::engine::{self, Engine};
+use llmsoup_translate::ResponseTranslator;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Shared;
@@ -103,9 +105,15 @@ struct StreamState {
     method: String,
     path: String,
     request_id: String,
+    /// The authenticated client token's name (empty with auth off): budgets, per-tenant totals.
+    tenant: String,
     body: Vec<u8>,
     summary: Option<Summary>,
     response: ResponseTracker,
+    /// How the response must be rewritten for the client (protocol translation, stream usage).
+    translation: Translation,
+    /// The rewrite in progress, once the response headers said what the body is.
+    translator: Option<ResponseTranslator>,
     /// Wall-clock start, handed to the accounting stream (possibly another sidecar replica).
     start_unix_us: u64,
     /// Whether Envoy sends response bodies on this stream (its `protocol_config`).
@@ -193,9 +201,12 @@ impl StreamState {
             method: String::new(),
             path: String::new(),
             request_id: String::new(),
+            tenant: String::new(),
             body: Vec::new(),
             summary: None,
             response: ResponseTracker::default(),
+            translation: Translation::None,
+            translator: None,
             start_unix_us: 0,
             // Envoys that do not say are assumed to send them, as before observability mode.
             response_bodies_here: true,
@@ -223,8 +234,13 @@ impl StreamState {
             Phase::RequestBody(b) => return Some(self.on_request_body(engine, b).await),
             Phase::ResponseHeaders(h) => return Some(self.on_response_headers(&h)),
             Phase::ResponseBody(b) => {
-                self.on_response_body(&b);
-                Reply::ResponseBody(BodyResponse::default())
+                let body_mutation = self.on_response_body(&b);
+                Reply::ResponseBody(BodyResponse {
+                    response: body_mutation.map(|m| CommonResponse {
+                        body_mutation: Some(m),
+                        ..Default::default()
+                    }),
+                })
             }
             Phase::RequestTrailers(_) => {
                 // Trailers and no body at all (HTTP/2 HEADERS, then trailers): Envoy sends no body
@@ -252,12 +268,13 @@ impl StreamState {
             String::from_utf8_lossy(header_bytes(&h.headers, "x-request-id").unwrap_or_default()).into_owned();
         self.method = String::from_utf8_lossy(header_bytes(&h.headers, ":method").unwrap_or_default()).into_owned();
         self.path = String::from_utf8_lossy(header_bytes(&h.headers, ":path").unwrap_or_default()).into_owned();
-        if let Err(e) = self.observer.authenticate(
+        match self.observer.tenant(
             engine,
             header_bytes(&h.headers, "authorization"),
             header_bytes(&h.headers, "x-api-key"),
         ) {
-            return immediate(e.into(), "llmsoup_unauthorized");
+            Ok(tenant) => tenant.unwrap_or_default().clone_into(&mut self.tenant),
+            Err(e) => return immediate(e.into(), "llmsoup_unauthorized"),
         }
         // Only a POST with a body is routed; everything else is answered here (models list, 404,
         // 405, 400 for an empty POST) and never reaches a provider.
@@ -267,14 +284,21 @@ impl StreamState {
         }
         // Clients may not choose routes or fake llmsoup's verdicts; the gateway token is ours and
         // never goes upstream.
-        let remove = names::to_strip(
+        let mut remove = names::to_strip(
             h.headers.iter().flat_map(|m| m.headers.iter()).map(|x| x.key.as_str()),
             engine.config().compat.selected_model_header.as_deref(),
             engine.auth_enabled(),
         );
-        let mutation = (!remove.is_empty()).then(|| HeaderMutation {
+        // The tenant, for the rate limit filter's descriptors: from the token checked above,
+        // never from the client (whose copy is removed here; ours is set, not appended).
+        let mut set_headers = Vec::new();
+        if !self.tenant.is_empty() {
+            remove.retain(|k| !k.eq_ignore_ascii_case(TENANT_HEADER));
+            set_headers.push(set_header(TENANT_HEADER, self.tenant.as_bytes()));
+        }
+        let mutation = (!remove.is_empty() || !set_headers.is_empty()).then_some(HeaderMutation {
             remove_headers: remove,
-            ..Default::default()
+            set_headers,
         });
         ProcessingResponse {
             response: Some(Reply::RequestHeaders(HeadersResponse {
@@ -334,6 +358,7 @@ impl StreamState {
                     .find(|(k, _)| k == CHAIN_HEADER)
                     .map(|(_, v)| v.clone());
                 self.summary = Some(f.summary);
+                self.translation = f.translation;
                 ProcessingResponse {
                     dynamic_metadata,
                     response: Some(Reply::RequestBody(BodyResponse {
@@ -378,14 +403,30 @@ impl StreamState {
         if h.end_of_stream {
             self.report();
         }
+        // A translated body is rewritten chunk by chunk (STREAMED, whatever the rendered mode),
+        // so its length changes: `content-length` goes.
+        self.translator = (self.translation != Translation::None && !h.end_of_stream)
+            .then(|| {
+                let status = header_bytes(&h.headers, ":status")
+                    .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+                    .unwrap_or(0);
+                let sse = is_sse(header_bytes(&h.headers, "content-type").unwrap_or_default());
+                ResponseTranslator::new(self.translation, status, sse, unix_us(SystemTime::now()) / 1_000_000)
+            })
+            .filter(ResponseTranslator::active);
+        let translating = self.translator.is_some();
         ProcessingResponse {
             response: Some(Reply::ResponseHeaders(HeadersResponse {
                 response: Some(continue_headers(Some(HeaderMutation {
                     set_headers: set,
-                    ..Default::default()
+                    remove_headers: if translating {
+                        vec![CONTENT_LENGTH.to_string()]
+                    } else {
+                        Vec::new()
+                    },
                 }))),
             })),
-            mode_override: (sse && inline).then(streamed_response_mode),
+            mode_override: (translating || (sse && inline)).then(streamed_response_mode),
             ..Default::default()
         }
     }
@@ -431,6 +472,7 @@ impl StreamState {
                 ("model", string(&summary.model)),
                 ("decision", string(summary.decision.as_deref().unwrap_or_default())),
                 ("request_id", string(&self.request_id)),
+                ("tenant", string(&self.tenant)),
                 ("chain", string(self.chain.as_deref().unwrap_or_default())),
                 (
                     "start_unix_us",
@@ -460,14 +502,13 @@ impl StreamState {
     fn observe(&mut self, msg: ProcessingRequest) {
         match msg.request {
             Some(Phase::ResponseHeaders(h)) => {
-                if let Some((summary, request_id, start_unix_us, chain)) =
-                    msg.metadata_context.as_ref().and_then(routed)
-                {
-                    let since = unix_us(SystemTime::now()).saturating_sub(start_unix_us);
+                if let Some(facts) = msg.metadata_context.as_ref().and_then(routed) {
+                    let since = unix_us(SystemTime::now()).saturating_sub(facts.start_unix_us);
                     self.start = Instant::now().checked_sub(Duration::from_micros(since));
-                    self.summary = Some(summary);
-                    self.request_id = request_id;
-                    self.chain = chain;
+                    self.summary = Some(facts.summary);
+                    self.request_id = facts.request_id;
+                    self.tenant = facts.tenant;
+                    self.chain = facts.chain;
                 }
                 self.answered_by(&h);
                 self.response_started(&h, true);
@@ -488,23 +529,37 @@ impl StreamState {
         }
     }
 
-    fn on_response_body(&mut self, b: &HttpBody) {
+    /// A response chunk: accounted as the provider sent it; with a translator, the body mutation
+    /// that replaces it with what the client must receive (empty until a JSON body is complete).
+    fn on_response_body(&mut self, b: &HttpBody) -> Option<BodyMutation> {
         self.response.on_chunk(&b.body);
+        let mutation = self.translator.as_mut().map(|t| {
+            let mut out = Vec::with_capacity(if t.whole_body() { 0 } else { b.body.len() + 256 });
+            t.feed(&b.body, &mut out);
+            if b.end_of_stream {
+                t.finish(&mut out);
+            }
+            BodyMutation {
+                mutation: Some(body_mutation::Mutation::Body(out)),
+            }
+        });
         if b.end_of_stream {
             self.report();
         }
+        mutation
     }
 
     /// Accounts the request once, when its response ends (or the stream does).
     fn report(&mut self) {
         let Some(summary) = &self.summary else { return };
         let duration = self.start.map_or(Duration::ZERO, |s| s.elapsed());
-        if let Some(report) = self.response.report(
+        if let Some(mut report) = self.response.report(
             std::mem::take(&mut self.request_id),
             summary.model.clone(),
             summary.decision.clone().unwrap_or_default(),
             duration,
         ) {
+            report.tenant = std::mem::take(&mut self.tenant);
             self.observer.report(&self.engine, &report);
         }
     }
@@ -514,8 +569,17 @@ fn unix_us(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
-/// The routing stream's facts from forwarded dynamic metadata: summary, request id, start, chain.
-fn routed(metadata: &Metadata) -> Option<(Summary, String, u64, Option<String>)> {
+/// What the routing stream hands the accounting stream.
+struct RoutedFacts {
+    summary: Summary,
+    request_id: String,
+    tenant: String,
+    start_unix_us: u64,
+    chain: Option<String>,
+}
+
+/// The routing stream's facts from forwarded dynamic metadata: summary, request id, tenant, start.
+fn routed(metadata: &Metadata) -> Option<RoutedFacts> {
     let facts = &metadata.filter_metadata.get(METADATA_NAMESPACE)?.fields;
     let string = |k: &str| match facts.get(k)?.kind.as_ref()? {
         Kind::StringValue(s) => Some(s.clone()),
@@ -530,12 +594,13 @@ fn routed(metadata: &Metadata) -> Option<(Summary, String, u64, Option<String>)>
         decision: string("decision").filter(|d| !d.is_empty()),
         ..Default::default()
     };
-    Some((
+    Some(RoutedFacts {
         summary,
-        string("request_id").unwrap_or_default(),
-        start,
-        string("chain").filter(|c| !c.is_empty()),
-    ))
+        request_id: string("request_id").unwrap_or_default(),
+        tenant: string("tenant").unwrap_or_default(),
+        start_unix_us: start,
+        chain: string("chain").filter(|c| !c.is_empty()),
+    })
 }
 
 /// The processing-mode override that streams an SSE response body chunk by chunk.
@@ -655,6 +720,72 @@ mod tests {
         chunk.observability_mode = true;
         assert!(observer.handle(&engine, chunk).await.is_none());
         assert!(observer.response.reported() && observer.observed_end);
+    }
+
+    #[tokio::test]
+    async fn the_tenant_comes_from_the_checked_token_never_from_the_client() {
+        let token = "tenant-test-token";
+        let text = DEFAULT_CONFIG.replacen("\ngateway:\n", "\ngateway:\n  async_response_accounting: true\n", 1)
+            + &format!(
+                "\nauth:\n  tokens:\n    - {{name: alice, group: team, sha256: '{}'}}\n",
+                llmsoup_contract::auth::hash_token(token)
+            );
+        let engine = Arc::new(Engine::new(load_str_with_env(&text, &|_| None).unwrap()).unwrap());
+        let mut s = StreamState::new(engine.clone(), observer());
+        let auth = format!("Bearer {token}");
+        let answer = s
+            .handle(
+                &engine,
+                message(Phase::RequestHeaders(headers(
+                    &[
+                        (":method", "POST"),
+                        (":path", "/v1/chat/completions"),
+                        ("authorization", &auth),
+                        (TENANT_HEADER, "mallory"),
+                    ],
+                    false,
+                ))),
+            )
+            .await
+            .unwrap();
+        let Some(Reply::RequestHeaders(h)) = answer.response else {
+            panic!("continue expected: {answer:?}")
+        };
+        let m = h.response.unwrap().header_mutation.unwrap();
+        let set: Vec<(&str, &[u8])> = m
+            .set_headers
+            .iter()
+            .map(|o| {
+                let h = o.header.as_ref().unwrap();
+                (h.key.as_str(), h.raw_value.as_slice())
+            })
+            .collect();
+        // Set (overwriting the client's copy), not removed after being set.
+        assert_eq!(set, [(TENANT_HEADER, b"alice".as_slice())]);
+        assert!(
+            !m.remove_headers.iter().any(|k| k == TENANT_HEADER),
+            "{:?}",
+            m.remove_headers
+        );
+        assert!(m.remove_headers.iter().any(|k| k == "authorization"));
+        // The accounting stream (possibly another replica) learns the tenant with the facts.
+        let body = HttpBody {
+            body: br#"{"model":"fast","messages":[{"role":"user","content":"hi"}]}"#.to_vec(),
+            end_of_stream: true,
+            ..Default::default()
+        };
+        let forwarded = s.handle(&engine, message(Phase::RequestBody(body))).await.unwrap();
+        let Some(Kind::StructValue(facts)) = forwarded.dynamic_metadata.unwrap().fields[METADATA_NAMESPACE]
+            .kind
+            .clone()
+        else {
+            panic!("no facts")
+        };
+        let metadata = Metadata {
+            filter_metadata: [(METADATA_NAMESPACE.to_string(), facts)].into_iter().collect(),
+            ..Default::default()
+        };
+        assert_eq!(routed(&metadata).unwrap().tenant, "alice");
     }
 
     fn first_headers(body_mode: Option<processing_mode::BodySendMode>) -> ProcessingRequest {

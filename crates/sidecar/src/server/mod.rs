@@ -1,10 +1,12 @@
-//! The sidecar's network front ends: Envoy's ext_proc gRPC service and llmsoup's Router service
-//! (for the wasm filter) on one port, with config reload and graceful shutdown.
+//! The sidecar's network front ends: Envoy's ext_proc gRPC service, llmsoup's Router service
+//! (for the wasm filter) and Envoy's rate limit service (budgets) on one port, with config
+//! reload and graceful shutdown.
 
 mod admin;
 mod dashboard;
 mod ext_proc;
 mod grpc_auth;
+mod ratelimit;
 mod router;
 
 use std::net::SocketAddr;
@@ -15,6 +17,7 @@ use arc_swap::ArcSwap;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use llmsoup_contract::outcome::Reply;
 use llmsoup_contract::v1::router_server::RouterServer;
 use llmsoup_router::engine::Engine;
@@ -22,6 +25,7 @@ use tonic::service::interceptor::InterceptedService;
 
 pub use ext_proc::ExtProcService;
 pub use grpc_auth::GrpcAuth;
+pub use ratelimit::RateLimitServer;
 pub use router::RouterService;
 
 pub use crate::source::ConfigSource;
@@ -119,6 +123,11 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
             RouterServer::new(RouterService::new(shared.clone()))
                 .max_decoding_message_size(MAX_GRPC_MESSAGE)
                 .max_encoding_message_size(MAX_GRPC_MESSAGE),
+            GrpcAuth::new(shared.clone()),
+        ))
+        // Envoy's rate limit filter (budgets): same port, same token.
+        .add_service(InterceptedService::new(
+            RateLimitServiceServer::new(RateLimitServer::new(shared.clone())),
             GrpcAuth::new(shared.clone()),
         ))
         .serve_with_incoming_shutdown(incoming, async move {

@@ -52,11 +52,16 @@ pub fn to_response(outcome: Option<Outcome>) -> RouteResponse {
                 .collect(),
             model: f.summary.model.clone(),
             decision: f.summary.decision.clone().unwrap_or_default(),
-            action: Some(Action::Forward(v1::Forward {
-                set_headers: f.set_headers.iter().map(|(k, v)| header(k, v.as_bytes())).collect(),
-                remove_headers: f.remove_headers.into_iter().map(String::from).collect(),
-                body: f.body,
-                append_headers: f.append_headers.iter().map(|(k, v)| header(k, v.as_bytes())).collect(),
+            action: Some(Action::Forward({
+                let (translation, client_include_usage) = f.translation.to_wire();
+                v1::Forward {
+                    set_headers: f.set_headers.iter().map(|(k, v)| header(k, v.as_bytes())).collect(),
+                    remove_headers: f.remove_headers.into_iter().map(String::from).collect(),
+                    body: f.body,
+                    append_headers: f.append_headers.iter().map(|(k, v)| header(k, v.as_bytes())).collect(),
+                    translation: translation as i32,
+                    client_include_usage,
+                }
             })),
         },
     }
@@ -107,7 +112,7 @@ impl Router for RouterService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use llmsoup_contract::outcome::{Forward, Reply, Summary};
+    use llmsoup_contract::outcome::{Forward, Reply, Summary, Translation};
 
     #[test]
     fn forward_carries_every_header_mutation() {
@@ -116,6 +121,7 @@ mod tests {
             set_headers: vec![("x-llmsoup-model".into(), "m".into())],
             append_headers: vec![("x-team".into(), "math".into())],
             body: None,
+            translation: Translation::OpenAiChatFromAnthropic { include_usage: true },
             summary: Summary {
                 model: "m".into(),
                 compat: vec![("x-vsr-response-path", "upstream".into())],
@@ -126,6 +132,10 @@ mod tests {
             panic!("expected forward")
         };
         assert_eq!(f.remove_headers, ["x-debug"]);
+        assert_eq!(
+            Translation::from_wire(f.translation, f.client_include_usage),
+            Translation::OpenAiChatFromAnthropic { include_usage: true }
+        );
         assert_eq!(
             (f.set_headers[0].name.as_str(), f.set_headers[0].value.as_slice()),
             ("x-llmsoup-model", b"m".as_slice())
