@@ -72,7 +72,13 @@ TARGETS = [
     ("bare", "bare Envoy → mock"),
     ("ext_proc", "ext_proc"),
     ("wasm", "wasm"),
+    # The same, with a fallback chain on every routed model (no failures): the happy-path cost of
+    # the chain route, its retry policy and the per-attempt upstream filters.
+    ("ext_proc+fallback", "ext_proc + fallback chain"),
+    ("wasm+fallback", "wasm + fallback chain"),
 ]
+# Fallbacks for the `+fallback` targets: every routed model fails over to the other provider.
+FALLBACKS = {"coder": "small", "writer": "coder"}
 # Filters that make the routed modes; removed from the bare bootstrap.
 ACCOUNTING_FILTER = "llmsoup.response_accounting"
 ROUTING_FILTERS = {"envoy.filters.http.ext_proc", "envoy.filters.http.lua", "envoy.filters.http.wasm",
@@ -88,9 +94,14 @@ class BenchStack(harness.Stack):
     routing filters from it and runs no sidecar."""
 
     def __init__(self, target: str):
-        super().__init__(mode="wasm" if target == "wasm" else "ext_proc")
+        super().__init__(mode="wasm" if target.startswith("wasm") else "ext_proc")
         self.target = target
         shutil.copy(CONFIG, self.config)  # replaces the e2e template the harness copied
+        if target.endswith("+fallback"):
+            text = self.config.read_text()
+            for model, fallback in FALLBACKS.items():
+                text = re.sub(rf"(\{{name: {model}, [^}}]*)\}}", rf"\1, fallbacks: [{fallback}]}}", text, count=1)
+            self.config.write_text(text)
         self.env["LLMSOUP_LOG"] = SIDECAR_LOG
         self.envoy_concurrency = "?"
 
@@ -141,6 +152,8 @@ def sanity_check(stack: BenchStack):
             ok = got_model == "auto" and "x-llmsoup-model" not in r.headers
         else:
             ok = got_model == provider_id and r.headers.get("x-llmsoup-model") == model
+            if stack.target.endswith("+fallback"):
+                ok &= r.headers.get("x-llmsoup-attempts") == model
         if not ok:
             raise RuntimeError(f"{stack.target}: {prompt!r} reached the mock as {got_model!r} "
                                f"(x-llmsoup-model={r.headers.get('x-llmsoup-model')!r})")

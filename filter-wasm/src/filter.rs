@@ -9,6 +9,7 @@ use llmsoup_contract::ApiError;
 use llmsoup_contract::auth;
 use llmsoup_contract::budget::TENANT_HEADER;
 use llmsoup_contract::fail_open::{FailOpenError, fail_open_rewrite};
+use llmsoup_contract::fallback::{ATTEMPTS_HEADER, CHAIN_HEADER};
 use llmsoup_contract::headers::{self as names, CONTENT_LENGTH, DECISION_HEADER, FAIL_OPEN_DECISION, MODEL_HEADER};
 use llmsoup_contract::outcome::Translation;
 use llmsoup_contract::plugin_config::{FailureMode, Plugin};
@@ -77,6 +78,8 @@ pub struct Filter<H: Host> {
     translation: Translation,
     /// The rewrite in progress, once the response headers said what the body is.
     translator: Option<ResponseTranslator>,
+    /// The fallback chain the sidecar routed the request with (`x-llmsoup-chain`), if any.
+    chain: Option<String>,
 }
 
 impl<H: Host> Filter<H> {
@@ -102,6 +105,7 @@ impl<H: Host> Filter<H> {
             cache_key: String::new(),
             translation: Translation::None,
             translator: None,
+            chain: None,
         }
     }
 
@@ -290,6 +294,11 @@ impl<H: Host> Filter<H> {
     }
 
     fn apply(&mut self, f: &v1::Forward) -> Result<(), HostError> {
+        self.chain = f
+            .set_headers
+            .iter()
+            .find(|h| h.name == CHAIN_HEADER)
+            .and_then(|h| String::from_utf8(h.value.clone()).ok());
         for name in &f.remove_headers {
             self.host.set_request_header(name, None)?;
         }
@@ -396,6 +405,16 @@ impl<H: Host> Filter<H> {
             Some(self.host.now().saturating_sub(self.start)),
             self.plugin.config.response_accounting && !self.model.is_empty(),
         );
+        // A fallback chain's answer names the model that answered: say that one, account it.
+        let attempts = self.host.response_header(ATTEMPTS_HEADER);
+        if let Some(model) = self.response.on_attempts(attempts.as_deref(), self.chain.as_deref()) {
+            for (k, v) in &mut self.response_headers {
+                if k == MODEL_HEADER {
+                    *v = model.clone().into_bytes();
+                }
+            }
+            self.model = model;
+        }
         for (k, v) in std::mem::take(&mut self.response_headers) {
             if let Err(e) = self.host.set_response_header(&k, &v) {
                 self.host

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use llmsoup_config::Precision;
-use llmsoup_models::{Int8Kernel, SentenceEncoder};
 use llmsoup_models::candle_core;
+use llmsoup_models::{Int8Kernel, SentenceEncoder};
 
 fn cpu_seconds() -> f64 {
     // utime + stime of the whole process, in clock ticks (100 per second on Linux).

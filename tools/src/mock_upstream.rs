@@ -14,6 +14,7 @@
 //! | `x-mock-delay-for: m=200` | delay only requests whose body `model` is `m` |
 //! | `x-mock-fail-for: m=503` | fail only requests whose body `model` is `m` |
 //! | `x-mock-tool-call: {"city":"Paris"}` | call the request's first tool with these arguments |
+//! | `x-mock-reset-for: m,n` | drop the connection only for requests whose body `model` is listed |
 
 mod anthropic;
 
@@ -227,6 +228,9 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, port: u16) -> Resul
             (m.trim() == model).then(|| v.trim().parse().ok()).flatten()
         })
     };
+    if header(&parts, "x-mock-reset-for").is_some_and(|v| v.split(',').any(|m| m.trim() == model)) {
+        return Err(Reset);
+    }
     if let Some(ms) = for_model("x-mock-delay-for") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }

@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod chains;
 mod env;
 pub mod headers;
 mod locate;
@@ -276,6 +277,7 @@ impl Config {
                 ));
             }
             check_name(&p.name, &format!("{at}.name"))?;
+            schema::validate_health(p, &at)?;
             p.endpoint()
                 .map_err(|m| ConfigError::invalid(format!("{at}.base_url"), m))?;
             if let Some(c) = &p.credentials
@@ -621,7 +623,7 @@ impl Config {
                 "expected 16 to 64 characters from A-Z a-z 0-9 - . _ ~ + / = (e.g. `openssl rand -hex 24`)",
             ));
         }
-        Ok(())
+        self.validate_fallbacks()
     }
 
     /// Checks one decision's plugins; errors name `decisions[i].plugins[j]...`.

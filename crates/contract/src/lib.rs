@@ -12,6 +12,7 @@
 //! - [`outcome`]: what routing a request produced (forward with mutations, or a local reply);
 //! - [`usage`]: the response tracker both modes feed, which produces the `UsageReport`;
 //! - [`fail_open`]: the body rewrite used when the sidecar cannot answer;
+//! - [`fallback`]: the headers of fallback chains (the chain, the attempts, the model span);
 //! - [`plugin_config`]: the wasm filter's configuration, written by `envoy-config` and read by
 //!   the filter, and [`upstream`], the gRPC descriptor the filter dispatches to.
 
@@ -29,6 +30,7 @@ pub mod auth;
 pub mod budget;
 pub mod error;
 pub mod fail_open;
+pub mod fallback;
 pub mod headers;
 pub mod outcome;
 pub mod paths;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::fallback::{Attempts, in_chain};
 use crate::v1::UsageReport;
 
 /// Token counts found in a response.
@@ -203,6 +204,8 @@ pub struct ResponseTracker {
     capture: Option<Capture>,
     /// The response reached its end (not cut short).
     ended: bool,
+    /// Models of a fallback chain whose attempts failed before the answering one.
+    failed: Vec<String>,
 }
 
 /// A captured response body: up to `limit` bytes, dropped whole beyond it.
@@ -234,6 +237,17 @@ impl ResponseTracker {
             self.scanner = Some(UsageScanner::new(sse));
         }
         sse
+    }
+
+    /// A fallback chain's response headers: `attempts` is [`crate::fallback::ATTEMPTS_HEADER`]'s value, `chain`
+    /// the chain the request was routed with ([`crate::fallback::CHAIN_HEADER`]). Returns the
+    /// model that answered (the report's failed models are the ones before it); `None` when the
+    /// request had no chain or the header does not name models of it.
+    pub fn on_attempts(&mut self, attempts: Option<&[u8]>, chain: Option<&str>) -> Option<String> {
+        let (attempts, chain) = (attempts?, chain?);
+        let a = Attempts::parse(attempts, |n| in_chain(chain, n))?;
+        self.failed = a.failed.iter().map(|m| m.to_string()).collect();
+        Some(a.answered.to_string())
     }
 
     /// Whether response chunks are read for usage (callers may skip copying them otherwise).
@@ -350,6 +364,7 @@ impl ResponseTracker {
             usage_seen: usage.is_some(),
             // The caller knows who authenticated.
             tenant: String::new(),
+            failed_models: std::mem::take(&mut self.failed),
             ..Default::default()
         })
     }

@@ -331,6 +331,24 @@ fn local_reply_config(config: &Config) -> Value {
             "response.code == 504",
             api_error(504, "The model provider did not answer in time.", "upstream_timeout"),
         ),
+        // Outlier detection took every host of the route's cluster out (providers[].outlier_detection).
+        mapper(
+            "response.code == 503 && response.code_details == 'no_healthy_upstream'",
+            api_error(
+                503,
+                "The model provider failed repeatedly and is out of rotation for a while; try again shortly.",
+                "no_healthy_upstream",
+            ),
+        ),
+        // A circuit breaker is open (providers[].circuit_breakers).
+        mapper(
+            "response.code == 503 && response.code_details.contains('overflow')",
+            api_error(
+                503,
+                "Too many requests are in flight to the model provider; try again shortly.",
+                "upstream_overflow",
+            ),
+        ),
         mapper(
             "response.code == 502 || response.code == 503",
             api_error(
@@ -418,6 +436,7 @@ fn provider_cluster(p: &ProviderConfig) -> anyhow::Result<Value> {
     if !is_ip {
         cluster["dns_lookup_family"] = json!("V4_PREFERRED");
     }
+    health::apply(p, &mut cluster);
     if ep.tls {
         let host = &ep.host;
         cluster["transport_socket"] = json!({
@@ -465,6 +484,9 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
         }
         routes.push(route);
     }
+    // Fallback chains first: a chained request carries the model header too.
+    let (chain_routes, chain_clusters) = fallback::render(config, &route_header(config))?;
+    routes.splice(0..0, chain_routes);
     // A request without the routing header matches no provider route: the sidecar (or a
     // fail-open step) routed every request it let through, and everything else is answered here.
     // POSTs reach these only when nothing routed them (the sidecar is down and no fail-open step
@@ -647,6 +669,7 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
         }
     }
 
+    clusters.extend(chain_clusters);
     let mut virtual_host = json!({"name": "llm", "domains": ["*"], "routes": routes});
     if mode == AttachMode::ExtProc {
         virtual_host["typed_per_filter_config"] = sidecar_filters_enabled(config);
@@ -820,6 +843,8 @@ fn model_route(name: &str, p: &ProviderConfig, model: &str, header: &str) -> any
 }
 
 mod budget;
+mod fallback;
+mod health;
 
 #[cfg(test)]
 mod auth_tests;

@@ -15,6 +15,9 @@ fn demo_config_renders_routes_clusters_and_filters() {
     assert_eq!(
         names,
         [
+            "chain_strong+fast",
+            "chain_strong+long-context",
+            "chain_strong+long-context+fast",
             "model_fast",
             "model_strong",
             "model_polyglot",
@@ -286,9 +289,18 @@ fn requests_without_the_routing_header_match_no_provider_route() {
         for r in routes {
             let name = r["name"].as_str().unwrap();
             if r.get("route").is_some() {
-                assert!(name.starts_with("model_"), "{name}: a provider route");
+                assert!(
+                    name.starts_with("model_") || name.starts_with("chain_"),
+                    "{name}: a provider route"
+                );
                 let headers = r["match"]["headers"].as_sequence().unwrap();
-                assert_eq!(headers[0]["name"].as_str(), Some(MODEL_HEADER), "{name}");
+                // Chain routes match the chain the sidecar set, never a header a client may send.
+                let routing = if name.starts_with("chain_") {
+                    llmsoup_contract::fallback::CHAIN_HEADER
+                } else {
+                    MODEL_HEADER
+                };
+                assert_eq!(headers[0]["name"].as_str(), Some(routing), "{name}");
                 assert_eq!(headers[1]["name"].as_str(), Some(":method"));
                 assert_eq!(headers[1]["string_match"]["exact"].as_str(), Some("POST"));
             } else {
@@ -365,6 +377,8 @@ fn local_replies_are_mapped_to_openai_json_without_touching_json_ones() {
             "request_header_fields_too_large",
             "router_unavailable",
             "upstream_timeout",
+            "no_healthy_upstream",
+            "upstream_overflow",
             "upstream_unavailable",
             "gateway_error",
             "invalid_request"

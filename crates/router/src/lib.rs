@@ -13,6 +13,7 @@
 pub mod decision;
 pub mod engine;
 pub mod eval;
+pub mod fallback;
 pub mod plugins;
 pub mod request;
 pub mod selection;

@@ -32,6 +32,8 @@ pub struct RequestView {
     pub json_mode: bool,
     /// The request offers tools (function calling).
     pub tools: bool,
+    /// A message has an image part (`image_url`, `input_image`, Anthropic `image`).
+    pub images: bool,
     /// The complexity score (0–1), once a complexity signal computed it.
     pub complexity: std::sync::OnceLock<f64>,
     /// The learned router's prediction, once a difficulty signal computed it.
@@ -84,6 +86,17 @@ pub struct ParsedRequest {
 }
 
 impl ParsedRequest {
+    /// Byte range of the `model` JSON value in the parsed body.
+    pub fn model_span(&self) -> Range<usize> {
+        self.model_span.clone()
+    }
+
+    /// Byte range of the `model` value in [`Self::with_model`]'s output for `model`.
+    pub fn spliced_span(&self, model: &str) -> Range<usize> {
+        let quoted = serde_json::to_string(model).expect("strings serialise").len();
+        self.model_span.start..self.model_span.start + quoted
+    }
+
     /// The body with `model` replaced, all other bytes untouched.
     pub fn with_model(&self, body: &[u8], model: &str) -> Vec<u8> {
         let quoted = serde_json::to_string(model).expect("strings serialise");
@@ -135,13 +148,17 @@ struct WireMessage<'a> {
 
 #[derive(Deserialize)]
 struct Part<'a> {
+    #[serde(default, borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     text: Option<Cow<'a, str>>,
 }
 
-/// Appends the text of an OpenAI/Anthropic content value (string, or array of parts).
-fn push_text(raw: &RawValue, out: &mut String) {
+/// Appends the text of an OpenAI/Anthropic content value (string, or array of parts). Returns
+/// whether it holds an image part.
+fn push_text(raw: &RawValue, out: &mut String) -> bool {
     let s = raw.get();
+    let mut images = false;
     match s.as_bytes().first() {
         Some(b'"') => {
             if let Ok(t) = serde_json::from_str::<Cow<str>>(s) {
@@ -155,12 +172,17 @@ fn push_text(raw: &RawValue, out: &mut String) {
                 for p in parts {
                     match p.get().as_bytes().first() {
                         Some(b'{') => {
-                            if let Ok(Part { text: Some(t) }) = serde_json::from_str::<Part>(p.get()) {
-                                push_sep(out);
-                                out.push_str(&t);
+                            if let Ok(part) = serde_json::from_str::<Part>(p.get()) {
+                                images |= matches!(part.kind.as_deref(), Some("image_url" | "input_image" | "image"));
+                                if let Some(t) = part.text {
+                                    push_sep(out);
+                                    out.push_str(&t);
+                                }
                             }
                         }
-                        Some(b'"') => push_text(p, out),
+                        Some(b'"') => {
+                            push_text(p, out);
+                        }
                         _ => {}
                     }
                 }
@@ -168,6 +190,7 @@ fn push_text(raw: &RawValue, out: &mut String) {
         }
         _ => {}
     }
+    images
 }
 
 fn push_sep(out: &mut String) {
@@ -233,7 +256,7 @@ pub fn parse_request(body: &[u8], include_history: bool) -> Result<ParsedRequest
         for m in messages {
             let Some(content) = m.content else { continue };
             let before = total.len();
-            push_text(content, &mut total);
+            view.images |= push_text(content, &mut total);
             if matches!(m.role.as_deref(), Some("system" | "developer")) {
                 view.system_chars += total.len() - before;
             }
@@ -294,6 +317,8 @@ mod tests {
         )
         .unwrap();
         assert!(t.view.json_mode && t.view.tools);
+        assert!(p.view.images, "an image_url part");
+        assert!(!t.view.images);
     }
 
     #[test]

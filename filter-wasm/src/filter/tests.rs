@@ -612,6 +612,65 @@ fn fail_open_leaves_bodyless_non_post_requests_to_the_route_table() {
     assert_eq!((h.resumed, h.cleared), (1, 0));
 }
 
+#[test]
+fn a_fallback_chain_answer_names_and_accounts_the_model_that_answered() {
+    let body = r#"{"model":"auto","messages":[]}"#;
+    let mut f = filter(plugin(&[], false), BASE, body);
+    assert_eq!(f.on_request_headers(false), Next::Pause);
+    assert_eq!(f.on_request_body(body.len(), true), Next::Pause);
+    let mut resp = v1::RouteResponse::decode(forward_response("prim", None).as_slice()).unwrap();
+    if let Some(RouteAction::Forward(fw)) = resp.action.as_mut() {
+        fw.set_headers.push(v1::Header {
+            name: "x-llmsoup-chain".into(),
+            value: b"prim,fb".to_vec(),
+        });
+    }
+    f.host_mut().grpc_resp = resp.encode_to_vec();
+    f.on_route_response(7, 0, 0);
+    assert_eq!(f.host().header("x-llmsoup-chain"), Some(b"prim,fb".as_slice()));
+
+    // Envoy's per-attempt filter says which models it tried: the last one answered.
+    f.host_mut().resp_headers = vec![
+        (":status".into(), b"200".to_vec()),
+        ("content-type".into(), b"application/json".to_vec()),
+        ("x-llmsoup-attempts".into(), b"prim,fb".to_vec()),
+    ];
+    assert_eq!(f.on_response_headers(), Next::Continue);
+    let models: Vec<&[u8]> = f
+        .host()
+        .resp_headers
+        .iter()
+        .filter(|(k, _)| k == "x-llmsoup-model")
+        .map(|(_, v)| v.as_slice())
+        .collect();
+    assert_eq!(models, [b"fb".as_slice()]);
+    f.on_done();
+    let q = f.reports.borrow();
+    assert_eq!(
+        (q[0].model.as_str(), q[0].failed_models.clone()),
+        ("fb", vec!["prim".to_string()])
+    );
+}
+
+#[test]
+fn an_attempts_header_without_a_chain_is_not_believed() {
+    let body = r#"{"model":"auto","messages":[]}"#;
+    let mut f = filter(plugin(&[], false), BASE, body);
+    f.on_request_headers(false);
+    f.on_request_body(body.len(), true);
+    f.host_mut().grpc_resp = forward_response("coder", None);
+    f.on_route_response(7, 0, 0);
+    // A provider sending its own header changes nothing.
+    f.host_mut().resp_headers = vec![
+        (":status".into(), b"200".to_vec()),
+        ("x-llmsoup-attempts".into(), b"other".to_vec()),
+    ];
+    f.on_response_headers();
+    f.on_done();
+    let q = f.reports.borrow();
+    assert_eq!((q[0].model.as_str(), q[0].failed_models.len()), ("coder", 0));
+}
+
 /// A translated request's response: `content-length` removed, SSE rewritten chunk by chunk (the
 /// provider's bytes accounted), a JSON body held until it is whole.
 #[test]

@@ -125,6 +125,10 @@ pub struct DecisionConfig {
     /// How to choose among `modelRefs` (default: the first available).
     #[serde(default)]
     pub algorithm: AlgorithmConfig,
+    /// The `modelRefs` are also the fallback chain: the selected model first, then the others in
+    /// listed order (instead of the selected model's `models[].fallbacks`).
+    #[serde(default)]
+    pub fallback: bool,
     /// What else the decision does to the request (system prompt, headers, blocking, ...).
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
@@ -260,6 +264,9 @@ pub struct RoutingConfig {
     /// Effort used when a modelRef turns reasoning on without naming one.
     #[serde(default)]
     pub default_reasoning_effort: Option<ReasoningEffort>,
+    /// How Envoy fails a request over along its fallback chain.
+    #[serde(default)]
+    pub fallback: FallbackConfig,
 }
 
 fn default_auto_models() -> Vec<String> {
@@ -275,6 +282,7 @@ impl Default for RoutingConfig {
             include_history: false,
             reasoning_families: ReasoningFamilies::new(),
             default_reasoning_effort: None,
+            fallback: FallbackConfig::default(),
         }
     }
 }

@@ -37,6 +37,12 @@ pub struct ProviderConfig {
     /// TCP connect timeout in milliseconds.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// Ejecting the provider while it fails (Envoy's outlier detection).
+    #[serde(default)]
+    pub outlier_detection: OutlierDetection,
+    /// Limits on connections and requests to the provider (Envoy's circuit breakers).
+    #[serde(default)]
+    pub circuit_breakers: CircuitBreakers,
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -167,6 +173,13 @@ pub struct ModelConfig {
     /// Key of `routing.reasoning_families`: how this model's reasoning is toggled.
     #[serde(default)]
     pub reasoning_family: Option<String>,
+    /// Models Envoy retries a failed request on, in order, within the same client request
+    /// (connect error, reset, 5xx, 429); see `routing.fallback`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<String>,
+    /// What the model can take; fallbacks that cannot take a request are skipped.
+    #[serde(default)]
+    pub capabilities: Capabilities,
 }
 
 impl ModelConfig {

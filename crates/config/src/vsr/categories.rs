@@ -260,6 +260,7 @@ pub(super) fn decisions(
             rules: Some(rules),
             model_refs: refs,
             algorithm: Default::default(),
+            fallback: false,
             plugins,
             on_signal_error: None,
         });
@@ -309,6 +310,7 @@ fn jailbreak_block(
         // Filled with the default model, never called: the decision always answers itself.
         model_refs: Vec::new(),
         algorithm: Default::default(),
+        fallback: false,
         plugins: vec![PluginConfig::FastResponse(FastResponsePlugin {
             message: "Request blocked: it looks like a jailbreak attempt.".into(),
             status: 403,

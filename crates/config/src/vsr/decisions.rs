@@ -383,6 +383,7 @@ pub(super) fn convert_decisions(
             rules,
             model_refs: refs,
             algorithm,
+            fallback: false,
             plugins,
             on_signal_error: None,
         });

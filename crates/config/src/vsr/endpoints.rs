@@ -103,6 +103,8 @@ impl Providers {
             base_url,
             credentials,
             connect_timeout_ms: 5_000,
+            outlier_detection: Default::default(),
+            circuit_breakers: Default::default(),
         };
         if let Err(m) = candidate.endpoint() {
             return Err(cx.error(at, m));
@@ -240,6 +242,8 @@ pub(super) fn model(
         enabled: true,
         description: spec.description,
         reasoning_family,
+        fallbacks: Vec::new(),
+        capabilities: Default::default(),
     }
 }
 

@@ -26,6 +26,7 @@ fn decision(name: &str, priority: i64, tier: u32, rules: Option<RuleNode>) -> De
         rules,
         model_refs: vec![ModelRef::new(format!("{name}-model"))],
         algorithm: Default::default(),
+        fallback: false,
         plugins: Vec::new(),
         on_signal_error: None,
     }

@@ -12,13 +12,15 @@ use std::time::{Duration, Instant};
 
 use llmsoup_contract::ApiError;
 use llmsoup_contract::auth::{self, AuthError};
+use llmsoup_contract::fallback::{CHAIN_HEADER, MODEL_SPAN_HEADER, chain_value};
 use llmsoup_contract::headers::MODEL_HEADER;
-use llmsoup_contract::outcome::{Forward, HeaderName, Outcome, Reply, ResponsePath, Summary};
+use llmsoup_contract::outcome::{Forward, HeaderName, Outcome, Reply, ResponsePath, Summary, Translation};
 use llmsoup_contract::paths::{MODEL_PATH_PREFIX, ROUTED_PATHS};
 use serde::Serialize;
 
-use crate::config::{Config, ModelConfig, OnSignalError, SignalKind};
+use crate::config::{Config, DecisionConfig, ModelConfig, OnSignalError, SignalKind};
 use crate::decision::{DecisionEngine, SignalErrorVerdict};
+use crate::fallback;
 use crate::plugins::cache::CacheStep;
 use crate::plugins::{self, Api, DecisionPlugins, Reasoning};
 use crate::request::{RequestView, parse_request};
@@ -566,7 +568,14 @@ impl Engine {
             }
             return Ok(Handled::Forward(Forward {
                 remove_headers: Vec::new(),
-                set_headers: self.routing_headers(&model.name, adapted.path),
+                set_headers: {
+                    let mut h = self.routing_headers(&model.name, adapted.path);
+                    if matches!(adapted.translation, Translation::None | Translation::StripUsageChunk) {
+                        let sent = adapted.body.as_deref().unwrap_or(body);
+                        self.chain_headers(model, None, &parsed.view, sent, &mut h);
+                    }
+                    h
+                },
                 append_headers: Vec::new(),
                 body: adapted.body,
                 translation: adapted.translation,
@@ -712,9 +721,16 @@ impl Engine {
             let reasoning_on = reasoning.as_ref().map(|r| r.enabled);
             summary.compat = self.vsr_headers(&routed, reasoning_on, injected, ResponsePath::Upstream);
         }
+        let mut set_headers = self.routing_headers(&model.name, adapted.path);
+        if matches!(adapted.translation, Translation::None | Translation::StripUsageChunk)
+            && let Some(sent) = adapted.body.as_deref()
+        {
+            let decision = winner.map(|(i, _)| &self.config.decisions[*i]);
+            self.chain_headers(model, decision, &parsed.view, sent, &mut set_headers);
+        }
         let mut forward = Forward {
             remove_headers: Vec::new(),
-            set_headers: self.routing_headers(&model.name, adapted.path),
+            set_headers,
             append_headers: Vec::new(),
             body: adapted.body,
             translation: adapted.translation,
@@ -732,6 +748,34 @@ impl Engine {
                 .collect();
         }
         Ok(Handled::Forward(forward))
+    }
+
+    /// The request's fallback chain for Envoy (`contract::fallback`): the chain's models and where
+    /// the `model` value sits in the body, so each attempt can splice its own id. Nothing when
+    /// the chain is the primary alone.
+    fn chain_headers(
+        &self,
+        primary: &ModelConfig,
+        decision: Option<&DecisionConfig>,
+        view: &RequestView,
+        sent: &[u8],
+        headers: &mut Vec<(HeaderName, String)>,
+    ) {
+        let chain = fallback::chain(&self.config, &self.backends, primary, decision, view);
+        for (name, why) in &chain.skipped {
+            tracing::debug!(model = %primary.name, fallback = %name, reason = why.as_str(), "fallback skipped for this request");
+        }
+        if chain.models.len() < 2 {
+            return;
+        }
+        // Where `model` sits in the body Envoy sends (plugins or stream options may have moved
+        // it): one more parse, for chained requests only.
+        let Ok(span) = parse_request(sent, false).map(|p| p.model_span()) else {
+            return;
+        };
+        let names: Vec<&str> = chain.models.iter().map(|m| m.name.as_str()).collect();
+        headers.push((Cow::Borrowed(CHAIN_HEADER), chain_value(&names)));
+        headers.push((Cow::Borrowed(MODEL_SPAN_HEADER), format!("{}-{}", span.start, span.end)));
     }
 
     /// The headers Envoy routes on: ours, plus the compatibility one when configured, and the

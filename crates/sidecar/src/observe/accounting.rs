@@ -262,7 +262,10 @@ impl Dropped {
 /// neither unbounded spend nor mark an unknown model down.
 pub fn validate(engine: &Engine, r: &UsageReport) -> Result<(), Dropped> {
     let config = engine.config();
-    if config.model(&r.model).is_none() {
+    if config.model(&r.model).is_none()
+        || r.failed_models.len() >= llmsoup_config::MAX_CHAIN
+        || r.failed_models.iter().any(|m| config.model(m).is_none())
+    {
         return Err(Dropped::UnknownModel);
     }
     if !(r.decision.is_empty()
@@ -313,10 +316,15 @@ pub fn record(observer: &Observer, engine: &Engine, r: &UsageReport) {
     let ttft_ms = (r.time_to_first_byte_us > 0).then(|| r.time_to_first_byte_us as f64 / 1e3);
     let tpot_ms = (r.usage_seen && r.completion_tokens > 1 && r.duration_us > r.time_to_first_byte_us)
         .then(|| (r.duration_us - r.time_to_first_byte_us) as f64 / 1e3 / (r.completion_tokens - 1) as f64);
+    let m = observer.metrics();
     if r.decision != FAIL_OPEN_DECISION {
         observer.backends().record(&r.model, ok, ttft_ms, tpot_ms);
+        // Attempts Envoy failed over from: each is a failure of its model, like any other.
+        for failed in &r.failed_models {
+            observer.backends().record(failed, false, None, None);
+            m.fallback_failed.add(1, &[kv("gen_ai.request.model", failed.clone())]);
+        }
     }
-    let m = observer.metrics();
     let model = kv("gen_ai.request.model", r.model.clone());
     if r.decision == FAIL_OPEN_DECISION {
         m.fail_open.add(1, std::slice::from_ref(&model));

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub signal_error_decisions: Counter<u64>,
     /// Requests served on the fail-open path.
     pub fail_open: Counter<u64>,
+    /// Fallback-chain attempts that failed before another model answered, by model.
+    pub fallback_failed: Counter<u64>,
     /// Requests by response path (upstream, fast_response, blocked) and decision.
     pub response_path: Counter<u64>,
     /// Tokens per request by type (input, output, cached_input).
@@ -126,6 +128,10 @@ impl Metrics {
             fail_open: meter
                 .u64_counter("llmsoup.fail_open")
                 .with_description("Requests served on the fail-open path (sidecar unavailable)")
+                .build(),
+            fallback_failed: meter
+                .u64_counter("llmsoup.fallback.failed_attempts")
+                .with_description("Fallback-chain attempts that failed (connect error, reset, 5xx, 429) before the next model, by model")
                 .build(),
             response_path: meter
                 .u64_counter("llmsoup.response.path")

@@ -29,6 +29,7 @@ use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use futures::Stream;
 use llmsoup_contract::budget::TENANT_HEADER;
+use llmsoup_contract::fallback::{ATTEMPTS_HEADER, CHAIN_HEADER};
 use llmsoup_contract::headers::{self as names, CONTENT_LENGTH, METADATA_NAMESPACE};
 use llmsoup_contract::outcome::{self, Outcome, Summary, Translation};
 use llmsoup_contract::usage::{ResponseTracker, is_sse};
@@ -128,6 +129,8 @@ struct StreamState {
     body_routed: bool,
     /// An observability-mode stream saw the end of the response.
     observed_end: bool,
+    /// The fallback chain the request was routed with (`x-llmsoup-chain`), if any.
+    chain: Option<String>,
 }
 
 fn header_bytes<'a>(headers: &'a Option<HeaderMap>, name: &str) -> Option<&'a [u8]> {
@@ -215,6 +218,7 @@ impl StreamState {
             request_body_streamed: false,
             body_routed: false,
             observed_end: false,
+            chain: None,
         }
     }
 
@@ -361,6 +365,11 @@ impl StreamState {
                     self.cache_ticket = Some(key);
                     self.response.capture(self.observer.cache().max_entry_bytes());
                 }
+                self.chain = f
+                    .set_headers
+                    .iter()
+                    .find(|(k, _)| k == CHAIN_HEADER)
+                    .map(|(_, v)| v.clone());
                 self.summary = Some(f.summary);
                 self.translation = f.translation;
                 ProcessingResponse {
@@ -383,6 +392,7 @@ impl StreamState {
     }
 
     fn on_response_headers(&mut self, h: &HttpHeaders) -> ProcessingResponse {
+        self.answered_by(h);
         let set = self
             .summary
             .as_ref()
@@ -444,6 +454,17 @@ impl Drop for StreamState {
 }
 
 impl StreamState {
+    /// A fallback chain's answer names the model that answered (`x-llmsoup-attempts`): the
+    /// response headers and the accounting say that one.
+    fn answered_by(&mut self, h: &HttpHeaders) {
+        let attempts = header_bytes(&h.headers, ATTEMPTS_HEADER);
+        if let Some(model) = self.response.on_attempts(attempts, self.chain.as_deref())
+            && let Some(s) = self.summary.as_mut()
+        {
+            s.model = model;
+        }
+    }
+
     /// Records status, time to first byte and the kind of body; with `scan`, reads usage from it.
     /// Returns whether the response is SSE.
     fn response_started(&mut self, h: &HttpHeaders, scan: bool) -> bool {
@@ -467,6 +488,7 @@ impl StreamState {
                 ("request_id", string(&self.request_id)),
                 ("cache_key", string(&cache_ticket.map(hex::encode).unwrap_or_default())),
                 ("tenant", string(&self.tenant)),
+                ("chain", string(self.chain.as_deref().unwrap_or_default())),
                 (
                     "start_unix_us",
                     Value {
@@ -508,7 +530,9 @@ impl StreamState {
                         self.cache_ticket = Some(key);
                         self.response.capture(self.observer.cache().max_entry_bytes());
                     }
+                    self.chain = facts.chain;
                 }
+                self.answered_by(&h);
                 self.response_started(&h, true);
                 if h.end_of_stream {
                     self.response.on_end();
@@ -592,6 +616,7 @@ struct RoutedFacts {
     start_unix_us: u64,
     /// The cache ticket, when the request leads its cache key.
     cache_key: Option<String>,
+    chain: Option<String>,
 }
 
 /// The routing stream's facts from forwarded dynamic metadata: summary, request id, tenant, start.
@@ -616,6 +641,7 @@ fn routed(metadata: &Metadata) -> Option<RoutedFacts> {
         tenant: string("tenant").unwrap_or_default(),
         start_unix_us: start,
         cache_key: string("cache_key").filter(|k| !k.is_empty()),
+        chain: string("chain").filter(|c| !c.is_empty()),
     })
 }
 

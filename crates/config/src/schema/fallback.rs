@@ -1,0 +1,71 @@
+//! Fallback chains and what a model can take: `models[].fallbacks`, `models[].capabilities`,
+//! `routing.fallback`.
+
+use super::*;
+
+/// What a model can take. A fallback that cannot take a request is skipped (never tried): a
+/// context window smaller than the prompt, no tools when the request offers tools, no vision
+/// when it sends images. Unset means no limit: declare what a model lacks.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    /// Context window in tokens (`8K`, `128000`); prompts estimated larger skip this model as a
+    /// fallback.
+    #[serde(default)]
+    pub context_window: Option<TokenCount>,
+    /// Whether the model accepts `tools`/`functions`.
+    #[serde(default = "yes")]
+    pub tools: bool,
+    /// Whether the model accepts image parts.
+    #[serde(default = "yes")]
+    pub vision: bool,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities {
+            context_window: None,
+            tools: true,
+            vision: true,
+        }
+    }
+}
+
+/// How Envoy fails a request over to the next model of its chain (`routing.fallback`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// Attempts per client request, the primary included (2–5): the chain is cut to this many
+    /// models.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Fallbacks whose `quality` is below this are never tried (they are reported as skipped in
+    /// the decision log and by `llmsoup route`); models without a `quality` are kept.
+    #[serde(default)]
+    pub quality_floor: Option<f64>,
+    /// Envoy's back-off between attempts, in milliseconds (the next attempt goes to another
+    /// model, so it only needs to be short).
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+}
+
+/// Most models a chain may hold (the primary and four fallbacks): Envoy gets one route per
+/// subsequence of a chain that keeps its primary, so this bounds the rendered routes.
+pub const MAX_CHAIN: usize = 5;
+
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_backoff_ms() -> u64 {
+    10
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        FallbackConfig {
+            max_attempts: default_max_attempts(),
+            quality_floor: None,
+            backoff_ms: default_backoff_ms(),
+        }
+    }
+}

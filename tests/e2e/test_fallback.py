@@ -1,0 +1,230 @@
+"""Fallback chains through a real Envoy, in both attach modes: a failed attempt (503, 429, reset)
+is retried by Envoy on the next model of the request's chain within the same client request,
+each attempt with its own provider, path, model id and credential. What the echoing mock
+upstream received is the evidence; `x-llmsoup-attempts` says what was tried."""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import MODES
+from harness import BETA_PROVIDER_KEY, Stack
+
+CONFIG = Path(__file__).with_name("llmsoup-fallback.yaml")
+
+
+@pytest.fixture(scope="module", params=MODES)
+def fb_stack(request):
+    s = Stack(mode=request.param)
+    shutil.copy(CONFIG, s.config)
+    s.start()
+    yield s
+    s.stop()
+
+
+def received(resp: requests.Response) -> dict:
+    assert resp.status_code == 200, resp.text
+    return resp.json()["mock"]
+
+
+def backends(s) -> dict:
+    r = requests.get(f"http://127.0.0.1:{s.ports['metrics']}/v1/backends",
+                     headers={"authorization": "Bearer e2e-client-token"}, timeout=10)
+    assert r.status_code == 200
+    return r.json()["models"]
+
+
+def test_happy_path_is_one_attempt_on_the_primary(fb_stack):
+    s = fb_stack
+    r = s.chat("hello", model="prim")
+    m = received(r)
+    assert r.headers["x-llmsoup-model"] == "prim"
+    assert r.headers["x-llmsoup-attempts"] == "prim"
+    assert m["body"]["model"] == "prim-v1"
+    assert m["port"] == s.ports["alpha"]
+    assert m["path"] == "/v1/chat/completions"
+    assert "authorization" not in m["headers"]
+
+
+@pytest.mark.parametrize("failure", [
+    {"x-mock-fail-for": "prim-v1=503"},
+    {"x-mock-fail-for": "prim-v1=429"},
+    {"x-mock-reset-for": "prim-v1"},
+], ids=["503", "429", "reset"])
+def test_a_failed_primary_is_answered_by_the_fallback_in_the_same_request(fb_stack, failure):
+    s = fb_stack
+    r = s.chat("hello", model="prim", headers=failure)
+    m = received(r)
+    assert r.headers["x-llmsoup-model"] == "fb"
+    assert r.headers["x-llmsoup-attempts"] == "prim,fb"
+    # The fallback's provider, model id and credential.
+    assert m["port"] == s.ports["beta"]
+    assert m["body"]["model"] == "fb-v1"
+    assert m["headers"]["authorization"] == f"Bearer {BETA_PROVIDER_KEY}"
+    assert m["path"] == "/v1/chat/completions"
+    # Everything else in the body is what the client sent.
+    assert m["body"]["messages"] == [{"role": "user", "content": "hello"}]
+
+
+def test_a_stream_fails_over_before_its_first_byte(fb_stack):
+    s = fb_stack
+    payload = {"model": "prim", "stream": True, "messages": [{"role": "user", "content": "stream please"}]}
+    r = requests.post(f"{s.url}/v1/chat/completions", json=payload,
+                      headers=s.headers(**{"x-mock-fail-for": "prim-v1=503"}), timeout=30, stream=True)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert r.headers["x-llmsoup-model"] == "fb"
+    assert r.headers["x-llmsoup-attempts"] == "prim,fb"
+    events = [line[6:] for line in r.iter_lines(decode_unicode=True) if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    first = json.loads(events[0])
+    assert first["mock"]["body"]["model"] == "fb-v1"
+    assert first["mock"]["port"] == s.ports["beta"]
+
+
+def test_the_chain_goes_on_and_no_credential_follows_the_request(fb_stack):
+    s = fb_stack
+    r = s.chat("hello", model="prim", headers={"x-mock-fail-for": "prim-v1=503,fb-v1=502"})
+    m = received(r)
+    assert r.headers["x-llmsoup-model"] == "last"
+    assert r.headers["x-llmsoup-attempts"] == "prim,fb,last"
+    assert (m["port"], m["body"]["model"]) == (s.ports["alpha"], "last-v1")
+    # fb's attempt got beta's key; the next attempt, to a provider without one, must not.
+    assert "authorization" not in m["headers"], m["headers"]
+    r = s.chat("hello", model="secure", headers={"x-mock-fail-for": "secure-v1=503"})
+    m = received(r)
+    assert r.headers["x-llmsoup-attempts"] == "secure,open"
+    assert (m["port"], m["body"]["model"]) == (s.ports["alpha"], "open-v1")
+    assert "authorization" not in m["headers"], m["headers"]
+
+
+def test_when_every_attempt_fails_the_client_gets_the_last_error_as_json(fb_stack):
+    s = fb_stack
+    r = s.chat("hello", model="prim", headers={"x-mock-fail-for": "prim-v1=503,fb-v1=503,last-v1=429"})
+    assert r.status_code == 429
+    assert r.headers["x-llmsoup-attempts"] == "prim,fb,last"
+    assert r.headers["x-llmsoup-model"] == "last"
+    assert "error" in r.json()
+    r = s.chat("hello", model="secure", headers={"x-mock-reset-for": "secure-v1,open-v1"})
+    assert r.status_code == 503
+    assert r.headers["content-type"].startswith("application/json")
+    assert r.json()["error"]["code"] == "upstream_unavailable"
+
+
+def test_fallbacks_that_cannot_take_the_request_are_skipped(fb_stack):
+    s = fb_stack
+    # Context window: tiny (200 tokens) cannot take a ~400-token prompt.
+    r = s.chat("long " * 300, model="big", headers={"x-mock-fail-for": "big-v1=503"})
+    m = received(r)
+    assert r.headers["x-llmsoup-attempts"] == "big,tooless"
+    assert m["body"]["model"] == "tooless-v1"
+    # Tools: tooless cannot take a request that offers tools.
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    r = s.chat("hello", model="big", tools=tools, headers={"x-mock-fail-for": "big-v1=503,tiny-v1=503"})
+    m = received(r)
+    assert r.headers["x-llmsoup-attempts"] == "big,tiny,blind"
+    assert m["body"]["model"] == "blind-v1"
+    assert m["body"]["tools"] == tools
+    # Vision: blind cannot take an image part.
+    content = [{"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": "data:,x"}}]
+    payload = {"model": "big", "messages": [{"role": "user", "content": content}]}
+    r = requests.post(f"{s.url}/v1/chat/completions", json=payload, timeout=30,
+                      headers=s.headers(**{"x-mock-fail-for": "big-v1=503,tiny-v1=503,tooless-v1=503"}))
+    m = received(r)
+    assert r.headers["x-llmsoup-attempts"] == "big,tiny,tooless,roomy"
+    assert m["body"]["model"] == "roomy-v1"
+
+
+def test_no_silent_fall_below_the_quality_floor(fb_stack):
+    s = fb_stack
+    r = s.chat("hello", model="picky", headers={"x-mock-fail-for": "picky-v1=503"})
+    m = received(r)
+    assert r.headers["x-llmsoup-attempts"] == "picky,decent"
+    assert m["body"]["model"] == "decent-v1"
+
+
+def test_a_decision_chain_fails_over_in_listed_order(fb_stack):
+    s = fb_stack
+    r = s.chat("tell me about the zebra", headers={"x-mock-fail-for": "d1-v1=503"})
+    m = received(r)
+    assert r.headers["x-llmsoup-decision"] == "chained"
+    assert r.headers["x-llmsoup-model"] == "d2"
+    assert r.headers["x-llmsoup-attempts"] == "d1,d2"
+    assert (m["port"], m["body"]["model"]) == (s.ports["beta"], "d2-v1")
+    assert m["headers"]["authorization"] == f"Bearer {BETA_PROVIDER_KEY}"
+
+
+def test_attempts_are_bounded_and_accounted_per_model(fb_stack):
+    s = fb_stack
+    time.sleep(0.5)  # earlier tests' reports are in (wasm mode flushes them every 200 ms)
+    before = backends(s)
+    # big's chain is big, tiny, tooless, blind, roomy: cut to routing.fallback.max_attempts (4).
+    fail = "big-v1=503,tiny-v1=503,tooless-v1=503,blind-v1=503,roomy-v1=503"
+    r = s.chat("hello", model="big", headers={"x-mock-fail-for": fail})
+    assert r.status_code == 503
+    assert r.headers["x-llmsoup-attempts"] == "big,tiny,tooless,blind"
+    r = s.chat("hello", model="prim", headers={"x-mock-fail-for": "prim-v1=503"})
+    assert r.status_code == 200
+
+    def errors(view, model):
+        return view.get(model, {}).get("errors", 0)
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # wasm-mode reports are flushed every 200 ms
+        after = backends(s)
+        if errors(after, "prim") > errors(before, "prim") and errors(after, "blind") > errors(before, "blind"):
+            break
+        time.sleep(0.1)
+    for model in ("big", "tiny", "tooless", "blind", "prim"):
+        assert errors(after, model) == errors(before, model) + 1, (model, before.get(model), after.get(model))
+    assert errors(after, "roomy") == errors(before, "roomy")
+    # The answering model is charged, not the primary.
+    assert after["fb"]["requests"] > before.get("fb", {}).get("requests", 0)
+    lines = [line for line in s.metrics().text.splitlines()
+             if line.startswith("llmsoup_fallback_failed_attempts_total{")]
+    assert any('gen_ai_request_model="prim"' in line for line in lines), lines
+
+
+def test_outlier_detection_ejects_a_failing_model_then_takes_it_back(fb_stack):
+    s = fb_stack
+    for _ in range(2):
+        r = s.chat("hello", model="ej", headers={"x-mock-fail-for": "ej-v1=503"})
+        assert r.headers["x-llmsoup-attempts"] == "ej,ejfb", r.headers
+    # Ejected after two failures in a row: the chain skips it without an attempt.
+    r = s.chat("hello", model="ej")
+    m = received(r)
+    assert r.headers["x-llmsoup-attempts"] == "ejfb"
+    assert r.headers["x-llmsoup-model"] == "ejfb"
+    assert m["body"]["model"] == "ejfb-v1"
+    # Back after base_ejection_time_ms (1.5 s), healed.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        r = s.chat("hello", model="ej")
+        if r.headers["x-llmsoup-attempts"] == "ej":
+            break
+    assert r.headers["x-llmsoup-attempts"] == "ej"
+    assert received(r)["body"]["model"] == "ej-v1"
+
+
+def test_an_ejected_provider_with_no_fallback_fails_fast_as_json_then_recovers(fb_stack):
+    s = fb_stack
+    for _ in range(2):
+        r = s.chat("hello", model="solo", headers={"x-mock-fail-for": "solo-v1=503"})
+        assert r.status_code == 503
+    r = s.chat("hello", model="solo")
+    assert r.status_code == 503, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    err = r.json()["error"]
+    assert (err["type"], err["code"]) == ("server_error", "no_healthy_upstream"), err
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        r = s.chat("hello", model="solo")
+        if r.status_code == 200:
+            break
+    assert received(r)["body"]["model"] == "solo-v1"
