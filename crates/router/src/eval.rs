@@ -153,12 +153,13 @@ mod tests {
         let gain = |s| o(s, false, true);
         let both = |s| o(s, true, true);
         let perfect = Curve::new(&[gain(0.9), gain(0.8), both(0.2), both(0.1)]).unwrap();
-        assert!((perfect.cpt(0.5).unwrap() - 0.125).abs() < 1e-12);
-        // PGR: 0 → 0.5 → 1 over the first half, then flat at 1: area 0.25 + 0.5.
+        assert!((perfect.cpt(0.5).unwrap() - 0.25).abs() < 1e-12);
+        // PGR: 0 → 0.5 → 1 over the first half (0.5 reached at a quarter), then flat at 1: area
+        // 0.25 + 0.5. Inverted, the gains come last: 0.5 is reached at three quarters.
         assert!((perfect.apgr().unwrap() - 0.75).abs() < 1e-12);
         let inverted = Curve::new(&[gain(0.1), gain(0.2), both(0.8), both(0.9)]).unwrap();
         assert!((inverted.apgr().unwrap() - 0.25).abs() < 1e-12);
-        assert!((inverted.cpt(0.5).unwrap() - 0.875).abs() < 1e-12);
+        assert!((inverted.cpt(0.5).unwrap() - 0.75).abs() < 1e-12);
     }
 
     #[test]

@@ -112,7 +112,7 @@ mod tests {
 providers:
   - {name: p, base_url: 'http://127.0.0.1:1/v1'}
 models:
-  - {name: main, provider: p, quality: 0.9, fallbacks: [tiny, notools, blind, weak, spare]}
+  - {name: main, provider: p, quality: 0.9, fallbacks: [tiny, notools, blind, weak]}
   - {name: tiny, provider: p, capabilities: {context_window: 10}}
   - {name: notools, provider: p, capabilities: {tools: false}}
   - {name: blind, provider: p, capabilities: {vision: false}}
@@ -137,7 +137,7 @@ routing:
         )
         .unwrap();
         let c = chain(&config, &backends, main, None, &short.view);
-        assert_eq!(names(&c), ["main", "tiny", "notools", "blind", "spare"]);
+        assert_eq!(names(&c), ["main", "tiny", "notools", "blind"]);
         assert_eq!(c.skipped, [("weak", Skip::QualityFloor)]);
 
         let long = format!(
@@ -146,7 +146,7 @@ routing:
         );
         let long = parse_request(long.as_bytes(), false).unwrap();
         let c = chain(&config, &backends, main, None, &long.view);
-        assert_eq!(names(&c), ["main", "spare"]);
+        assert_eq!(names(&c), ["main"]);
         let why: Vec<Skip> = c.skipped.iter().map(|(_, w)| *w).collect();
         assert_eq!(
             why,
@@ -161,6 +161,6 @@ routing:
         let c = chain(&config, &backends, config.model("main").unwrap(), None, &short.view);
         assert_eq!(names(&c), ["main", "notools"]);
         assert_eq!(c.skipped[0], ("tiny", Skip::Down));
-        assert!(c.skipped.contains(&("spare", Skip::Attempts)));
+        assert!(c.skipped.contains(&("blind", Skip::Attempts)));
     }
 }

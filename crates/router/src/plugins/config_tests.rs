@@ -62,7 +62,7 @@ fn cache_plugin_and_store_checks() {
     let e = err("      - {type: cache, configuration: {scope: everyone}}");
     assert!(e.contains("scope"), "{e}");
     let bad = |extra: &str| {
-        load_str_with_env(&config("      - {type: cache}", extra), &|_| None)
+        load_str_with_env(&config("      - {type: cache, configuration: {}}", extra), &|_| None)
             .unwrap_err()
             .to_string()
     };
