@@ -15,6 +15,7 @@ pub mod engine;
 pub mod eval;
 pub mod fallback;
 pub mod plugins;
+pub mod prediction;
 pub mod request;
 pub mod selection;
 pub mod signals;

@@ -37,7 +37,7 @@ pub struct RequestView {
     /// The complexity score (0–1), once a complexity signal computed it.
     pub complexity: std::sync::OnceLock<f64>,
     /// The learned router's prediction, once a difficulty signal computed it.
-    pub difficulty: std::sync::OnceLock<crate::signals::difficulty::Prediction>,
+    pub difficulty: std::sync::OnceLock<crate::prediction::Prediction>,
     /// The embedding of `text`, computed once per request and shared by every model signal.
     query_embedding: OnceCell<Result<Embedding, ModelError>>,
     /// Whether that embedding was already in the embedder's cache.

@@ -15,6 +15,7 @@
 
 #[cfg(feature = "router")]
 pub mod budget;
+#[cfg(feature = "router")]
 pub mod cache;
 #[cfg(feature = "router")]
 pub mod eval;

@@ -16,6 +16,7 @@
 //! matches when `difficulty ≥ threshold`. No second transformer pass: it reads the embedding the
 //! other model signals share.
 
+pub use crate::prediction::Prediction;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
@@ -111,33 +112,6 @@ pub struct DifficultyHead {
 }
 
 static BUILTIN: &str = include_str!("../../assets/difficulty_head.json");
-
-/// The router's prediction for one prompt.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Prediction {
-    /// `b(x)`.
-    pub b: f32,
-    /// `a(x)` > 0.
-    pub a: f32,
-    /// `θ_ref`.
-    pub reference: f32,
-}
-
-impl Prediction {
-    /// Probability that a model of `strength` answers correctly.
-    pub fn success(&self, strength: f64) -> f64 {
-        sigmoid(f64::from(self.a) * (strength - f64::from(self.b)))
-    }
-
-    /// The 0–1 score: how likely a model of the reference strength is to fail.
-    pub fn difficulty(&self) -> f64 {
-        1.0 - self.success(f64::from(self.reference))
-    }
-}
-
-fn sigmoid(z: f64) -> f64 {
-    1.0 / (1.0 + (-z).exp())
-}
 
 fn softplus(z: f32) -> f32 {
     if z > 20.0 { z } else { z.exp().ln_1p() }
