@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use llmsoup_config::Config;
 use llmsoup_contract::fallback::{ATTEMPTS_HEADER, CHAIN_HEADER, MODEL_SPAN_HEADER, TRIED_HEADER, chain_value};
 
-use super::{duration, lua_string, provider_cluster, secret_name};
+use super::{credential_injector, duration, lua_string, provider_cluster};
 
 const FALLBACK_LUA: &str = include_str!("fallback.lua");
 /// Upstream request header: the attempt's model (from the picked host's metadata).
@@ -155,27 +155,11 @@ fn aggregate_cluster(config: &Config, chain: &[&str], lua: &str) -> Value {
     for provider in providers {
         let Some(p) = config.provider(provider) else { continue };
         let Some(c) = &p.credentials else { continue };
-        let (header, prefix) = p.credential_header(c);
         filters.push(json!({
             "name": format!("llmsoup.credential.{}", p.name),
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
-                "extension_config": {
-                    "name": "envoy.filters.http.credential_injector",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.credential_injector.v3.CredentialInjector",
-                        "overwrite": true,
-                        "credential": {
-                            "name": "envoy.http.injected_credentials.generic",
-                            "typed_config": {
-                                "@type": "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic",
-                                "credential": {"name": secret_name(&p.name)},
-                                "header": header,
-                                "header_value_prefix": prefix,
-                            }
-                        }
-                    }
-                },
+                "extension_config": credential_injector(p, c),
                 // Skipped unless this attempt goes to this provider.
                 "xds_matcher": {"matcher_list": {"matchers": [{
                     "predicate": {"not_matcher": {"single_predicate": {

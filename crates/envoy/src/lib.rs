@@ -377,6 +377,28 @@ fn local_reply_config(config: &Config) -> Value {
     json!({"mappers": mappers})
 }
 
+/// The `credential_injector` filter that adds provider `p`'s key (an Envoy secret) to a request:
+/// one home for its shape, used on provider clusters and, behind a matcher, per fallback attempt.
+pub(crate) fn credential_injector(p: &ProviderConfig, c: &llmsoup_config::CredentialsConfig) -> Value {
+    let (header, prefix) = p.credential_header(c);
+    json!({
+        "name": "envoy.filters.http.credential_injector",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.credential_injector.v3.CredentialInjector",
+            "overwrite": true,
+            "credential": {
+                "name": "envoy.http.injected_credentials.generic",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic",
+                    "credential": {"name": secret_name(&p.name)},
+                    "header": header,
+                    "header_value_prefix": prefix,
+                }
+            }
+        }
+    })
+}
+
 fn provider_cluster(p: &ProviderConfig) -> anyhow::Result<Value> {
     let ep = p
         .endpoint()
@@ -386,23 +408,7 @@ fn provider_cluster(p: &ProviderConfig) -> anyhow::Result<Value> {
     let name = cluster_name(&p.name);
     let mut upstream_filters = Vec::new();
     if let Some(c) = &p.credentials {
-        let (header, prefix) = p.credential_header(c);
-        upstream_filters.push(json!({
-            "name": "envoy.filters.http.credential_injector",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.credential_injector.v3.CredentialInjector",
-                "overwrite": true,
-                "credential": {
-                    "name": "envoy.http.injected_credentials.generic",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic",
-                        "credential": {"name": secret_name(&p.name)},
-                        "header": header,
-                        "header_value_prefix": prefix,
-                    }
-                }
-            }
-        }));
+        upstream_filters.push(credential_injector(p, c));
         upstream_filters.push(json!({
             "name": "envoy.filters.http.upstream_codec",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}
