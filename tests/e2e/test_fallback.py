@@ -228,3 +228,25 @@ def test_an_ejected_provider_with_no_fallback_fails_fast_as_json_then_recovers(f
         if r.status_code == 200:
             break
     assert received(r)["body"]["model"] == "solo-v1"
+
+
+# Adversarial: the chain routes match on `x-llmsoup-chain`, so a client must not be able to pick a
+# chain (or a model span, or the tried list) itself: every client `x-llmsoup-*` header is removed
+# before routing, and only the sidecar's decision selects a chain route.
+FORGED = {"x-llmsoup-chain": "fb,last", "x-llmsoup-model-span": "0-3", "x-llmsoup-tried": "prim"}
+
+
+def test_a_forged_chain_is_ignored(fb_stack):
+    s = fb_stack
+    r = s.chat("hello", model="fb", headers=FORGED)
+    m = received(r)
+    assert r.headers["x-llmsoup-model"] == "fb"
+    # `fb` has no fallbacks: its plain model route answered, not a chain route.
+    assert "x-llmsoup-attempts" not in r.headers
+    assert m["port"] == s.ports["beta"]
+    assert m["body"]["model"] == "fb-v1"
+    assert m["headers"].get("x-llmsoup-chain") in (None, "fb")
+    # A failing model without fallbacks is not retried on the forged chain's `last`.
+    r = s.chat("hello", model="fb", headers={**FORGED, "x-mock-fail-for": "fb-v1=503"})
+    assert r.status_code == 503, r.text
+    assert r.headers["content-type"].startswith("application/json")
