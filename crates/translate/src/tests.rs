@@ -449,25 +449,19 @@ fn an_openai_stream_error_becomes_an_anthropic_error_event() {
 fn a_provider_without_stream_options_is_not_asked_for_usage() {
     let body = json!({"model": "m", "max_tokens": 16, "stream": true,
                       "messages": [{"role": "user", "content": "hi"}]});
-    let asked = translate_request(
-        Dialect::AnthropicMessages,
-        Dialect::OpenAiChat,
-        body.to_string().as_bytes(),
-        "m",
-        true,
-    )
-    .unwrap();
-    let asked: Value = serde_json::from_slice(&asked.body).unwrap();
-    assert_eq!(asked["stream_options"], json!({"include_usage": true}));
-    let not = translate_request(
-        Dialect::AnthropicMessages,
-        Dialect::OpenAiChat,
-        body.to_string().as_bytes(),
-        "m",
-        false,
-    )
-    .unwrap();
-    let not: Value = serde_json::from_slice(&not.body).unwrap();
+    let sent = |stream_usage: bool| -> Value {
+        let t = translate_request(
+            Dialect::AnthropicMessages,
+            Dialect::OpenAiChat,
+            body.to_string().as_bytes(),
+            "m",
+            stream_usage,
+        )
+        .unwrap();
+        serde_json::from_slice(&t.body).unwrap()
+    };
+    assert_eq!(sent(true)["stream_options"], json!({"include_usage": true}));
+    let not = sent(false);
     assert!(not.get("stream_options").is_none(), "{not}");
     assert_eq!(not["stream"], json!(true));
 }
