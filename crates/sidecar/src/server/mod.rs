@@ -80,6 +80,15 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     let observer = Arc::new(Observer::with_prometheus()?);
     let engine = observer.engine(source.load()?)?;
     log_model_problems(&engine);
+    let restored = observer.restore(&engine);
+    if restored != Default::default() {
+        tracing::info!(
+            routes = restored.routes,
+            feedback = restored.feedback,
+            calibration_scores = restored.scores,
+            "restored what the decision log holds"
+        );
+    }
     let addr: SocketAddr = engine.config().server.grpc_listen.parse().with_context(|| {
         format!(
             "server.grpc_listen `{}` is not host:port",
