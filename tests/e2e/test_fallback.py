@@ -208,19 +208,34 @@ def test_attempts_are_bounded_and_accounted_per_model(fb_stack):
     assert any('gen_ai_request_model="prim"' in line for line in lines), lines
 
 
+def wait_ejected(s, cluster: str, timeout: float = 5.0):
+    """Envoy ejects on its main thread after the workers report the failures: wait until it has,
+    so the next request sees the ejection however loaded the machine is."""
+    url = f"http://127.0.0.1:{s.ports['admin']}/stats?filter=^cluster\\.{cluster}\\.outlier_detection\\.ejections_active$"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = requests.get(url, timeout=2).text
+        if any(line.endswith(": 1") for line in text.splitlines()):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{cluster} not ejected: {text}")
+
+
 def test_outlier_detection_ejects_a_failing_model_then_takes_it_back(fb_stack):
     s = fb_stack
     for _ in range(2):
         r = s.chat("hello", model="ej", headers={"x-mock-fail-for": "ej-v1=503"})
         assert r.headers["x-llmsoup-attempts"] == "ej,ejfb", r.headers
+    wait_ejected(s, "fallback_model_ej")
     # Ejected after two failures in a row: the chain skips it without an attempt.
     r = s.chat("hello", model="ej")
     m = received(r)
     assert r.headers["x-llmsoup-attempts"] == "ejfb"
     assert r.headers["x-llmsoup-model"] == "ejfb"
     assert m["body"]["model"] == "ejfb-v1"
-    # Back after base_ejection_time_ms (1.5 s), healed.
-    deadline = time.monotonic() + 10
+    # Back after base_ejection_time_ms (4 s: long enough that a loaded machine still sees the
+    # ejection on the next request), healed.
+    deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         time.sleep(0.3)
         r = s.chat("hello", model="ej")
@@ -235,12 +250,13 @@ def test_an_ejected_provider_with_no_fallback_fails_fast_as_json_then_recovers(f
     for _ in range(2):
         r = s.chat("hello", model="solo", headers={"x-mock-fail-for": "solo-v1=503"})
         assert r.status_code == 503
+    wait_ejected(s, "provider_delta")
     r = s.chat("hello", model="solo")
     assert r.status_code == 503, r.text
     assert r.headers["content-type"].startswith("application/json")
     err = r.json()["error"]
     assert (err["type"], err["code"]) == ("server_error", "no_healthy_upstream"), err
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         time.sleep(0.3)
         r = s.chat("hello", model="solo")
