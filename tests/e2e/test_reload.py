@@ -262,6 +262,7 @@ def test_reload_under_load_fails_no_request(stack):
         t.join()
     failures = [line for line in results if not line.startswith("ok ")]
     done = len(results) - len(failures)
+    print(f"reload under load ({s.mode}): {done} requests, {len(failures)} failed, {len(reloads)} reloads")
     assert not failures, f"{len(failures)} of {len(results)} requests failed, e.g. {failures[:5]}"
     assert done > 100, done
     assert len(reloads) >= 10 and all("configuration reloaded" in log for log in reloads), reloads[-1:]
