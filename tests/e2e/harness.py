@@ -82,13 +82,18 @@ class Stack:
     """One gateway: mock upstreams (alpha, beta), the sidecar and Envoy."""
 
     def __init__(self, mode: str = "ext_proc", failure_mode: str = "open", max_body_bytes: int = 1 << 20,
-                 xds: bool = True):
+                 tls: bool = False, xds: bool = True):
         self.mode = mode
         self.dir = Path(tempfile.mkdtemp(prefix=f"llmsoup-e2e-{mode}-"))
         # Envoy's routes, clusters, credentials and token/model filter configs come from files
         # here, rewritten by the sidecar on reload (`--xds-dir`); None renders them inline.
         self.xds_dir = self.dir / "xds" if xds else None
         self.ports = {k: free_port() for k in ("listen", "admin", "grpc", "alpha", "beta", "metrics")}
+        # An HTTPS mock listener ("secure") with a fresh self-signed certificate for `localhost`,
+        # which is also the gateway's CA bundle (E2E_CA_BUNDLE).
+        self.tls = tls
+        if tls:
+            self.ports["secure"] = free_port()
         self.env = dict(os.environ)
         self.env.update(
             E2E_LISTEN_PORT=str(self.ports["listen"]),
@@ -110,10 +115,23 @@ class Stack:
             LLMSOUP_E2E_BETA_KEY=BETA_PROVIDER_KEY,
             LLMSOUP_LOG="info,llmsoup=debug",
         )
+        if tls:
+            self.env.update(E2E_SECURE_PORT=str(self.ports["secure"]), E2E_CA_BUNDLE=str(self._certificate()))
         self.config = self.dir / "llmsoup.yaml"
         shutil.copy(CONFIG_TEMPLATE, self.config)
         self.procs: dict[str, subprocess.Popen] = {}
         self.url = f"http://127.0.0.1:{self.ports['listen']}"
+
+    def _certificate(self) -> Path:
+        """A self-signed P-256 certificate for DNS:localhost (key next to it); its path."""
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            raise RuntimeError("openssl not found: the HTTPS provider tests need it (apt-get install openssl)")
+        cert, key = self.dir / "provider-cert.pem", self.dir / "provider-key.pem"
+        subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+        return cert
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         log = open(self.dir / f"{name}.log", "wb")
@@ -136,18 +154,19 @@ class Stack:
                 raise RuntimeError("wasm filter not built; run `make wasm`")
             render += ["--mode", "wasm", "--wasm", str(wasm)]
         subprocess.run(render, check=True, env=self.env)
-        self._spawn(
-            "mock",
-            [bin_, "mock-upstream", "--listen", f"127.0.0.1:{self.ports['alpha']}",
-             "--listen", f"127.0.0.1:{self.ports['beta']}", "--name", "mock"],
-        )
+        mock = [bin_, "mock-upstream", "--listen", f"127.0.0.1:{self.ports['alpha']}",
+                "--listen", f"127.0.0.1:{self.ports['beta']}", "--name", "mock"]
+        if self.tls:
+            mock += ["--tls-listen", f"127.0.0.1:{self.ports['secure']}", "--tls-cert", self.env["E2E_CA_BUNDLE"],
+                     "--tls-key", str(self.dir / "provider-key.pem")]
+        self._spawn("mock", mock)
         self.start_sidecar()
         self._spawn(
             "envoy",
             [str(envoy), "-c", str(envoy_yaml), "--base-id", str(random.randint(1000, 60000)),
              "--concurrency", "2", "-l", "warning"],
         )
-        for name in ("alpha", "beta"):
+        for name in ("alpha", "beta") + (("secure",) if self.tls else ()):
             wait_for(lambda n=name: port_open(self.ports[n]), f"mock upstream {name}", logs=self.dir)
         admin = f"http://127.0.0.1:{self.ports['admin']}/ready"
         wait_for(lambda: requests.get(admin, timeout=1).status_code == 200, "envoy", logs=self.dir)

@@ -54,10 +54,14 @@ def test_happy_path_is_one_attempt_on_the_primary(fb_stack):
     {"x-mock-fail-for": "prim-v1=503"},
     {"x-mock-fail-for": "prim-v1=429"},
     {"x-mock-reset-for": "prim-v1"},
-], ids=["503", "429", "reset"])
+    # Accepts the request and says nothing: failed over after `attempt_timeout_ms` (1 s).
+    {"x-mock-delay-for": "prim-v1=8000"},
+], ids=["503", "429", "reset", "silent"])
 def test_a_failed_primary_is_answered_by_the_fallback_in_the_same_request(fb_stack, failure):
     s = fb_stack
+    started = time.monotonic()
     r = s.chat("hello", model="prim", headers=failure)
+    assert time.monotonic() - started < 5, "a silent primary must not hold the request until it answers"
     m = received(r)
     assert r.headers["x-llmsoup-model"] == "fb"
     assert r.headers["x-llmsoup-attempts"] == "prim,fb"
@@ -84,6 +88,21 @@ def test_a_stream_fails_over_before_its_first_byte(fb_stack):
     first = json.loads(events[0])
     assert first["mock"]["body"]["model"] == "fb-v1"
     assert first["mock"]["port"] == s.ports["beta"]
+
+
+def test_a_stream_slower_than_the_attempt_timeout_is_not_cut_while_bytes_flow(fb_stack):
+    # 5 chunks 400 ms apart: 2 s in all, twice `attempt_timeout_ms`, but never 1 s idle.
+    s = fb_stack
+    payload = {"model": "prim", "stream": True, "messages": [{"role": "user", "content": "slow stream"}]}
+    r = requests.post(f"{s.url}/v1/chat/completions", json=payload, timeout=30, stream=True,
+                      headers=s.headers(**{"x-mock-chunks": "5", "x-mock-chunk-delay-ms": "400"}))
+    assert r.status_code == 200
+    assert r.headers["x-llmsoup-attempts"] == "prim"
+    events = [line[6:] for line in r.iter_lines(decode_unicode=True) if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    text = "".join(json.loads(e)["choices"][0]["delta"].get("content", "") for e in events[:-1]
+                   if json.loads(e).get("choices"))
+    assert text == "tok0 tok1 tok2 tok3 tok4 "
 
 
 def test_the_chain_goes_on_and_no_credential_follows_the_request(fb_stack):

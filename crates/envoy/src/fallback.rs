@@ -106,7 +106,7 @@ pub(crate) fn render(config: &Config, route_header: &str) -> anyhow::Result<(Vec
 /// headers reach the client, so a stream fails over only before its first byte.
 fn retry_policy(config: &Config, models: usize) -> Value {
     let backoff = config.routing.fallback.backoff_ms.max(1);
-    json!({
+    let mut policy = json!({
         "retry_on": "connect-failure,refused-stream,reset,5xx,retriable-status-codes",
         "retriable_status_codes": [429],
         "num_retries": models.saturating_sub(1),
@@ -118,7 +118,14 @@ fn retry_policy(config: &Config, models: usize) -> Value {
             }
         },
         "retry_back_off": {"base_interval": duration(backoff), "max_interval": duration(backoff * 4)},
-    })
+    });
+    // An idle timeout, not `per_try_timeout`: that one runs until the response ends and would
+    // cut every stream longer than it. Idle time restarts with each byte, so it bounds the wait
+    // for a silent provider (a retry while nothing has reached the client) and a stalled stream.
+    if let Some(ms) = config.routing.fallback.attempt_timeout_ms {
+        policy["per_try_idle_timeout"] = json!(duration(ms.max(1)));
+    }
+    policy
 }
 
 fn aggregate_cluster(config: &Config, chain: &[&str], lua: &str) -> Value {
@@ -271,6 +278,9 @@ models:
         assert_eq!(r["retry_policy"]["num_retries"].as_u64(), Some(1));
         assert_eq!(r["retry_policy"]["retriable_status_codes"][0].as_u64(), Some(429));
         assert!(r["retry_policy"]["retry_on"].as_str().unwrap().contains("reset"));
+        // No per-attempt timeout unless configured (attempts wait for the route's timeout).
+        assert!(r["retry_policy"]["per_try_idle_timeout"].is_null());
+        assert!(r["retry_policy"]["per_try_timeout"].is_null());
         assert_eq!(
             r["retry_policy"]["retry_priority"]["name"].as_str(),
             Some("envoy.retry_priorities.previous_priorities")
@@ -343,5 +353,17 @@ models:
         let c = load_str_with_env(&CONFIG.replace(", fallbacks: [m2]", ""), &|_| None).unwrap();
         let out = render(&c, &RenderOptions::default()).unwrap();
         assert!(!out.contains("chain_") && !out.contains("fallback_model_"));
+    }
+
+    #[test]
+    fn an_attempt_timeout_is_an_idle_timeout_per_attempt() {
+        let text = CONFIG.replace("models:", "routing:\n  fallback: {attempt_timeout_ms: 1500}\nmodels:");
+        let c = load_str_with_env(&text, &|_| None).unwrap();
+        let y: serde_yaml::Value = serde_yaml::from_str(&render(&c, &RenderOptions::default()).unwrap()).unwrap();
+        let hcm = &y["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        let policy = &hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["retry_policy"];
+        assert_eq!(policy["per_try_idle_timeout"].as_str(), Some("1.500s"));
+        // Never `per_try_timeout`: it would end every stream longer than it.
+        assert!(policy["per_try_timeout"].is_null());
     }
 }

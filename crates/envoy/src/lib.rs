@@ -453,20 +453,25 @@ fn provider_cluster(p: &ProviderConfig) -> anyhow::Result<Value> {
     health::apply(p, &mut cluster);
     if ep.tls {
         let host = &ep.host;
+        // The certificate must name the host of `base_url`: a DNS name (also sent as SNI), or an
+        // IP address (an IP SAN; SNI cannot carry an address, RFC 6066).
+        let san_type = if is_ip { "IP_ADDRESS" } else { "DNS" };
         cluster["transport_socket"] = json!({
             "name": "envoy.transport_sockets.tls",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "sni": host,
                 "common_tls_context": {
                     "alpn_protocols": ["h2", "http/1.1"],
                     "validation_context": {
                         "trusted_ca": {"filename": "__CA_BUNDLE__"},
-                        "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": host}}],
+                        "match_typed_subject_alt_names": [{"san_type": san_type, "matcher": {"exact": host}}],
                     }
                 }
             }
         });
+        if !is_ip {
+            cluster["transport_socket"]["typed_config"]["sni"] = json!(host);
+        }
     }
     Ok(cluster)
 }

@@ -141,6 +141,15 @@ enum Command {
         /// Name reported in responses.
         #[arg(long, default_value = "mock")]
         name: String,
+        /// Addresses to serve HTTPS on (repeatable; needs --tls-cert and --tls-key).
+        #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+        tls_listen: Vec<SocketAddr>,
+        /// Certificate chain (PEM) the HTTPS listeners present.
+        #[arg(long)]
+        tls_cert: Option<PathBuf>,
+        /// Private key (PEM) of that certificate.
+        #[arg(long)]
+        tls_key: Option<PathBuf>,
     },
     /// The complexity threshold (`hard_from`) that sends a target share of recent traffic to the
     /// strong tier, from the complexity scores in a decision log (RouteLLM-style calibration).
@@ -418,8 +427,22 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             outln!("model: {}", routed.model);
             outln!("routing time: {:.3} ms", routed.elapsed.as_secs_f64() * 1e3);
         }
-        Command::MockUpstream { listen, name } => {
-            runtime()?.block_on(llmsoup_tools::mock_upstream::run(&listen, &name))?
+        Command::MockUpstream {
+            listen,
+            name,
+            tls_listen,
+            tls_cert,
+            tls_key,
+        } => {
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) if !tls_listen.is_empty() => Some(llmsoup_tools::mock_upstream::Tls {
+                    listen: tls_listen,
+                    cert,
+                    key,
+                }),
+                _ => None,
+            };
+            runtime()?.block_on(llmsoup_tools::mock_upstream::run(&listen, tls.as_ref(), &name))?
         }
         #[cfg(feature = "router")]
         Command::Classify { config } => {

@@ -906,6 +906,31 @@ async fn requests_are_translated_to_the_providers_api() {
 }
 
 #[tokio::test]
+async fn a_provider_without_stream_usage_gets_the_stream_as_the_client_sent_it() {
+    use llmsoup_contract::outcome::Translation;
+    let text = "
+providers:
+  - {name: old, base_url: 'http://127.0.0.1:1/v1', stream_usage: false}
+models:
+  - {name: gpt, provider: old, model_id: gpt-v1}
+routing:
+  default_model: gpt
+";
+    let e = Engine::new(load_str_with_env(text, &|_| None).unwrap()).unwrap();
+    // Native OpenAI stream: only the model id changes, nothing to strip on the way back.
+    let b = br#"{"model":"gpt","stream":true,"messages":[{"role":"user","content":"x"}]}"#;
+    let f = forward(on_request_at(&e, "/v1/chat/completions", b, "").await);
+    assert_eq!(f.translation, Translation::None);
+    assert!(sent(&f).get("stream_options").is_none(), "{}", sent(&f));
+    // An Anthropic client's stream, translated: no `stream_options` either.
+    let b = br#"{"model":"auto","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"x"}]}"#;
+    let f = forward(on_request_at(&e, "/v1/messages", b, "").await);
+    assert_eq!(f.translation, Translation::AnthropicFromOpenAiChat);
+    assert!(sent(&f).get("stream_options").is_none(), "{}", sent(&f));
+    assert_eq!(sent(&f)["stream"], true);
+}
+
+#[tokio::test]
 async fn untranslatable_requests_get_a_400_in_the_clients_shape() {
     let e = two_apis();
     let r = reply(on_request_at(&e, "/v1/responses", br#"{"model":"claude","input":"x"}"#, "").await);
