@@ -133,6 +133,12 @@ impl EnvoySync {
     /// now), and records and logs what Envoy still lacks. Returns whether [`EnvoySync::prune`]
     /// should run after [`PRUNE_DELAY`]. Blocking file I/O.
     pub fn apply(&self, config: &Config) -> bool {
+        if self.target.is_none() && self.started.is_none() {
+            // No baseline: detached, or the config at start did not render (this sidecar's Envoy
+            // is not rendered by llmsoup, e.g. a DNS `gateway.sidecar_address` behind a gateway
+            // controller), so there is nothing to compare with.
+            return false;
+        }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut stale = Vec::new();
         let mut prune = false;
@@ -347,6 +353,16 @@ auth:
             "{stale}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_envoy_llmsoup_does_not_render_is_never_stale() {
+        // A gateway controller's Envoy: the sidecar address is a service name, which the
+        // renderer refuses; reloads report nothing about Envoy.
+        let text = format!("{BASE}gateway: {{sidecar_address: 'llmsoup.llm.svc:50051'}}\n");
+        let sync = EnvoySync::start(None, &config(&text)).unwrap();
+        sync.apply(&config(&with_newbie(&text)));
+        assert!(sync.stale().is_empty(), "{:?}", sync.stale());
     }
 
     #[test]
