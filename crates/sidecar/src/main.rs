@@ -9,8 +9,6 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[cfg(feature = "router")]
-use llmsoup::observe::decision_log;
-#[cfg(feature = "router")]
 use llmsoup::server::serve;
 use llmsoup::source::ConfigSource;
 use llmsoup_config::{self as config, AttachMode};
@@ -133,6 +131,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What a new config would route differently: every prompt a decision log kept
+    /// (`decision_log.include_prompt: true`) routed again and compared with the log — requests
+    /// per model and decision, moves, the prompt-cost delta, examples.
+    #[cfg(feature = "router")]
+    Replay {
+        /// The decision log (JSON lines). (`--log` is the global log filter, as for `calibrate`.)
+        #[arg(long)]
+        decisions: PathBuf,
+        /// The new config; the embedded demo config when omitted.
+        #[arg(long, short, env = "LLMSOUP_CONFIG")]
+        config: Option<PathBuf>,
+        /// How many changed requests to show.
+        #[arg(long, default_value_t = 5)]
+        examples: usize,
+        /// Print one JSON object instead of the report.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the OpenAI-compatible fake provider used by the demo and the tests.
     MockUpstream {
         /// Addresses to listen on (repeatable).
@@ -151,16 +167,25 @@ enum Command {
         #[arg(long)]
         tls_key: Option<PathBuf>,
     },
-    /// The complexity threshold (`hard_from`) that sends a target share of recent traffic to the
-    /// strong tier, from the complexity scores in a decision log (RouteLLM-style calibration).
+    /// The score thresholds (`difficulty` rules' `threshold`, a complexity rule's `hard_from`)
+    /// that send a target share of the traffic in a decision log to the strong model
+    /// (RouteLLM-style calibration); `--write` puts them into the config file, comments kept.
     #[cfg(feature = "router")]
     Calibrate {
-        /// Share of requests that should be `hard` (0–1).
+        /// Share of requests that should clear the threshold (0–1); default: the config's
+        /// `target_share` / `routing.target_strong_share`.
         #[arg(long)]
-        strong_share: f64,
-        /// Decision log (JSON lines) with routed requests' complexity scores.
+        strong_share: Option<f64>,
+        /// Decision log (JSON lines) with routed requests' scores.
         #[arg(long)]
         decisions: PathBuf,
+        /// Config whose calibrated rules (else every difficulty rule and its complexity rule)
+        /// to compute thresholds for.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Write the thresholds into the config file (in place; comments and layout kept).
+        #[arg(long, requires = "config")]
+        write: bool,
     },
     /// Print the SHA-256 to store in `auth.tokens[].sha256` for a client token.
     HashToken {
@@ -476,20 +501,41 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Calibrate {
             strong_share,
             decisions: log,
+            config,
+            write,
         } => {
             let text = std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
-            let scores = decision_log::complexity_scores(&text);
-            let Some(t) = decision_log::calibrate(&scores, strong_share) else {
-                anyhow::bail!(
-                    "no complexity scores in {} (or --strong-share not in 0..1)",
-                    log.display()
-                );
-            };
-            outln!(
-                "{} requests with a complexity score; for {:.0}% strong: hard_from: {t:.4}",
-                scores.len(),
-                strong_share * 100.0
-            );
+            let cfg = config.as_ref().map(|c| config::load_file(c)).transpose()?;
+            let ts = llmsoup::calibrate::thresholds(&text, cfg.as_ref(), strong_share)
+                .with_context(|| format!("calibrating from {}", log.display()))?;
+            out!("{}", llmsoup::calibrate::report(&ts));
+            if let (true, Some(path)) = (write, &config) {
+                let original = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                let edited = llmsoup::calibrate::write_back(&original, &ts)?;
+                // The edited file must still load before it replaces the old one (atomically).
+                config::load_str(&edited).context("the calibrated config would not load")?;
+                let tmp = path.with_extension("calibrate-tmp");
+                std::fs::write(&tmp, &edited).with_context(|| format!("writing {}", tmp.display()))?;
+                std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+                outln!("wrote {}", path.display());
+            }
+        }
+        #[cfg(feature = "router")]
+        Command::Replay {
+            decisions: log,
+            config,
+            examples,
+            json,
+        } => {
+            let text = std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
+            let lines = llmsoup::replay::parse_log(&text);
+            let engine = Engine::new(source(config).load()?)?;
+            let report = runtime()?.block_on(llmsoup::replay::run(&engine, &lines, examples))?;
+            if json {
+                outln!("{}", report.json());
+            } else {
+                out!("{}", report.text());
+            }
         }
         Command::HashToken { token } => {
             let token = match token {

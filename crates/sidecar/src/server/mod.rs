@@ -91,6 +91,15 @@ pub async fn serve(source: ConfigSource, xds_dir: Option<String>) -> anyhow::Res
     let observer = Arc::new(Observer::with_prometheus()?);
     let engine = observer.engine(source.load()?)?;
     log_model_problems(&engine);
+    let restored = observer.restore(&engine);
+    if restored != Default::default() {
+        tracing::info!(
+            routes = restored.routes,
+            feedback = restored.feedback,
+            calibration_scores = restored.scores,
+            "restored what the decision log holds"
+        );
+    }
     let envoy = {
         let config = engine.config().clone();
         tokio::task::spawn_blocking(move || EnvoySync::start(xds_dir, &config))
