@@ -95,7 +95,9 @@ class BenchStack(harness.Stack):
     routing filters from it and runs no sidecar."""
 
     def __init__(self, target: str):
-        super().__init__(mode="wasm" if target.startswith("wasm") else "ext_proc")
+        # Everything inline (no xDS files): `bare` edits the bootstrap's route table, and the
+        # data path is the same either way.
+        super().__init__(mode="wasm" if target.startswith("wasm") else "ext_proc", xds=False)
         self.target = target
         shutil.copy(CONFIG, self.config)  # replaces the e2e template the harness copied
         if target.endswith("+fallback"):

@@ -48,6 +48,8 @@ def test_happy_path_is_one_attempt_on_the_primary(fb_stack):
     assert m["port"] == s.ports["alpha"]
     assert m["path"] == "/v1/chat/completions"
     assert "authorization" not in m["headers"]
+    for internal in ("x-llmsoup-chain", "x-llmsoup-upstream", "x-llmsoup-upstream-provider", "x-llmsoup-model"):
+        assert internal not in m["headers"], m["headers"]
 
 
 @pytest.mark.parametrize("failure", [
@@ -72,6 +74,11 @@ def test_a_failed_primary_is_answered_by_the_fallback_in_the_same_request(fb_sta
     assert m["path"] == "/v1/chat/completions"
     # Everything else in the body is what the client sent.
     assert m["body"]["messages"] == [{"role": "user", "content": "hello"}]
+    # The chain routed the request and the attempt's model/provider picked its steps; none of
+    # them reaches the provider (the tried list and the model's byte span still do: the
+    # attempts share one header map).
+    for internal in ("x-llmsoup-chain", "x-llmsoup-upstream", "x-llmsoup-upstream-provider", "x-llmsoup-model"):
+        assert internal not in m["headers"], m["headers"]
 
 
 def test_a_stream_fails_over_before_its_first_byte(fb_stack):

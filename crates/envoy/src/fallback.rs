@@ -13,7 +13,11 @@
 //!   headers (`%UPSTREAM_METADATA%`) and sets [`ATTEMPTS_HEADER`] on the answer; a Lua step
 //!   (`fallback.lua`) rewrites path and `model` id for a non-primary attempt and strips an earlier
 //!   attempt's credential; one `credential_injector` per provider, skipped (match_delegate) unless
-//!   the attempt goes to that provider.
+//!   the attempt goes to that provider; a last `header_mutation` removes the attempt's model and
+//!   provider headers (set again by the first step of the next attempt). The chain header is
+//!   removed by the route (each aggregate cluster's Lua step knows its chain's primary), so no
+//!   provider sees it; the tried list and the model's byte span still reach providers, because
+//!   they must survive from one attempt to the next in the shared headers.
 //!
 //! Request headers are shared by all attempts of a request (Envoy's upstream filters mutate the
 //! router's copy), bodies are not: each attempt starts from the routed body.
@@ -35,6 +39,8 @@ const UPSTREAM_MODEL_HEADER: &str = "x-llmsoup-upstream";
 const UPSTREAM_PROVIDER_HEADER: &str = "x-llmsoup-upstream-provider";
 /// Upstream request header: the path of the first attempt, for the next ones to rewrite.
 const PATH_HEADER: &str = "x-llmsoup-path";
+/// The last upstream filter before the codec: removes the per-attempt headers.
+const STRIP_FILTER: &str = "llmsoup.fallback.strip";
 
 fn model_cluster_name(model: &str) -> String {
     format!("fallback_model_{model}")
@@ -50,7 +56,6 @@ pub(crate) fn render(config: &Config, route_header: &str) -> anyhow::Result<(Vec
     if chains.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
-    let lua = lua_script(config)?;
     let mut routes = Vec::new();
     let mut clusters = Vec::new();
     let mut members = BTreeSet::new();
@@ -66,7 +71,13 @@ pub(crate) fn render(config: &Config, route_header: &str) -> anyhow::Result<(Vec
         ]);
         route["route"]["cluster"] = json!(chain_name(chain));
         route["route"]["retry_policy"] = retry_policy(config, chain.len());
+        // Matched on, then gone before any attempt: the aggregate cluster's Lua step knows the
+        // chain's primary itself.
+        if let Some(Value::Array(remove)) = route.get_mut("request_headers_to_remove") {
+            remove.push(json!(CHAIN_HEADER));
+        }
         routes.push(route);
+        let lua = lua_script(config, chain[0])?;
         let mut agg = aggregate_cluster(config, chain, &lua);
         let max_requests = chain
             .iter()
@@ -183,6 +194,18 @@ fn aggregate_cluster(config: &Config, chain: &[&str], lua: &str) -> Value {
             }
         }));
     }
+    // The attempt's model and provider were for the steps above; set again by the first step of
+    // every attempt, they need not reach the provider.
+    filters.push(json!({
+        "name": STRIP_FILTER,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {"request_mutations": [
+                {"remove": UPSTREAM_MODEL_HEADER},
+                {"remove": UPSTREAM_PROVIDER_HEADER},
+            ]},
+        }
+    }));
     filters.push(json!({
         "name": "envoy.filters.http.upstream_codec",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}
@@ -210,8 +233,9 @@ fn aggregate_cluster(config: &Config, chain: &[&str], lua: &str) -> Value {
     })
 }
 
-/// The per-attempt Lua step, with every chain model's id and path prefix filled in.
-fn lua_script(config: &Config) -> anyhow::Result<String> {
+/// The per-attempt Lua step of the chain whose primary is `primary`, with every chain model's id
+/// and path prefix filled in.
+fn lua_script(config: &Config, primary: &str) -> anyhow::Result<String> {
     let mut models = String::from("{");
     let mut credential_headers = BTreeSet::new();
     for name in config.chains().iter().flatten().collect::<BTreeSet<_>>() {
@@ -235,7 +259,7 @@ fn lua_script(config: &Config) -> anyhow::Result<String> {
         .replace("__MODELS__", &models)
         .replace("__CREDENTIAL_HEADERS__", &format!("{{{}}}", creds.join(", ")))
         .replace("__UPSTREAM__", &lua_string(UPSTREAM_MODEL_HEADER))
-        .replace("__CHAIN__", &lua_string(CHAIN_HEADER))
+        .replace("__PRIMARY__", &lua_string(primary))
         .replace("__TRIED__", &lua_string(TRIED_HEADER))
         .replace("__PATH__", &lua_string(PATH_HEADER))
         .replace("__SPAN__", &lua_string(MODEL_SPAN_HEADER)))
@@ -308,6 +332,7 @@ models:
                 "envoy.filters.http.header_mutation",
                 "envoy.filters.http.lua",
                 "llmsoup.credential.b",
+                "llmsoup.fallback.strip",
                 "envoy.filters.http.upstream_codec"
             ]
         );
@@ -324,6 +349,13 @@ models:
             "{lua}"
         );
         assert!(lua.contains(r#"local CREDENTIAL_HEADERS = {"authorization"}"#), "{lua}");
+        assert!(lua.contains(r#"local PRIMARY = MODELS["m1"]"#), "{lua}");
+        // The chain header routed the request; no attempt carries it to a provider.
+        let removed = chain["request_headers_to_remove"].as_sequence().unwrap();
+        assert!(
+            removed.iter().any(|h| h.as_str() == Some("x-llmsoup-chain")),
+            "{removed:?}"
+        );
         assert!(!lua.contains("__"), "every placeholder is filled: {lua}");
 
         let m2 = by_name("fallback_model_m2");

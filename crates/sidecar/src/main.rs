@@ -2,7 +2,7 @@
 
 use std::io::Read as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -13,7 +13,7 @@ use llmsoup::server::serve;
 use llmsoup::source::ConfigSource;
 use llmsoup_config::{self as config, AttachMode};
 use llmsoup_contract::auth::hash_token;
-use llmsoup_envoy::{RenderOptions, render};
+use llmsoup_envoy::{RenderOptions, render, xds};
 #[cfg(feature = "router")]
 use llmsoup_router::engine::Engine;
 #[cfg(feature = "router")]
@@ -56,6 +56,11 @@ enum Command {
         /// Config file; the embedded demo config when omitted.
         #[arg(long, short, env = "LLMSOUP_CONFIG")]
         config: Option<PathBuf>,
+        /// Directory of Envoy's xDS resource files (the one given to `envoy-config --xds-dir`;
+        /// overrides `gateway.xds_dir`): rewritten at start and after every reload, so the
+        /// reload reaches Envoy.
+        #[arg(long, env = "LLMSOUP_XDS_DIR")]
+        xds_dir: Option<String>,
     },
     /// Render the Envoy bootstrap for a config.
     EnvoyConfig {
@@ -71,6 +76,11 @@ enum Command {
         /// Write here instead of stdout.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Render a bootstrap whose routes, clusters, credentials and token/model filter configs
+        /// come from files in this directory (written now; `serve --xds-dir` rewrites them on
+        /// reload). Overrides `gateway.xds_dir`.
+        #[arg(long)]
+        xds_dir: Option<String>,
     },
     /// Configuration tools.
     Config {
@@ -252,12 +262,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         #[cfg(feature = "router")]
-        Command::Serve { config } => runtime()?.block_on(serve(source(config)))?,
+        Command::Serve { config, xds_dir } => runtime()?.block_on(serve(source(config), xds_dir))?,
         Command::EnvoyConfig {
             config,
             mode,
             wasm,
             output,
+            xds_dir,
         } => {
             let cfg = source(config).load()?;
             let opts = RenderOptions {
@@ -267,7 +278,18 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }),
                 wasm_path: wasm,
             };
-            let yaml = render(&cfg, &opts)?;
+            let yaml = match xds_dir.or_else(|| cfg.gateway.xds_dir.clone()) {
+                Some(dir) => {
+                    // The same files `serve` writes for this config, and the options it needs
+                    // to write them the same way.
+                    let bundle = xds::render(&cfg, &opts, &dir)?;
+                    let bootstrap = bundle.bootstrap_yaml()?;
+                    bundle.write(Path::new(&dir), None)?;
+                    xds::write_manifest(Path::new(&dir), &opts, &bootstrap)?;
+                    bootstrap
+                }
+                None => render(&cfg, &opts)?,
+            };
             match output {
                 Some(path) => std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?,
                 None => out!("{yaml}"),

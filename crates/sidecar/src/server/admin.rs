@@ -90,8 +90,14 @@ async fn ready(State(shared): State<Shared>) -> Response {
         .filter(|p| p.is_error())
         .map(ToString::to_string)
         .collect();
-    if !errors.is_empty() {
-        let body = serde_json::json!({"status": "degraded", "errors": errors});
+    // Envoy not running what the sidecar routes by (a reload it could not be given): requests
+    // to new models find no route, new tokens are refused, removed ones accepted.
+    let envoy = shared.envoy.stale();
+    if !errors.is_empty() || !envoy.is_empty() {
+        let mut body = serde_json::json!({"status": "degraded", "errors": errors});
+        if !envoy.is_empty() {
+            body["envoy"] = serde_json::json!(envoy);
+        }
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     }
     "ready\n".into_response()
