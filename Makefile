@@ -5,7 +5,7 @@ CARGO   ?= cargo
 VENV    := .cache/venv
 PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: all build release deps wasm models train-domain train-jailbreak train-router run test test-unit test-e2e test-deploy lint fmt clean envoy-configs bench fuzz fuzz-cmin
+.PHONY: all build release deps wasm models train-domain train-jailbreak train-router run test test-unit test-arm64 test-e2e test-deploy lint fmt clean envoy-configs bench fuzz fuzz-cmin
 
 all: build
 
@@ -46,10 +46,15 @@ MODE ?= ext_proc
 run: deps models release $(if $(filter wasm,$(MODE)),wasm)
 	LLMSOUP_MODE=$(MODE) scripts/run-demo.sh
 
-test: deps models build wasm test-unit test-e2e test-deploy
+test: deps models build wasm test-unit test-arm64 test-e2e test-deploy
 
 test-unit: models
 	$(CARGO) test --workspace
+
+# The model crate's unit tests (its NEON and dotprod int8 kernels, the encoder on every kernel)
+# built for ARM64 and run under qemu-user (scripts/arm64.sh installs the cross tools).
+test-arm64: models
+	CARGO=$(CARGO) scripts/arm64.sh test
 
 test-e2e: deps models build wasm
 	LLMSOUP_BIN=$(CURDIR)/target/debug/llmsoup $(PYTEST) tests/e2e -q -p no:cacheprovider
@@ -84,7 +89,8 @@ bench: deps models release wasm
 	$(CARGO) run --release -q -p llmsoup-tools --example bench_encoder
 
 # Also: the binary without the router (config check and envoy-config without Candle) still builds,
-# and no module cycles inside a crate (crates themselves cannot form cycles).
+# the ARM64 build (NEON/dotprod kernels, the sidecar) passes clippy (scripts/arm64.sh), and no
+# module cycles inside a crate (crates themselves cannot form cycles).
 # Long fuzz runs (cargo-fuzz/libFuzzer, stable toolchain): FUZZ_SECS per target, one at a time,
 # at `nice -n FUZZ_NICE`. No sanitizer by default: the code under test is `forbid(unsafe_code)`,
 # and ASan costs 3-10x the executions; `FUZZ_SANITIZER=address` (or any `cargo fuzz -s` value)
@@ -124,6 +130,7 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p llmsoup --no-default-features -- -D warnings
+	CARGO=$(CARGO) scripts/arm64.sh check
 	python3 scripts/check-module-cycles.py
 
 fmt:
