@@ -5,7 +5,7 @@ CARGO   ?= cargo
 VENV    := .cache/venv
 PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: all build release deps wasm models train-domain train-jailbreak train-router run test test-unit lint-arm64 test-arm64 test-e2e test-deploy lint fmt clean envoy-configs bench fuzz fuzz-cmin
+.PHONY: all build release deps wasm models train-domain train-jailbreak train-router run test test-unit lint-arm64 test-arm64 test-e2e test-e2e-uds test-deploy bench-hop lint fmt clean envoy-configs bench fuzz fuzz-cmin
 
 all: build
 
@@ -64,6 +64,15 @@ test-arm64: models
 test-e2e: deps models build wasm
 	LLMSOUP_BIN=$(CURDIR)/target/debug/llmsoup $(PYTEST) tests/e2e -q -p no:cacheprovider
 
+# The e2e files for routing, client auth, accounting/streaming, fallback chains and reload, run
+# again with Envoy and the sidecar on a Unix domain socket (`server.grpc_listen: unix:/...`);
+# tests/e2e/test_sidecar_socket.py, part of test-e2e, covers the socket itself.
+E2E_UDS_FILES ?= tests/e2e/test_routing.py tests/e2e/test_boundary_auth.py \
+	tests/e2e/test_response_accounting.py tests/e2e/test_fallback.py tests/e2e/test_reload.py
+test-e2e-uds: deps models build wasm
+	LLMSOUP_E2E_TRANSPORT=uds LLMSOUP_BIN=$(CURDIR)/target/debug/llmsoup $(PYTEST) $(E2E_UDS_FILES) \
+		-q -p no:cacheprovider
+
 # deploy/ checked offline: the Helm chart rendered with every values file it ships and checked
 # against the Kubernetes schemas (strict), the compose file by Docker Compose itself, their
 # llmsoup configs by `llmsoup config check`, the compose Envoy bootstrap by Envoy.
@@ -77,6 +86,17 @@ test-deploy: deps build
 # (bench/ttfb-results.md). Reports, does not gate (see bench/README.md).
 bench: deps models release wasm
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/gateway.py
+	$(MAKE) bench-hop
+
+# The sidecar hop's variants against loopback TCP, interleaved over BENCH_ROUNDS rounds at c=16
+# and c=1: a Unix domain socket (`+uds`), and what Envoy sends the sidecar (bench/README.md).
+HOP_TARGETS ?= ext_proc,ext_proc+uds,wasm,wasm+uds
+bench-hop: deps models release wasm
+	BENCH_TARGETS=$(HOP_TARGETS) BENCH_ROUNDS=$${BENCH_ROUNDS:-5} BENCH_RESULTS=bench/hop-results.md \
+		LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/gateway.py
+	BENCH_CONCURRENCY=1 BENCH_TARGETS=$(HOP_TARGETS) BENCH_ROUNDS=$${BENCH_ROUNDS:-5} \
+		BENCH_RESULTS=bench/hop-results-c1.md \
+		LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/gateway.py
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/ttfb.py
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/cache.py
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/budgets.py

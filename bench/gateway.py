@@ -6,7 +6,11 @@ the same config (bench/bench-config.yaml, keyword rules only, no auth), measured
             removed and the first model route opened to every request, so each one goes straight
             to the mock;
   ext_proc  Envoy's ext_proc filter + the llmsoup sidecar;
-  wasm      the proxy-wasm filter + the sidecar's Router gRPC service.
+  wasm      the proxy-wasm filter + the sidecar's Router gRPC service;
+and variants of the routed modes (a suffix of the key, combinable: `ext_proc+uds+noacct`):
+  +fallback a fallback chain on every routed model (no failures: the happy path's cost);
+  +uds      Envoy reaches the sidecar over a Unix domain socket (`server.grpc_listen: unix:/...`)
+            instead of loopback TCP.
 
 The stacks (mock upstream + sidecar + Envoy on free 127.0.0.1 ports) come from the end-to-end
 harness (tests/e2e/harness.py). The load tool is wrk (installed from Debian when missing; oha is
@@ -18,7 +22,9 @@ Environment: LLMSOUP_BIN (the harness default is the debug build; `make bench` p
 one), LLMSOUP_WASM, ENVOY_BIN, BENCH_DURATION (s, default 10), BENCH_WARMUP (s, default 2),
 BENCH_ROUNDS (default 1; >1 interleaves the modes and reports the per-mode median),
 BENCH_SIDECAR_LOG (sidecar log filter, default `info` = the production default), BENCH_KEEP=1
-(keep the stacks' temp dirs and logs).
+(keep the stacks' temp dirs and logs), BENCH_TARGETS (comma-separated keys to run instead of the
+default five, e.g. `ext_proc,ext_proc+uds`; bare Envoy always runs, as the baseline),
+BENCH_RESULTS (the results file; default bench/results.md at c=16, bench/results-c<N>.md else).
 """
 
 from __future__ import annotations
@@ -48,7 +54,8 @@ CONFIG = BENCH_DIR / "bench-config.yaml"
 
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "16"))
 # c=16 (the default) writes results.md; any other concurrency its own file (results-c1.md, ...).
-RESULTS = BENCH_DIR / ("results.md" if CONCURRENCY == 16 else f"results-c{CONCURRENCY}.md")
+RESULTS = Path(os.environ.get("BENCH_RESULTS")
+               or BENCH_DIR / ("results.md" if CONCURRENCY == 16 else f"results-c{CONCURRENCY}.md"))
 THREADS = min(2, CONCURRENCY)
 DURATION_S = int(os.environ.get("BENCH_DURATION", "10"))
 WARMUP_S = int(os.environ.get("BENCH_WARMUP", "2"))
@@ -78,6 +85,27 @@ TARGETS = [
     ("ext_proc+fallback", "ext_proc + fallback chain"),
     ("wasm+fallback", "wasm + fallback chain"),
 ]
+# Variants that run only when BENCH_TARGETS names them (`make bench` compares transports in a
+# step of its own, interleaved over several rounds).
+VARIANTS = {
+    "uds": "Unix socket",
+}
+
+
+def target_label(key: str) -> str:
+    base, *variants = key.split("+")
+    labels = dict(TARGETS)
+    if key in labels:
+        return labels[key]
+    if base not in ("ext_proc", "wasm") or any(v not in VARIANTS and v != "fallback" for v in variants):
+        raise SystemExit(f"BENCH_TARGETS: unknown target {key!r}: bare, ext_proc or wasm, then any of "
+                         f"+{', +'.join(['fallback', *VARIANTS])}")
+    return ", ".join([base] + [VARIANTS.get(v, "fallback chain") for v in variants])
+
+
+if os.environ.get("BENCH_TARGETS"):
+    _keys = [k.strip() for k in os.environ["BENCH_TARGETS"].split(",") if k.strip() and k.strip() != "bare"]
+    TARGETS = [("bare", "bare Envoy → mock")] + [(k, target_label(k)) for k in dict.fromkeys(_keys)]
 # Fallbacks for the `+fallback` targets: every routed model fails over to the other provider.
 FALLBACKS = {"coder": "small", "writer": "coder"}
 # Filters that make the routed modes; removed from the bare bootstrap.
@@ -95,12 +123,15 @@ class BenchStack(harness.Stack):
     routing filters from it and runs no sidecar."""
 
     def __init__(self, target: str):
+        variants = set(target.split("+")[1:])
         # Everything inline (no xDS files): `bare` edits the bootstrap's route table, and the
         # data path is the same either way.
-        super().__init__(mode="wasm" if target.startswith("wasm") else "ext_proc", xds=False)
+        super().__init__(mode="wasm" if target.startswith("wasm") else "ext_proc", xds=False,
+                         transport="uds" if "uds" in variants else "tcp")
         self.target = target
+        self.variants = variants
         shutil.copy(CONFIG, self.config)  # replaces the e2e template the harness copied
-        if target.endswith("+fallback"):
+        if "fallback" in variants:
             text = self.config.read_text()
             for model, fallback in FALLBACKS.items():
                 text = re.sub(rf"(\{{name: {model}, [^}}]*)\}}", rf"\1, fallbacks: [{fallback}]}}", text, count=1)
@@ -155,7 +186,7 @@ def sanity_check(stack: BenchStack):
             ok = got_model == "auto" and "x-llmsoup-model" not in r.headers
         else:
             ok = got_model == provider_id and r.headers.get("x-llmsoup-model") == model
-            if stack.target.endswith("+fallback"):
+            if "fallback" in stack.variants:
                 ok &= r.headers.get("x-llmsoup-attempts") == model
         if not ok:
             raise RuntimeError(f"{stack.target}: {prompt!r} reached the mock as {got_model!r} "
@@ -301,7 +332,7 @@ def report(results: dict, meta: dict) -> tuple[str, bool]:
         f"- machine: {meta['nproc']} CPUs ({meta['cpu']}), {platform.system()} {platform.release()}; "
         "the load tool, Envoy, the sidecar and the mock share these CPUs; "
         f"load average before the run {meta['loadavg']}",
-        f"- Envoy {meta['envoy']} with `--concurrency {meta['envoy_concurrency']}` for all three modes",
+        f"- Envoy {meta['envoy']} with `--concurrency {meta['envoy_concurrency']}` for every mode",
         f"- load: {meta['tool']}, {meta['load']}",
         f"- config: bench/bench-config.yaml (keyword rules only, no auth); sidecar log `{SIDECAR_LOG}`",
         f"- wasm filter: {meta['wasm_path']}: **{meta['wasm_size']} bytes**",
@@ -340,6 +371,7 @@ def report(results: dict, meta: dict) -> tuple[str, bool]:
         cpu = results[key]["cpu_us"]
         lines.append(f"| {label} | " + " | ".join(f"{cpu[n]:.0f}" if n in cpu else "–" for n in PROCS)
                      + f" | {sum(cpu.values()):.0f} |")
+    lines += variant_ratios(meta["rounds"])
     if ROUNDS > 1:
         lines += ["", f"Median of {ROUNDS} interleaved rounds per mode. Per round:", "",
                   "| round | " + " | ".join(f"{label} req/s, p50, p99" for _, label in TARGETS) + " |",
@@ -349,6 +381,38 @@ def report(results: dict, meta: dict) -> tuple[str, bool]:
                      for r in (meta["rounds"][key][i] for key, _ in TARGETS)]
             lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n", all_met
+
+
+def variant_ratios(rounds: dict) -> list[str]:
+    """Each variant against the same mode without it (`ext_proc+uds` against `ext_proc`), as the
+    median of per-round ratios: the two ran back to back in every round, so load that other
+    processes put on the machine hits both alike."""
+    keys = [k for k, _ in TARGETS]
+    pairs = []
+    for key in keys:
+        parts = key.split("+")
+        for v in parts[1:]:
+            base = "+".join(p for p in parts if p != v)
+            if base in keys:
+                pairs.append((key, base, v))
+    if not pairs:
+        return []
+    lines = ["", "Variants against the same mode without them (median of per-round ratios; < 1 is "
+             "less for req/s, CPU and latency alike):", "",
+             "| variant | against | req/s × | p50 × | p99 × | Envoy CPU/req × | sidecar CPU/req × | "
+             "Envoy µs/req Δ | sidecar µs/req Δ |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for key, base, _ in pairs:
+        a, b = rounds[key], rounds[base]
+        med = lambda f: statistics.median(f(x, y) for x, y in zip(a, b))  # noqa: E731
+        cpu = lambda x, n: x["cpu_us"].get(n, 0.0)  # noqa: E731
+        lines.append(
+            f"| {dict(TARGETS)[key]} | {dict(TARGETS)[base]} | {med(lambda x, y: x['rps'] / y['rps']):.3f} "
+            f"| {med(lambda x, y: x['p50'] / y['p50']):.3f} | {med(lambda x, y: x['p99'] / y['p99']):.3f} "
+            f"| {med(lambda x, y: cpu(x, 'envoy') / max(cpu(y, 'envoy'), 1e-9)):.3f} "
+            f"| {med(lambda x, y: cpu(x, 'sidecar') / max(cpu(y, 'sidecar'), 1e-9)):.3f} "
+            f"| {med(lambda x, y: cpu(x, 'envoy') - cpu(y, 'envoy')):+.1f} "
+            f"| {med(lambda x, y: cpu(x, 'sidecar') - cpu(y, 'sidecar')):+.1f} |")
+    return lines
 
 
 # --- main --------------------------------------------------------------------------------------

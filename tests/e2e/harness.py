@@ -1,5 +1,9 @@
 """End-to-end harness: real Envoy + the real llmsoup sidecar + the llmsoup mock upstream, on free
-127.0.0.1 ports. Each Stack owns its processes and a temp dir with their logs."""
+127.0.0.1 ports. Each Stack owns its processes and a temp dir with their logs.
+
+Envoy reaches the sidecar over loopback TCP, or over a Unix domain socket in the stack's temp dir
+with `Stack(transport="uds")`; LLMSOUP_E2E_TRANSPORT=uds makes that the default, which runs any
+e2e file over the socket (`make test-e2e-uds`). The configs say `grpc_listen: ${E2E_GRPC_LISTEN}`."""
 
 from __future__ import annotations
 
@@ -78,13 +82,28 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def unix_socket_open(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(0.2)
+        return s.connect_ex(str(path)) == 0
+
+
+# How Envoy reaches the sidecar: loopback TCP, or a Unix domain socket (`server.grpc_listen: unix:`).
+TRANSPORTS = ("tcp", "uds")
+
+
 class Stack:
     """One gateway: mock upstreams (alpha, beta), the sidecar and Envoy."""
 
     def __init__(self, mode: str = "ext_proc", failure_mode: str = "open", max_body_bytes: int = 1 << 20,
-                 tls: bool = False, xds: bool = True):
+                 tls: bool = False, xds: bool = True, transport: str | None = None):
         self.mode = mode
+        self.transport = transport or os.environ.get("LLMSOUP_E2E_TRANSPORT", "tcp")
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"transport {self.transport!r} is not one of {TRANSPORTS}")
         self.dir = Path(tempfile.mkdtemp(prefix=f"llmsoup-e2e-{mode}-"))
+        # Short enough for sun_path (107 bytes): the temp dir is /tmp/llmsoup-e2e-<mode>-<8 chars>.
+        self.socket = self.dir / "grpc.sock"
         # Envoy's routes, clusters, credentials and token/model filter configs come from files
         # here, rewritten by the sidecar on reload (`--xds-dir`); None renders them inline.
         self.xds_dir = self.dir / "xds" if xds else None
@@ -99,6 +118,7 @@ class Stack:
             E2E_LISTEN_PORT=str(self.ports["listen"]),
             E2E_ADMIN_PORT=str(self.ports["admin"]),
             E2E_GRPC_PORT=str(self.ports["grpc"]),
+            E2E_GRPC_LISTEN=self.grpc_listen,
             E2E_METRICS_PORT=str(self.ports["metrics"]),
             E2E_DECISION_LOG=str(self.dir / "decisions.jsonl"),
             E2E_ALPHA_PORT=str(self.ports["alpha"]),
@@ -121,6 +141,21 @@ class Stack:
         shutil.copy(CONFIG_TEMPLATE, self.config)
         self.procs: dict[str, subprocess.Popen] = {}
         self.url = f"http://127.0.0.1:{self.ports['listen']}"
+
+    @property
+    def grpc_listen(self) -> str:
+        """`server.grpc_listen` (and what Envoy's sidecar cluster dials)."""
+        return f"unix:{self.socket}" if self.transport == "uds" else f"127.0.0.1:{self.ports['grpc']}"
+
+    @property
+    def grpc_target(self) -> str:
+        """The sidecar's gRPC address as a gRPC client names it."""
+        return self.grpc_listen
+
+    def sidecar_listening(self) -> bool:
+        if self.transport == "uds":
+            return unix_socket_open(self.socket)
+        return port_open(self.ports["grpc"])
 
     def _certificate(self) -> Path:
         """A self-signed P-256 certificate for DNS:localhost (key next to it); its path."""
@@ -179,7 +214,7 @@ class Stack:
         if self.xds_dir is not None:
             args += ["--xds-dir", str(self.xds_dir)]
         self._spawn("sidecar", args)
-        wait_for(lambda: port_open(self.ports["grpc"]), "llmsoup sidecar", logs=self.dir)
+        wait_for(self.sidecar_listening, f"llmsoup sidecar ({self.grpc_listen})", logs=self.dir)
 
     def reload(self, timeout: float = 10.0) -> str:
         """SIGHUP: the sidecar reloads its config file (and rewrites Envoy's xDS files). Returns

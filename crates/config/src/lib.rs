@@ -260,6 +260,11 @@ impl Config {
     /// Cross-field checks serde cannot express; errors name the offending key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.response_cache.validate()?;
+        // A Unix socket path is checked here, so `config check` names it with its line; a TCP
+        // address is parsed where it is used (Envoy's cluster may name a host the sidecar never
+        // binds).
+        self.server.grpc_address()?;
+        self.gateway.sidecar(&self.server)?;
         let hc = &self.gateway.sidecar_health_check;
         for (key, value) in [
             ("interval_ms", hc.interval_ms),

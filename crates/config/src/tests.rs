@@ -275,3 +275,45 @@ fn difficulty_rules_parse_and_check_their_threshold() {
     ));
     assert!(e.contains("no difficulty signal named `nope`"), "{e}");
 }
+
+#[test]
+fn the_sidecar_listens_on_tcp_or_a_unix_socket() {
+    let with = |extra: &str| load_str_with_env(&format!("{MINIMAL}{extra}"), &|_| None);
+    let c = with("").unwrap();
+    assert_eq!(
+        c.server.grpc_address().unwrap(),
+        GrpcAddress::Tcp("127.0.0.1:50051".into())
+    );
+    assert_eq!(
+        c.gateway.sidecar(&c.server).unwrap(),
+        GrpcAddress::Tcp("127.0.0.1:50051".into())
+    );
+    for spelling in ["unix:/run/llmsoup/grpc.sock", "unix:///run/llmsoup/grpc.sock"] {
+        let c = with(&format!("server: {{grpc_listen: '{spelling}'}}\n")).unwrap();
+        let unix = GrpcAddress::Unix("/run/llmsoup/grpc.sock".into());
+        assert_eq!(c.server.grpc_address().unwrap(), unix);
+        // Envoy dials what the sidecar binds unless told otherwise.
+        assert_eq!(c.gateway.sidecar(&c.server).unwrap(), unix);
+        assert_eq!(unix.to_string(), "unix:/run/llmsoup/grpc.sock");
+    }
+    let c = with("gateway: {sidecar_address: 'unix:/shared/grpc.sock'}\n").unwrap();
+    assert_eq!(
+        c.gateway.sidecar(&c.server).unwrap(),
+        GrpcAddress::Unix("/shared/grpc.sock".into())
+    );
+
+    // Relative paths would resolve against two working directories; the error names key and line.
+    let e = err(&format!("{MINIMAL}server:\n  grpc_listen: 'unix:grpc.sock'\n"));
+    assert!(
+        e.contains("server.grpc_listen") && e.contains("absolute") && e.contains("line 9"),
+        "{e}"
+    );
+    let e = err(&format!("{MINIMAL}gateway:\n  sidecar_address: 'unix:/run/'\n"));
+    assert!(e.contains("gateway.sidecar_address") && e.contains("absolute"), "{e}");
+    let long = format!("unix:/{}", "s".repeat(107));
+    let e = err(&format!("{MINIMAL}server: {{grpc_listen: '{long}'}}\n"));
+    assert!(
+        e.contains("server.grpc_listen") && e.contains("at most 107 bytes"),
+        "{e}"
+    );
+}

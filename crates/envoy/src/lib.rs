@@ -18,7 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
-use llmsoup_config::{ANTHROPIC_VERSION, AttachMode, Config, FailureMode, ProviderApi, ProviderConfig};
+use llmsoup_config::{ANTHROPIC_VERSION, AttachMode, Config, FailureMode, GrpcAddress, ProviderApi, ProviderConfig};
 use llmsoup_contract::ApiError;
 use llmsoup_contract::auth::{self, AuthError};
 use llmsoup_contract::budget::TENANT_HEADER;
@@ -72,6 +72,22 @@ fn socket_address(addr: &str, key: &str) -> anyhow::Result<Value> {
     let port: u16 = port.parse().with_context(|| format!("{key}: bad port in `{addr}`"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     Ok(json!({"socket_address": {"address": host, "port_value": port}}))
+}
+
+/// The sidecar cluster's endpoint address: an IP and port, or a Unix domain socket (`pipe`).
+/// Everything that calls the sidecar names the cluster, never the address — the ext_proc
+/// filters' gRPC service, the wasm filter's `dispatch_grpc_call`, the rate limit service and
+/// the cluster's own health check — so one address switches them all.
+fn sidecar_endpoint(address: &GrpcAddress, key: &str) -> anyhow::Result<Value> {
+    Ok(match address {
+        GrpcAddress::Tcp(a) => {
+            let a: SocketAddr = a
+                .parse()
+                .with_context(|| format!("{key} `{a}` must be ip:port or unix:/absolute/path"))?;
+            json!({"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}})
+        }
+        GrpcAddress::Unix(path) => json!({"pipe": {"path": path}}),
+    })
 }
 
 fn duration(ms: u64) -> String {
@@ -502,13 +518,11 @@ fn to_yaml(value: &Value, ca_bundle: &str) -> anyhow::Result<String> {
 fn bootstrap(config: &Config, opts: &RenderOptions, dynamic: bool) -> anyhow::Result<Value> {
     let g = &config.gateway;
     let mode = opts.mode.unwrap_or(g.mode);
-    let sidecar = g
-        .sidecar_address
-        .clone()
-        .unwrap_or_else(|| config.server.grpc_listen.clone());
-    let sidecar_addr: SocketAddr = sidecar
-        .parse()
-        .with_context(|| format!("gateway.sidecar_address `{sidecar}` must be ip:port"))?;
+    let sidecar_key = match g.sidecar_address {
+        Some(_) => "gateway.sidecar_address",
+        None => "server.grpc_listen",
+    };
+    let sidecar = sidecar_endpoint(&g.sidecar(&config.server)?, sidecar_key)?;
 
     let mut routes = Vec::new();
     for m in config.models.iter().filter(|m| m.enabled) {
@@ -687,9 +701,7 @@ fn bootstrap(config: &Config, opts: &RenderOptions, dynamic: bool) -> anyhow::Re
         },
         "load_assignment": {
             "cluster_name": SIDECAR_CLUSTER,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                "address": sidecar_addr.ip().to_string(), "port_value": sidecar_addr.port()
-            }}}}]}],
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": sidecar}}]}],
         },
     })];
     sidecar_health_check(&mut clusters[0], &g.sidecar_health_check);

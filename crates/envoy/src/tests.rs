@@ -526,3 +526,61 @@ fn sidecar_cluster_is_health_checked_without_panic_routing() {
     let sidecar = &off["static_resources"]["clusters"][0];
     assert!(sidecar["health_checks"].is_null() && sidecar["common_lb_config"].is_null());
 }
+
+#[test]
+fn sidecar_is_reached_over_tcp_or_a_unix_socket() {
+    let base = "providers: [{name: p, base_url: 'http://127.0.0.1:1/v1'}]\nmodels: [{name: m, provider: p}]\n";
+    let sidecar = |text: &str, mode: AttachMode| {
+        let c = load_str_with_env(text, &|_| None).unwrap();
+        let opts = RenderOptions {
+            mode: Some(mode),
+            wasm_path: Some("/opt/llmsoup_filter.wasm".into()),
+        };
+        let y: serde_yaml::Value = serde_yaml::from_str(&render(&c, &opts).unwrap()).unwrap();
+        let cluster = y["static_resources"]["clusters"][0].clone();
+        assert_eq!(cluster["name"].as_str(), Some(SIDECAR_CLUSTER));
+        cluster
+    };
+    let address =
+        |c: &serde_yaml::Value| c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"].clone();
+    let tcp = address(&sidecar(
+        &format!("{base}server: {{grpc_listen: '127.0.0.1:5055'}}\n"),
+        AttachMode::ExtProc,
+    ));
+    assert_eq!(tcp["socket_address"]["address"].as_str(), Some("127.0.0.1"));
+    assert_eq!(tcp["socket_address"]["port_value"].as_u64(), Some(5055));
+    // A co-located sidecar on a socket: a `pipe`, from either key and spelling, in both modes.
+    // The ext_proc filter, the wasm filter's calls, the rate limit service and the health check
+    // all name the cluster, so the cluster's address is the only thing that changes.
+    for mode in [AttachMode::ExtProc, AttachMode::Wasm] {
+        for (server, gateway) in [
+            ("unix:/run/llmsoup/grpc.sock", None),
+            ("unix:///run/llmsoup/grpc.sock", None),
+            ("127.0.0.1:5055", Some("unix:/run/llmsoup/grpc.sock")),
+        ] {
+            let mut text = format!("{base}server: {{grpc_listen: '{server}'}}\n");
+            if let Some(g) = gateway {
+                text += &format!("gateway: {{sidecar_address: '{g}'}}\n");
+            }
+            let cluster = sidecar(&text, mode);
+            let pipe = address(&cluster);
+            assert_eq!(pipe["pipe"]["path"].as_str(), Some("/run/llmsoup/grpc.sock"), "{text}");
+            assert!(pipe["socket_address"].is_null());
+            assert!(cluster["health_checks"][0]["grpc_health_check"].is_mapping());
+            assert!(
+                cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+                    ["explicit_http_config"]["http2_protocol_options"]
+                    .is_mapping()
+            );
+        }
+    }
+    // A TCP address must be an IP and port: the error names the key it came from.
+    let bad = |text: &str| {
+        let c = load_str_with_env(&format!("{base}{text}"), &|_| None).unwrap();
+        format!("{:#}", render(&c, &RenderOptions::default()).unwrap_err())
+    };
+    let e = bad("gateway: {sidecar_address: 'localhost'}\n");
+    assert!(e.contains("gateway.sidecar_address") && e.contains("unix:/"), "{e}");
+    let e = bad("server: {grpc_listen: 'llmsoup:50051'}\n");
+    assert!(e.contains("server.grpc_listen"), "{e}");
+}

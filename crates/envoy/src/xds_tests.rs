@@ -380,3 +380,27 @@ fn resource_names_make_distinct_safe_file_names() {
     assert_eq!(file_safe("../x"), "..~2fx");
     assert_eq!(file_safe("é ~"), "~c3~a9~20~7e");
 }
+
+#[test]
+fn the_static_sidecar_cluster_dials_a_unix_socket() {
+    // The sidecar cluster stays in the bootstrap (never in CDS): a reload cannot move it, and a
+    // change of address is a bootstrap change.
+    for mode in [AttachMode::ExtProc, AttachMode::Wasm] {
+        let tcp = bundle(CONFIG, mode);
+        let uds = bundle(
+            &format!("{CONFIG}server: {{grpc_listen: 'unix:/run/llmsoup/grpc.sock'}}\n"),
+            mode,
+        );
+        let b = yaml(&uds.bootstrap_yaml().unwrap());
+        let sidecar = &b["static_resources"]["clusters"][0];
+        assert_eq!(sidecar["name"].as_str(), Some(SIDECAR_CLUSTER));
+        assert_eq!(
+            sidecar["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["pipe"]["path"]
+                .as_str(),
+            Some("/run/llmsoup/grpc.sock")
+        );
+        let c = changes(&tcp, &uds);
+        assert!(c.resources.is_empty(), "{c:?}");
+        assert!(c.bootstrap.iter().any(|l| l.contains(SIDECAR_CLUSTER)), "{c:?}");
+    }
+}

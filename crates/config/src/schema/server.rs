@@ -6,7 +6,11 @@ use super::*;
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// gRPC address serving Envoy's ExternalProcessor (and llmsoup's Router) services.
+    /// gRPC address serving Envoy's ExternalProcessor, llmsoup's Router and the rate limit
+    /// services: `host:port`, or `unix:/absolute/path` for a Unix domain socket when Envoy runs on
+    /// the same host or in the same pod (no TCP stack on either side of the hop and no port open
+    /// to anyone else; the socket is created with mode 0660, a stale socket file left by a
+    /// sidecar that died is replaced, one a live process answers on is never taken over).
     #[serde(default = "default_grpc_listen")]
     pub grpc_listen: String,
     /// Admin HTTP address (`/health`, `/ready`, `/metrics`); `null` turns it off.
@@ -37,6 +41,74 @@ fn default_admin_listen() -> Option<String> {
 
 fn default_grpc_listen() -> String {
     "127.0.0.1:50051".into()
+}
+
+/// Where a gRPC endpoint of the sidecar is, as `server.grpc_listen` and
+/// `gateway.sidecar_address` spell it: TCP `host:port`, or `unix:/absolute/path` (gRPC's naming;
+/// `unix:///absolute/path` too) for a Unix domain socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrpcAddress {
+    /// A TCP address, `host:port` as written (the renderer and the sidecar parse what they need).
+    Tcp(String),
+    /// The path of a Unix domain socket: absolute, since the sidecar and Envoy resolve it from
+    /// different working directories, and short enough for `sun_path`.
+    Unix(std::path::PathBuf),
+}
+
+impl GrpcAddress {
+    /// The prefix that names a Unix domain socket.
+    pub const UNIX_PREFIX: &str = "unix:";
+    /// The longest socket path the kernel takes (`sun_path` is 108 bytes with its NUL).
+    pub const MAX_SOCKET_PATH: usize = 107;
+
+    /// Parses `host:port` or `unix:/path`; the error says what is wrong (the caller names the key).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let Some(path) = s.strip_prefix(Self::UNIX_PREFIX) else {
+            return Ok(GrpcAddress::Tcp(s.to_string()));
+        };
+        // `unix:///path` is gRPC's URI spelling of the same thing.
+        let path = path.strip_prefix("//").unwrap_or(path);
+        if !path.starts_with('/') || path.len() < 2 || path.ends_with('/') {
+            return Err(format!(
+                "`{s}`: a Unix socket needs an absolute file path (`unix:/run/llmsoup/grpc.sock`)"
+            ));
+        }
+        if path.len() > Self::MAX_SOCKET_PATH {
+            return Err(format!(
+                "`{s}`: a Unix socket path may have at most {} bytes (this one has {})",
+                Self::MAX_SOCKET_PATH,
+                path.len()
+            ));
+        }
+        Ok(GrpcAddress::Unix(path.into()))
+    }
+}
+
+impl fmt::Display for GrpcAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GrpcAddress::Tcp(a) => f.write_str(a),
+            GrpcAddress::Unix(p) => write!(f, "{}{}", Self::UNIX_PREFIX, p.display()),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// `grpc_listen`, parsed; the error names the key.
+    pub fn grpc_address(&self) -> Result<GrpcAddress, ConfigError> {
+        GrpcAddress::parse(&self.grpc_listen).map_err(|m| ConfigError::invalid("server.grpc_listen", m))
+    }
+}
+
+impl GatewayConfig {
+    /// Where Envoy reaches the sidecar: `sidecar_address`, else `server.grpc_listen`; the error
+    /// names the key it came from.
+    pub fn sidecar(&self, server: &ServerConfig) -> Result<GrpcAddress, ConfigError> {
+        match &self.sidecar_address {
+            Some(a) => GrpcAddress::parse(a).map_err(|m| ConfigError::invalid("gateway.sidecar_address", m)),
+            None => server.grpc_address(),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -99,7 +171,9 @@ pub struct GatewayConfig {
     /// `sidecar_timeout_ms` per request.
     #[serde(default)]
     pub sidecar_health_check: SidecarHealthCheck,
-    /// Address Envoy uses to reach the sidecar (defaults to `server.grpc_listen`).
+    /// Address Envoy uses to reach the sidecar, `ip:port` or `unix:/absolute/path` (defaults to
+    /// `server.grpc_listen`). A `unix:` address makes the sidecar cluster a `pipe`: Envoy must
+    /// see the socket at that path and may write to it (the sidecar's user or group).
     #[serde(default)]
     pub sidecar_address: Option<String>,
     /// CA bundle Envoy uses to verify HTTPS providers.

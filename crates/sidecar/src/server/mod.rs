@@ -1,6 +1,7 @@
 //! The sidecar's network front ends: Envoy's ext_proc gRPC service, llmsoup's Router service
-//! (for the wasm filter) and Envoy's rate limit service (budgets) on one port, with config
-//! reload and graceful shutdown.
+//! (for the wasm filter) and Envoy's rate limit service (budgets) on one port — TCP, or a Unix
+//! domain socket for an Envoy beside the sidecar ([`socket`]) — with config reload and graceful
+//! shutdown.
 
 mod admin;
 mod dashboard;
@@ -9,6 +10,7 @@ mod ext_proc;
 mod grpc_auth;
 mod ratelimit;
 mod router;
+mod socket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
+use llmsoup_config::GrpcAddress;
 use llmsoup_contract::outcome::Reply;
 use llmsoup_contract::v1::router_server::RouterServer;
 use llmsoup_router::engine::Engine;
@@ -106,13 +109,9 @@ pub async fn serve(source: ConfigSource, xds_dir: Option<String>) -> anyhow::Res
             .await
             .context("writing the Envoy resources")??
     };
-    let addr: SocketAddr = engine.config().server.grpc_listen.parse().with_context(|| {
-        format!(
-            "server.grpc_listen `{}` is not host:port",
-            engine.config().server.grpc_listen
-        )
-    })?;
-    warn_if_exposed(engine.config(), addr);
+    let address = engine.config().server.grpc_address()?;
+    let listener = GrpcListener::bind(&address)?;
+    warn_if_exposed(engine.config(), &listener);
     let shared = Shared::with_envoy(engine, observer, Arc::new(envoy));
 
     tokio::spawn(reload_on_sighup(source, shared.clone()));
@@ -128,16 +127,12 @@ pub async fn serve(source: ConfigSource, xds_dir: Option<String>) -> anyhow::Res
         });
     }
 
-    // Nagle + delayed ACKs would add ~40 ms to every small ext_proc message.
-    let incoming = tonic::transport::server::TcpIncoming::bind(addr)
-        .with_context(|| format!("binding gRPC listener on {addr}"))?
-        .with_nodelay(Some(true));
-    tracing::info!(%addr, "llmsoup sidecar listening (ext_proc + Router gRPC)");
+    tracing::info!(%address, "llmsoup sidecar listening (ext_proc + Router gRPC)");
     // `grpc.health.v1.Health` for Envoy's active health check of the sidecar cluster (the
     // sidecar circuit breaker, see `envoy::sidecar_health_check`). Deliberately outside any
     // authentication: it reveals nothing, and Envoy's health checker sends no credentials.
     let (health, health_service) = tonic_health::server::health_reporter();
-    tonic::transport::Server::builder()
+    let services = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(InterceptedService::new(
             ExternalProcessorServer::new(ExtProcService::new(shared.clone()))
@@ -155,23 +150,65 @@ pub async fn serve(source: ConfigSource, xds_dir: Option<String>) -> anyhow::Res
         .add_service(InterceptedService::new(
             RateLimitServiceServer::new(RateLimitServer::new(shared.clone())),
             GrpcAuth::new(shared.clone()),
-        ))
-        .serve_with_incoming_shutdown(incoming, async move {
-            shutdown_signal().await;
-            // NOT_SERVING first, so Envoy stops sending new requests while in-flight ones drain.
-            health
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
-        })
-        .await
-        .context("gRPC server")?;
+        ));
+    let drain = async move {
+        shutdown_signal().await;
+        // NOT_SERVING first, so Envoy stops sending new requests while in-flight ones drain.
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    };
+    match listener {
+        GrpcListener::Tcp(incoming) => services.serve_with_incoming_shutdown(incoming, drain).await,
+        GrpcListener::Unix(socket) => {
+            // The file goes when serving ends (a stale one would be replaced at the next start).
+            let (incoming, _file) = socket.into_incoming();
+            services.serve_with_incoming_shutdown(incoming, drain).await
+        }
+    }
+    .context("gRPC server")?;
     tracing::info!("llmsoup sidecar stopped");
     Ok(())
 }
 
+/// The bound gRPC listener.
+enum GrpcListener {
+    Tcp(tonic::transport::server::TcpIncoming),
+    Unix(socket::UnixSocket),
+}
+
+impl GrpcListener {
+    /// Binds `address` before anything is served, so a port or socket in use stops the start.
+    fn bind(address: &GrpcAddress) -> anyhow::Result<Self> {
+        Ok(match address {
+            GrpcAddress::Tcp(addr) => {
+                let addr: SocketAddr = addr
+                    .parse()
+                    .with_context(|| format!("server.grpc_listen `{addr}` is not host:port"))?;
+                // Nagle + delayed ACKs would add ~40 ms to every small ext_proc message.
+                let incoming = tonic::transport::server::TcpIncoming::bind(addr)
+                    .map_err(|e| anyhow::anyhow!("binding gRPC listener on {addr}: {e}"))?
+                    .with_nodelay(Some(true));
+                GrpcListener::Tcp(incoming)
+            }
+            GrpcAddress::Unix(path) => {
+                GrpcListener::Unix(socket::UnixSocket::bind(path).context("server.grpc_listen")?)
+            }
+        })
+    }
+}
+
 /// Loud warnings for listeners that anyone on the network can reach without a secret.
-fn warn_if_exposed(config: &llmsoup_config::Config, grpc: SocketAddr) {
-    if !grpc.ip().is_loopback() && config.server.grpc_token.is_none() {
+fn warn_if_exposed(config: &llmsoup_config::Config, grpc: &GrpcListener) {
+    // A Unix socket is reachable only through the file system (mode 0660).
+    let grpc = match grpc {
+        GrpcListener::Tcp(incoming) => incoming.local_addr().ok(),
+        GrpcListener::Unix(_) => None,
+    };
+    if let Some(grpc) = grpc
+        && !grpc.ip().is_loopback()
+        && config.server.grpc_token.is_none()
+    {
         tracing::warn!(
             %grpc,
             "the gRPC port listens beyond loopback without `server.grpc_token`: anyone who reaches it \
