@@ -190,7 +190,9 @@ def test_forged_grpc_calls_change_nothing(mode, pb):
         stats, backends = authed(s, "/stats").json(), authed(s, "/v1/backends").json()
         metrics_before = len(authed(s, "/metrics").content)
 
-        channel = grpc.insecure_channel(s.grpc_target)
+        # A plain authority: for a `unix:` target grpc-core would send the socket's path, which
+        # is no valid HTTP/2 :authority (the sidecar's HTTP/2 server resets the stream).
+        channel = grpc.insecure_channel(s.grpc_target, options=[("grpc.default_authority", "localhost")])
         stub = router_pb2_grpc.RouterStub(channel)
         down = [router_pb2.UsageReport(model="coder", decision="coding", status=503, usage_seen=True,
                                        prompt_tokens=1_000_000_000, completion_tokens=1_000_000_000,
