@@ -2,12 +2,18 @@
 //! the same host or in the same pod: each message skips the loopback TCP stack in both
 //! processes, and no port is open to anyone else.
 //!
-//! The socket file outlives a sidecar that dies without cleaning up (SIGKILL, OOM). Binding
-//! removes such a stale file (nothing answers on it), but never one a live process serves on —
-//! two sidecars on one path would take each other's traffic — and never anything that is not a
-//! socket. A clean stop removes the file again, unless another process has replaced it since.
+//! The socket file outlives a sidecar that dies without cleaning up (SIGKILL, OOM). Ownership is
+//! an exclusive lock on `<path>.lock`, held for the life of the process (the kernel drops it
+//! when the process dies, however it dies): whoever takes the lock owns the path, so a socket file
+//! found then is stale and is replaced; a sidecar that cannot take it refuses to start (two
+//! sidecars on one socket would take each other's traffic) — including while the owner drains
+//! its last requests with its listener already closed, when a connect alone would call the
+//! socket stale. A socket some other program answers on, or a path that is not a socket, is never
+//! replaced either. A clean stop removes the socket file; the lock file stays (removing it would
+//! let two starting sidecars lock two different files).
 
-use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
+use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
@@ -27,11 +33,18 @@ pub struct UnixSocket {
     file: SocketFile,
 }
 
-/// The socket's file: removed when dropped, if it is still the one this process bound.
+/// The socket's file and the lock that makes it this process's: the file is removed when this
+/// is dropped, the lock released when the process ends.
 pub struct SocketFile {
     path: PathBuf,
-    /// (device, inode) of the socket bound, so a file another process put there is left alone.
-    id: (u64, u64),
+    _lock: File,
+}
+
+/// `<path>.lock`.
+fn lock_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".lock");
+    p.into()
 }
 
 impl UnixSocket {
@@ -47,6 +60,7 @@ impl UnixSocket {
                 .create(dir)
                 .with_context(|| format!("creating the socket's directory `{}`", dir.display()))?;
         }
+        let lock = lock(path)?;
         remove_stale(path)?;
         let listener = tokio::net::UnixListener::bind(path)
             .with_context(|| format!("binding the gRPC socket `{}`", path.display()))?;
@@ -54,12 +68,11 @@ impl UnixSocket {
         // the directory's permissions keep others out (keep the socket in a private directory).
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
             .with_context(|| format!("setting the mode of `{}`", path.display()))?;
-        let meta = std::fs::symlink_metadata(path).with_context(|| format!("reading `{}`", path.display()))?;
         Ok(UnixSocket {
             listener,
             file: SocketFile {
                 path: path.to_path_buf(),
-                id: (meta.dev(), meta.ino()),
+                _lock: lock,
             },
         })
     }
@@ -70,7 +83,29 @@ impl UnixSocket {
     }
 }
 
-/// Removes a socket file nothing answers on; refuses a live socket and anything else.
+/// Takes `<path>.lock`, or says who has it.
+fn lock(path: &Path) -> anyhow::Result<File> {
+    let lock_path = lock_path(path);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .with_context(|| format!("opening the socket's lock file `{}`", lock_path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another process is serving on `{}` (it holds `{}`: a second sidecar on the same socket?)",
+            path.display(),
+            lock_path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking `{}`", lock_path.display())),
+    }
+}
+
+/// With the lock held: removes a socket file nothing answers on; refuses a socket some other
+/// program serves on, and anything that is not a socket.
 fn remove_stale(path: &Path) -> anyhow::Result<()> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
@@ -86,10 +121,7 @@ fn remove_stale(path: &Path) -> anyhow::Result<()> {
     // A Unix connect answers at once: accepted (someone serves), refused (stale), or an error
     // that says the file cannot be ours to replace (permissions).
     match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => bail!(
-            "another process is serving on `{}` (a second sidecar on the same socket?)",
-            path.display()
-        ),
+        Ok(_) => bail!("another process is serving on `{}`", path.display()),
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             tracing::info!(path = %path.display(), "removing a stale gRPC socket left by a stopped sidecar");
             std::fs::remove_file(path).with_context(|| format!("removing the stale socket `{}`", path.display()))
@@ -100,9 +132,12 @@ fn remove_stale(path: &Path) -> anyhow::Result<()> {
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        let ours = std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id);
-        if ours && let Err(e) = std::fs::remove_file(&self.path) {
-            tracing::warn!(path = %self.path.display(), error = %e, "could not remove the gRPC socket");
+        // The lock is still held here: nobody else can have bound this path since.
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(path = %self.path.display(), error = %e, "could not remove the gRPC socket");
+            }
+            _ => {}
         }
     }
 }
@@ -159,17 +194,39 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_file_replaced_by_another_process_is_left_alone() {
-        let dir = tempdir("replaced");
+    async fn the_lock_keeps_a_draining_sidecar_s_path() {
+        let dir = tempdir("drain");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("grpc.sock");
         let (incoming, file) = UnixSocket::bind(&path).unwrap().into_incoming();
+        // Draining: the listener is closed, so a connect is refused as if the socket were stale,
+        // but the process still runs. A second sidecar must not take the path.
         drop(incoming);
-        // Someone else's socket at the same path (a newer sidecar that found ours stale).
-        std::fs::remove_file(&path).unwrap();
-        let _theirs = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert!(std::os::unix::net::UnixStream::connect(&path).is_err());
+        let e = format!("{:#}", UnixSocket::bind(&path).err().unwrap());
+        assert!(
+            e.contains("another process is serving") && e.contains("grpc.sock.lock"),
+            "{e}"
+        );
+        assert!(path.exists());
+        // Stopped: the file is gone and the next sidecar binds.
         drop(file);
-        assert!(path.exists(), "the other process's socket must stay");
+        assert!(!path.exists());
+        let (_incoming, _file) = UnixSocket::bind(&path).unwrap().into_incoming();
+        assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_socket_another_program_serves_is_never_taken_over() {
+        let dir = tempdir("foreign");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("grpc.sock");
+        // Not a sidecar (no lock), but listening.
+        let _theirs = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let e = format!("{:#}", UnixSocket::bind(&path).err().unwrap());
+        assert!(e.contains("another process is serving"), "{e}");
+        assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
