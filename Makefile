@@ -89,8 +89,9 @@ bench: deps models release wasm
 	$(MAKE) bench-hop
 
 # The sidecar hop's variants against loopback TCP, interleaved over BENCH_ROUNDS rounds at c=16
-# and c=1: a Unix domain socket (`+uds`), and what Envoy sends the sidecar (bench/README.md).
-HOP_TARGETS ?= ext_proc,ext_proc+uds,wasm,wasm+uds
+# and c=1: a Unix domain socket (`+uds`), and no response accounting (`+noacct`: what the
+# response-side exchanges cost); see bench/README.md.
+HOP_TARGETS ?= ext_proc,ext_proc+uds,ext_proc+noacct,wasm,wasm+uds,wasm+noacct
 bench-hop: deps models release wasm
 	BENCH_TARGETS=$(HOP_TARGETS) BENCH_ROUNDS=$${BENCH_ROUNDS:-5} BENCH_RESULTS=bench/hop-results.md \
 		LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/gateway.py

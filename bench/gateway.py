@@ -10,7 +10,8 @@ the same config (bench/bench-config.yaml, keyword rules only, no auth), measured
 and variants of the routed modes (a suffix of the key, combinable: `ext_proc+uds+noacct`):
   +fallback a fallback chain on every routed model (no failures: the happy path's cost);
   +uds      Envoy reaches the sidecar over a Unix domain socket (`server.grpc_listen: unix:/...`)
-            instead of loopback TCP.
+            instead of loopback TCP;
+  +noacct   `gateway.response_accounting: false` (no response body reaches the sidecar).
 
 The stacks (mock upstream + sidecar + Envoy on free 127.0.0.1 ports) come from the end-to-end
 harness (tests/e2e/harness.py). The load tool is wrk (installed from Debian when missing; oha is
@@ -89,6 +90,10 @@ TARGETS = [
 # step of its own, interleaved over several rounds).
 VARIANTS = {
     "uds": "Unix socket",
+    # `gateway.response_accounting: false`: no response body to the sidecar (ext_proc: one
+    # exchange fewer per JSON response; wasm: chunks not copied into the VM) — what the
+    # response-side exchanges cost, i.e. the most that trimming them can save.
+    "noacct": "no response accounting",
 }
 
 
@@ -136,6 +141,9 @@ class BenchStack(harness.Stack):
             for model, fallback in FALLBACKS.items():
                 text = re.sub(rf"(\{{name: {model}, [^}}]*)\}}", rf"\1, fallbacks: [{fallback}]}}", text, count=1)
             self.config.write_text(text)
+        if "noacct" in variants:
+            text = self.config.read_text()
+            self.config.write_text(text.replace("\ngateway:\n", "\ngateway:\n  response_accounting: false\n", 1))
         self.env["LLMSOUP_LOG"] = SIDECAR_LOG
         self.envoy_concurrency = "?"
 
