@@ -340,8 +340,8 @@ def test_a_retry_after_skips_the_model_for_that_long_then_it_is_used_again(fb_st
     backends_until(s, lambda v: "skip_s" not in v.get("rl", {}), timeout=10)
     if form == "seconds":
         retry_after = "2"
-    else:  # an HTTP date 3 s ahead: its comma travels percent-encoded in x-llmsoup-attempts
-        retry_after = email.utils.formatdate(time.time() + 3, usegmt=True)
+    else:  # an HTTP date 4 s ahead: its comma travels percent-encoded in x-llmsoup-attempts
+        retry_after = email.utils.formatdate(time.time() + 4, usegmt=True)
     mark = new_mark(s)
     r = s.chat("hello", model="rl", headers={"x-mock-fail-for": "rl-v1=429", "x-mock-retry-after": retry_after,
                                              "x-e2e-mark": mark})
@@ -351,7 +351,7 @@ def test_a_retry_after_skips_the_model_for_that_long_then_it_is_used_again(fb_st
     assert attempts.startswith("rl;429;") and attempts.endswith(",rlfb"), attempts
     assert [e["body"]["model"] for e in attempts_received(s, mark)] == ["rl-v1", "rlfb-v1"]
     view = backends_until(s, lambda v: "skip_s" in v.get("rl", {}))
-    assert 0 < view["rl"]["skip_s"] <= 3.5, view["rl"]
+    assert 0 < view["rl"]["skip_s"] <= 4.5, view["rl"]
     started = time.monotonic()
     # Within the window: straight to the fallback, the primary never sees the request.
     mark = new_mark(s)
@@ -394,12 +394,12 @@ def test_the_decision_log_says_which_chain_models_were_skipped_and_why(fb_stack)
     s = fb_stack
     rid = f"skips-{s.mode}-{time.monotonic_ns()}"
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
-    r = s.chat("tell me about the walrus", tools=tools,
-               headers={"x-request-id": rid, "x-mock-fail-for": "picky-v1=503"})
+    r = s.chat("tell me about the walrus", tools=tools, headers={"x-request-id": rid})
     m = received(r)
     assert r.headers["x-llmsoup-decision"] == "skippy"
-    assert r.headers["x-llmsoup-attempts"] == "picky;503,decent"
-    assert m["body"]["model"] == "decent-v1"
+    # The chain Envoy got is what was left: picky, then decent.
+    assert r.headers["x-llmsoup-attempts"] == "picky"
+    assert m["body"]["model"] == "picky-v1"
     line = decision_log_line(s, rid)
     assert line["model"] == "picky"
     assert line["skipped_fallbacks"] == [
