@@ -87,17 +87,6 @@ test-deploy: deps build
 bench: deps models release wasm
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/gateway.py
 	$(MAKE) bench-hop
-
-# The sidecar hop's variants against loopback TCP, interleaved over BENCH_ROUNDS rounds at c=16
-# and c=1: a Unix domain socket (`+uds`), and no response accounting (`+noacct`: what the
-# response-side exchanges cost); see bench/README.md.
-HOP_TARGETS ?= ext_proc,ext_proc+uds,ext_proc+noacct,wasm,wasm+uds,wasm+noacct
-bench-hop: deps models release wasm
-	BENCH_TARGETS=$(HOP_TARGETS) BENCH_ROUNDS=$${BENCH_ROUNDS:-5} BENCH_RESULTS=bench/hop-results.md \
-		LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/gateway.py
-	BENCH_CONCURRENCY=1 BENCH_TARGETS=$(HOP_TARGETS) BENCH_ROUNDS=$${BENCH_ROUNDS:-5} \
-		BENCH_RESULTS=bench/hop-results-c1.md \
-		LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/gateway.py
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/ttfb.py
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/cache.py
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/budgets.py
@@ -113,6 +102,17 @@ bench-hop: deps models release wasm
 	$(CARGO) run --release -q -p llmsoup-tools --example bench_route -- \
 		--bin $(CURDIR)/target/release/llmsoup --config bench/signals-config-window.yaml --out bench/signals-results-window.md
 	$(CARGO) run --release -q -p llmsoup-tools --example bench_encoder
+
+# The sidecar hop's variants against loopback TCP, interleaved over BENCH_ROUNDS rounds at c=16
+# and c=1: a Unix domain socket (`+uds`), and no response accounting (`+noacct`: what the
+# response-side exchanges cost); see bench/README.md.
+HOP_TARGETS ?= ext_proc,ext_proc+uds,ext_proc+noacct,wasm,wasm+uds,wasm+noacct
+bench-hop: deps models release wasm
+	BENCH_TARGETS=$(HOP_TARGETS) BENCH_ROUNDS=$${BENCH_ROUNDS:-5} BENCH_RESULTS=bench/hop-results.md \
+		LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/gateway.py
+	BENCH_CONCURRENCY=1 BENCH_TARGETS=$(HOP_TARGETS) BENCH_ROUNDS=$${BENCH_ROUNDS:-5} \
+		BENCH_RESULTS=bench/hop-results-c1.md \
+		LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/gateway.py
 
 # Also: the binary without the router (config check and envoy-config without Candle) still builds,
 # and no module cycles inside a crate (crates themselves cannot form cycles).
