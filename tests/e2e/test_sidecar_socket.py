@@ -161,7 +161,7 @@ def test_a_fallback_chain_over_the_socket(mode):
         r = s.chat("hello", model="prim", headers={"x-mock-fail-for": "prim-v1=503"})
         assert r.status_code == 200, r.text
         got = r.json()["mock"]
-        assert r.headers["x-llmsoup-model"] == "fb" and r.headers["x-llmsoup-attempts"] == "prim,fb"
+        assert r.headers["x-llmsoup-model"] == "fb" and r.headers["x-llmsoup-attempts"] == "prim;503,fb"
         assert got["port"] == s.ports["beta"] and got["body"]["model"] == "fb-v1"
         assert got["headers"]["authorization"] == f"Bearer {BETA_PROVIDER_KEY}"
     finally:
