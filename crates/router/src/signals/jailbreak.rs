@@ -499,7 +499,7 @@ mod tests {
     /// False positives on ordinary traffic (`tests/data/benign-eval.jsonl`: 1,182 prompts from
     /// public support, assistant, coding and writing sets that no head trains on): at most 1% at
     /// the recommended blocking threshold (measured 0.4%). At the default 0.5 the goal of 1% is not
-    /// met yet (measured 4.1%, the jailguard head alone 4.1% too): the bound here only guards
+    /// met yet (measured 3.6%; the jailguard head alone 4.1%): the bound here only guards
     /// against regressions. `make eval-signals` prints the table per source.
     #[tokio::test]
     async fn ordinary_traffic_false_positive_rate_is_at_most_one_percent() {
