@@ -336,7 +336,7 @@ fn main() -> anyhow::Result<()> {
         let held = |t: &str| {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             t.hash(&mut h);
-            h.finish() % 5 == 0
+            h.finish().is_multiple_of(5)
         };
         let (mut xtr, mut ytr, mut xte, mut yte) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (r, e) in rows.iter().zip(&x) {
