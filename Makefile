@@ -5,7 +5,7 @@ CARGO   ?= cargo
 VENV    := .cache/venv
 PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: all build release deps wasm models train-domain train-jailbreak train-router run test test-unit lint-arm64 test-arm64 test-e2e test-e2e-uds test-deploy bench-hop lint fmt clean envoy-configs bench fuzz fuzz-cmin
+.PHONY: all build release deps wasm models train-domain train-jailbreak train-router eval-signals run test test-unit lint-arm64 test-arm64 test-e2e test-e2e-uds test-deploy bench-hop lint fmt clean envoy-configs bench fuzz fuzz-cmin
 
 all: build
 
@@ -25,9 +25,16 @@ models: deps
 train-domain: deps models
 	@scripts/train-domain.sh
 
-# Rebuild the jailbreak classifier head (committed) and print precision/recall (HEAD=jailguard|own|mean).
+# Rebuild the jailbreak classifier head (committed) and print false positives on ordinary traffic
+# and recall per injection source, leave-one-source-out (HEAD=own|jailguard|mean).
 train-jailbreak: deps models
 	@scripts/train-jailbreak.sh
+
+# Measure the committed signal heads: the jailbreak FP/recall table (HEAD=shipped) and the domain
+# head's leave-one-source-out accuracy per category (needs ../shared/data; writes nothing).
+eval-signals: deps models
+	@HEAD=shipped scripts/train-jailbreak.sh
+	@EVAL_ONLY=1 scripts/train-domain.sh
 
 # Retrain the learned router (`difficulty` signal; weights committed) from the MMLU-Pro outcomes in
 # ../shared/data/routing (never committed); prints the leave-one-source-out validation table.

