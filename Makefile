@@ -5,7 +5,7 @@ CARGO   ?= cargo
 VENV    := .cache/venv
 PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: all build release deps wasm models train-domain train-jailbreak train-router run test test-unit test-e2e test-deploy lint fmt clean envoy-configs bench fuzz fuzz-cmin
+.PHONY: all build release deps wasm models train-domain train-jailbreak train-router check-train-router run test test-unit test-e2e test-deploy lint fmt clean envoy-configs bench fuzz fuzz-cmin
 
 all: build
 
@@ -33,6 +33,11 @@ train-jailbreak: deps models
 # ../shared/data/routing (never committed); prints the leave-one-source-out validation table.
 train-router: deps models
 	@scripts/train-router.sh
+
+# Retrains the learned router into a temporary file and fails unless it equals the committed
+# head byte for byte (same CPU family: the encoder's and candle's f32 kernels are picked per CPU).
+check-train-router: deps models
+	@scripts/train-router.sh --check
 
 # The proxy-wasm filter (target/wasm/wasm32-unknown-unknown/wasm/llmsoup_filter.wasm).
 wasm:

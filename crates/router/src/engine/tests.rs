@@ -785,11 +785,13 @@ decisions:
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The learned router on the real encoder: exam-style quantitative questions score harder than
-/// small talk, the decision on `difficulty` sends them to the strong model, and the prediction
-/// (difficulty and per-strength success) is kept on the view for `classify` and `eval`.
+/// The learned router on the real encoder: an exam-style quantitative question scores higher than
+/// small talk, the decision on `difficulty` sends it to the strong model, and the prediction
+/// (difficulty and each reference model's success) is kept on the view for `classify` and `eval`.
 #[tokio::test]
 async fn difficulty_signal_routes_hard_prompts_to_the_strong_model() {
+    // The learned-router example's threshold.
+    const THRESHOLD: f64 = 0.15;
     let Some(dir) = crate::models::testing::model_dir() else {
         return;
     };
@@ -800,7 +802,7 @@ models:
   - {{name: cheap, provider: p}}
   - {{name: strong, provider: p}}
 signals:
-  difficulty: [{{name: hard, threshold: 0.5}}]
+  difficulty: [{{name: hard, threshold: {THRESHOLD}}}]
 decisions:
   - name: hard_prompts
     rules: {{type: difficulty, name: hard}}
@@ -822,9 +824,9 @@ routing: {{default_model: cheap}}
     assert!(ph.difficulty() > pe.difficulty(), "{ph:?} vs {pe:?}");
     assert_eq!(r_hard.model, "strong", "{ph:?}");
     assert_eq!(r_easy.model, "cheap", "{pe:?}");
-    assert!(ph.success(2.0) > ph.success(-2.0));
+    assert!(ph.strong > ph.weak, "{ph:?}");
     let details = e.explain(&hard).await;
-    assert!(details["difficulty"]["difficulty"].as_f64().unwrap() > 0.5);
+    assert!(details["difficulty"]["difficulty"].as_f64().unwrap() >= THRESHOLD);
 }
 
 fn two_apis() -> Engine {
