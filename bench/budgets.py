@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 import gateway  # noqa: E402  (bench/gateway.py: BenchStack, wrk helpers)
 from redis_server import RedisServer  # noqa: E402
 
-RESULTS = BENCH_DIR / "budgets-results.md"
+# c=16 (the default) writes budgets-results.md; any other concurrency its own file (budgets-results-c1.md, ...).
+RESULTS = BENCH_DIR / ("budgets-results.md" if gateway.CONCURRENCY == 16 else f"budgets-results-c{gateway.CONCURRENCY}.md")
 HUGE = 10**12
 BUDGETS = f"""
 budgets:

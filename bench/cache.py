@@ -3,7 +3,7 @@
 provider call to the mock upstream, through a real Envoy, per attach mode and store (in-process
 and a real redis-server), measured in the same run on the same stack.
 
-One client on one keep-alive connection sends BENCH_CACHE_REQUESTS (default 400) requests of each
+One client on one keep-alive connection sends BENCH_CACHE_REQUESTS (default 1000) requests of each
 kind after a warm-up: `hit` repeats a prompt whose answer is cached (exact match; the decision
 also has semantic matching on, so the shared query embedding is computed once and then comes from
 the embedding cache), `provider` sends a concrete model name (no routing, no cache), which Envoy
@@ -37,7 +37,7 @@ from gateway import cpu_model, envoy_version  # noqa: E402
 
 CONFIG = ROOT / "tests" / "e2e" / "llmsoup-cache.yaml"
 RESULTS = BENCH_DIR / "cache-results.md"
-N = int(os.environ.get("BENCH_CACHE_REQUESTS", "400"))
+N = int(os.environ.get("BENCH_CACHE_REQUESTS", "1000"))
 
 
 def percentile(xs: list[float], p: float) -> float:
@@ -86,6 +86,7 @@ def run(mode: str, backend: str) -> dict:
 
 def main() -> int:
     rows = []
+    load_before = " ".join(open("/proc/loadavg").read().split()[:3])
     for mode in ("ext_proc", "wasm"):
         for backend in ("memory", "redis"):
             if backend == "redis" and shutil.which("redis-server") is None:
@@ -99,7 +100,8 @@ def main() -> int:
         "",
         f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, `bench/cache.py`, Envoy {envoy_version()}, "
         f"sidecar: {harness.llmsoup_bin()} ({harness.llmsoup_bin().parent.name} build), "
-        f"CPU: {cpu_model()} ({os.cpu_count()} cores, shared with other builds when measured here), one client, one keep-alive connection, "
+        f"CPU: {cpu_model()} ({os.cpu_count()} cores; load average before {load_before}, after "
+        f"{' '.join(open('/proc/loadavg').read().split()[:3])}), one client, one keep-alive connection, "
         f"{N} requests of each kind after a warm-up. The provider is the local mock upstream (no "
         "network, no model time): real providers take 100s of ms, so this compares the gateway's "
         "own cost of a hit with its cost of a forwarded request.",

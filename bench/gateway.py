@@ -45,9 +45,10 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 import harness  # noqa: E402  (tests/e2e/harness.py: Stack, envoy_bin, wasm_filter, llmsoup_bin)
 
 CONFIG = BENCH_DIR / "bench-config.yaml"
-RESULTS = BENCH_DIR / "results.md"
 
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "16"))
+# c=16 (the default) writes results.md; any other concurrency its own file (results-c1.md, ...).
+RESULTS = BENCH_DIR / ("results.md" if CONCURRENCY == 16 else f"results-c{CONCURRENCY}.md")
 THREADS = min(2, CONCURRENCY)
 DURATION_S = int(os.environ.get("BENCH_DURATION", "10"))
 WARMUP_S = int(os.environ.get("BENCH_WARMUP", "2"))
@@ -94,7 +95,9 @@ class BenchStack(harness.Stack):
     routing filters from it and runs no sidecar."""
 
     def __init__(self, target: str):
-        super().__init__(mode="wasm" if target.startswith("wasm") else "ext_proc")
+        # Everything inline (no xDS files): `bare` edits the bootstrap's route table, and the
+        # data path is the same either way.
+        super().__init__(mode="wasm" if target.startswith("wasm") else "ext_proc", xds=False)
         self.target = target
         shutil.copy(CONFIG, self.config)  # replaces the e2e template the harness copied
         if target.endswith("+fallback"):

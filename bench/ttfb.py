@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`make bench`, streaming step: what response accounting costs an SSE client. Client-side time to
 first byte of the response *body* (and, for context, of the response headers) over sequential
-streaming requests through Envoy, for six gateways built from bench/bench-config.yaml and run side
+streaming requests through Envoy, for eight gateways built from bench/bench-config.yaml and run side
 by side:
 
   bare             Envoy -> mock, the ext_proc bootstrap without the ext_proc and Lua filters;
@@ -12,7 +12,11 @@ by side:
                    observability mode reads the response and Envoy never waits for it;
   ext_proc_off     `gateway.response_accounting: false` (no response body to the sidecar);
   wasm             proxy-wasm filter + sidecar, accounting on (the filter reads chunks as they pass);
-  wasm_off         the same with accounting off.
+  wasm_off         the same with accounting off;
+  ext_proc_messages, wasm_messages
+                   an Anthropic Messages client (`POST /v1/messages`) routed to the same
+                   OpenAI-format provider: the request and every SSE event are translated (and usage
+                   is asked for upstream), compared with the same mode's OpenAI client.
 
 Requests go one at a time over one keep-alive connection per gateway, in interleaved rounds (the
 order rotates every round) so machine drift hits every mode alike. The mock streams
@@ -78,10 +82,15 @@ MODES = [
     ("ext_proc_off", "ext_proc, no accounting", "ext_proc", False),
     ("wasm", "wasm, accounting", "wasm", True),
     ("wasm_off", "wasm, no accounting", "wasm", False),
+    ("ext_proc_messages", "ext_proc, Anthropic client → OpenAI provider", "ext_proc", True),
+    ("wasm_messages", "wasm, Anthropic client → OpenAI provider", "wasm", True),
 ]
 LABEL = {key: label for key, label, _, _ in MODES}
 # Which mode each accounting mode is compared with.
 WITHOUT = {"ext_proc": "ext_proc_off", "ext_proc_async": "ext_proc_off", "wasm": "wasm_off"}
+# The modes whose client speaks Anthropic Messages, and the OpenAI-client mode each is compared with:
+# the difference is what translating the request and every SSE event adds.
+TRANSLATED = {"ext_proc_messages": "ext_proc", "wasm_messages": "wasm"}
 
 
 class TtfbStack(gateway.BenchStack):
@@ -101,11 +110,18 @@ class TtfbStack(gateway.BenchStack):
         self.config.write_text(patched)
 
 
-def request_bytes(port: int) -> bytes:
-    body = json.dumps({"model": "auto", "stream": True, "stream_options": {"include_usage": True},
-                       "messages": [{"role": "user", "content": gateway.PROMPTS[0][0]}]},
-                      separators=(",", ":")).encode()
-    head = (f"POST {gateway.PATH} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
+def request_bytes(port: int, anthropic: bool) -> bytes:
+    messages = [{"role": "user", "content": gateway.PROMPTS[0][0]}]
+    if anthropic:
+        # What the anthropic SDK sends: no stream_options (the gateway asks the OpenAI-format
+        # provider for usage itself and reports it in message_start / message_delta).
+        path, extra = "/v1/messages", "anthropic-version: 2023-06-01\r\n"
+        payload = {"model": "auto", "max_tokens": 64, "stream": True, "messages": messages}
+    else:
+        path, extra = gateway.PATH, ""
+        payload = {"model": "auto", "stream": True, "stream_options": {"include_usage": True}, "messages": messages}
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    head = (f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n{extra}"
             f"x-mock-chunks: {CHUNKS}\r\nx-mock-chunk-delay-ms: {CHUNK_DELAY_MS}\r\n"
             f"x-mock-usage: {PROMPT_TOKENS},{COMPLETION_TOKENS}\r\ncontent-length: {len(body)}\r\n\r\n")
     return head.encode() + body
@@ -117,7 +133,8 @@ class Client:
     def __init__(self, stack: TtfbStack):
         self.stack = stack
         self.port = stack.ports["listen"]
-        self.request = request_bytes(self.port)
+        self.anthropic = stack.key in TRANSLATED
+        self.request = request_bytes(self.port, self.anthropic)
         self.sock: socket.socket | None = None
 
     def connect(self):
@@ -161,7 +178,9 @@ class Client:
                 t_body = now
             if buf.endswith(b"\r\n0\r\n\r\n"):
                 break
-        if b"data: [DONE]" not in buf or b'"usage"' not in buf:
+        done = (b"event: message_stop" in buf and b'"output_tokens"' in buf) if self.anthropic \
+            else (b"data: [DONE]" in buf and b'"usage"' in buf)
+        if not done:
             raise RuntimeError(f"{self.stack.key}: incomplete stream: {bytes(buf[-300:])!r}")
         return (t_headers - t0) * 1e3, (t_body - t0) * 1e3, (now - t0) * 1e3
 
@@ -244,6 +263,12 @@ def report(samples: dict, per_round: dict, checks: list[str], meta: dict) -> tup
                      f"| {vs_bare[0]} "
                      f"| {vs_bare[1]} | {vs_off[0]} | {vs_off[1]} |")
     lines += ["", "Target (accounting vs the same attach mode without it):", ""] + verdicts
+    lines += ["", "Translation (Anthropic Messages client → OpenAI-format provider, vs the same attach mode's "
+              "OpenAI client; both with accounting; no target in the issue, reported):", ""]
+    for key, pair in TRANSLATED.items():
+        s, w = summary[key], summary[pair]
+        lines.append(f"- {LABEL[key]}: TTFB {s['p50'] - w['p50']:+.3f} ms p50, {s['p99'] - w['p99']:+.3f} ms p99; "
+                     f"last byte {s['end50'] - w['end50']:+.3f} ms p50")
     lines += ["", "Accounting check after the run (sidecar /stats totals):", ""] + [f"- {c}" for c in checks]
     lines += ["", "TTFB p50 per round (ms), to judge drift and noise:", "",
               "| round | " + " | ".join(LABEL[k] for k, *_ in MODES) + " |", "|---|" + "---:|" * len(MODES)]

@@ -37,12 +37,16 @@ wait_port() { # host port what
 
 "$BIN" config check "$CONFIG" >/dev/null
 MODE=${LLMSOUP_MODE:-ext_proc}
-RENDER=(--config "$CONFIG" --output "$RUN/envoy.yaml" --mode "${MODE//_/-}")
+# Envoy's routes, clusters, credentials and token/model filter configs live in files here: the
+# sidecar rewrites them on reload (`kill -HUP`), and Envoy applies them without a restart.
+XDS="$PWD/$RUN/xds"
+RENDER=(--config "$CONFIG" --output "$RUN/envoy.yaml" --mode "${MODE//_/-}" --xds-dir "$XDS")
 [ "$MODE" = wasm ] && RENDER+=(--wasm "$PWD/target/wasm/wasm32-unknown-unknown/wasm/llmsoup_filter.wasm")
 "$BIN" envoy-config "${RENDER[@]}"
 
 "$BIN" mock-upstream --listen "127.0.0.1:$LLMSOUP_MOCK_PORT" > "$RUN/mock-upstream.log" 2>&1 & pids+=($!)
-"$BIN" serve --config "$CONFIG" > "$RUN/sidecar.log" 2>&1 & pids+=($!)
+"$BIN" serve --config "$CONFIG" --xds-dir "$XDS" > "$RUN/sidecar.log" 2>&1 & pids+=($!)
+SIDECAR_PID=$!
 "$ENVOY" -c "$RUN/envoy.yaml" --base-id $((RANDOM % 10000 + 100)) -l warning --log-path "$RUN/envoy.log" > "$RUN/envoy-access.log" 2>&1 & pids+=($!)
 
 wait_port 127.0.0.1 "$LLMSOUP_MOCK_PORT" "mock upstream"
@@ -64,6 +68,7 @@ Try it:
   (the x-llmsoup-model / x-llmsoup-decision response headers say where it went;
    try a French prompt, a short question, or "stream": true)
 Live dashboard: http://127.0.0.1:${LLMSOUP_ADMIN_PORT:-9190}/dashboard
+Edit $CONFIG, then \`kill -HUP $SIDECAR_PID\`: the sidecar and Envoy (via $RUN/xds) both reload.
 
 Press Ctrl-C to stop.
 MSG

@@ -19,7 +19,7 @@ use crate::host::{Host, HostError};
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Root { plugin: None, reports: Rc::new(RefCell::new(Vec::new())), report_call: None })
+        Box::new(Root { plugin: None, reports: Rc::new(RefCell::new(Vec::new())), report_call: None, done: false })
     });
 }}
 
@@ -38,6 +38,28 @@ struct Root {
     plugin: Option<Rc<Plugin>>,
     reports: ReportQueue,
     report_call: Option<u32>,
+    /// The host is shutting this root context down (a new plugin configuration replaced it, on a
+    /// reload, or Envoy is stopping): its last reports are sent before it says it is done.
+    done: bool,
+}
+
+impl Root {
+    /// Sends the queued reports in one call, unless one is in flight.
+    fn flush(&mut self) {
+        let Some(plugin) = &self.plugin else { return };
+        if self.report_call.is_some() || self.reports.borrow().is_empty() {
+            return;
+        }
+        let reports: Vec<v1::UsageReport> = self.reports.borrow_mut().drain(..).collect();
+        let msg = v1::UsageReports { reports }.encode_to_vec();
+        let Ok(upstream) = std::str::from_utf8(&plugin.upstream) else {
+            return;
+        };
+        match hostcalls::dispatch_grpc_call(upstream, ROUTER_SERVICE, "Report", vec![], Some(&msg), REPORT_TIMEOUT) {
+            Ok(token) => self.report_call = Some(token),
+            Err(s) => log(LogLevel::Warn, &format!("llmsoup: Report dispatch failed: {s:?}")),
+        }
+    }
 }
 
 impl Context for Root {
@@ -51,6 +73,21 @@ impl Context for Root {
                 );
             }
         }
+        if self.done {
+            self.flush();
+            if self.report_call.is_none() {
+                let _ = hostcalls::done();
+            }
+        }
+    }
+
+    /// The plugin configuration this root context serves is being retired (every stream it
+    /// created has ended): reports still queued would be lost with it, so they are sent first,
+    /// and the host is told it may delete the context once the call is answered.
+    fn on_done(&mut self) -> bool {
+        self.done = true;
+        self.flush();
+        self.report_call.is_none()
     }
 }
 
@@ -78,19 +115,7 @@ impl RootContext for Root {
 
     /// Sends queued usage reports, one call in flight at a time, off every request's path.
     fn on_tick(&mut self) {
-        let Some(plugin) = &self.plugin else { return };
-        if self.report_call.is_some() || self.reports.borrow().is_empty() {
-            return;
-        }
-        let reports: Vec<v1::UsageReport> = self.reports.borrow_mut().drain(..).collect();
-        let msg = v1::UsageReports { reports }.encode_to_vec();
-        let Ok(upstream) = std::str::from_utf8(&plugin.upstream) else {
-            return;
-        };
-        match hostcalls::dispatch_grpc_call(upstream, ROUTER_SERVICE, "Report", vec![], Some(&msg), REPORT_TIMEOUT) {
-            Ok(token) => self.report_call = Some(token),
-            Err(s) => log(LogLevel::Warn, &format!("llmsoup: Report dispatch failed: {s:?}")),
-        }
+        self.flush();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

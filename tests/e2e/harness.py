@@ -7,6 +7,7 @@ import hashlib
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import requests
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_TEMPLATE = Path(__file__).with_name("llmsoup-e2e.yaml")
@@ -79,10 +81,19 @@ def port_open(port: int) -> bool:
 class Stack:
     """One gateway: mock upstreams (alpha, beta), the sidecar and Envoy."""
 
-    def __init__(self, mode: str = "ext_proc", failure_mode: str = "open", max_body_bytes: int = 1 << 20):
+    def __init__(self, mode: str = "ext_proc", failure_mode: str = "open", max_body_bytes: int = 1 << 20,
+                 tls: bool = False, xds: bool = True):
         self.mode = mode
         self.dir = Path(tempfile.mkdtemp(prefix=f"llmsoup-e2e-{mode}-"))
+        # Envoy's routes, clusters, credentials and token/model filter configs come from files
+        # here, rewritten by the sidecar on reload (`--xds-dir`); None renders them inline.
+        self.xds_dir = self.dir / "xds" if xds else None
         self.ports = {k: free_port() for k in ("listen", "admin", "grpc", "alpha", "beta", "metrics")}
+        # An HTTPS mock listener ("secure") with a fresh self-signed certificate for `localhost`,
+        # which is also the gateway's CA bundle (E2E_CA_BUNDLE).
+        self.tls = tls
+        if tls:
+            self.ports["secure"] = free_port()
         self.env = dict(os.environ)
         self.env.update(
             E2E_LISTEN_PORT=str(self.ports["listen"]),
@@ -104,10 +115,23 @@ class Stack:
             LLMSOUP_E2E_BETA_KEY=BETA_PROVIDER_KEY,
             LLMSOUP_LOG="info,llmsoup=debug",
         )
+        if tls:
+            self.env.update(E2E_SECURE_PORT=str(self.ports["secure"]), E2E_CA_BUNDLE=str(self._certificate()))
         self.config = self.dir / "llmsoup.yaml"
         shutil.copy(CONFIG_TEMPLATE, self.config)
         self.procs: dict[str, subprocess.Popen] = {}
         self.url = f"http://127.0.0.1:{self.ports['listen']}"
+
+    def _certificate(self) -> Path:
+        """A self-signed P-256 certificate for DNS:localhost (key next to it); its path."""
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            raise RuntimeError("openssl not found: the HTTPS provider tests need it (apt-get install openssl)")
+        cert, key = self.dir / "provider-cert.pem", self.dir / "provider-key.pem"
+        subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+        return cert
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         log = open(self.dir / f"{name}.log", "wb")
@@ -122,24 +146,27 @@ class Stack:
         bin_ = str(llmsoup_bin())
         envoy_yaml = self.dir / "envoy.yaml"
         render = [bin_, "envoy-config", "--config", str(self.config), "--output", str(envoy_yaml)]
+        if self.xds_dir is not None:
+            render += ["--xds-dir", str(self.xds_dir)]
         if self.mode == "wasm":
             wasm = wasm_filter()
             if wasm is None:
                 raise RuntimeError("wasm filter not built; run `make wasm`")
             render += ["--mode", "wasm", "--wasm", str(wasm)]
         subprocess.run(render, check=True, env=self.env)
-        self._spawn(
-            "mock",
-            [bin_, "mock-upstream", "--listen", f"127.0.0.1:{self.ports['alpha']}",
-             "--listen", f"127.0.0.1:{self.ports['beta']}", "--name", "mock"],
-        )
+        mock = [bin_, "mock-upstream", "--listen", f"127.0.0.1:{self.ports['alpha']}",
+                "--listen", f"127.0.0.1:{self.ports['beta']}", "--name", "mock"]
+        if self.tls:
+            mock += ["--tls-listen", f"127.0.0.1:{self.ports['secure']}", "--tls-cert", self.env["E2E_CA_BUNDLE"],
+                     "--tls-key", str(self.dir / "provider-key.pem")]
+        self._spawn("mock", mock)
         self.start_sidecar()
         self._spawn(
             "envoy",
             [str(envoy), "-c", str(envoy_yaml), "--base-id", str(random.randint(1000, 60000)),
              "--concurrency", "2", "-l", "warning"],
         )
-        for name in ("alpha", "beta"):
+        for name in ("alpha", "beta") + (("secure",) if self.tls else ()):
             wait_for(lambda n=name: port_open(self.ports[n]), f"mock upstream {name}", logs=self.dir)
         admin = f"http://127.0.0.1:{self.ports['admin']}/ready"
         wait_for(lambda: requests.get(admin, timeout=1).status_code == 200, "envoy", logs=self.dir)
@@ -148,8 +175,48 @@ class Stack:
         return self
 
     def start_sidecar(self):
-        self._spawn("sidecar", [str(llmsoup_bin()), "serve", "--config", str(self.config)])
+        args = [str(llmsoup_bin()), "serve", "--config", str(self.config)]
+        if self.xds_dir is not None:
+            args += ["--xds-dir", str(self.xds_dir)]
+        self._spawn("sidecar", args)
         wait_for(lambda: port_open(self.ports["grpc"]), "llmsoup sidecar", logs=self.dir)
+
+    def reload(self, timeout: float = 10.0) -> str:
+        """SIGHUP: the sidecar reloads its config file (and rewrites Envoy's xDS files). Returns
+        the sidecar's log from this reload on, once it says how the reload went."""
+        path = self.dir / "sidecar.log"
+        before = path.stat().st_size
+        self.procs["sidecar"].send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(path, "rb") as f:
+                f.seek(before)
+                tail = f.read().decode(errors="replace")
+            if "configuration reloaded" in tail or "reload refused" in tail:
+                return tail
+            time.sleep(0.05)
+        raise AssertionError(f"no reload in sidecar.log:\n{self.log('sidecar')[-3000:]}")
+
+    def envoy_config_text(self) -> str:
+        """The whole Envoy configuration as rendered: the bootstrap and every xDS file."""
+        text = (self.dir / "envoy.yaml").read_text()
+        if self.xds_dir is not None:
+            for f in sorted(self.xds_dir.glob("*.yaml")):
+                text += f"\n# --- {f.name}\n" + f.read_text()
+        return text
+
+    def http_filters(self) -> dict:
+        """The listener's HTTP filters by name, each with its typed_config (read from its ECDS
+        file when the filter is discovered)."""
+        doc = yaml.safe_load((self.dir / "envoy.yaml").read_text())
+        hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        out = {}
+        for f in hcm["http_filters"]:
+            if "config_discovery" in f:
+                path = f["config_discovery"]["config_source"]["path_config_source"]["path"]
+                f = yaml.safe_load(Path(path).read_text())["resources"][0]
+            out[f["name"]] = f["typed_config"]
+        return out
 
     def sidecar_healthy(self) -> bool:
         """Whether Envoy's active health check currently takes the sidecar in. Until it does,

@@ -22,9 +22,10 @@ def credential_envs(path: Path) -> dict:
     return {p["credentials"]["env"]: "dummy-key" for p in cfg.get("providers", []) if p.get("credentials", {}).get("env")}
 
 
+@pytest.mark.parametrize("xds", [False, True], ids=["inline", "xds-dir"])
 @pytest.mark.parametrize("mode", ["ext_proc", "wasm"])
 @pytest.mark.parametrize("config", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
-def test_shipped_config_renders_a_bootstrap_envoy_accepts(tmp_path, config, mode):
+def test_shipped_config_renders_a_bootstrap_envoy_accepts(tmp_path, config, mode, xds):
     env = {**os.environ, **credential_envs(config)}
     bin_ = str(llmsoup_bin())
     check = subprocess.run([bin_, "config", "check", str(config)], capture_output=True, text=True, env=env)
@@ -33,6 +34,10 @@ def test_shipped_config_renders_a_bootstrap_envoy_accepts(tmp_path, config, mode
     render = [bin_, "envoy-config", "-c", str(config), "-o", str(out), "--mode", mode.replace("_", "-")]
     if mode == "wasm":
         render += ["--wasm", str(wasm_filter())]
+    if xds:
+        # The bootstrap whose routes, clusters, credentials and filter configs come from files
+        # (the running stacks of every other e2e test load the files themselves).
+        render += ["--xds-dir", str(tmp_path / "xds")]
     subprocess.run(render, check=True, env=env)
     v = subprocess.run([str(envoy_bin()), "--mode", "validate", "-c", str(out), "-l", "error"],
                        capture_output=True, text=True, env=env, timeout=60)

@@ -48,16 +48,22 @@ def test_happy_path_is_one_attempt_on_the_primary(fb_stack):
     assert m["port"] == s.ports["alpha"]
     assert m["path"] == "/v1/chat/completions"
     assert "authorization" not in m["headers"]
+    for internal in ("x-llmsoup-chain", "x-llmsoup-upstream", "x-llmsoup-upstream-provider", "x-llmsoup-model"):
+        assert internal not in m["headers"], m["headers"]
 
 
 @pytest.mark.parametrize("failure", [
     {"x-mock-fail-for": "prim-v1=503"},
     {"x-mock-fail-for": "prim-v1=429"},
     {"x-mock-reset-for": "prim-v1"},
-], ids=["503", "429", "reset"])
+    # Accepts the request and says nothing: failed over after `attempt_timeout_ms` (1 s).
+    {"x-mock-delay-for": "prim-v1=8000"},
+], ids=["503", "429", "reset", "silent"])
 def test_a_failed_primary_is_answered_by_the_fallback_in_the_same_request(fb_stack, failure):
     s = fb_stack
+    started = time.monotonic()
     r = s.chat("hello", model="prim", headers=failure)
+    assert time.monotonic() - started < 5, "a silent primary must not hold the request until it answers"
     m = received(r)
     assert r.headers["x-llmsoup-model"] == "fb"
     assert r.headers["x-llmsoup-attempts"] == "prim,fb"
@@ -68,6 +74,11 @@ def test_a_failed_primary_is_answered_by_the_fallback_in_the_same_request(fb_sta
     assert m["path"] == "/v1/chat/completions"
     # Everything else in the body is what the client sent.
     assert m["body"]["messages"] == [{"role": "user", "content": "hello"}]
+    # The chain routed the request and the attempt's model/provider picked its steps; none of
+    # them reaches the provider (the tried list and the model's byte span still do: the
+    # attempts share one header map).
+    for internal in ("x-llmsoup-chain", "x-llmsoup-upstream", "x-llmsoup-upstream-provider", "x-llmsoup-model"):
+        assert internal not in m["headers"], m["headers"]
 
 
 def test_a_stream_fails_over_before_its_first_byte(fb_stack):
@@ -84,6 +95,21 @@ def test_a_stream_fails_over_before_its_first_byte(fb_stack):
     first = json.loads(events[0])
     assert first["mock"]["body"]["model"] == "fb-v1"
     assert first["mock"]["port"] == s.ports["beta"]
+
+
+def test_a_stream_slower_than_the_attempt_timeout_is_not_cut_while_bytes_flow(fb_stack):
+    # 5 chunks 400 ms apart: 2 s in all, twice `attempt_timeout_ms`, but never 1 s idle.
+    s = fb_stack
+    payload = {"model": "prim", "stream": True, "messages": [{"role": "user", "content": "slow stream"}]}
+    r = requests.post(f"{s.url}/v1/chat/completions", json=payload, timeout=30, stream=True,
+                      headers=s.headers(**{"x-mock-chunks": "5", "x-mock-chunk-delay-ms": "400"}))
+    assert r.status_code == 200
+    assert r.headers["x-llmsoup-attempts"] == "prim"
+    events = [line[6:] for line in r.iter_lines(decode_unicode=True) if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    text = "".join(json.loads(e)["choices"][0]["delta"].get("content", "") for e in events[:-1]
+                   if json.loads(e).get("choices"))
+    assert text == "tok0 tok1 tok2 tok3 tok4 "
 
 
 def test_the_chain_goes_on_and_no_credential_follows_the_request(fb_stack):
@@ -189,19 +215,34 @@ def test_attempts_are_bounded_and_accounted_per_model(fb_stack):
     assert any('gen_ai_request_model="prim"' in line for line in lines), lines
 
 
+def wait_ejected(s, cluster: str, timeout: float = 5.0):
+    """Envoy ejects on its main thread after the workers report the failures: wait until it has,
+    so the next request sees the ejection however loaded the machine is."""
+    url = f"http://127.0.0.1:{s.ports['admin']}/stats?filter=^cluster\\.{cluster}\\.outlier_detection\\.ejections_active$"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = requests.get(url, timeout=2).text
+        if any(line.endswith(": 1") for line in text.splitlines()):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{cluster} not ejected: {text}")
+
+
 def test_outlier_detection_ejects_a_failing_model_then_takes_it_back(fb_stack):
     s = fb_stack
     for _ in range(2):
         r = s.chat("hello", model="ej", headers={"x-mock-fail-for": "ej-v1=503"})
         assert r.headers["x-llmsoup-attempts"] == "ej,ejfb", r.headers
+    wait_ejected(s, "fallback_model_ej")
     # Ejected after two failures in a row: the chain skips it without an attempt.
     r = s.chat("hello", model="ej")
     m = received(r)
     assert r.headers["x-llmsoup-attempts"] == "ejfb"
     assert r.headers["x-llmsoup-model"] == "ejfb"
     assert m["body"]["model"] == "ejfb-v1"
-    # Back after base_ejection_time_ms (1.5 s), healed.
-    deadline = time.monotonic() + 10
+    # Back after base_ejection_time_ms (4 s: long enough that a loaded machine still sees the
+    # ejection on the next request), healed.
+    deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         time.sleep(0.3)
         r = s.chat("hello", model="ej")
@@ -216,12 +257,13 @@ def test_an_ejected_provider_with_no_fallback_fails_fast_as_json_then_recovers(f
     for _ in range(2):
         r = s.chat("hello", model="solo", headers={"x-mock-fail-for": "solo-v1=503"})
         assert r.status_code == 503
+    wait_ejected(s, "provider_delta")
     r = s.chat("hello", model="solo")
     assert r.status_code == 503, r.text
     assert r.headers["content-type"].startswith("application/json")
     err = r.json()["error"]
     assert (err["type"], err["code"]) == ("server_error", "no_healthy_upstream"), err
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         time.sleep(0.3)
         r = s.chat("hello", model="solo")

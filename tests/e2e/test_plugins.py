@@ -187,7 +187,7 @@ def test_routes_on_the_selected_model_header(plugins_stack):
     got = received(s.chat("integral", model="tutor"))
     assert got["port"] == s.ports["beta"]
     # Envoy's route table matches x-selected-model, not x-llmsoup-model.
-    envoy = (s.dir / "envoy.yaml").read_text()
+    envoy = s.envoy_config_text()
     assert "name: x-selected-model" in envoy or '"name": "x-selected-model"' in envoy
 
 

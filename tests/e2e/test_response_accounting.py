@@ -8,7 +8,6 @@ import time
 
 import pytest
 import requests
-import yaml
 
 from harness import Stack
 
@@ -47,9 +46,7 @@ def ext_proc_messages_sent(stack) -> int:
 
 
 def test_rendered_gateway_asks_for_no_response_body(off_stack):
-    doc = yaml.safe_load((off_stack.dir / "envoy.yaml").read_text())
-    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    filters = {f["name"]: f["typed_config"] for f in hcm["http_filters"]}
+    filters = off_stack.http_filters()
     if off_stack.mode == "ext_proc":
         mode = filters["envoy.filters.http.ext_proc"]["processing_mode"]
         assert (mode["response_header_mode"], mode["response_body_mode"]) == ("SEND", "NONE")
@@ -125,9 +122,7 @@ def async_stack():
 
 
 def test_async_accounting_is_exact_and_streams(async_stack):
-    doc = yaml.safe_load((async_stack.dir / "envoy.yaml").read_text())
-    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    filters = {f["name"]: f["typed_config"] for f in hcm["http_filters"]}
+    filters = async_stack.http_filters()
     assert filters["llmsoup.response_accounting"]["observability_mode"] is True
     assert filters["envoy.filters.http.ext_proc"]["processing_mode"]["response_body_mode"] == "NONE"
 

@@ -258,6 +258,31 @@ def test_a_stream_without_include_usage_is_accounted_and_unchanged_for_the_clien
     assert wait_tokens(tstack, "gpt", before, 1) == {"requests": 1, "prompt_tokens": 77, "completion_tokens": 4}
 
 
+def test_a_provider_without_stream_usage_gets_streams_as_the_client_sent_them(tstack):
+    # OpenAI client: the body reaches the provider without `stream_options`, the client gets the
+    # stream exactly as the provider sent it.
+    r = requests.post(f"{tstack.url}/v1/chat/completions", stream=True, timeout=30,
+                      headers={"authorization": f"Bearer {CLIENT_TOKEN}", "x-mock-usage": "77,4",
+                               "x-mock-chunks": "2"},
+                      json={"model": "legacy", "stream": True, "messages": [{"role": "user", "content": "count"}]})
+    assert r.status_code == 200, r.text
+    events = [e for e in r.content.decode().split("\n\n") if e]
+    assert events[-1] == "data: [DONE]"
+    chunks = [json.loads(e[len("data: "):]) for e in events[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == "tok0 tok1 "
+    got = received(tstack, "alpha")["body"]
+    assert got["model"] == "legacy-mock" and got["stream"] is True
+    assert "stream_options" not in got, got
+    # Anthropic client, translated: still no `stream_options`, and a complete Anthropic stream.
+    with claude_client(tstack, **{"x-mock-chunks": "2"}).messages.stream(
+            model="legacy", max_tokens=16, messages=[{"role": "user", "content": "count"}]) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "tok0 tok1 " and final.stop_reason == "end_turn"
+    got = received(tstack, "alpha")["body"]
+    assert got["model"] == "legacy-mock" and "stream_options" not in got, got
+
+
 def test_a_client_that_asked_for_usage_keeps_its_usage_chunk(tstack):
     client = openai_client(tstack, **{"x-mock-usage": "8,3"})
     chunks = list(client.chat.completions.create(model="gpt", stream=True, stream_options={"include_usage": True},

@@ -15,12 +15,17 @@
 //! | `x-mock-fail-for: m=503` | fail only requests whose body `model` is `m` |
 //! | `x-mock-tool-call: {"city":"Paris"}` | call the request's first tool with these arguments |
 //! | `x-mock-reset-for: m,n` | drop the connection only for requests whose body `model` is listed |
+//!
+//! Listeners given with [`Tls`] speak HTTPS (HTTP/1.1 and HTTP/2 by ALPN) with the certificate
+//! they are given, so tests can check how the gateway validates a provider's certificate; the
+//! echo says `"tls": true` for requests that arrived over them.
 
 mod anthropic;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,7 +38,11 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -81,20 +90,55 @@ impl std::fmt::Display for Reset {
 
 impl std::error::Error for Reset {}
 
-/// Serves on every address until the process is stopped.
-pub async fn run(listen: &[SocketAddr], name: &str) -> anyhow::Result<()> {
+/// HTTPS listeners and the certificate they present.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// Addresses to serve HTTPS on.
+    pub listen: Vec<SocketAddr>,
+    /// The certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Its private key, PEM (PKCS#8, SEC1 or PKCS#1).
+    pub key: PathBuf,
+}
+
+fn acceptor(tls: &Tls) -> anyhow::Result<TlsAcceptor> {
+    let certs = CertificateDer::pem_file_iter(&tls.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("reading the certificate {}", tls.cert.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(&tls.key).with_context(|| format!("reading the key {}", tls.key.display()))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the certificate and key do not fit together")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serves on every address (plain HTTP on `listen`, HTTPS on `tls`) until the process is stopped.
+pub async fn run(listen: &[SocketAddr], tls: Option<&Tls>, name: &str) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         name: name.to_string(),
         counter: AtomicU64::new(0),
         received: Mutex::new(VecDeque::new()),
     });
     let mut tasks = Vec::new();
-    for addr in listen {
+    let secure = match tls {
+        Some(t) => {
+            let a = acceptor(t)?;
+            t.listen.iter().map(|addr| (*addr, Some(a.clone()))).collect()
+        }
+        None => Vec::new(),
+    };
+    for (addr, acceptor) in listen.iter().map(|a| (*a, None)).chain(secure) {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
-        tracing::info!(%addr, name, "mock upstream listening");
-        tasks.push(tokio::spawn(accept_loop(listener, shared.clone())));
+        tracing::info!(%addr, name, tls = acceptor.is_some(), "mock upstream listening");
+        tasks.push(tokio::spawn(accept_loop(listener, acceptor, shared.clone())));
     }
     tokio::select! {
         _ = futures::future::join_all(tasks) => {}
@@ -103,7 +147,7 @@ pub async fn run(listen: &[SocketAddr], name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -111,13 +155,28 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(req, shared.clone(), port));
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            match tls {
+                None => serve(stream, shared, port, false).await,
+                // A client that refuses the certificate ends the handshake: nothing to serve.
+                Some(a) => match a.accept(stream).await {
+                    Ok(s) => serve(s, shared, port, true).await,
+                    Err(e) => tracing::info!(port, error = %e, "mock upstream: TLS handshake failed"),
+                },
+            }
         });
     }
+}
+
+async fn serve<I>(io: I, shared: Arc<Shared>, port: u16, tls: bool)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| handle(req, shared.clone(), port, tls));
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), service)
+        .await;
 }
 
 fn full(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Body> {
@@ -141,7 +200,7 @@ fn num(req: &hyper::http::request::Parts, name: &str) -> Option<u64> {
     header(req, name).and_then(|v| v.trim().parse().ok())
 }
 
-async fn handle(req: Request<Incoming>, shared: Arc<Shared>, port: u16) -> Result<Response<Body>, Reset> {
+async fn handle(req: Request<Incoming>, shared: Arc<Shared>, port: u16, tls: bool) -> Result<Response<Body>, Reset> {
     let (parts, body) = req.into_parts();
     // One line per request that reached a provider, so tests can tell that one did not.
     tracing::info!(
@@ -259,6 +318,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, port: u16) -> Resul
     let echo = json!({
         "upstream": shared.name,
         "port": port,
+        "tls": tls,
         "method": parts.method.as_str(),
         "path": path,
         "headers": headers,

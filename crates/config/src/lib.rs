@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod chains;
+pub mod edit;
 mod env;
 pub mod headers;
 mod locate;
@@ -242,6 +243,12 @@ pub fn to_native_yaml(loaded: &Loaded) -> Result<String, ConfigError> {
     out.push('\n');
     out.push_str(&body);
     Ok(out)
+}
+
+/// The 1-based line of a key path (`signals.difficulty[0].threshold`) in block-style YAML text,
+/// if it can be found (flow-style values resolve to their nearest block-style ancestor's line).
+pub fn key_line(text: &str, path: &str) -> Option<usize> {
+    locate::line_of(text, path)
 }
 
 /// The JSON Schema of the native configuration, as published by `llmsoup config schema`.
@@ -611,6 +618,7 @@ impl Config {
             }
         }
         self.budgets.validate(self)?;
+        self.validate_learning()?;
         if let Some(t) = &self.server.grpc_token
             && (!(16..=64).contains(&t.len())
                 || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b)))

@@ -90,6 +90,21 @@ impl ApiError {
         }
     }
 
+    /// 404 for `POST /v1/feedback` naming a request the sidecar did not route (or no longer
+    /// remembers): feedback must be about a known routed answer.
+    pub fn unknown_request(request_id: &str) -> Self {
+        ApiError {
+            status: 404,
+            message: format!(
+                "No routed request with id `{}` is known: feedback needs the `x-request-id` of a request llmsoup routed.",
+                truncate_echo(request_id)
+            ),
+            kind: "invalid_request_error",
+            param: Some("request_id"),
+            code: Some("request_not_found"),
+        }
+    }
+
     /// 404 for anything llmsoup does not serve (the same body as Envoy's `not_found` route).
     pub fn not_found() -> Self {
         ApiError {

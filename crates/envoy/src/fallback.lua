@@ -7,6 +7,8 @@
 -- the provider's path prefix) and the credential headers injected by the chain's providers.
 local MODELS = __MODELS__
 local CREDENTIAL_HEADERS = __CREDENTIAL_HEADERS__
+-- This aggregate cluster's chain's primary: the routed request was written for it.
+local PRIMARY = MODELS[__PRIMARY__]
 
 function envoy_on_request(handle)
   local headers = handle:headers()
@@ -15,8 +17,7 @@ function envoy_on_request(handle)
   if this == nil then
     return
   end
-  local chain = headers:get(__CHAIN__) or ""
-  local primary = MODELS[string.match(chain, "^[^,]+") or ""]
+  local primary = PRIMARY
   local tried = headers:get(__TRIED__)
   headers:replace(__TRIED__, tried and (tried .. "," .. model) or model)
   if tried ~= nil then

@@ -13,7 +13,11 @@
 //!   headers (`%UPSTREAM_METADATA%`) and sets [`ATTEMPTS_HEADER`] on the answer; a Lua step
 //!   (`fallback.lua`) rewrites path and `model` id for a non-primary attempt and strips an earlier
 //!   attempt's credential; one `credential_injector` per provider, skipped (match_delegate) unless
-//!   the attempt goes to that provider.
+//!   the attempt goes to that provider; a last `header_mutation` removes the attempt's model and
+//!   provider headers (set again by the first step of the next attempt). The chain header is
+//!   removed by the route (each aggregate cluster's Lua step knows its chain's primary), so no
+//!   provider sees it; the tried list and the model's byte span still reach providers, because
+//!   they must survive from one attempt to the next in the shared headers.
 //!
 //! Request headers are shared by all attempts of a request (Envoy's upstream filters mutate the
 //! router's copy), bodies are not: each attempt starts from the routed body.
@@ -35,6 +39,8 @@ const UPSTREAM_MODEL_HEADER: &str = "x-llmsoup-upstream";
 const UPSTREAM_PROVIDER_HEADER: &str = "x-llmsoup-upstream-provider";
 /// Upstream request header: the path of the first attempt, for the next ones to rewrite.
 const PATH_HEADER: &str = "x-llmsoup-path";
+/// The last upstream filter before the codec: removes the per-attempt headers.
+const STRIP_FILTER: &str = "llmsoup.fallback.strip";
 
 fn model_cluster_name(model: &str) -> String {
     format!("fallback_model_{model}")
@@ -50,7 +56,6 @@ pub(crate) fn render(config: &Config, route_header: &str) -> anyhow::Result<(Vec
     if chains.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
-    let lua = lua_script(config)?;
     let mut routes = Vec::new();
     let mut clusters = Vec::new();
     let mut members = BTreeSet::new();
@@ -66,7 +71,13 @@ pub(crate) fn render(config: &Config, route_header: &str) -> anyhow::Result<(Vec
         ]);
         route["route"]["cluster"] = json!(chain_name(chain));
         route["route"]["retry_policy"] = retry_policy(config, chain.len());
+        // Matched on, then gone before any attempt: the aggregate cluster's Lua step knows the
+        // chain's primary itself.
+        if let Some(Value::Array(remove)) = route.get_mut("request_headers_to_remove") {
+            remove.push(json!(CHAIN_HEADER));
+        }
         routes.push(route);
+        let lua = lua_script(config, chain[0])?;
         let mut agg = aggregate_cluster(config, chain, &lua);
         let max_requests = chain
             .iter()
@@ -106,7 +117,7 @@ pub(crate) fn render(config: &Config, route_header: &str) -> anyhow::Result<(Vec
 /// headers reach the client, so a stream fails over only before its first byte.
 fn retry_policy(config: &Config, models: usize) -> Value {
     let backoff = config.routing.fallback.backoff_ms.max(1);
-    json!({
+    let mut policy = json!({
         "retry_on": "connect-failure,refused-stream,reset,5xx,retriable-status-codes",
         "retriable_status_codes": [429],
         "num_retries": models.saturating_sub(1),
@@ -118,7 +129,14 @@ fn retry_policy(config: &Config, models: usize) -> Value {
             }
         },
         "retry_back_off": {"base_interval": duration(backoff), "max_interval": duration(backoff * 4)},
-    })
+    });
+    // An idle timeout, not `per_try_timeout`: that one runs until the response ends and would
+    // cut every stream longer than it. Idle time restarts with each byte, so it bounds the wait
+    // for a silent provider (a retry while nothing has reached the client) and a stalled stream.
+    if let Some(ms) = config.routing.fallback.attempt_timeout_ms {
+        policy["per_try_idle_timeout"] = json!(duration(ms.max(1)));
+    }
+    policy
 }
 
 fn aggregate_cluster(config: &Config, chain: &[&str], lua: &str) -> Value {
@@ -176,6 +194,18 @@ fn aggregate_cluster(config: &Config, chain: &[&str], lua: &str) -> Value {
             }
         }));
     }
+    // The attempt's model and provider were for the steps above; set again by the first step of
+    // every attempt, they need not reach the provider.
+    filters.push(json!({
+        "name": STRIP_FILTER,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {"request_mutations": [
+                {"remove": UPSTREAM_MODEL_HEADER},
+                {"remove": UPSTREAM_PROVIDER_HEADER},
+            ]},
+        }
+    }));
     filters.push(json!({
         "name": "envoy.filters.http.upstream_codec",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}
@@ -203,8 +233,9 @@ fn aggregate_cluster(config: &Config, chain: &[&str], lua: &str) -> Value {
     })
 }
 
-/// The per-attempt Lua step, with every chain model's id and path prefix filled in.
-fn lua_script(config: &Config) -> anyhow::Result<String> {
+/// The per-attempt Lua step of the chain whose primary is `primary`, with every chain model's id
+/// and path prefix filled in.
+fn lua_script(config: &Config, primary: &str) -> anyhow::Result<String> {
     let mut models = String::from("{");
     let mut credential_headers = BTreeSet::new();
     for name in config.chains().iter().flatten().collect::<BTreeSet<_>>() {
@@ -228,7 +259,7 @@ fn lua_script(config: &Config) -> anyhow::Result<String> {
         .replace("__MODELS__", &models)
         .replace("__CREDENTIAL_HEADERS__", &format!("{{{}}}", creds.join(", ")))
         .replace("__UPSTREAM__", &lua_string(UPSTREAM_MODEL_HEADER))
-        .replace("__CHAIN__", &lua_string(CHAIN_HEADER))
+        .replace("__PRIMARY__", &lua_string(primary))
         .replace("__TRIED__", &lua_string(TRIED_HEADER))
         .replace("__PATH__", &lua_string(PATH_HEADER))
         .replace("__SPAN__", &lua_string(MODEL_SPAN_HEADER)))
@@ -271,6 +302,9 @@ models:
         assert_eq!(r["retry_policy"]["num_retries"].as_u64(), Some(1));
         assert_eq!(r["retry_policy"]["retriable_status_codes"][0].as_u64(), Some(429));
         assert!(r["retry_policy"]["retry_on"].as_str().unwrap().contains("reset"));
+        // No per-attempt timeout unless configured (attempts wait for the route's timeout).
+        assert!(r["retry_policy"]["per_try_idle_timeout"].is_null());
+        assert!(r["retry_policy"]["per_try_timeout"].is_null());
         assert_eq!(
             r["retry_policy"]["retry_priority"]["name"].as_str(),
             Some("envoy.retry_priorities.previous_priorities")
@@ -298,6 +332,7 @@ models:
                 "envoy.filters.http.header_mutation",
                 "envoy.filters.http.lua",
                 "llmsoup.credential.b",
+                "llmsoup.fallback.strip",
                 "envoy.filters.http.upstream_codec"
             ]
         );
@@ -314,6 +349,13 @@ models:
             "{lua}"
         );
         assert!(lua.contains(r#"local CREDENTIAL_HEADERS = {"authorization"}"#), "{lua}");
+        assert!(lua.contains(r#"local PRIMARY = MODELS["m1"]"#), "{lua}");
+        // The chain header routed the request; no attempt carries it to a provider.
+        let removed = chain["request_headers_to_remove"].as_sequence().unwrap();
+        assert!(
+            removed.iter().any(|h| h.as_str() == Some("x-llmsoup-chain")),
+            "{removed:?}"
+        );
         assert!(!lua.contains("__"), "every placeholder is filled: {lua}");
 
         let m2 = by_name("fallback_model_m2");
@@ -343,5 +385,17 @@ models:
         let c = load_str_with_env(&CONFIG.replace(", fallbacks: [m2]", ""), &|_| None).unwrap();
         let out = render(&c, &RenderOptions::default()).unwrap();
         assert!(!out.contains("chain_") && !out.contains("fallback_model_"));
+    }
+
+    #[test]
+    fn an_attempt_timeout_is_an_idle_timeout_per_attempt() {
+        let text = CONFIG.replace("models:", "routing:\n  fallback: {attempt_timeout_ms: 1500}\nmodels:");
+        let c = load_str_with_env(&text, &|_| None).unwrap();
+        let y: serde_yaml::Value = serde_yaml::from_str(&render(&c, &RenderOptions::default()).unwrap()).unwrap();
+        let hcm = &y["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        let policy = &hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["retry_policy"];
+        assert_eq!(policy["per_try_idle_timeout"].as_str(), Some("1.500s"));
+        // Never `per_try_timeout`: it would end every stream longer than it.
+        assert!(policy["per_try_timeout"].is_null());
     }
 }

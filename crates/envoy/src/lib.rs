@@ -138,8 +138,16 @@ fn fail_open_script(config: &Config) -> String {
 /// the `client_auth_*` routes match on it.
 const AUTH_VERDICT_HEADER: &str = "x-llmsoup-auth";
 
+/// Lua that lets every request through: the client-auth step while `auth.tokens` is empty (only
+/// rendered for [`xds`], where the step stays in the chain so tokens can be added by a reload).
+const NO_CLIENT_AUTH_LUA: &str =
+    "-- llmsoup client auth: `auth.tokens` is empty, every request passes.\nfunction envoy_on_request(handle)\nend\n";
+
 /// The client-auth Lua step: only the token hashes.
 fn client_auth_script(config: &Config) -> String {
+    if config.auth.tokens.is_empty() {
+        return NO_CLIENT_AUTH_LUA.to_string();
+    }
     let hashes: Vec<String> = config
         .auth
         .tokens
@@ -445,20 +453,25 @@ fn provider_cluster(p: &ProviderConfig) -> anyhow::Result<Value> {
     health::apply(p, &mut cluster);
     if ep.tls {
         let host = &ep.host;
+        // The certificate must name the host of `base_url`: a DNS name (also sent as SNI), or an
+        // IP address (an IP SAN; SNI cannot carry an address, RFC 6066).
+        let san_type = if is_ip { "IP_ADDRESS" } else { "DNS" };
         cluster["transport_socket"] = json!({
             "name": "envoy.transport_sockets.tls",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "sni": host,
                 "common_tls_context": {
                     "alpn_protocols": ["h2", "http/1.1"],
                     "validation_context": {
                         "trusted_ca": {"filename": "__CA_BUNDLE__"},
-                        "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": host}}],
+                        "match_typed_subject_alt_names": [{"san_type": san_type, "matcher": {"exact": host}}],
                     }
                 }
             }
         });
+        if !is_ip {
+            cluster["transport_socket"]["typed_config"]["sni"] = json!(host);
+        }
     }
     Ok(cluster)
 }
@@ -467,8 +480,26 @@ fn secret_name(provider: &str) -> String {
     format!("provider_{provider}_credential")
 }
 
-/// Renders the Envoy bootstrap as YAML.
+/// Renders the Envoy bootstrap as YAML, every resource inline (`static_resources`): a change to
+/// models, providers or tokens needs a new bootstrap and an Envoy restart. See [`xds`] for the
+/// rendering whose resources follow a reload.
 pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
+    let bootstrap = bootstrap(config, opts, false)?;
+    to_yaml(&bootstrap, &config.gateway.ca_bundle)
+}
+
+/// YAML with the rendering's header, the CA bundle filled in.
+fn to_yaml(value: &Value, ca_bundle: &str) -> anyhow::Result<String> {
+    let yaml = serde_yaml::to_string(value).context("rendering YAML")?;
+    let header = "# Envoy bootstrap rendered by `llmsoup envoy-config`; edit the llmsoup config instead.\n";
+    Ok(format!("{header}{}", yaml.replace("__CA_BUNDLE__", ca_bundle)))
+}
+
+/// The whole bootstrap with every resource inline. `dynamic`: rendered to be split into xDS
+/// resources ([`xds`]), so the filters whose configuration a reload may change are always
+/// there (the client-auth step passes everything while `auth.tokens` is empty), and a token added
+/// later needs no new filter chain.
+fn bootstrap(config: &Config, opts: &RenderOptions, dynamic: bool) -> anyhow::Result<Value> {
     let g = &config.gateway;
     let mode = opts.mode.unwrap_or(g.mode);
     let sidecar = g
@@ -576,7 +607,7 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
             if let Some(md) = grpc_metadata(config) {
                 ext_proc["grpc_service"]["initial_metadata"] = md;
             }
-            if !config.auth.tokens.is_empty() {
+            if !config.auth.tokens.is_empty() || dynamic {
                 // Before ext_proc: auth must not depend on the sidecar answering.
                 filters.push(json!({
                     "name": CLIENT_AUTH_FILTER,
@@ -723,9 +754,7 @@ pub fn render(config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
             "secrets": secrets,
         }
     });
-    let yaml = serde_yaml::to_string(&bootstrap).context("rendering YAML")?;
-    let header = "# Envoy bootstrap rendered by `llmsoup envoy-config`; edit the llmsoup config instead.\n";
-    Ok(format!("{header}{}", yaml.replace("__CA_BUNDLE__", &g.ca_bundle)))
+    Ok(bootstrap)
 }
 
 /// Turns the ext_proc filters on for every request that has a virtual host, i.e. every request
@@ -851,6 +880,7 @@ fn model_route(name: &str, p: &ProviderConfig, model: &str, header: &str) -> any
 mod budget;
 mod fallback;
 mod health;
+pub mod xds;
 
 #[cfg(test)]
 mod auth_tests;

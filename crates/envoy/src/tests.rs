@@ -60,6 +60,29 @@ fn demo_config_renders_routes_clusters_and_filters() {
 }
 
 #[test]
+fn an_https_provider_at_an_ip_address_is_validated_against_an_ip_san_without_sni() {
+    let y = rendered(
+        "
+providers:
+  - {name: inhouse, base_url: 'https://10.0.0.7:8443/v1'}
+models:
+  - {name: m, provider: inhouse}
+",
+    );
+    let clusters = y["static_resources"]["clusters"].as_sequence().unwrap();
+    let c = clusters
+        .iter()
+        .find(|c| c["name"].as_str() == Some("provider_inhouse"))
+        .unwrap();
+    assert_eq!(c["type"].as_str(), Some("STATIC"));
+    let tls = &c["transport_socket"]["typed_config"];
+    assert!(tls["sni"].is_null(), "SNI cannot carry an address");
+    let san = &tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"][0];
+    assert_eq!(san["san_type"].as_str(), Some("IP_ADDRESS"));
+    assert_eq!(san["matcher"]["exact"].as_str(), Some("10.0.0.7"));
+}
+
+#[test]
 fn https_provider_gets_tls_sni_credentials_and_rewrite() {
     let y = rendered(
         "
@@ -85,6 +108,9 @@ gateway:
     assert_eq!(openai["type"].as_str(), Some("LOGICAL_DNS"));
     let tls = &openai["transport_socket"]["typed_config"];
     assert_eq!(tls["sni"].as_str(), Some("api.openai.com"));
+    let san = &tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"][0];
+    assert_eq!(san["san_type"].as_str(), Some("DNS"));
+    assert_eq!(san["matcher"]["exact"].as_str(), Some("api.openai.com"));
     let opts = &openai["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
     assert_eq!(
         opts["http_filters"][0]["name"].as_str(),

@@ -18,9 +18,13 @@ pub mod budget;
 #[cfg(feature = "router")]
 pub mod cache;
 #[cfg(feature = "router")]
+pub mod calibrate;
+#[cfg(feature = "router")]
 pub mod eval;
 #[cfg(feature = "router")]
 pub mod observe;
+#[cfg(feature = "router")]
+pub mod replay;
 #[cfg(feature = "router")]
 pub mod server;
 pub mod source;

@@ -2,20 +2,18 @@
 
 use std::io::Read as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[cfg(feature = "router")]
-use llmsoup::observe::decision_log;
-#[cfg(feature = "router")]
 use llmsoup::server::serve;
 use llmsoup::source::ConfigSource;
 use llmsoup_config::{self as config, AttachMode};
 use llmsoup_contract::auth::hash_token;
-use llmsoup_envoy::{RenderOptions, render};
+use llmsoup_envoy::{RenderOptions, render, xds};
 #[cfg(feature = "router")]
 use llmsoup_router::engine::Engine;
 #[cfg(feature = "router")]
@@ -58,6 +56,11 @@ enum Command {
         /// Config file; the embedded demo config when omitted.
         #[arg(long, short, env = "LLMSOUP_CONFIG")]
         config: Option<PathBuf>,
+        /// Directory of Envoy's xDS resource files (the one given to `envoy-config --xds-dir`;
+        /// overrides `gateway.xds_dir`): rewritten at start and after every reload, so the
+        /// reload reaches Envoy.
+        #[arg(long, env = "LLMSOUP_XDS_DIR")]
+        xds_dir: Option<String>,
     },
     /// Render the Envoy bootstrap for a config.
     EnvoyConfig {
@@ -73,6 +76,11 @@ enum Command {
         /// Write here instead of stdout.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Render a bootstrap whose routes, clusters, credentials and token/model filter configs
+        /// come from files in this directory (written now; `serve --xds-dir` rewrites them on
+        /// reload). Overrides `gateway.xds_dir`.
+        #[arg(long)]
+        xds_dir: Option<String>,
     },
     /// Configuration tools.
     Config {
@@ -123,6 +131,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What a new config would route differently: every prompt a decision log kept
+    /// (`decision_log.include_prompt: true`) routed again and compared with the log — requests
+    /// per model and decision, moves, the prompt-cost delta, examples.
+    #[cfg(feature = "router")]
+    Replay {
+        /// The decision log (JSON lines). (`--log` is the global log filter, as for `calibrate`.)
+        #[arg(long)]
+        decisions: PathBuf,
+        /// The new config; the embedded demo config when omitted.
+        #[arg(long, short, env = "LLMSOUP_CONFIG")]
+        config: Option<PathBuf>,
+        /// How many changed requests to show.
+        #[arg(long, default_value_t = 5)]
+        examples: usize,
+        /// Print one JSON object instead of the report.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the OpenAI-compatible fake provider used by the demo and the tests.
     MockUpstream {
         /// Addresses to listen on (repeatable).
@@ -131,17 +157,35 @@ enum Command {
         /// Name reported in responses.
         #[arg(long, default_value = "mock")]
         name: String,
+        /// Addresses to serve HTTPS on (repeatable; needs --tls-cert and --tls-key).
+        #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+        tls_listen: Vec<SocketAddr>,
+        /// Certificate chain (PEM) the HTTPS listeners present.
+        #[arg(long)]
+        tls_cert: Option<PathBuf>,
+        /// Private key (PEM) of that certificate.
+        #[arg(long)]
+        tls_key: Option<PathBuf>,
     },
-    /// The complexity threshold (`hard_from`) that sends a target share of recent traffic to the
-    /// strong tier, from the complexity scores in a decision log (RouteLLM-style calibration).
+    /// The score thresholds (`difficulty` rules' `threshold`, a complexity rule's `hard_from`)
+    /// that send a target share of the traffic in a decision log to the strong model
+    /// (RouteLLM-style calibration); `--write` puts them into the config file, comments kept.
     #[cfg(feature = "router")]
     Calibrate {
-        /// Share of requests that should be `hard` (0–1).
+        /// Share of requests that should clear the threshold (0–1); default: the config's
+        /// `target_share` / `routing.target_strong_share`.
         #[arg(long)]
-        strong_share: f64,
-        /// Decision log (JSON lines) with routed requests' complexity scores.
+        strong_share: Option<f64>,
+        /// Decision log (JSON lines) with routed requests' scores.
         #[arg(long)]
         decisions: PathBuf,
+        /// Config whose calibrated rules (else every difficulty rule and its complexity rule)
+        /// to compute thresholds for.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Write the thresholds into the config file (in place; comments and layout kept).
+        #[arg(long, requires = "config")]
+        write: bool,
     },
     /// Print the SHA-256 to store in `auth.tokens[].sha256` for a client token.
     HashToken {
@@ -218,12 +262,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         #[cfg(feature = "router")]
-        Command::Serve { config } => runtime()?.block_on(serve(source(config)))?,
+        Command::Serve { config, xds_dir } => runtime()?.block_on(serve(source(config), xds_dir))?,
         Command::EnvoyConfig {
             config,
             mode,
             wasm,
             output,
+            xds_dir,
         } => {
             let cfg = source(config).load()?;
             let opts = RenderOptions {
@@ -233,7 +278,18 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }),
                 wasm_path: wasm,
             };
-            let yaml = render(&cfg, &opts)?;
+            let yaml = match xds_dir.or_else(|| cfg.gateway.xds_dir.clone()) {
+                Some(dir) => {
+                    // The same files `serve` writes for this config, and the options it needs
+                    // to write them the same way.
+                    let bundle = xds::render(&cfg, &opts, &dir)?;
+                    let bootstrap = bundle.bootstrap_yaml()?;
+                    bundle.write(Path::new(&dir), None)?;
+                    xds::write_manifest(Path::new(&dir), &opts, &bootstrap)?;
+                    bootstrap
+                }
+                None => render(&cfg, &opts)?,
+            };
             match output {
                 Some(path) => std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?,
                 None => out!("{yaml}"),
@@ -396,8 +452,22 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             outln!("model: {}", routed.model);
             outln!("routing time: {:.3} ms", routed.elapsed.as_secs_f64() * 1e3);
         }
-        Command::MockUpstream { listen, name } => {
-            runtime()?.block_on(llmsoup_tools::mock_upstream::run(&listen, &name))?
+        Command::MockUpstream {
+            listen,
+            name,
+            tls_listen,
+            tls_cert,
+            tls_key,
+        } => {
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) if !tls_listen.is_empty() => Some(llmsoup_tools::mock_upstream::Tls {
+                    listen: tls_listen,
+                    cert,
+                    key,
+                }),
+                _ => None,
+            };
+            runtime()?.block_on(llmsoup_tools::mock_upstream::run(&listen, tls.as_ref(), &name))?
         }
         #[cfg(feature = "router")]
         Command::Classify { config } => {
@@ -431,20 +501,41 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Calibrate {
             strong_share,
             decisions: log,
+            config,
+            write,
         } => {
             let text = std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
-            let scores = decision_log::complexity_scores(&text);
-            let Some(t) = decision_log::calibrate(&scores, strong_share) else {
-                anyhow::bail!(
-                    "no complexity scores in {} (or --strong-share not in 0..1)",
-                    log.display()
-                );
-            };
-            outln!(
-                "{} requests with a complexity score; for {:.0}% strong: hard_from: {t:.4}",
-                scores.len(),
-                strong_share * 100.0
-            );
+            let cfg = config.as_ref().map(|c| config::load_file(c)).transpose()?;
+            let ts = llmsoup::calibrate::thresholds(&text, cfg.as_ref(), strong_share)
+                .with_context(|| format!("calibrating from {}", log.display()))?;
+            out!("{}", llmsoup::calibrate::report(&ts));
+            if let (true, Some(path)) = (write, &config) {
+                let original = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                let edited = llmsoup::calibrate::write_back(&original, &ts)?;
+                // The edited file must still load before it replaces the old one (atomically).
+                config::load_str(&edited).context("the calibrated config would not load")?;
+                let tmp = path.with_extension("calibrate-tmp");
+                std::fs::write(&tmp, &edited).with_context(|| format!("writing {}", tmp.display()))?;
+                std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+                outln!("wrote {}", path.display());
+            }
+        }
+        #[cfg(feature = "router")]
+        Command::Replay {
+            decisions: log,
+            config,
+            examples,
+            json,
+        } => {
+            let text = std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
+            let lines = llmsoup::replay::parse_log(&text);
+            let engine = Engine::new(source(config).load()?)?;
+            let report = runtime()?.block_on(llmsoup::replay::run(&engine, &lines, examples))?;
+            if json {
+                outln!("{}", report.json());
+            } else {
+                out!("{}", report.text());
+            }
         }
         Command::HashToken { token } => {
             let token = match token {

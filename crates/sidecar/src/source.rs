@@ -1,5 +1,5 @@
 //! Where the running configuration comes from: the embedded demo config or a file (re-read on
-//! SIGHUP by the server).
+//! SIGHUP by the server, and when it changes with `server.watch_config`).
 
 use std::path::PathBuf;
 
@@ -15,7 +15,24 @@ pub enum ConfigSource {
     File(PathBuf),
 }
 
+/// What identifies one version of a config file: modification time, size and inode (of the
+/// file a symlink points to, so a swapped Kubernetes ConfigMap link counts). `None` for the
+/// embedded config, or a file that cannot be read now.
+pub type Stamp = Option<(std::time::SystemTime, u64, u64)>;
+
 impl ConfigSource {
+    /// The file's current [`Stamp`] (a blocking `stat`).
+    pub fn stamp(&self) -> Stamp {
+        use std::os::unix::fs::MetadataExt as _;
+        match self {
+            ConfigSource::Embedded => None,
+            ConfigSource::File(p) => {
+                let m = std::fs::metadata(p).ok()?;
+                Some((m.modified().ok()?, m.len(), m.ino()))
+            }
+        }
+    }
+
     /// Loads and validates the config.
     pub fn load(&self) -> anyhow::Result<config::Config> {
         match self {

@@ -7,9 +7,10 @@ use serde_json::{Map, Value, json};
 use crate::sse::{self, Event};
 use crate::{ApiError, Obj, reject, unsupported};
 
-/// The request, translated: an OpenAI Chat Completions body. Streams always ask for usage, which
-/// Anthropic clients get natively (`message_start` / `message_delta`).
-pub fn request(body: Obj) -> Result<Value, ApiError> {
+/// The request, translated: an OpenAI Chat Completions body. Streams ask for usage, which
+/// Anthropic clients get natively (`message_start` / `message_delta`), unless the provider does
+/// not take `stream_options` (`stream_usage` false: the stream then reports zero tokens).
+pub fn request(body: Obj, stream_usage: bool) -> Result<Value, ApiError> {
     let mut out = Map::new();
     let mut messages: Vec<Value> = Vec::new();
     let mut stream = false;
@@ -78,7 +79,7 @@ pub fn request(body: Obj) -> Result<Value, ApiError> {
     if let Some(p) = parallel {
         out.insert("parallel_tool_calls".into(), json!(p));
     }
-    if stream {
+    if stream && stream_usage {
         out.insert("stream_options".into(), json!({"include_usage": true}));
     }
     Ok(Value::Object(out))

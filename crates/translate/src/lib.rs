@@ -73,7 +73,16 @@ pub struct TranslatedRequest {
 
 /// Translates a request body from the client's API to the provider's, naming `model` (the
 /// provider's model id). Unsupported fields get a 400 naming them, never a silent drop.
-pub fn translate_request(from: Dialect, to: Dialect, body: &[u8], model: &str) -> Result<TranslatedRequest, ApiError> {
+/// `stream_usage`: an OpenAI-format provider takes `stream_options`, so a translated stream asks
+/// it for the usage chunk (off for servers that reject the field: the stream then reports no
+/// usage).
+pub fn translate_request(
+    from: Dialect,
+    to: Dialect,
+    body: &[u8],
+    model: &str,
+    stream_usage: bool,
+) -> Result<TranslatedRequest, ApiError> {
     let mut obj: Obj = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(
             format!(
@@ -87,7 +96,7 @@ pub fn translate_request(from: Dialect, to: Dialect, body: &[u8], model: &str) -
     obj.insert("model".into(), Value::String(model.to_string()));
     let (body, translation) = match (from, to) {
         (Dialect::AnthropicMessages, Dialect::OpenAiChat) => (
-            anthropic_to_openai_chat::request(obj)?,
+            anthropic_to_openai_chat::request(obj, stream_usage)?,
             Translation::AnthropicFromOpenAiChat,
         ),
         (Dialect::OpenAiChat, Dialect::AnthropicMessages) => {

@@ -4,7 +4,7 @@ use super::*;
 
 fn translate(from: Dialect, to: Dialect, body: Value) -> Result<(Value, Translation), ApiError> {
     let model = body["model"].as_str().unwrap_or_default().to_string();
-    let t = translate_request(from, to, body.to_string().as_bytes(), &model)?;
+    let t = translate_request(from, to, body.to_string().as_bytes(), &model, true)?;
     assert_eq!(t.path, to.path());
     Ok((serde_json::from_slice(&t.body).unwrap(), t.translation))
 }
@@ -193,7 +193,7 @@ fn unsupported_fields_are_a_clear_400() {
         assert_eq!((e.status, e.code), (400, Some("unsupported_parameter")), "{body}");
         assert!(e.message.contains(needle), "{}: {}", body, e.message);
     }
-    let e = translate_request(Dialect::OpenAiChat, Dialect::AnthropicMessages, b"{oops", "m").unwrap_err();
+    let e = translate_request(Dialect::OpenAiChat, Dialect::AnthropicMessages, b"{oops", "m", true).unwrap_err();
     assert_eq!(e.code, Some("invalid_json"));
 }
 
@@ -443,4 +443,25 @@ fn an_openai_stream_error_becomes_an_anthropic_error_event() {
             json!({"type": "error", "error": {"type": "api_error", "message": "boom"}})
         )]
     );
+}
+
+#[test]
+fn a_provider_without_stream_options_is_not_asked_for_usage() {
+    let body = json!({"model": "m", "max_tokens": 16, "stream": true,
+                      "messages": [{"role": "user", "content": "hi"}]});
+    let sent = |stream_usage: bool| -> Value {
+        let t = translate_request(
+            Dialect::AnthropicMessages,
+            Dialect::OpenAiChat,
+            body.to_string().as_bytes(),
+            "m",
+            stream_usage,
+        )
+        .unwrap();
+        serde_json::from_slice(&t.body).unwrap()
+    };
+    assert_eq!(sent(true)["stream_options"], json!({"include_usage": true}));
+    let not = sent(false);
+    assert!(not.get("stream_options").is_none(), "{not}");
+    assert_eq!(not["stream"], json!(true));
 }

@@ -138,6 +138,12 @@ pub struct DecisionConfig {
     /// Default: `block` when the decision has a `fast_response` plugin, else `skip`.
     #[serde(default)]
     pub on_signal_error: Option<OnSignalError>,
+    /// Live calibration: the share of routed requests (0–1) whose score should clear this
+    /// decision's one score condition (a `difficulty` rule, or a complexity `<rule>:hard`
+    /// level). Its threshold then follows the (1 − share) quantile of recent scores (overrides
+    /// `routing.target_strong_share`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_share: Option<f64>,
 }
 
 /// A decision's answer to a signal that cannot run.
@@ -267,6 +273,19 @@ pub struct RoutingConfig {
     /// How Envoy fails a request over along its fallback chain.
     #[serde(default)]
     pub fallback: FallbackConfig,
+    /// Live calibration for every decision with exactly one score condition (a `difficulty`
+    /// rule, or a complexity `<rule>:hard` level, not under NOT): the share of routed requests
+    /// (0–1) that should clear it, i.e. go to the decision's (strong) models. The threshold
+    /// follows the (1 − share) quantile of the scores the sidecar recently saw; until
+    /// `calibration.warmup` scores are in, the configured threshold applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_strong_share: Option<f64>,
+    /// The sliding window live calibration takes its quantile over.
+    #[serde(default)]
+    pub calibration: CalibrationConfig,
+    /// How `POST /v1/feedback` scores update per-decision model quality.
+    #[serde(default)]
+    pub feedback: FeedbackConfig,
 }
 
 fn default_auto_models() -> Vec<String> {
@@ -283,6 +302,9 @@ impl Default for RoutingConfig {
             reasoning_families: ReasoningFamilies::new(),
             default_reasoning_effort: None,
             fallback: FallbackConfig::default(),
+            target_strong_share: None,
+            calibration: CalibrationConfig::default(),
+            feedback: FeedbackConfig::default(),
         }
     }
 }

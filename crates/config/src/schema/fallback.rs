@@ -47,6 +47,14 @@ pub struct FallbackConfig {
     /// model, so it only needs to be short).
     #[serde(default = "default_backoff_ms")]
     pub backoff_ms: u64,
+    /// An attempt that receives nothing for this many milliseconds fails over to the next model
+    /// (Envoy's per-attempt idle timeout): a provider that accepts the request and never
+    /// answers. Before the response starts this is a fallback like a 503; once a stream has
+    /// started it ends that stream. Unset (the default): attempts wait for the route's overall
+    /// timeout. Set it above the slowest legitimate time to the first byte of a non-streamed
+    /// answer (whole answers arrive at once), e.g. 60000.
+    #[serde(default)]
+    pub attempt_timeout_ms: Option<u64>,
 }
 
 /// Most models a chain may hold (the primary and four fallbacks): Envoy gets one route per
@@ -66,6 +74,7 @@ impl Default for FallbackConfig {
             max_attempts: default_max_attempts(),
             quality_floor: None,
             backoff_ms: default_backoff_ms(),
+            attempt_timeout_ms: None,
         }
     }
 }

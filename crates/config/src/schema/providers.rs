@@ -43,6 +43,13 @@ pub struct ProviderConfig {
     /// Limits on connections and requests to the provider (Envoy's circuit breakers).
     #[serde(default)]
     pub circuit_breakers: CircuitBreakers,
+    /// OpenAI-format providers: ask for the usage chunk on streams whose client did not
+    /// (`stream_options.include_usage`, hidden from the client again), so streamed tokens and
+    /// spend are accounted. Turn off for servers that reject `stream_options` (older Azure
+    /// OpenAI API versions, some self-hosted servers): their streams then count no tokens
+    /// unless the client asks for usage itself.
+    #[serde(default = "yes")]
+    pub stream_usage: bool,
 }
 
 fn default_connect_timeout_ms() -> u64 {

@@ -20,6 +20,11 @@ pub struct ServerConfig {
     /// shared config can say `"${LLMSOUP_GRPC_TOKEN:-}"`.
     #[serde(default, deserialize_with = "empty_as_none", skip_serializing_if = "Option::is_none")]
     pub grpc_token: Option<String>,
+    /// Reload when the config file changes (checked every second: its modification time, size
+    /// and inode, so an atomic replace and a Kubernetes ConfigMap update count), as SIGHUP does.
+    /// A file caught half-written is refused like any bad file and loaded once it is whole.
+    #[serde(default)]
+    pub watch_config: bool,
 }
 
 fn empty_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -40,6 +45,7 @@ impl Default for ServerConfig {
             grpc_listen: default_grpc_listen(),
             admin_listen: default_admin_listen(),
             grpc_token: None,
+            watch_config: false,
         }
     }
 }
@@ -102,6 +108,16 @@ pub struct GatewayConfig {
     /// Path of the compiled wasm filter (wasm mode).
     #[serde(default)]
     pub wasm_path: Option<String>,
+    /// Directory of the xDS resource files that make a reload reach Envoy (`envoy-config
+    /// --xds-dir` and `serve --xds-dir` override it). Set: `envoy-config` renders a bootstrap whose
+    /// routes (RDS), provider clusters (CDS), credentials (SDS) and model/token-holding filter
+    /// configs (ECDS) come from files here, and `serve` rewrites them atomically after every
+    /// reload; Envoy applies them without draining connections. Unset: everything is inline in the
+    /// bootstrap, and a reload that changes models, providers or tokens needs a new bootstrap and
+    /// an Envoy restart (`serve` warns, `/ready` says so). Envoy and the sidecar must see the
+    /// directory at this same path (a shared volume).
+    #[serde(default)]
+    pub xds_dir: Option<String>,
     /// Read response bodies for token usage, cost and time per output token. `false` keeps every
     /// response body away from the sidecar (ext_proc) and unread (wasm): requests, status, time to
     /// first byte and duration are still recorded; tokens, cost and savings are not.
@@ -192,6 +208,7 @@ impl Default for GatewayConfig {
             sidecar_address: None,
             ca_bundle: default_ca_bundle(),
             wasm_path: None,
+            xds_dir: None,
             response_accounting: true,
             async_response_accounting: false,
         }

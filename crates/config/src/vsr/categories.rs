@@ -263,6 +263,7 @@ pub(super) fn decisions(
             fallback: false,
             plugins,
             on_signal_error: None,
+            target_share: None,
         });
     }
     if let Some(block) = jailbreak_block(guard.enabled, guarded, unguarded, guard_threshold, scope) {
@@ -316,5 +317,6 @@ fn jailbreak_block(
             status: 403,
         })],
         on_signal_error: None,
+        target_share: None,
     })
 }

@@ -386,6 +386,7 @@ pub(super) fn convert_decisions(
             fallback: false,
             plugins,
             on_signal_error: None,
+            target_share: None,
         });
     }
     Ok(out)

@@ -105,6 +105,7 @@ impl Providers {
             connect_timeout_ms: 5_000,
             outlier_detection: Default::default(),
             circuit_breakers: Default::default(),
+            stream_usage: true,
         };
         if let Err(m) = candidate.endpoint() {
             return Err(cx.error(at, m));

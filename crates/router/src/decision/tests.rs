@@ -29,6 +29,7 @@ fn decision(name: &str, priority: i64, tier: u32, rules: Option<RuleNode>) -> De
         fallback: false,
         plugins: Vec::new(),
         on_signal_error: None,
+        target_share: None,
     }
 }
 

@@ -14,13 +14,18 @@ use crate::plugins::Api;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Plan {
     /// The provider speaks the client's API.
-    Native,
+    Native {
+        /// The provider takes `stream_options` (`providers[].stream_usage`).
+        stream_usage: bool,
+    },
     /// The body is translated (`from` the client's API `to` the provider's) and the path changed.
     Translate {
         /// The client's API.
         from: Dialect,
         /// The provider's.
         to: Dialect,
+        /// The provider takes `stream_options` (`providers[].stream_usage`).
+        stream_usage: bool,
     },
 }
 
@@ -28,7 +33,7 @@ impl Plan {
     /// The API the provider reads: what body plugins must write.
     pub(super) fn provider_api(self, client: Api) -> Api {
         match self {
-            Plan::Native => client,
+            Plan::Native { .. } => client,
             Plan::Translate {
                 to: Dialect::AnthropicMessages,
                 ..
@@ -61,10 +66,11 @@ fn provider_dialect(p: &ProviderConfig) -> Dialect {
 /// at all (a 400 naming the provider: its API has no such endpoint).
 pub(super) fn plan(path: &str, model: &str, provider: &ProviderConfig) -> Result<Plan, ApiError> {
     let to = provider_dialect(provider);
+    let stream_usage = provider.stream_usage;
     match client_dialect(path) {
-        Some(from) if from == to => Ok(Plan::Native),
-        Some(from) => Ok(Plan::Translate { from, to }),
-        None if provider.api == ProviderApi::Openai => Ok(Plan::Native),
+        Some(from) if from == to => Ok(Plan::Native { stream_usage }),
+        Some(from) => Ok(Plan::Translate { from, to, stream_usage }),
+        None if provider.api == ProviderApi::Openai => Ok(Plan::Native { stream_usage }),
         None => Err(ApiError::bad_request(
             format!(
                 "The model `{}` is served by the provider `{}`, which speaks the {} API: `{}` requests cannot be sent to it.",
@@ -92,10 +98,10 @@ pub(super) struct Adapted {
 
 /// Translates `body` (the client's, already naming `model_id` or not) when the plan says so.
 pub(super) fn translate(plan: Plan, body: &[u8], model_id: &str) -> Result<Option<Adapted>, ApiError> {
-    let Plan::Translate { from, to } = plan else {
+    let Plan::Translate { from, to, stream_usage } = plan else {
         return Ok(None);
     };
-    let t = llmsoup_translate::translate_request(from, to, body, model_id)?;
+    let t = llmsoup_translate::translate_request(from, to, body, model_id, stream_usage)?;
     Ok(Some(Adapted {
         body: Some(t.body),
         path: Some(t.path),
@@ -106,7 +112,10 @@ pub(super) fn translate(plan: Plan, body: &[u8], model_id: &str) -> Result<Optio
 /// For a native OpenAI Chat stream: the body asking for usage, and the translation that hides it
 /// from the client again (`None` when the client asked itself, or for anything else).
 pub(super) fn ask_for_usage(plan: Plan, client: Api, path: &str, body: &[u8]) -> Option<(Vec<u8>, Translation)> {
-    if plan != Plan::Native || client != Api::OpenAi || client_dialect(path) != Some(Dialect::OpenAiChat) {
+    if plan != (Plan::Native { stream_usage: true })
+        || client != Api::OpenAi
+        || client_dialect(path) != Some(Dialect::OpenAiChat)
+    {
         return None;
     }
     stream_usage::ask_for_usage(body).map(|b| (b, Translation::StripUsageChunk))

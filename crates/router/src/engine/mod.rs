@@ -18,13 +18,14 @@ use llmsoup_contract::outcome::{Forward, HeaderName, Outcome, Reply, ResponsePat
 use llmsoup_contract::paths::{MODEL_PATH_PREFIX, ROUTED_PATHS};
 use serde::Serialize;
 
+use crate::calibration::{Calibration, LiveThresholds};
 use crate::config::{Config, DecisionConfig, ModelConfig, OnSignalError, SignalKind};
 use crate::decision::{DecisionEngine, SignalErrorVerdict};
 use crate::fallback;
 use crate::plugins::cache::CacheStep;
 use crate::plugins::{self, Api, DecisionPlugins, Reasoning};
 use crate::request::{RequestView, parse_request};
-use crate::selection::{self, Backends};
+use crate::selection::{self, Backends, QualityEstimates};
 use crate::signals::{LogOnce, Match, SignalReport, SignalSet};
 use adapt::Adapted;
 
@@ -202,6 +203,10 @@ pub struct RouteRecord {
     pub signals: String,
     /// The complexity score, when a complexity signal ran.
     pub complexity: Option<f64>,
+    /// The learned router's difficulty, when a difficulty signal ran (live calibration can be
+    /// seeded, and `calibrate` computes thresholds, from it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub difficulty: Option<f64>,
     /// Estimated prompt tokens.
     pub prompt_tokens: u64,
     /// Routing time.
@@ -214,11 +219,28 @@ pub struct RouteRecord {
     pub prompt_sha256: Option<String>,
 }
 
+/// What a server learns from its traffic and routing reads, shared by every engine it builds (so
+/// it outlives reloads): upstream observations (fed by accounting), the live calibration windows
+/// (fed by the signals), and feedback-learned quality (fed by `POST /v1/feedback`).
+#[derive(Debug, Clone, Default)]
+pub struct Learned {
+    /// Upstream observations: health, latency.
+    pub backends: Arc<Backends>,
+    /// Live threshold calibration windows.
+    pub calibration: Arc<Calibration>,
+    /// Per-decision model quality from feedback.
+    pub quality: Arc<QualityEstimates>,
+}
+
 /// One loaded configuration, ready to route.
 pub struct Engine {
     config: Config,
     /// What responses taught about each model (shared across reloads, fed by accounting).
     backends: Arc<Backends>,
+    /// Feedback-learned quality (shared across reloads), read by `cost` selection.
+    quality: Arc<QualityEstimates>,
+    /// The calibrated rules and their shared windows.
+    live: LiveThresholds,
     signals: SignalSet,
     decisions: DecisionEngine,
     token_hashes: Vec<[u8; 32]>,
@@ -253,15 +275,21 @@ impl Engine {
     /// Builds the engine from a validated config, with backends observed by nobody else (tools,
     /// tests).
     pub fn new(config: Config) -> anyhow::Result<Self> {
-        Self::with_backends(config, Arc::default())
+        Self::with_learned(config, Learned::default())
     }
 
-    /// Builds the engine from a validated config, reading the shared `backends` (the server's,
-    /// which accounting feeds and which outlives reloads).
-    pub fn with_backends(config: Config, backends: Arc<Backends>) -> anyhow::Result<Self> {
+    /// Builds the engine from a validated config, reading and feeding the server's `learned`
+    /// state (which outlives reloads).
+    pub fn with_learned(config: Config, learned: Learned) -> anyhow::Result<Self> {
+        let Learned {
+            backends,
+            calibration,
+            quality,
+        } = learned;
         let decisions = DecisionEngine::from_config(&config);
         let referenced: BTreeSet<(SignalKind, String)> = decisions.referenced_signals();
-        let signals = SignalSet::build(&config, &referenced, &backends).map_err(anyhow::Error::msg)?;
+        let live = LiveThresholds::new(&config, calibration);
+        let signals = SignalSet::build(&config, &referenced, &backends, &live).map_err(anyhow::Error::msg)?;
         let model_problems = crate::signals::model_problems(&config);
         let token_hashes = config
             .auth
@@ -300,6 +328,8 @@ impl Engine {
         Ok(Engine {
             config,
             backends,
+            quality,
+            live,
             signals,
             decisions,
             token_hashes,
@@ -328,6 +358,16 @@ impl Engine {
     /// The backends this engine reads.
     pub fn backends(&self) -> &Arc<Backends> {
         &self.backends
+    }
+
+    /// The calibrated rules (with the shared windows).
+    pub fn live_thresholds(&self) -> &LiveThresholds {
+        &self.live
+    }
+
+    /// Feedback-learned quality this engine's `cost` selection reads.
+    pub fn quality(&self) -> &Arc<QualityEstimates> {
+        &self.quality
     }
 
     /// Prices of the baseline model "saved" is measured against.
@@ -391,9 +431,13 @@ impl Engine {
             }
         }
         let (model, decision, confidence) = match winner {
-            Some(w) => match selection::select(
+            Some(w) => match selection::select_learned(
                 &self.config,
                 &self.backends,
+                Some(selection::Feedback {
+                    quality: &self.quality,
+                    decision: &w.decision.name,
+                }),
                 &w.decision.model_refs,
                 &w.decision.algorithm,
             ) {
@@ -599,6 +643,7 @@ impl Engine {
             confidence: routed.confidence,
             signals: routed.signals_header(),
             complexity: parsed.view.complexity.get().copied(),
+            difficulty: parsed.view.difficulty.get().map(|p| p.difficulty()),
             prompt_tokens: parsed.view.prompt_tokens,
             latency_us: routed.elapsed.as_micros() as u64,
             prompt: log.include_prompt.then(|| parsed.view.text.clone()),

@@ -908,6 +908,31 @@ async fn requests_are_translated_to_the_providers_api() {
 }
 
 #[tokio::test]
+async fn a_provider_without_stream_usage_gets_the_stream_as_the_client_sent_it() {
+    use llmsoup_contract::outcome::Translation;
+    let text = "
+providers:
+  - {name: old, base_url: 'http://127.0.0.1:1/v1', stream_usage: false}
+models:
+  - {name: gpt, provider: old, model_id: gpt-v1}
+routing:
+  default_model: gpt
+";
+    let e = Engine::new(load_str_with_env(text, &|_| None).unwrap()).unwrap();
+    // Native OpenAI stream: only the model id changes, nothing to strip on the way back.
+    let b = br#"{"model":"gpt","stream":true,"messages":[{"role":"user","content":"x"}]}"#;
+    let f = forward(on_request_at(&e, "/v1/chat/completions", b, "").await);
+    assert_eq!(f.translation, Translation::None);
+    assert!(sent(&f).get("stream_options").is_none(), "{}", sent(&f));
+    // An Anthropic client's stream, translated: no `stream_options` either.
+    let b = br#"{"model":"auto","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"x"}]}"#;
+    let f = forward(on_request_at(&e, "/v1/messages", b, "").await);
+    assert_eq!(f.translation, Translation::AnthropicFromOpenAiChat);
+    assert!(sent(&f).get("stream_options").is_none(), "{}", sent(&f));
+    assert_eq!(sent(&f)["stream"], true);
+}
+
+#[tokio::test]
 async fn untranslatable_requests_get_a_400_in_the_clients_shape() {
     let e = two_apis();
     let r = reply(on_request_at(&e, "/v1/responses", br#"{"model":"claude","input":"x"}"#, "").await);
@@ -943,4 +968,75 @@ fn single_models_are_answered_at_the_gate() {
         panic!("expected a reply")
     };
     assert_eq!(r.status, 405);
+}
+
+/// Live calibration through the engine: a complexity threshold configured at 0.99 follows the
+/// quantile of the scores seen, so the decision gets the target share; a second engine built on
+/// the same learned state (a reload) keeps the window.
+#[tokio::test]
+async fn calibrated_decisions_hold_their_share_across_engines() {
+    let text = "
+providers: [{name: p, base_url: 'http://127.0.0.1:1/v1'}]
+models: [{name: cheap, provider: p}, {name: strong, provider: p}]
+signals:
+  complexity: [{name: task, easy_below: 0.01, hard_from: 0.99}]
+decisions:
+  - {name: hard, rules: {type: complexity, name: 'task:hard'}, modelRefs: [{model: strong}], target_share: 0.3}
+routing: {default_model: cheap, calibration: {window: 300, warmup: 20}}
+";
+    let learned = Learned::default();
+    let e = Engine::with_learned(load_str_with_env(text, &|_| None).unwrap(), learned.clone()).unwrap();
+    // Prompt lengths spread the (length-driven) score continuously.
+    let mut x: u64 = 12345;
+    let mut next = move || {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        100 + (x >> 33) % 3000
+    };
+    let mut strong = 0;
+    for _ in 0..1000 {
+        let view = RequestView::from_text(&"word ".repeat(next() as usize));
+        strong += usize::from(e.route(&view).await.unwrap().model == "strong");
+    }
+    assert!((250..=350).contains(&strong), "{strong} of 1000");
+    let e2 = Engine::with_learned(load_str_with_env(text, &|_| None).unwrap(), learned.clone()).unwrap();
+    let snap = &learned.calibration.snapshot()["complexity:task:hard"];
+    assert_eq!((snap.samples, snap.live), (300, true));
+    let mut strong = 0;
+    for _ in 0..200 {
+        let view = RequestView::from_text(&"word ".repeat(next() as usize));
+        strong += usize::from(e2.route(&view).await.unwrap().model == "strong");
+    }
+    // No warm-up again: the reloaded engine reads the kept window from its first request.
+    assert!((30..=90).contains(&strong), "{strong} of 200");
+}
+
+/// Feedback-learned quality moves `cost` selection off a model that answered badly.
+#[tokio::test]
+async fn feedback_moves_cost_selection() {
+    let text = "
+providers: [{name: p, base_url: 'http://127.0.0.1:1/v1'}]
+models:
+  - {name: cheap, provider: p, quality: 0.8, pricing: {prompt_per_1m: 0.1, completion_per_1m: 0.1}}
+  - {name: strong, provider: p, quality: 0.95, pricing: {prompt_per_1m: 5, completion_per_1m: 5}}
+decisions:
+  - {name: all, modelRefs: [{model: cheap}, {model: strong}], algorithm: {type: cost, quality_floor: 0.7}}
+routing: {default_model: cheap}
+";
+    let learned = Learned::default();
+    let e = Engine::with_learned(load_str_with_env(text, &|_| None).unwrap(), learned.clone()).unwrap();
+    let view = RequestView::from_text("hello");
+    assert_eq!(e.route(&view).await.unwrap().model, "cheap");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let fb = e.config().routing.feedback.clone();
+    learned.quality.record("other", "cheap", 0.0, now, &fb);
+    assert_eq!(
+        e.route(&view).await.unwrap().model,
+        "cheap",
+        "another decision's feedback"
+    );
+    learned.quality.record("all", "cheap", 0.0, now, &fb);
+    assert_eq!(e.route(&view).await.unwrap().model, "strong");
 }

@@ -4,10 +4,12 @@
 //! algorithm unless all of them are.
 
 pub mod backends;
+pub mod quality;
 
 use crate::config::{AlgorithmConfig, AlgorithmKind, Config, ModelConfig};
 
 pub use backends::Backends;
+pub use quality::QualityEstimates;
 
 fn price(m: &ModelConfig) -> f64 {
     m.pricing
@@ -19,11 +21,32 @@ fn quality(m: &ModelConfig) -> f64 {
     m.quality.unwrap_or(0.0)
 }
 
+/// Feedback-learned quality for one decision's selection.
+#[derive(Clone, Copy)]
+pub struct Feedback<'a> {
+    /// The estimates.
+    pub quality: &'a QualityEstimates,
+    /// The decision selecting.
+    pub decision: &'a str,
+}
+
 /// Picks the model among `model_refs` with `algorithm`.
 /// Models `backends` reports down are skipped unless all of them are.
 pub fn select<'c>(
     config: &'c Config,
     backends: &Backends,
+    model_refs: &[String],
+    algorithm: &AlgorithmConfig,
+) -> Option<&'c ModelConfig> {
+    select_learned(config, backends, None, model_refs, algorithm)
+}
+
+/// [`select`], with the `cost` algorithm reading the decision's feedback-learned quality (the
+/// configured `quality` blended with decayed feedback scores) instead of the configured value.
+pub fn select_learned<'c>(
+    config: &'c Config,
+    backends: &Backends,
+    feedback: Option<Feedback<'_>>,
     model_refs: &[String],
     algorithm: &AlgorithmConfig,
 ) -> Option<&'c ModelConfig> {
@@ -36,12 +59,27 @@ pub fn select<'c>(
     let candidates = if healthy.is_empty() { enabled } else { healthy };
     match algorithm.kind {
         AlgorithmKind::Static => candidates.first().copied(),
-        AlgorithmKind::Cost => by_cost(&candidates, algorithm),
+        AlgorithmKind::Cost => match feedback.filter(|l| l.quality.has_feedback(l.decision)) {
+            Some(l) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                let fb = &config.routing.feedback;
+                by_cost(&candidates, algorithm, &|m: &ModelConfig| {
+                    l.quality.quality(l.decision, &m.name, quality(m), now, fb)
+                })
+            }
+            None => by_cost(&candidates, algorithm, &quality),
+        },
         AlgorithmKind::LatencyAware => by_latency(backends, &candidates, algorithm),
     }
 }
 
-fn by_cost<'c>(candidates: &[&'c ModelConfig], a: &AlgorithmConfig) -> Option<&'c ModelConfig> {
+fn by_cost<'c>(
+    candidates: &[&'c ModelConfig],
+    a: &AlgorithmConfig,
+    quality: &dyn Fn(&ModelConfig) -> f64,
+) -> Option<&'c ModelConfig> {
     if let Some(bias) = a.quality_bias {
         let max_price = candidates.iter().map(|m| price(m)).fold(0.0, f64::max);
         let score = |m: &ModelConfig| {

@@ -10,7 +10,8 @@ use regex::Regex;
 use tokio::sync::OnceCell;
 
 use super::{Match, Signal, SignalError};
-use crate::config::{ComplexityRule, SignalKind};
+use crate::calibration::{LiveThresholds, Threshold};
+use crate::config::{ComplexityRule, ScoreLeaf, SignalKind};
 use crate::models::{Embedder, Embedding, ModelError, cosine};
 use crate::request::RequestView;
 
@@ -125,7 +126,7 @@ struct Rule {
     hard: Vec<String>,
     easy: Vec<String>,
     easy_below: f64,
-    hard_from: f64,
+    hard_from: Threshold,
     labels: [Arc<str>; 3],
 }
 
@@ -148,12 +149,23 @@ impl ComplexitySignal {
                     hard: r.hard.candidates.clone(),
                     easy: r.easy.candidates.clone(),
                     easy_below: r.easy_below,
-                    hard_from: r.hard_from,
+                    hard_from: Threshold::Fixed(r.hard_from),
                     labels: ["easy", "medium", "hard"].map(|l| Arc::from(format!("{}:{l}", r.name))),
                 })
                 .collect(),
             bank: OnceCell::new(),
         }
+    }
+
+    /// Rules a calibrated decision uses (`<rule>:hard`) get `hard_from` from the live
+    /// calibration.
+    pub fn calibrated(mut self, live: &LiveThresholds) -> Self {
+        for r in &mut self.rules {
+            if let Threshold::Fixed(t) = r.hard_from {
+                r.hard_from = Threshold::of(t, &ScoreLeaf::ComplexityHard(r.name.clone()), live);
+            }
+        }
+        self
     }
 
     /// Whether any rule uses exemplars (and so the embedding model).
@@ -209,7 +221,7 @@ impl ComplexitySignal {
             .iter()
             .zip(scores)
             .map(|(r, s)| {
-                let (i, confidence) = if s >= r.hard_from {
+                let (i, confidence) = if s >= r.hard_from.observe(s) {
                     (2, s)
                 } else if s < r.easy_below {
                     (0, 1.0 - s)

@@ -22,7 +22,8 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::{Match, Signal, SignalError};
-use crate::config::{DifficultyRule, SignalKind};
+use crate::calibration::{LiveThresholds, Threshold};
+use crate::config::{DifficultyRule, ScoreLeaf, SignalKind};
 use crate::models::Embedder;
 use crate::request::RequestView;
 
@@ -193,7 +194,7 @@ impl DifficultyHead {
 
 struct Rule {
     name: Arc<str>,
-    threshold: f64,
+    threshold: Threshold,
 }
 
 /// Evaluates difficulty rules.
@@ -211,10 +212,20 @@ impl DifficultySignal {
                 .iter()
                 .map(|r| Rule {
                     name: r.name.as_str().into(),
-                    threshold: r.threshold,
+                    threshold: Threshold::Fixed(r.threshold),
                 })
                 .collect(),
         }
+    }
+
+    /// Rules a calibrated decision uses get their threshold from the live calibration.
+    pub fn calibrated(mut self, live: &LiveThresholds) -> Self {
+        for r in &mut self.rules {
+            if let Threshold::Fixed(t) = r.threshold {
+                r.threshold = Threshold::of(t, &ScoreLeaf::Difficulty(r.name.to_string()), live);
+            }
+        }
+        self
     }
 
     /// The router's prediction for the request (computed once, kept on the view).
@@ -244,7 +255,7 @@ impl DifficultySignal {
         Ok(self
             .rules
             .iter()
-            .filter(|r| d >= r.threshold)
+            .filter(|r| d >= r.threshold.observe(d))
             .map(|r| Match {
                 kind: SignalKind::Difficulty,
                 name: r.name.clone(),

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use futures::future::{BoxFuture, FutureExt};
 use thiserror::Error;
 
+use crate::calibration::LiveThresholds;
 use crate::config::{Config, SignalKind};
 use crate::models::Embedder;
 use crate::request::RequestView;
@@ -115,6 +116,7 @@ impl SignalSet {
         config: &Config,
         referenced: &BTreeSet<(SignalKind, String)>,
         backends: &Arc<Backends>,
+        live: &LiveThresholds,
     ) -> Result<Self, String> {
         let mut signals: Vec<Box<dyn Signal>> = Vec::new();
         let wanted = |kind: SignalKind, name: &str| referenced.contains(&(kind, name.to_string()));
@@ -164,7 +166,7 @@ impl SignalSet {
             let e = ComplexitySignal::needs_embedder(&complexity)
                 .then(|| embedder.clone())
                 .flatten();
-            signals.push(Box::new(ComplexitySignal::new(e, &complexity)));
+            signals.push(Box::new(ComplexitySignal::new(e, &complexity).calibrated(live)));
         }
         if let Some(embedder) = &embedder {
             if !embeddings.is_empty() {
@@ -186,7 +188,9 @@ impl SignalSet {
                 signals.push(Box::new(JailbreakSignal::new(embedder.clone(), &jailbreak)));
             }
             if !difficulty.is_empty() {
-                signals.push(Box::new(DifficultySignal::new(embedder.clone(), &difficulty)));
+                signals.push(Box::new(
+                    DifficultySignal::new(embedder.clone(), &difficulty).calibrated(live),
+                ));
             }
         }
         Ok(SignalSet {

@@ -53,17 +53,8 @@ impl DecisionLog {
     }
 }
 
-/// Reads the complexity scores of the routed requests in a decision log (for `calibrate`).
-pub fn complexity_scores(text: &str) -> Vec<f64> {
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["event"] == "route")
-        .filter_map(|v| v["complexity"].as_f64())
-        .collect()
-}
-
-/// The complexity threshold that sends `strong_share` of these requests to the strong tier: the
-/// score at the (1 − share) quantile.
+/// The threshold that sends `strong_share` of these scores' requests to the strong tier (score ≥
+/// threshold): the score at the (1 − share) quantile (`llmsoup calibrate`).
 pub fn calibrate(scores: &[f64], strong_share: f64) -> Option<f64> {
     if scores.is_empty() || !(0.0..=1.0).contains(&strong_share) {
         return None;
@@ -109,7 +100,7 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        assert_eq!(complexity_scores(&text), vec![0.25, 0.75]);
+        assert_eq!(crate::calibrate::scores(&text, "complexity"), vec![0.25, 0.75]);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -1,5 +1,6 @@
 //! What the sidecar learns from traffic and publishes: metrics, accounting (`/stats`), the live
-//! decision feed, the decision log, and the backends' observed health that routing reads.
+//! decision feed, the decision log, and what routing reads: the backends' observed health, live
+//! calibration windows and feedback-learned quality ([`Learned`]).
 //!
 //! All of it is one [`Observer`] value, created at `serve` and handed to every service: no
 //! process-wide state, so tests build their own and the data flow shows in signatures. The
@@ -9,6 +10,7 @@
 pub mod accounting;
 pub mod decision_log;
 pub mod feed;
+pub mod learning;
 pub mod metrics;
 
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use llmsoup_contract::ApiError;
 use llmsoup_contract::auth::AuthError;
 use llmsoup_contract::outcome::{Outcome, ResponsePath};
 use llmsoup_contract::v1::UsageReport;
-use llmsoup_router::engine::{Engine, Handling, Trace};
+use llmsoup_router::engine::{Engine, Handling, Learned, Trace};
 use llmsoup_router::selection::Backends;
 
 use accounting::{Accounting, CacheOutcome, Stats};
@@ -30,6 +32,7 @@ use crate::cache::ResponseCache;
 
 use decision_log::DecisionLog;
 use feed::Feed;
+use learning::{RecentRequests, RoutedTo};
 use metrics::{Metrics, kv};
 
 /// The sidecar's observed state, shared by its services.
@@ -38,10 +41,20 @@ pub struct Observer {
     registry: Option<prometheus::Registry>,
     accounting: Accounting,
     feed: Feed,
-    backends: Arc<Backends>,
+    learned: Learned,
+    recent: RecentRequests,
     decision_log: ArcSwapOption<DecisionLog>,
     budgets: Budgets,
     cache: ResponseCache,
+}
+
+/// What `POST /v1/feedback` recorded.
+#[derive(Debug, Clone)]
+pub struct FeedbackRecorded {
+    /// Where the request went.
+    pub to: RoutedTo,
+    /// The decision's blended quality of that model after the score (`None` without a decision).
+    pub quality: Option<f64>,
 }
 
 /// A tenant as a label value: the client token's name, `anonymous` without auth.
@@ -69,7 +82,8 @@ impl Observer {
             metrics,
             registry,
             accounting: Accounting::default(),
-            backends: Arc::default(),
+            learned: Learned::default(),
+            recent: RecentRequests::default(),
             decision_log: ArcSwapOption::empty(),
             budgets: Budgets::default(),
         }
@@ -94,7 +108,12 @@ impl Observer {
 
     /// What responses taught about each model; engines read it.
     pub fn backends(&self) -> &Arc<Backends> {
-        &self.backends
+        &self.learned.backends
+    }
+
+    /// Everything routing learns from traffic (backends, calibration windows, feedback quality).
+    pub fn learned(&self) -> &Learned {
+        &self.learned
     }
 
     /// The `/stats` totals.
@@ -120,19 +139,42 @@ impl Observer {
         &self.budgets
     }
 
-    /// A routing engine for `config` that reads this observer's backends, with the decision log
-    /// and the budget store the config asks for opened; nothing changes unless all succeed.
+    /// A routing engine for `config` that reads this observer's learned state, with the decision
+    /// log and the budget store the config asks for opened; nothing changes unless all succeed.
     pub fn engine(&self, config: Config) -> anyhow::Result<Engine> {
         let log = match &config.decision_log {
             Some(d) => Some(Arc::new(DecisionLog::open(d.path.clone().into(), d.include_prompt)?)),
             None => None,
         };
         let cache = config.response_cache.clone();
-        let engine = Engine::with_backends(config, self.backends.clone())?;
+        let engine = Engine::with_learned(config, self.learned.clone())?;
         self.cache.configure(&cache)?;
         self.budgets.configure(engine.config())?;
         self.decision_log.store(log);
+        // The calibration windows follow the new config (dropped where it no longer calibrates a
+        // rule, its shares applied to the rest) only now that the engine will serve: a refused
+        // reload keeps the running config's.
+        self.learned
+            .calibration
+            .configure(&engine.live_thresholds().calibrators);
         Ok(engine)
+    }
+
+    /// Reads back what the decision log of `engine`'s config holds (routed requests for feedback,
+    /// feedback scores, calibration scores): called once at start, so a restart keeps learning
+    /// where the last process stopped. A missing log is a fresh start.
+    pub fn restore(&self, engine: &Engine) -> learning::Restored {
+        let Some(log) = &engine.config().decision_log else {
+            return learning::Restored::default();
+        };
+        match learning::read_tail(std::path::Path::new(&log.path)) {
+            Ok(text) => learning::restore(&text, engine, &self.learned, &self.recent),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => learning::Restored::default(),
+            Err(e) => {
+                tracing::warn!(path = %log.path, error = %e, "cannot read the decision log back; starting fresh");
+                learning::Restored::default()
+            }
+        }
     }
 
     /// A request refused by a budget or rate limit (`limit`: `scope:limit`, e.g.
@@ -234,6 +276,22 @@ impl Observer {
                     entry.extend(fields);
                 }
                 log.write(&serde_json::Value::Object(entry));
+            }
+        }
+        if trace.routing.is_some() {
+            let to = match (&trace.handling, outcome) {
+                (Handling::Forwarded, Outcome::Forward(f)) => Some(RoutedTo {
+                    decision: f.summary.decision.clone(),
+                    model: f.summary.model.clone(),
+                }),
+                (Handling::Cached { model, decision, .. }, _) => Some(RoutedTo {
+                    decision: Some(decision.clone()),
+                    model: model.clone(),
+                }),
+                _ => None,
+            };
+            if let Some(to) = to {
+                self.recent.insert(request_id, to);
             }
         }
         match (&trace.handling, outcome) {
@@ -340,11 +398,17 @@ impl Observer {
             let body = (!r.response_body.is_empty()).then_some(r.response_body.as_slice());
             self.cache.complete(&key, r.status, r.stream, body);
         }
+        if !r.request_id.is_empty() && !r.model.is_empty() {
+            self.recent.answered_by(&r.request_id, &r.model);
+        }
         accounting::record(self, engine, r);
     }
 
-    /// Records a quality score (0–1) for a routed request in the decision log.
-    pub fn feedback(&self, request_id: &str, score: f64) -> Result<(), ApiError> {
+    /// Records a quality score (0–1) for a routed request: its decision and the model that
+    /// answered get the score in their feedback-learned quality (which `cost` selection reads),
+    /// and the decision log keeps it (so a restart reloads it). Returns where the request went and
+    /// the decision's blended quality for that model now (`None` without a decision).
+    pub fn feedback(&self, engine: &Engine, request_id: &str, score: f64) -> Result<FeedbackRecorded, ApiError> {
         if !(0.0..=1.0).contains(&score) || request_id.is_empty() {
             return Err(ApiError::bad_request(
                 "Feedback needs a `request_id` and a `score` between 0 and 1.",
@@ -359,10 +423,25 @@ impl Observer {
                 "decision_log_disabled",
             ));
         };
-        log.write(
-            &serde_json::json!({"event": "feedback", "ts": unix_now(), "request_id": request_id, "score": score}),
-        );
-        Ok(())
+        let Some(to) = self.recent.get(request_id) else {
+            return Err(ApiError::unknown_request(request_id));
+        };
+        let now = unix_now();
+        let cfg = &engine.config().routing.feedback;
+        let quality = to.decision.as_deref().map(|d| {
+            self.learned.quality.record(d, &to.model, score, now, cfg);
+            let prior = engine.config().model(&to.model).and_then(|m| m.quality).unwrap_or(0.0);
+            self.learned.quality.quality(d, &to.model, prior, now, cfg)
+        });
+        log.write(&serde_json::json!({
+            "event": "feedback",
+            "ts": now,
+            "request_id": request_id,
+            "score": score,
+            "decision": to.decision,
+            "model": to.model,
+        }));
+        Ok(FeedbackRecorded { to, quality })
     }
 
     pub(crate) fn accounting(&self) -> &Accounting {

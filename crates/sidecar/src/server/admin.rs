@@ -90,8 +90,14 @@ async fn ready(State(shared): State<Shared>) -> Response {
         .filter(|p| p.is_error())
         .map(ToString::to_string)
         .collect();
-    if !errors.is_empty() {
-        let body = serde_json::json!({"status": "degraded", "errors": errors});
+    // Envoy not running what the sidecar routes by (a reload it could not be given): requests
+    // to new models find no route, new tokens are refused, removed ones accepted.
+    let envoy = shared.envoy.stale();
+    if !errors.is_empty() || !envoy.is_empty() {
+        let mut body = serde_json::json!({"status": "degraded", "errors": errors});
+        if !envoy.is_empty() {
+            body["envoy"] = serde_json::json!(envoy);
+        }
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     }
     "ready\n".into_response()
@@ -112,21 +118,44 @@ async fn stats(State(shared): State<Shared>) -> Response {
 async fn backends(State(shared): State<Shared>) -> Response {
     let observed = shared.observer.backends().snapshot();
     let engine = shared.engine.load();
-    let models: serde_json::Map<String, serde_json::Value> = engine
-        .config()
+    let config = engine.config();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let learned = shared.observer.learned();
+    let mut feedback = learned.quality.snapshot(now, &config.routing.feedback);
+    let models: serde_json::Map<String, serde_json::Value> = config
         .models
         .iter()
         .map(|m| {
-            let v = match observed.get(&m.name) {
+            let mut v = match observed.get(&m.name) {
                 Some(s) => serde_json::to_value(s).unwrap_or_default(),
                 None => serde_json::json!({
                     "status": "healthy", "requests": 0, "in_flight": 0, "errors": 0, "ttft_ms": null, "tpot_ms": null
                 }),
             };
+            // Per decision: the feedback received and the quality `cost` selection reads now.
+            let prior = m.quality.unwrap_or(0.0);
+            let quality: serde_json::Map<String, serde_json::Value> = feedback
+                .remove(&m.name)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(decision, f)| {
+                    let q = learned
+                        .quality
+                        .quality(&decision, &m.name, prior, now, &config.routing.feedback);
+                    let mut e = serde_json::to_value(&f).unwrap_or_default();
+                    e["quality"] = q.into();
+                    (decision, e)
+                })
+                .collect();
+            v["quality"] = m.quality.into();
+            v["feedback"] = quality.into();
             (m.name.clone(), v)
         })
         .collect();
-    axum::Json(serde_json::json!({"models": models})).into_response()
+    let calibration = serde_json::to_value(learned.calibration.snapshot()).unwrap_or_default();
+    axum::Json(serde_json::json!({"models": models, "calibration": calibration})).into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -149,10 +178,16 @@ async fn feedback(State(shared): State<Shared>, body: axum::body::Bytes) -> Resp
             );
         }
     };
-    match shared.observer.feedback(&parsed.request_id, parsed.score) {
-        Ok(()) => (
+    let engine = shared.engine.load();
+    match shared.observer.feedback(&engine, &parsed.request_id, parsed.score) {
+        Ok(r) => (
             StatusCode::ACCEPTED,
-            axum::Json(serde_json::json!({"status": "recorded"})),
+            axum::Json(serde_json::json!({
+                "status": "recorded",
+                "decision": r.to.decision,
+                "model": r.to.model,
+                "quality": r.quality,
+            })),
         )
             .into_response(),
         Err(e) => reply(e.into()),

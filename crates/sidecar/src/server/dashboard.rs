@@ -87,7 +87,6 @@ fn stream(sub: feed::Subscription, subscribers: usize) -> impl Stream<Item = Res
 mod tests {
     use std::sync::Arc;
 
-    use arc_swap::ArcSwap;
     use llmsoup_contract::v1::UsageReport;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio::net::TcpStream;
@@ -125,10 +124,7 @@ auth:
         );
         let config = load_str_with_env(&text, &|_| None).unwrap();
         let observer = Arc::new(Observer::default());
-        Shared {
-            engine: Arc::new(ArcSwap::from_pointee(observer.engine(config).unwrap())),
-            observer,
-        }
+        Shared::new(observer.engine(config).unwrap(), observer)
     }
 
     async fn admin(engine: Shared) -> std::net::SocketAddr {

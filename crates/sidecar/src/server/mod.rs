@@ -4,6 +4,7 @@
 
 mod admin;
 mod dashboard;
+mod envoy_sync;
 mod ext_proc;
 mod grpc_auth;
 mod ratelimit;
@@ -23,6 +24,7 @@ use llmsoup_contract::v1::router_server::RouterServer;
 use llmsoup_router::engine::Engine;
 use tonic::service::interceptor::InterceptedService;
 
+pub use envoy_sync::EnvoySync;
 pub use ext_proc::ExtProcService;
 pub use grpc_auth::GrpcAuth;
 pub use ratelimit::RateLimitServer;
@@ -42,15 +44,23 @@ pub struct Shared {
     pub engine: EngineHandle,
     /// Metrics, accounting, the feed, the decision log, the backends.
     pub observer: Arc<Observer>,
+    /// What Envoy has of the running config (written on reload, reported by `/ready`).
+    pub envoy: Arc<EnvoySync>,
 }
 
 impl Shared {
     /// Serves `engine`, publishing to `observer` (which must be the one the engine reads its
-    /// backends from: see [`Observer::engine`]).
+    /// backends from: see [`Observer::engine`]), with no view of Envoy.
     pub fn new(engine: Engine, observer: Arc<Observer>) -> Self {
+        Self::with_envoy(engine, observer, Arc::new(EnvoySync::detached()))
+    }
+
+    /// [`Shared::new`], keeping Envoy's resources in step through `envoy`.
+    pub fn with_envoy(engine: Engine, observer: Arc<Observer>, envoy: Arc<EnvoySync>) -> Self {
         Shared {
             engine: Arc::new(ArcSwap::from_pointee(engine)),
             observer,
+            envoy,
         }
     }
 }
@@ -75,11 +85,27 @@ fn reply(r: Reply) -> Response {
 const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// Runs the gRPC server until SIGINT/SIGTERM; SIGHUP reloads the config (a bad one is refused
-/// and the running one kept).
-pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
+/// and the running one kept). With an xDS directory (`xds_dir`, else `gateway.xds_dir`), Envoy's
+/// resource files there are written at start and after every reload ([`EnvoySync`]).
+pub async fn serve(source: ConfigSource, xds_dir: Option<String>) -> anyhow::Result<()> {
     let observer = Arc::new(Observer::with_prometheus()?);
     let engine = observer.engine(source.load()?)?;
     log_model_problems(&engine);
+    let restored = observer.restore(&engine);
+    if restored != Default::default() {
+        tracing::info!(
+            routes = restored.routes,
+            feedback = restored.feedback,
+            calibration_scores = restored.scores,
+            "restored what the decision log holds"
+        );
+    }
+    let envoy = {
+        let config = engine.config().clone();
+        tokio::task::spawn_blocking(move || EnvoySync::start(xds_dir, &config))
+            .await
+            .context("writing the Envoy resources")??
+    };
     let addr: SocketAddr = engine.config().server.grpc_listen.parse().with_context(|| {
         format!(
             "server.grpc_listen `{}` is not host:port",
@@ -87,7 +113,7 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
         )
     })?;
     warn_if_exposed(engine.config(), addr);
-    let shared = Shared::new(engine, observer);
+    let shared = Shared::with_envoy(engine, observer, Arc::new(envoy));
 
     tokio::spawn(reload_on_sighup(source, shared.clone()));
     if let Some(admin) = &shared.engine.load().config().server.admin_listen {
@@ -192,22 +218,73 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// The config file's stamp, read off the async threads.
+async fn stamp(source: &ConfigSource) -> crate::source::Stamp {
+    let source = source.clone();
+    tokio::task::spawn_blocking(move || source.stamp()).await.ok().flatten()
+}
+
+/// How often `server.watch_config` looks at the config file.
+const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reloads on SIGHUP, and when `server.watch_config` is on and the file changed. One reload at a
+/// time: a signal or change during a reload is handled after it.
 async fn reload_on_sighup(source: ConfigSource, shared: Shared) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
     };
-    while hup.recv().await.is_some() {
-        match source.load().and_then(|c| shared.observer.engine(c)) {
-            Ok(engine) => {
-                log_model_problems(&engine);
-                shared.engine.store(Arc::new(engine));
-                tracing::info!("configuration reloaded");
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut seen = stamp(&source).await;
+    loop {
+        tokio::select! {
+            signal = hup.recv() => if signal.is_none() { return },
+            _ = tick.tick() => {
+                if !shared.engine.load().config().server.watch_config {
+                    continue;
+                }
+                let now = stamp(&source).await;
+                if now == seen {
+                    continue;
+                }
+                tracing::info!("config file changed; reloading");
             }
-            Err(e) => tracing::error!(
+        }
+        // Taken before loading, so a write that lands during the load triggers another one.
+        seen = stamp(&source).await;
+        reload(&source, &shared).await;
+    }
+}
+
+/// Loads the config again and, when it is valid, hands Envoy its resources first (so routes,
+/// clusters and tokens a reload adds are there as soon as the sidecar routes to them) and then
+/// swaps the engine. Clusters the reload dropped leave Envoy a moment later, once no route can
+/// still send to them.
+async fn reload(source: &ConfigSource, shared: &Shared) {
+    let engine = match source.load().and_then(|c| shared.observer.engine(c)) {
+        Ok(engine) => engine,
+        Err(e) => {
+            tracing::error!(
                 error = format!("{e:#}"),
                 "configuration reload refused; keeping the running config"
-            ),
+            );
+            return;
         }
+    };
+    log_model_problems(&engine);
+    let config = engine.config().clone();
+    let envoy = shared.envoy.clone();
+    let prune = tokio::task::spawn_blocking(move || envoy.apply(&config))
+        .await
+        .unwrap_or(false);
+    shared.engine.store(Arc::new(engine));
+    tracing::info!("configuration reloaded");
+    if prune {
+        let envoy = shared.envoy.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(envoy_sync::PRUNE_DELAY).await;
+            let _ = tokio::task::spawn_blocking(move || envoy.prune()).await;
+        });
     }
 }
