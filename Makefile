@@ -5,7 +5,7 @@ CARGO   ?= cargo
 VENV    := .cache/venv
 PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: all build release deps wasm models train-domain train-jailbreak train-router check-train-router run test test-unit test-e2e test-deploy lint fmt clean envoy-configs bench fuzz fuzz-cmin
+.PHONY: all build release deps wasm models train-domain train-jailbreak train-router check-train-router run test test-unit lint-arm64 test-arm64 test-e2e test-deploy lint fmt clean envoy-configs bench fuzz fuzz-cmin
 
 all: build
 
@@ -55,6 +55,16 @@ test: deps models build wasm test-unit test-e2e test-deploy
 
 test-unit: models
 	$(CARGO) test --workspace
+
+# ARM64 (scripts/arm64.sh installs the cross tools): `lint-arm64` runs clippy for
+# aarch64-unknown-linux-gnu on the model crate (NEON and dotprod int8 kernels) and the sidecar;
+# `test-arm64` runs the model crate's unit tests under qemu-user. Not yet part of `lint`/`test`:
+# their cold time on a 2-core CI box is still to be measured against the 45-minute budget.
+lint-arm64:
+	CARGO=$(CARGO) scripts/arm64.sh check
+
+test-arm64: models
+	CARGO=$(CARGO) scripts/arm64.sh test
 
 test-e2e: deps models build wasm
 	LLMSOUP_BIN=$(CURDIR)/target/debug/llmsoup $(PYTEST) tests/e2e -q -p no:cacheprovider
