@@ -5,7 +5,7 @@ CARGO   ?= cargo
 VENV    := .cache/venv
 PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: all build release deps wasm models train-domain train-jailbreak train-router check-train-router run test test-unit lint-arm64 test-arm64 test-e2e test-deploy lint fmt clean envoy-configs bench fuzz fuzz-cmin
+.PHONY: all build release deps wasm models train-domain train-jailbreak train-router check-train-router fit-strengths check-fit-strengths run test test-unit lint-arm64 test-arm64 test-e2e test-deploy lint fmt clean envoy-configs bench fuzz fuzz-cmin
 
 all: build
 
@@ -38,6 +38,14 @@ train-router: deps models
 # head byte for byte (same CPU family: the encoder's and candle's f32 kernels are picked per CPU).
 check-train-router: deps models
 	@scripts/train-router.sh --check
+
+# The built-in model strengths (`models[].strength` defaults): a Rasch fit over 30 models'
+# MMLU-Pro outcomes; `check-fit-strengths` refits and compares byte for byte.
+fit-strengths:
+	@scripts/fit-strengths.sh
+
+check-fit-strengths:
+	@scripts/fit-strengths.sh --check
 
 # The proxy-wasm filter (target/wasm/wasm32-unknown-unknown/wasm/llmsoup_filter.wasm).
 wasm:
@@ -97,6 +105,7 @@ bench: deps models release wasm
 	$(CARGO) run --release -q -p llmsoup-tools --example bench_route -- \
 		--bin $(CURDIR)/target/release/llmsoup --config bench/signals-config-window.yaml --out bench/signals-results-window.md
 	$(CARGO) run --release -q -p llmsoup-tools --example bench_encoder
+	$(CARGO) run --release -q -p llmsoup-tools --example bench_difficulty -- bench/difficulty-results.md
 
 # Also: the binary without the router (config check and envoy-config without Candle) still builds,
 # and no module cycles inside a crate (crates themselves cannot form cycles).
