@@ -407,7 +407,11 @@ impl<H: Host> Filter<H> {
         );
         // A fallback chain's answer names the model that answered: say that one, account it.
         let attempts = self.host.response_header(ATTEMPTS_HEADER);
-        if let Some(model) = self.response.on_attempts(attempts.as_deref(), self.chain.as_deref()) {
+        let now = self.host.now().as_secs();
+        if let Some(model) = self
+            .response
+            .on_attempts(attempts.as_deref(), self.chain.as_deref(), now)
+        {
             for (k, v) in &mut self.response_headers {
                 if k == MODEL_HEADER {
                     *v = model.clone().into_bytes();

@@ -3,6 +3,7 @@ is retried by Envoy on the next model of the request's chain within the same cli
 each attempt with its own provider, path, model id and credential. What the echoing mock
 upstream received is the evidence; `x-llmsoup-attempts` says what was tried."""
 
+import email.utils
 import json
 import shutil
 import time
@@ -38,6 +39,23 @@ def backends(s) -> dict:
     return r.json()["models"]
 
 
+def attempts_received(s, mark: str) -> list[dict]:
+    """Every request the mock providers received (failed attempts included) that carried this
+    test's mark, in arrival order (one mock process serves every provider port)."""
+    r = requests.get(f"http://127.0.0.1:{s.ports['alpha']}/mock/received", timeout=5)
+    return [e for e in r.json() if e["headers"].get("x-e2e-mark") == mark]
+
+
+def new_mark(s) -> str:
+    return f"{s.mode}-{time.monotonic_ns()}"
+
+
+def assert_no_internal_header(entries: list[dict]):
+    for e in entries:
+        leaked = sorted(h for h in e["headers"] if h.lower().startswith("x-llmsoup-"))
+        assert not leaked, (e["body"].get("model"), leaked)
+
+
 def test_happy_path_is_one_attempt_on_the_primary(fb_stack):
     s = fb_stack
     r = s.chat("hello", model="prim")
@@ -66,7 +84,10 @@ def test_a_failed_primary_is_answered_by_the_fallback_in_the_same_request(fb_sta
     assert time.monotonic() - started < 5, "a silent primary must not hold the request until it answers"
     m = received(r)
     assert r.headers["x-llmsoup-model"] == "fb"
-    assert r.headers["x-llmsoup-attempts"] == "prim,fb"
+    # A failed attempt's entry carries the status it was answered with (none: no answer).
+    fail = failure.get("x-mock-fail-for")
+    status = ";" + fail.split("=")[1] if fail else ""
+    assert r.headers["x-llmsoup-attempts"] == f"prim{status},fb"
     # The fallback's provider, model id and credential.
     assert m["port"] == s.ports["beta"]
     assert m["body"]["model"] == "fb-v1"
@@ -75,10 +96,8 @@ def test_a_failed_primary_is_answered_by_the_fallback_in_the_same_request(fb_sta
     # Everything else in the body is what the client sent.
     assert m["body"]["messages"] == [{"role": "user", "content": "hello"}]
     # The chain routed the request and the attempt's model/provider picked its steps; none of
-    # them reaches the provider (the tried list and the model's byte span still do: the
-    # attempts share one header map).
-    for internal in ("x-llmsoup-chain", "x-llmsoup-upstream", "x-llmsoup-upstream-provider", "x-llmsoup-model"):
-        assert internal not in m["headers"], m["headers"]
+    # them, nor any other llmsoup header, reaches the provider.
+    assert_no_internal_header([m])
 
 
 def test_a_stream_fails_over_before_its_first_byte(fb_stack):
@@ -89,7 +108,7 @@ def test_a_stream_fails_over_before_its_first_byte(fb_stack):
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/event-stream")
     assert r.headers["x-llmsoup-model"] == "fb"
-    assert r.headers["x-llmsoup-attempts"] == "prim,fb"
+    assert r.headers["x-llmsoup-attempts"] == "prim;503,fb"
     events = [line[6:] for line in r.iter_lines(decode_unicode=True) if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
     first = json.loads(events[0])
@@ -117,13 +136,13 @@ def test_the_chain_goes_on_and_no_credential_follows_the_request(fb_stack):
     r = s.chat("hello", model="prim", headers={"x-mock-fail-for": "prim-v1=503,fb-v1=502"})
     m = received(r)
     assert r.headers["x-llmsoup-model"] == "last"
-    assert r.headers["x-llmsoup-attempts"] == "prim,fb,last"
+    assert r.headers["x-llmsoup-attempts"] == "prim;503,fb;502,last"
     assert (m["port"], m["body"]["model"]) == (s.ports["alpha"], "last-v1")
     # fb's attempt got beta's key; the next attempt, to a provider without one, must not.
     assert "authorization" not in m["headers"], m["headers"]
     r = s.chat("hello", model="secure", headers={"x-mock-fail-for": "secure-v1=503"})
     m = received(r)
-    assert r.headers["x-llmsoup-attempts"] == "secure,open"
+    assert r.headers["x-llmsoup-attempts"] == "secure;503,open"
     assert (m["port"], m["body"]["model"]) == (s.ports["alpha"], "open-v1")
     assert "authorization" not in m["headers"], m["headers"]
 
@@ -132,7 +151,7 @@ def test_when_every_attempt_fails_the_client_gets_the_last_error_as_json(fb_stac
     s = fb_stack
     r = s.chat("hello", model="prim", headers={"x-mock-fail-for": "prim-v1=503,fb-v1=503,last-v1=429"})
     assert r.status_code == 429
-    assert r.headers["x-llmsoup-attempts"] == "prim,fb,last"
+    assert r.headers["x-llmsoup-attempts"] == "prim;503,fb;503,last;429"
     assert r.headers["x-llmsoup-model"] == "last"
     assert "error" in r.json()
     r = s.chat("hello", model="secure", headers={"x-mock-reset-for": "secure-v1,open-v1"})
@@ -146,13 +165,13 @@ def test_fallbacks_that_cannot_take_the_request_are_skipped(fb_stack):
     # Context window: tiny (200 tokens) cannot take a ~400-token prompt.
     r = s.chat("long " * 300, model="big", headers={"x-mock-fail-for": "big-v1=503"})
     m = received(r)
-    assert r.headers["x-llmsoup-attempts"] == "big,tooless"
+    assert r.headers["x-llmsoup-attempts"] == "big;503,tooless"
     assert m["body"]["model"] == "tooless-v1"
     # Tools: tooless cannot take a request that offers tools.
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
     r = s.chat("hello", model="big", tools=tools, headers={"x-mock-fail-for": "big-v1=503,tiny-v1=503"})
     m = received(r)
-    assert r.headers["x-llmsoup-attempts"] == "big,tiny,blind"
+    assert r.headers["x-llmsoup-attempts"] == "big;503,tiny;503,blind"
     assert m["body"]["model"] == "blind-v1"
     assert m["body"]["tools"] == tools
     # Vision: blind cannot take an image part.
@@ -161,7 +180,7 @@ def test_fallbacks_that_cannot_take_the_request_are_skipped(fb_stack):
     r = requests.post(f"{s.url}/v1/chat/completions", json=payload, timeout=30,
                       headers=s.headers(**{"x-mock-fail-for": "big-v1=503,tiny-v1=503,tooless-v1=503"}))
     m = received(r)
-    assert r.headers["x-llmsoup-attempts"] == "big,tiny,tooless,roomy"
+    assert r.headers["x-llmsoup-attempts"] == "big;503,tiny;503,tooless;503,roomy"
     assert m["body"]["model"] == "roomy-v1"
 
 
@@ -169,7 +188,7 @@ def test_no_silent_fall_below_the_quality_floor(fb_stack):
     s = fb_stack
     r = s.chat("hello", model="picky", headers={"x-mock-fail-for": "picky-v1=503"})
     m = received(r)
-    assert r.headers["x-llmsoup-attempts"] == "picky,decent"
+    assert r.headers["x-llmsoup-attempts"] == "picky;503,decent"
     assert m["body"]["model"] == "decent-v1"
 
 
@@ -179,7 +198,7 @@ def test_a_decision_chain_fails_over_in_listed_order(fb_stack):
     m = received(r)
     assert r.headers["x-llmsoup-decision"] == "chained"
     assert r.headers["x-llmsoup-model"] == "d2"
-    assert r.headers["x-llmsoup-attempts"] == "d1,d2"
+    assert r.headers["x-llmsoup-attempts"] == "d1;503,d2"
     assert (m["port"], m["body"]["model"]) == (s.ports["beta"], "d2-v1")
     assert m["headers"]["authorization"] == f"Bearer {BETA_PROVIDER_KEY}"
 
@@ -192,7 +211,7 @@ def test_attempts_are_bounded_and_accounted_per_model(fb_stack):
     fail = "big-v1=503,tiny-v1=503,tooless-v1=503,blind-v1=503,roomy-v1=503"
     r = s.chat("hello", model="big", headers={"x-mock-fail-for": fail})
     assert r.status_code == 503
-    assert r.headers["x-llmsoup-attempts"] == "big,tiny,tooless,blind"
+    assert r.headers["x-llmsoup-attempts"] == "big;503,tiny;503,tooless;503,blind;503"
     r = s.chat("hello", model="prim", headers={"x-mock-fail-for": "prim-v1=503"})
     assert r.status_code == 200
 
@@ -232,7 +251,7 @@ def test_outlier_detection_ejects_a_failing_model_then_takes_it_back(fb_stack):
     s = fb_stack
     for _ in range(2):
         r = s.chat("hello", model="ej", headers={"x-mock-fail-for": "ej-v1=503"})
-        assert r.headers["x-llmsoup-attempts"] == "ej,ejfb", r.headers
+        assert r.headers["x-llmsoup-attempts"] == "ej;503,ejfb", r.headers
     wait_ejected(s, "fallback_model_ej")
     # Ejected after two failures in a row: the chain skips it without an attempt.
     r = s.chat("hello", model="ej")
@@ -270,6 +289,123 @@ def test_an_ejected_provider_with_no_fallback_fails_fast_as_json_then_recovers(f
         if r.status_code == 200:
             break
     assert received(r)["body"]["model"] == "solo-v1"
+
+
+NO_LEAK_CASES = {
+    # name: (request headers, streamed, models the providers received, in order)
+    "happy": ({}, False, ["prim-v1"]),
+    "503": ({"x-mock-fail-for": "prim-v1=503"}, False, ["prim-v1", "fb-v1"]),
+    "reset": ({"x-mock-reset-for": "prim-v1"}, False, ["prim-v1", "fb-v1"]),
+    "three-attempts": ({"x-mock-fail-for": "prim-v1=503,fb-v1=429"}, False, ["prim-v1", "fb-v1", "last-v1"]),
+    "stream": ({"x-mock-fail-for": "prim-v1=503"}, True, ["prim-v1", "fb-v1"]),
+}
+
+
+@pytest.mark.parametrize("case", NO_LEAK_CASES, ids=list(NO_LEAK_CASES))
+def test_no_llmsoup_header_reaches_a_provider_on_any_attempt(fb_stack, case):
+    """The chain, the model's byte span, the attempts so far and the first path must outlive an
+    attempt; they live in Envoy's dynamic metadata, so no attempt — first, fallback or streamed —
+    carries an `x-llmsoup-*` header to a provider."""
+    s = fb_stack
+    headers, stream, models = NO_LEAK_CASES[case]
+    mark = new_mark(s)
+    payload = {"model": "prim", "stream": stream, "messages": [{"role": "user", "content": "hello"}]}
+    r = requests.post(f"{s.url}/v1/chat/completions", json=payload, timeout=30, stream=stream,
+                      headers=s.headers(**{**headers, "x-e2e-mark": mark}))
+    assert r.status_code == 200, r.text
+    if stream:
+        assert r.text.rstrip().endswith("data: [DONE]")
+    got = attempts_received(s, mark)
+    assert [e["body"]["model"] for e in got] == models, got
+    assert_no_internal_header(got)
+    # The last attempt (alpha's or beta's) answered: its path and id are its own.
+    for e in got:
+        assert e["path"] == "/v1/chat/completions"
+
+
+def backends_until(s, pred, timeout: float = 5.0) -> dict:
+    """/v1/backends once `pred` holds (wasm-mode reports are flushed every 200 ms)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view = backends(s)
+        if pred(view) or time.monotonic() > deadline:
+            return view
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+def test_a_retry_after_skips_the_model_for_that_long_then_it_is_used_again(fb_stack, form):
+    s = fb_stack
+    # Start with no window running (the other form's may still be).
+    backends_until(s, lambda v: "skip_s" not in v.get("rl", {}), timeout=10)
+    if form == "seconds":
+        retry_after = "2"
+    else:  # an HTTP date 4 s ahead: its comma travels percent-encoded in x-llmsoup-attempts
+        retry_after = email.utils.formatdate(time.time() + 4, usegmt=True)
+    mark = new_mark(s)
+    r = s.chat("hello", model="rl", headers={"x-mock-fail-for": "rl-v1=429", "x-mock-retry-after": retry_after,
+                                             "x-e2e-mark": mark})
+    assert received(r)["body"]["model"] == "rlfb-v1"
+    assert r.headers["x-llmsoup-model"] == "rlfb"
+    attempts = r.headers["x-llmsoup-attempts"]
+    assert attempts.startswith("rl;429;") and attempts.endswith(",rlfb"), attempts
+    assert [e["body"]["model"] for e in attempts_received(s, mark)] == ["rl-v1", "rlfb-v1"]
+    view = backends_until(s, lambda v: "skip_s" in v.get("rl", {}))
+    assert 0 < view["rl"]["skip_s"] <= 4.5, view["rl"]
+    started = time.monotonic()
+    # Within the window: straight to the fallback, the primary never sees the request.
+    mark = new_mark(s)
+    r = s.chat("hello", model="rl", headers={"x-e2e-mark": mark})
+    assert time.monotonic() - started < 1.5
+    assert r.headers["x-llmsoup-model"] == "rlfb"
+    assert received(r)["body"]["model"] == "rlfb-v1"
+    got = attempts_received(s, mark)
+    assert [e["body"]["model"] for e in got] == ["rlfb-v1"], got
+    assert_no_internal_header(got)
+    # After it: the primary again.
+    backends_until(s, lambda v: "skip_s" not in v.get("rl", {}), timeout=6)
+    r = s.chat("hello", model="rl")
+    assert r.headers["x-llmsoup-model"] == "rl"
+    assert received(r)["body"]["model"] == "rl-v1"
+
+
+def test_a_long_retry_after_is_capped_by_max_skip_s(fb_stack):
+    s = fb_stack
+    r = s.chat("hello", model="capped", headers={"x-mock-fail-for": "capped-v1=503", "x-mock-retry-after": "3600"})
+    assert received(r)["body"]["model"] == "cappedfb-v1"
+    assert r.headers["x-llmsoup-attempts"] == "capped;503;3600,cappedfb"
+    view = backends_until(s, lambda v: "skip_s" in v.get("capped", {}))
+    assert 25 < view["capped"]["skip_s"] <= 30, view["capped"]
+
+
+def decision_log_line(s, request_id: str) -> dict:
+    path = s.dir / "decisions.jsonl"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip() and json.loads(line).get("request_id") == request_id:
+                    return json.loads(line)
+        time.sleep(0.05)
+    raise AssertionError(f"no decision log line for {request_id}")
+
+
+def test_the_decision_log_says_which_chain_models_were_skipped_and_why(fb_stack):
+    s = fb_stack
+    rid = f"skips-{s.mode}-{time.monotonic_ns()}"
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    r = s.chat("tell me about the walrus", tools=tools, headers={"x-request-id": rid})
+    m = received(r)
+    assert r.headers["x-llmsoup-decision"] == "skippy"
+    # The chain Envoy got is what was left: picky, then decent.
+    assert r.headers["x-llmsoup-attempts"] == "picky"
+    assert m["body"]["model"] == "picky-v1"
+    line = decision_log_line(s, rid)
+    assert line["model"] == "picky"
+    assert line["skipped_fallbacks"] == [
+        {"model": "weak", "reason": "quality_floor"},
+        {"model": "tooless", "reason": "tools"},
+    ], line
 
 
 # Adversarial: the chain routes match on `x-llmsoup-chain`, so a client must not be able to pick a

@@ -59,7 +59,7 @@ def test_a_plain_primary_fails_over_to_an_https_fallback(tls_stack):
     r = s.chat("hello", model="shaky", headers={"x-mock-fail-for": "shaky-v1=503"})
     m = received(r)
     assert r.headers["x-llmsoup-model"] == "tls"
-    assert r.headers["x-llmsoup-attempts"] == "shaky,tls"
+    assert r.headers["x-llmsoup-attempts"] == "shaky;503,tls"
     assert m["tls"] is True and m["port"] == s.ports["secure"]
     assert m["body"]["model"] == "tls-v1"
     assert m["headers"]["authorization"] == f"Bearer {BETA_PROVIDER_KEY}"
@@ -69,7 +69,7 @@ def test_an_https_primary_fails_over_to_a_plain_fallback_without_its_credential(
     s = tls_stack
     r = s.chat("hello", model="tlsfirst", headers={"x-mock-fail-for": "tlsfirst-v1=503"})
     m = received(r)
-    assert r.headers["x-llmsoup-attempts"] == "tlsfirst,plainfb"
+    assert r.headers["x-llmsoup-attempts"] == "tlsfirst;503,plainfb"
     assert m["tls"] is False and m["port"] == s.ports["alpha"]
     assert m["body"]["model"] == "plainfb-v1"
     assert "authorization" not in m["headers"], "the HTTPS provider's key must not follow the request"

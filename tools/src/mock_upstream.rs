@@ -1,7 +1,7 @@
 //! `llmsoup mock-upstream`: a fake provider for the demo and the end-to-end tests. It answers
 //! OpenAI chat completions, and Anthropic Messages on `.../messages` ([`anthropic`]), as JSON or
 //! SSE (with usage), reports what it received (model, path, headers, body: in the response, and
-//! the last 64 requests at `GET /mock/received`) and can be told by request headers to misbehave:
+//! the last 64 requests at `GET /mock/received`, failed ones included) and can be told by request headers to misbehave:
 //!
 //! | header | effect |
 //! |---|---|
@@ -13,6 +13,7 @@
 //! | `x-expect-model: m` | answer 417 unless the body's `model` is `m` |
 //! | `x-mock-delay-for: m=200` | delay only requests whose body `model` is `m` |
 //! | `x-mock-fail-for: m=503` | fail only requests whose body `model` is `m` |
+//! | `x-mock-retry-after: 2` | send this `retry-after` with a failure from `x-mock-fail-for` |
 //! | `x-mock-tool-call: {"city":"Paris"}` | call the request's first tool with these arguments |
 //! | `x-mock-reset-for: m,n` | drop the connection only for requests whose body `model` is listed |
 //!
@@ -271,40 +272,8 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, port: u16, tls: boo
         }
     };
     let model = request.get("model").and_then(Value::as_str).unwrap_or("").to_string();
-    if let Some(expected) = header(&parts, "x-expect-model")
-        && expected != model
-    {
-        return Ok(error(
-            StatusCode::EXPECTATION_FAILED,
-            &format!("expected model `{expected}`, received `{model}`"),
-        ));
-    }
-    // Per-model misbehaviour, so one header on every request makes one upstream model slow or
-    // broken while the others stay healthy.
-    let for_model = |name: &str| -> Option<u64> {
-        header(&parts, name)?.split(',').find_map(|kv| {
-            let (m, v) = kv.split_once('=')?;
-            (m.trim() == model).then(|| v.trim().parse().ok()).flatten()
-        })
-    };
-    if header(&parts, "x-mock-reset-for").is_some_and(|v| v.split(',').any(|m| m.trim() == model)) {
-        return Err(Reset);
-    }
-    if let Some(ms) = for_model("x-mock-delay-for") {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-    }
-    if let Some(status) = for_model("x-mock-fail-for").and_then(|s| StatusCode::from_u16(s as u16).ok()) {
-        return Ok(error(
-            status,
-            &format!("mock upstream told to fail {model} with {}", status.as_u16()),
-        ));
-    }
-    let n = shared.counter.fetch_add(1, Ordering::Relaxed);
-    let id = format!("chatcmpl-mock-{n}");
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    // Every request that got this far is kept, the ones told to fail too: a failed attempt is
+    // something the provider received.
     let headers: serde_json::Map<String, Value> = parts
         .headers
         .iter()
@@ -330,6 +299,45 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, port: u16, tls: boo
         }
         r.push_back(echo.clone());
     }
+    if let Some(expected) = header(&parts, "x-expect-model")
+        && expected != model
+    {
+        return Ok(error(
+            StatusCode::EXPECTATION_FAILED,
+            &format!("expected model `{expected}`, received `{model}`"),
+        ));
+    }
+    // Per-model misbehaviour, so one header on every request makes one upstream model slow or
+    // broken while the others stay healthy.
+    let for_model = |name: &str| -> Option<u64> {
+        header(&parts, name)?.split(',').find_map(|kv| {
+            let (m, v) = kv.split_once('=')?;
+            (m.trim() == model).then(|| v.trim().parse().ok()).flatten()
+        })
+    };
+    if header(&parts, "x-mock-reset-for").is_some_and(|v| v.split(',').any(|m| m.trim() == model)) {
+        return Err(Reset);
+    }
+    if let Some(ms) = for_model("x-mock-delay-for") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(status) = for_model("x-mock-fail-for").and_then(|s| StatusCode::from_u16(s as u16).ok()) {
+        let mut resp = error(
+            status,
+            &format!("mock upstream told to fail {model} with {}", status.as_u16()),
+        );
+        if let Some(v) = header(&parts, "x-mock-retry-after").and_then(|v| hyper::header::HeaderValue::from_str(v).ok())
+        {
+            resp.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+        }
+        return Ok(resp);
+    }
+    let n = shared.counter.fetch_add(1, Ordering::Relaxed);
+    let id = format!("chatcmpl-mock-{n}");
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let content = format!("mock reply from {model}");
     let (prompt_tokens, completion_tokens) = header(&parts, "x-mock-usage")
         .and_then(|v| {

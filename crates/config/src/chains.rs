@@ -31,9 +31,10 @@ impl Config {
         chain
     }
 
-    /// Every chain of two or more models the router may hand Envoy: each configured chain and
-    /// each of its subsequences that keeps the primary (fallbacks that cannot take a request are
-    /// dropped from it), sorted.
+    /// Every chain of two or more models the router may hand Envoy: each configured chain's
+    /// subsequences of two or more models, sorted. Fallbacks that cannot take a request are
+    /// dropped from its chain, and so is a primary in a `retry-after` skip window (the chain
+    /// then starts at its first usable fallback).
     pub fn chains(&self) -> Vec<Vec<&str>> {
         let mut full: Vec<Vec<&str>> = Vec::new();
         for m in self.models.iter().filter(|m| m.enabled) {
@@ -53,15 +54,16 @@ impl Config {
         }
         let mut out = BTreeSet::new();
         for chain in full {
-            let rest = &chain[1..];
-            for mask in 1u32..(1 << rest.len()) {
-                let mut c = vec![chain[0]];
-                c.extend(
-                    rest.iter()
-                        .enumerate()
-                        .filter(|(i, _)| mask & (1 << i) != 0)
-                        .map(|(_, m)| *m),
-                );
+            for mask in 1u32..(1 << chain.len()) {
+                if mask.count_ones() < 2 {
+                    continue;
+                }
+                let c: Vec<&str> = chain
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| mask & (1 << i) != 0)
+                    .map(|(_, m)| *m)
+                    .collect();
                 out.insert(c);
             }
         }
@@ -158,7 +160,7 @@ decisions:
     }
 
     #[test]
-    fn chains_are_every_subsequence_that_keeps_the_primary() {
+    fn chains_are_every_subsequence_of_two_or_more() {
         let c = load_str_with_env(CHAINS, &|_| None).unwrap();
         let a = c.model("a").unwrap();
         let names = |v: Vec<&crate::ModelConfig>| v.iter().map(|m| m.name.clone()).collect::<Vec<_>>();
@@ -167,7 +169,14 @@ decisions:
         assert_eq!(names(c.fallback_chain(a, Some(&c.decisions[0]))), ["a", "c"]);
         assert_eq!(
             c.chains(),
-            [vec!["a", "b"], vec!["a", "b", "c"], vec!["a", "c"], vec!["c", "a"],]
+            // `b, c`: `a`'s chain while `a` is in a retry-after skip window.
+            [
+                vec!["a", "b"],
+                vec!["a", "b", "c"],
+                vec!["a", "c"],
+                vec!["b", "c"],
+                vec!["c", "a"],
+            ]
         );
         // Disabled models never join a chain.
         let c = load_str_with_env(&CHAINS.replace("[b, c]", "[off, b]"), &|_| None).unwrap();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::fallback::{Attempts, in_chain};
-use crate::v1::UsageReport;
+use crate::v1::{ModelSkip, UsageReport};
 
 /// Token counts found in a response.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -206,6 +206,8 @@ pub struct ResponseTracker {
     ended: bool,
     /// Models of a fallback chain whose attempts failed before the answering one.
     failed: Vec<String>,
+    /// Attempts that asked for a pause (`retry-after` on a 429/503): model, seconds.
+    skips: Vec<ModelSkip>,
 }
 
 /// A captured response body: up to `limit` bytes, dropped whole beyond it.
@@ -240,14 +242,23 @@ impl ResponseTracker {
     }
 
     /// A fallback chain's response headers: `attempts` is [`crate::fallback::ATTEMPTS_HEADER`]'s value, `chain`
-    /// the chain the request was routed with ([`crate::fallback::CHAIN_HEADER`]). Returns the
-    /// model that answered (the report's failed models are the ones before it); `None` when the
-    /// request had no chain or the header does not name models of it.
-    pub fn on_attempts(&mut self, attempts: Option<&[u8]>, chain: Option<&str>) -> Option<String> {
+    /// the chain the request was routed with ([`crate::fallback::CHAIN_HEADER`]), `now` the
+    /// wall clock in seconds since the Unix epoch (for a `retry-after` date). Returns the model
+    /// that answered (the report's failed models are the ones before it, its skips the attempts
+    /// that asked for a pause); `None` when the request had no chain or the header does not name
+    /// models of it.
+    pub fn on_attempts(&mut self, attempts: Option<&[u8]>, chain: Option<&str>, now: u64) -> Option<String> {
         let (attempts, chain) = (attempts?, chain?);
         let a = Attempts::parse(attempts, |n| in_chain(chain, n))?;
-        self.failed = a.failed.iter().map(|m| m.to_string()).collect();
-        Some(a.answered.to_string())
+        self.failed = a.failed.iter().map(|m| m.model.to_string()).collect();
+        self.skips = a
+            .skips(now)
+            .map(|(model, seconds)| ModelSkip {
+                model: model.to_string(),
+                seconds,
+            })
+            .collect();
+        Some(a.answered.model.to_string())
     }
 
     /// Whether response chunks are read for usage (callers may skip copying them otherwise).
@@ -365,6 +376,7 @@ impl ResponseTracker {
             // The caller knows who authenticated.
             tenant: String::new(),
             failed_models: std::mem::take(&mut self.failed),
+            skips: std::mem::take(&mut self.skips),
             ..Default::default()
         })
     }

@@ -1,8 +1,9 @@
 //! Fallback chains in Envoy: Envoy retries a failed attempt on the next model of the request's
 //! chain, each attempt with its own provider, path, `model` id and credential.
 //!
-//! Per chain (every subsequence of a configured chain that keeps its primary, so the sidecar can
-//! drop fallbacks that cannot take a request — `Config::chains`):
+//! Per chain (every subsequence of two or more of a configured chain's models, so the sidecar can
+//! drop fallbacks that cannot take a request, or a primary in a `retry-after` skip window —
+//! `Config::chains`):
 //! - a route matching [`CHAIN_HEADER`] with a `retry_policy` (connect failure, reset, 5xx, 429)
 //!   and `retry_priority: previous_priorities`, so attempt *n* goes to priority *n*;
 //! - an aggregate cluster whose priorities are the chain's models, each a `fallback_model_<name>`
@@ -10,17 +11,21 @@
 //! - upstream HTTP filters on the aggregate cluster (an aggregate cluster's attempts run its
 //!   filters, not the underlying cluster's), run once per attempt after the host is picked:
 //!   `header_mutation` copies the host's model and provider from its metadata into request
-//!   headers (`%UPSTREAM_METADATA%`) and sets [`ATTEMPTS_HEADER`] on the answer; a Lua step
-//!   (`fallback.lua`) rewrites path and `model` id for a non-primary attempt and strips an earlier
-//!   attempt's credential; one `credential_injector` per provider, skipped (match_delegate) unless
+//!   headers (`%UPSTREAM_METADATA%`); a Lua step (`fallback.lua`) rewrites path and `model` id
+//!   for a non-primary attempt, strips an earlier attempt's credential, and on each attempt's
+//!   answer sets [`ATTEMPTS_HEADER`] (models tried, with a failed answer's status and
+//!   `retry-after`); one `credential_injector` per provider, skipped (match_delegate) unless
 //!   the attempt goes to that provider; a last `header_mutation` removes the attempt's model and
-//!   provider headers (set again by the first step of the next attempt). The chain header is
-//!   removed by the route (each aggregate cluster's Lua step knows its chain's primary), so no
-//!   provider sees it; the tried list and the model's byte span still reach providers, because
-//!   they must survive from one attempt to the next in the shared headers.
+//!   provider headers (set again by the first step of the next attempt).
 //!
 //! Request headers are shared by all attempts of a request (Envoy's upstream filters mutate the
-//! router's copy), bodies are not: each attempt starts from the routed body.
+//! router's copy: a header removed in one attempt is gone for the next), bodies are not: each
+//! attempt starts from the routed body. What must outlive an attempt — the attempts so far, the
+//! model's byte span, the first path — is kept by the Lua step in the request's dynamic metadata
+//! ([`STATE_NAMESPACE`]: an upstream filter's stream info is the downstream request's, shared by
+//! its attempts and never sent upstream), so no `x-llmsoup-*` header reaches a provider: the
+//! chain header is removed by the route (each aggregate cluster's Lua step knows its chain's
+//! primary), the span header by the first attempt.
 
 use std::collections::BTreeSet;
 
@@ -28,7 +33,7 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 
 use llmsoup_config::Config;
-use llmsoup_contract::fallback::{ATTEMPTS_HEADER, CHAIN_HEADER, MODEL_SPAN_HEADER, TRIED_HEADER, chain_value};
+use llmsoup_contract::fallback::{ATTEMPTS_HEADER, CHAIN_HEADER, MODEL_SPAN_HEADER, chain_value};
 
 use super::{credential_injector, duration, lua_string, provider_cluster};
 
@@ -37,8 +42,8 @@ const FALLBACK_LUA: &str = include_str!("fallback.lua");
 const UPSTREAM_MODEL_HEADER: &str = "x-llmsoup-upstream";
 /// Upstream request header: the attempt's provider (from the picked host's metadata).
 const UPSTREAM_PROVIDER_HEADER: &str = "x-llmsoup-upstream-provider";
-/// Upstream request header: the path of the first attempt, for the next ones to rewrite.
-const PATH_HEADER: &str = "x-llmsoup-path";
+/// Dynamic metadata namespace of the Lua step's per-request state (attempts, span, first path).
+const STATE_NAMESPACE: &str = "llmsoup.fallback";
 /// The last upstream filter before the codec: removes the per-attempt headers.
 const STRIP_FILTER: &str = "llmsoup.fallback.strip";
 
@@ -149,9 +154,6 @@ fn aggregate_cluster(config: &Config, chain: &[&str], lua: &str) -> Value {
                     {"append": {"header": {"key": UPSTREAM_MODEL_HEADER, "value": "%UPSTREAM_METADATA(llmsoup:model)%"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}},
                     {"append": {"header": {"key": UPSTREAM_PROVIDER_HEADER, "value": "%UPSTREAM_METADATA(llmsoup:provider)%"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}},
                 ],
-                "response_mutations": [
-                    {"append": {"header": {"key": ATTEMPTS_HEADER, "value": format!("%REQ({TRIED_HEADER})%")}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}},
-                ],
             }
         }
     })];
@@ -195,7 +197,8 @@ fn aggregate_cluster(config: &Config, chain: &[&str], lua: &str) -> Value {
         }));
     }
     // The attempt's model and provider were for the steps above; set again by the first step of
-    // every attempt, they need not reach the provider.
+    // every attempt, they need not reach the provider. The span is the Lua step's (it removes it
+    // itself; this is in case it did not run to the end).
     filters.push(json!({
         "name": STRIP_FILTER,
         "typed_config": {
@@ -203,6 +206,7 @@ fn aggregate_cluster(config: &Config, chain: &[&str], lua: &str) -> Value {
             "mutations": {"request_mutations": [
                 {"remove": UPSTREAM_MODEL_HEADER},
                 {"remove": UPSTREAM_PROVIDER_HEADER},
+                {"remove": MODEL_SPAN_HEADER},
             ]},
         }
     }));
@@ -260,8 +264,8 @@ fn lua_script(config: &Config, primary: &str) -> anyhow::Result<String> {
         .replace("__CREDENTIAL_HEADERS__", &format!("{{{}}}", creds.join(", ")))
         .replace("__UPSTREAM__", &lua_string(UPSTREAM_MODEL_HEADER))
         .replace("__PRIMARY__", &lua_string(primary))
-        .replace("__TRIED__", &lua_string(TRIED_HEADER))
-        .replace("__PATH__", &lua_string(PATH_HEADER))
+        .replace("__NS__", &lua_string(STATE_NAMESPACE))
+        .replace("__ATTEMPTS__", &lua_string(ATTEMPTS_HEADER))
         .replace("__SPAN__", &lua_string(MODEL_SPAN_HEADER)))
 }
 
@@ -357,6 +361,21 @@ models:
             "{removed:?}"
         );
         assert!(!lua.contains("__"), "every placeholder is filled: {lua}");
+        // State across attempts lives in dynamic metadata, not in headers a provider would see.
+        assert!(lua.contains(r#"local NS = "llmsoup.fallback""#), "{lua}");
+        assert!(
+            !lua.contains("x-llmsoup-tried") && !lua.contains("x-llmsoup-path"),
+            "{lua}"
+        );
+        let strip = &opts["http_filters"][3]["typed_config"]["mutations"]["request_mutations"];
+        assert!(
+            strip
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|m| m["remove"].as_str() == Some("x-llmsoup-model-span")),
+            "{strip:?}"
+        );
 
         let m2 = by_name("fallback_model_m2");
         let ep = &m2["load_assignment"]["endpoints"][0]["lb_endpoints"][0];

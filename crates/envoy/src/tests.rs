@@ -15,6 +15,8 @@ fn demo_config_renders_routes_clusters_and_filters() {
     assert_eq!(
         names,
         [
+            // `strong`'s chain while `strong` is in a retry-after skip window.
+            "chain_long-context+fast",
             "chain_strong+fast",
             "chain_strong+long-context",
             "chain_strong+long-context+fast",

@@ -1,13 +1,16 @@
 //! A request's fallback chain: the selected model, then the configured fallbacks
 //! (`Config::fallback_chain`) that can take this request, cut to `routing.fallback.max_attempts`.
-//! Envoy does the failing over (`llmsoup_envoy`'s chain routes); the engine only says which chain.
+//! A selected model in a `retry-after` skip window gives its place to the first fallback that can
+//! take the request (when none can, it is tried anyway). Envoy does the failing over
+//! (`llmsoup_envoy`'s chain routes); the engine only says which chain.
 
 use crate::config::{Config, DecisionConfig, ModelConfig};
 use crate::request::RequestView;
 use crate::selection::Backends;
 
-/// Why a configured fallback is left out of a request's chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a configured fallback (or a primary in a skip window) is left out of a request's chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Skip {
     /// Its `capabilities.context_window` is smaller than the prompt (estimated tokens).
     ContextWindow,
@@ -19,7 +22,11 @@ pub enum Skip {
     QualityFloor,
     /// Observed failing (the same view selection has).
     Down,
+    /// Its provider answered a recent attempt 429/503 with `retry-after`, and that pause
+    /// (capped by `routing.fallback.max_skip_s`) is not over.
+    RetryAfter,
     /// Past `routing.fallback.max_attempts`.
+    #[serde(rename = "max_attempts")]
     Attempts,
     /// Its provider speaks another API than the primary's (the body is written for that one).
     Api,
@@ -34,6 +41,7 @@ impl Skip {
             Skip::Vision => "vision",
             Skip::QualityFloor => "quality_floor",
             Skip::Down => "down",
+            Skip::RetryAfter => "retry_after",
             Skip::Attempts => "max_attempts",
             Skip::Api => "api",
         }
@@ -43,10 +51,33 @@ impl Skip {
 /// The models a request may be sent to, in order, and the fallbacks left out.
 #[derive(Debug, Clone)]
 pub struct Chain<'c> {
-    /// The primary first; a single model means no fail-over.
+    /// The model the request goes to first (the selected one, unless it is in a skip window),
+    /// then its fallbacks; a single model means no fail-over.
     pub models: Vec<&'c ModelConfig>,
-    /// Configured fallbacks this request cannot use, with the reason.
+    /// Configured chain models this request does not use, with the reason.
     pub skipped: Vec<(&'c str, Skip)>,
+}
+
+/// One chain model a request left out, as the decision log and `llmsoup route` show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Skipped {
+    /// The model.
+    pub model: String,
+    /// Why.
+    pub reason: Skip,
+}
+
+impl Chain<'_> {
+    /// The models left out, owned (for the decision log).
+    pub fn skipped_owned(&self) -> Vec<Skipped> {
+        self.skipped
+            .iter()
+            .map(|(m, why)| Skipped {
+                model: m.to_string(),
+                reason: *why,
+            })
+            .collect()
+    }
 }
 
 /// Why `m` cannot take the request as a fallback, if it cannot.
@@ -73,6 +104,8 @@ fn unfit(
         Some(Skip::QualityFloor)
     } else if backends.is_down(&m.name) {
         Some(Skip::Down)
+    } else if backends.is_skipped(&m.name) {
+        Some(Skip::RetryAfter)
     } else {
         None
     }
@@ -88,18 +121,28 @@ pub fn chain<'c>(
 ) -> Chain<'c> {
     let configured = config.fallback_chain(primary, decision);
     let max = config.routing.fallback.max_attempts as usize;
-    let mut chain = Chain {
-        models: vec![primary],
-        skipped: Vec::new(),
-    };
+    let mut fits = Vec::new();
+    let mut skipped = Vec::new();
     for m in configured.into_iter().skip(1) {
         match unfit(config, backends, primary, m, view) {
-            Some(why) => chain.skipped.push((&m.name, why)),
-            None if chain.models.len() == max => chain.skipped.push((&m.name, Skip::Attempts)),
-            None => chain.models.push(m),
+            Some(why) => skipped.push((m.name.as_str(), why)),
+            None => fits.push(m),
         }
     }
-    chain
+    // A primary whose provider asked for a pause gives its place to the first usable fallback;
+    // with none, it is tried anyway (the provider may answer again by now).
+    let mut models = if !fits.is_empty() && backends.is_skipped(&primary.name) {
+        skipped.insert(0, (primary.name.as_str(), Skip::RetryAfter));
+        fits
+    } else {
+        let mut m = vec![primary];
+        m.extend(fits);
+        m
+    };
+    if models.len() > max {
+        skipped.extend(models.drain(max..).map(|m| (m.name.as_str(), Skip::Attempts)));
+    }
+    Chain { models, skipped }
 }
 
 #[cfg(test)]
@@ -162,5 +205,42 @@ routing:
         assert_eq!(names(&c), ["main", "notools"]);
         assert_eq!(c.skipped[0], ("tiny", Skip::Down));
         assert!(c.skipped.contains(&("blind", Skip::Attempts)));
+    }
+
+    #[test]
+    fn a_retry_after_window_skips_the_model_then_ends() {
+        let config = load_str(CONFIG).unwrap();
+        let backends = Backends::default();
+        let short = parse_request(
+            br#"{"model":"main","messages":[{"role":"user","content":"hi"}]}"#,
+            false,
+        )
+        .unwrap();
+        let main = config.model("main").unwrap();
+        // A fallback in its window is left out.
+        backends.skip("notools", std::time::Duration::from_secs(60));
+        let c = chain(&config, &backends, main, None, &short.view);
+        assert_eq!(names(&c), ["main", "tiny", "blind"]);
+        assert!(c.skipped.contains(&("notools", Skip::RetryAfter)));
+        // A primary in its window gives its place to the first usable fallback.
+        backends.skip("main", std::time::Duration::from_secs(60));
+        let c = chain(&config, &backends, main, None, &short.view);
+        assert_eq!(names(&c), ["tiny", "blind"]);
+        assert_eq!(c.skipped[0], ("main", Skip::RetryAfter));
+        assert_eq!(
+            serde_json::to_value(c.skipped_owned()).unwrap()[0],
+            serde_json::json!({"model": "main", "reason": "retry_after"})
+        );
+        // With no usable fallback the primary is tried anyway.
+        let spare = config.model("spare").unwrap();
+        backends.skip("spare", std::time::Duration::from_secs(60));
+        let c = chain(&config, &backends, spare, None, &short.view);
+        assert_eq!(names(&c), ["spare"]);
+        // When the window ends the model is used again.
+        backends.skip("tiny", std::time::Duration::from_millis(1));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(!backends.is_skipped("tiny"));
+        assert!(backends.snapshot()["main"].skip_s.is_some_and(|s| s > 59.0));
+        assert!(backends.snapshot()["tiny"].skip_s.is_none());
     }
 }

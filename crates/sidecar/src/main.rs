@@ -474,6 +474,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
             outln!("model: {}", routed.model);
+            if !routed.chain.is_empty() {
+                outln!("fallback chain: {}", routed.chain.join(" → "));
+            }
+            for s in &routed.skipped_fallbacks {
+                outln!("  skipped: {} ({})", s.model, s.reason.as_str());
+            }
             outln!("routing time: {:.3} ms", routed.elapsed.as_secs_f64() * 1e3);
         }
         Command::MockUpstream {
@@ -616,6 +622,12 @@ async fn classify(engine: &Engine) -> anyhow::Result<()> {
         });
         if let Some(s) = &routed.success {
             out["success_target"] = serde_json::to_value(s)?;
+        }
+        if !routed.chain.is_empty() {
+            out["chain"] = serde_json::json!(routed.chain);
+        }
+        if !routed.skipped_fallbacks.is_empty() {
+            out["skipped_fallbacks"] = serde_json::json!(routed.skipped_fallbacks);
         }
         if let Some(l) = label {
             out["label"] = l;

@@ -55,10 +55,15 @@ pub struct FallbackConfig {
     /// answer (whole answers arrive at once), e.g. 60000.
     #[serde(default)]
     pub attempt_timeout_ms: Option<u64>,
+    /// The longest pause, in seconds, a provider's `retry-after` (on a 429 or 503 answer to a
+    /// chain attempt) can impose: the model is left out of later requests' chains and primary
+    /// selection for `min(retry-after, max_skip_s)`, then used again. 0 ignores `retry-after`.
+    #[serde(default = "default_max_skip_s")]
+    pub max_skip_s: u64,
 }
 
 /// Most models a chain may hold (the primary and four fallbacks): Envoy gets one route per
-/// subsequence of a chain that keeps its primary, so this bounds the rendered routes.
+/// subsequence of two or more of a chain's models, so this bounds the rendered routes.
 pub const MAX_CHAIN: usize = 5;
 
 fn default_max_attempts() -> u32 {
@@ -66,6 +71,9 @@ fn default_max_attempts() -> u32 {
 }
 fn default_backoff_ms() -> u64 {
     10
+}
+fn default_max_skip_s() -> u64 {
+    60
 }
 
 impl Default for FallbackConfig {
@@ -75,6 +83,7 @@ impl Default for FallbackConfig {
             quality_floor: None,
             backoff_ms: default_backoff_ms(),
             attempt_timeout_ms: None,
+            max_skip_s: default_max_skip_s(),
         }
     }
 }

@@ -84,6 +84,10 @@ pub struct Routed {
     /// What `success_target` selection saw (each candidate's strength and predicted success),
     /// when the winning decision uses it.
     pub success: Option<SuccessTrace>,
+    /// The fallback chain Envoy would get, `model` first (empty without fallbacks).
+    pub chain: Vec<String>,
+    /// Chain models this request would not use, and why.
+    pub skipped_fallbacks: Vec<fallback::Skipped>,
 }
 
 impl Routed {
@@ -228,6 +232,11 @@ pub struct RouteRecord {
     /// SHA-256 hex of the prompt (otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_sha256: Option<String>,
+    /// Models of the request's configured chain it does not use, and why (context window,
+    /// tools, vision, quality floor, down, retry-after window, attempt budget, API): a selected
+    /// model in a retry-after window is listed first and `model` is the fallback that replaced it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_fallbacks: Vec<fallback::Skipped>,
 }
 
 /// What a server learns from its traffic and routing reads, shared by every engine it builds (so
@@ -425,8 +434,21 @@ impl Engine {
     }
 
     /// Evaluates signals and decisions on a prompt and selects the model.
+    /// The fallback chain is the one a request's body would get (`Routed::chain`).
     pub async fn route(&self, view: &RequestView) -> Result<Routed, ApiError> {
-        self.decide(view).await.map(|(routed, _)| routed)
+        let (mut routed, selected) = self.decide(view).await?;
+        let decision = routed
+            .decision
+            .as_deref()
+            .and_then(|d| self.by_decision.get(d))
+            .map(|(i, _)| &self.config.decisions[*i]);
+        let chain = self.chain(selected, decision, view);
+        routed.model = chain.models[0].name.clone();
+        if chain.models.len() > 1 || !chain.skipped.is_empty() {
+            routed.chain = chain.models.iter().map(|m| m.name.clone()).collect();
+        }
+        routed.skipped_fallbacks = chain.skipped_owned();
+        Ok(routed)
     }
 
     /// [`Engine::route`], keeping the chosen model's configuration (no second lookup by name).
@@ -501,6 +523,8 @@ impl Engine {
             elapsed: start.elapsed(),
             degraded,
             success: success_trace,
+            chain: Vec::new(),
+            skipped_fallbacks: Vec::new(),
         };
         Ok((routed, model))
     }
@@ -662,11 +686,14 @@ impl Engine {
         }
         if !self.config.routing.auto_models.iter().any(|a| a == &parsed.model) {
             // Concrete model: pass through untouched, only tell Envoy where it goes.
-            let model = self
+            let requested = self
                 .config
                 .model(&parsed.model)
                 .filter(|m| m.enabled)
                 .ok_or_else(|| ApiError::model_not_found(&parsed.model))?;
+            let chain = self.chain(requested, None, &parsed.view);
+            // The named model, unless its provider asked for a pause and a fallback can take it.
+            let model = chain.models[0];
             let plan = self.plan(req.path, model)?;
             let adapted = match adapt::translate(plan, body, model.provider_model_id())? {
                 Some(a) => a,
@@ -692,7 +719,7 @@ impl Engine {
                     let mut h = self.routing_headers(&model.name, adapted.path);
                     if matches!(adapted.translation, Translation::None | Translation::StripUsageChunk) {
                         let sent = adapted.body.as_deref().unwrap_or(body);
-                        self.chain_headers(model, None, &parsed.view, sent, &mut h);
+                        self.chain_headers(&chain, sent, &mut h);
                     }
                     h
                 },
@@ -702,7 +729,11 @@ impl Engine {
                 summary,
             }));
         }
-        let (routed, model) = self.decide(&parsed.view).await?;
+        let (routed, selected) = self.decide(&parsed.view).await?;
+        let winner = routed.decision.as_deref().and_then(|d| self.by_decision.get(d));
+        let chain = self.chain(selected, winner.map(|(i, _)| &self.config.decisions[*i]), &parsed.view);
+        // The selected model, unless its provider asked for a pause and a fallback can take it.
+        let model = chain.models[0];
         tracing::debug!(
             model = %routed.model,
             decision = routed.decision.as_deref().unwrap_or("-"),
@@ -714,7 +745,7 @@ impl Engine {
         );
         let record = self.config.decision_log.as_ref().map(|log| RouteRecord {
             request_id: req.request_id.to_string(),
-            model: routed.model.clone(),
+            model: model.name.clone(),
             decision: routed.decision.clone(),
             confidence: routed.confidence,
             signals: routed.signals_header(),
@@ -725,6 +756,7 @@ impl Engine {
             latency_us: routed.elapsed.as_micros() as u64,
             prompt: log.include_prompt.then(|| parsed.view.text.clone()),
             prompt_sha256: (!log.include_prompt).then(|| hex::encode(auth::hash(parsed.view.text.as_bytes()))),
+            skipped_fallbacks: chain.skipped_owned(),
         });
         *trace = Some(RoutingTrace {
             matches: routed.matches.clone(),
@@ -734,7 +766,6 @@ impl Engine {
             success: routed.success.clone(),
             record,
         });
-        let winner = routed.decision.as_deref().and_then(|d| self.by_decision.get(d));
         let plugins = winner.map(|(_, p)| p);
         let mut summary = Summary {
             model: model.name.clone(),
@@ -848,8 +879,7 @@ impl Engine {
         if matches!(adapted.translation, Translation::None | Translation::StripUsageChunk)
             && let Some(sent) = adapted.body.as_deref()
         {
-            let decision = winner.map(|(i, _)| &self.config.decisions[*i]);
-            self.chain_headers(model, decision, &parsed.view, sent, &mut set_headers);
+            self.chain_headers(&chain, sent, &mut set_headers);
         }
         let mut forward = Forward {
             remove_headers: Vec::new(),
@@ -873,21 +903,24 @@ impl Engine {
         Ok(Handled::Forward(forward))
     }
 
-    /// The request's fallback chain for Envoy (`contract::fallback`): the chain's models and where
-    /// the `model` value sits in the body, so each attempt can splice its own id. Nothing when
-    /// the chain is the primary alone.
-    fn chain_headers(
-        &self,
-        primary: &ModelConfig,
-        decision: Option<&DecisionConfig>,
+    /// The chain of a request routed to `primary` (by `decision`), skipped models logged.
+    fn chain<'c>(
+        &'c self,
+        primary: &'c ModelConfig,
+        decision: Option<&'c DecisionConfig>,
         view: &RequestView,
-        sent: &[u8],
-        headers: &mut Vec<(HeaderName, String)>,
-    ) {
+    ) -> fallback::Chain<'c> {
         let chain = fallback::chain(&self.config, &self.backends, primary, decision, view);
         for (name, why) in &chain.skipped {
-            tracing::debug!(model = %primary.name, fallback = %name, reason = why.as_str(), "fallback skipped for this request");
+            tracing::debug!(model = %primary.name, fallback = %name, reason = why.as_str(), "chain model skipped for this request");
         }
+        chain
+    }
+
+    /// The request's fallback chain for Envoy (`contract::fallback`): the chain's models and where
+    /// the `model` value sits in the body, so each attempt can splice its own id. Nothing when
+    /// the chain is one model.
+    fn chain_headers(&self, chain: &fallback::Chain<'_>, sent: &[u8], headers: &mut Vec<(HeaderName, String)>) {
         if chain.models.len() < 2 {
             return;
         }

@@ -1103,3 +1103,74 @@ routing: {{default_model: small}}
     assert_eq!(logged["success"]["estimates"].as_array().unwrap().len(), 3, "{logged}");
     assert_eq!(logged["success"]["chosen"], r_hard.model.as_str());
 }
+
+#[tokio::test]
+async fn chain_skips_are_logged_and_a_paused_primary_gives_way() {
+    let text = "
+providers:
+  - {name: p, base_url: 'http://127.0.0.1:1/v1'}
+models:
+  - {name: a, provider: p, model_id: a-v1, fallbacks: [b, c], quality: 0.9}
+  - {name: b, provider: p, model_id: b-v1}
+  - {name: c, provider: p, model_id: c-v1, quality: 0.1}
+routing:
+  default_model: a
+  fallback: {quality_floor: 0.5}
+decision_log: {path: /dev/null}
+";
+    let e = Engine::new(load_str_with_env(text, &|_| None).unwrap()).unwrap();
+    let run = |model: &'static str| {
+        let e = &e;
+        async move {
+            let b = body(model, "hello");
+            e.handle(Request {
+                path: "/v1/chat/completions",
+                body: &b,
+                request_id: "r1",
+                client: "",
+            })
+            .await
+        }
+    };
+    let header = |f: &Forward, name: &str| f.set_headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let (outcome, trace) = run("auto").await;
+    let f = forward(outcome);
+    assert_eq!(header(&f, CHAIN_HEADER).as_deref(), Some("a,b"));
+    let record = trace.routing.unwrap().record.unwrap();
+    assert_eq!(record.model, "a");
+    assert_eq!(
+        serde_json::to_value(&record).unwrap()["skipped_fallbacks"],
+        serde_json::json!([{"model": "c", "reason": "quality_floor"}])
+    );
+
+    // `a`'s provider asked for a pause: `b` takes its place, for a named and a routed request.
+    e.backends().skip("a", Duration::from_secs(60));
+    let (outcome, _) = run("a").await;
+    let f = forward(outcome);
+    assert_eq!(sent_model(&f), "b-v1");
+    assert_eq!(header(&f, MODEL_HEADER).as_deref(), Some("b"));
+    assert_eq!(header(&f, CHAIN_HEADER), None, "b alone: its plain route");
+    let (outcome, trace) = run("auto").await;
+    assert_eq!(sent_model(&forward(outcome)), "b-v1");
+    let record = trace.routing.unwrap().record.unwrap();
+    assert_eq!(record.model, "b");
+    let skipped: Vec<(String, &str)> = record
+        .skipped_fallbacks
+        .iter()
+        .map(|s| (s.model.clone(), s.reason.as_str()))
+        .collect();
+    assert_eq!(skipped, [("a".into(), "retry_after"), ("c".into(), "quality_floor")]);
+    let routed = e
+        .route(
+            &crate::request::parse_request(&body("auto", "hello"), false)
+                .unwrap()
+                .view,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (routed.model.as_str(), routed.chain.as_slice()),
+        ("b", &["b".to_string()][..])
+    );
+    assert_eq!(routed.skipped_fallbacks.len(), 2);
+}

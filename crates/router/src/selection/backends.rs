@@ -34,6 +34,8 @@ struct Model {
     last_observed: Option<Instant>,
     /// When a probe request was last let through.
     last_probe: Option<Instant>,
+    /// Until when the provider asked not to be sent this model (`retry-after` on a 429/503).
+    skip_until: Option<Instant>,
 }
 
 /// A model's health.
@@ -63,6 +65,10 @@ pub struct Snapshot {
     pub ttft_ms: Option<[f64; 3]>,
     /// Time per output token percentiles (ms): p50, p90, p99.
     pub tpot_ms: Option<[f64; 3]>,
+    /// Seconds left of a `retry-after` skip window (the model is left out of chains and
+    /// selection until then); absent when none is running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_s: Option<f64>,
 }
 
 /// Observations of every model's upstream, shared by the engine (reads) and accounting (writes).
@@ -135,6 +141,36 @@ impl Backends {
         }
     }
 
+    /// The provider asked (`retry-after`) not to be sent `model` for `pause`: it is left out
+    /// of chains and selection until then. A longer window already running is kept.
+    pub fn skip(&self, model: &str, pause: Duration) {
+        let Ok(mut guard) = self.models.lock() else { return };
+        let until = Instant::now() + pause;
+        let m = guard.entry(model.to_string()).or_default();
+        if m.skip_until.is_none_or(|t| t < until) {
+            m.skip_until = Some(until);
+            tracing::info!(
+                model,
+                seconds = pause.as_secs_f64(),
+                "model skipped for its provider's retry-after"
+            );
+        }
+    }
+
+    /// Whether `model` is in a `retry-after` skip window.
+    pub fn is_skipped(&self, model: &str) -> bool {
+        self.models
+            .lock()
+            .ok()
+            .and_then(|g| g.get(model).and_then(|m| m.skip_until).map(|t| t > Instant::now()))
+            .unwrap_or(false)
+    }
+
+    /// Whether `model` is down or in a skip window: selection and chains leave it out.
+    pub fn unavailable(&self, model: &str) -> bool {
+        self.is_down(model) || self.is_skipped(model)
+    }
+
     /// Whether `model` is currently skipped.
     pub fn is_down(&self, model: &str) -> bool {
         self.models
@@ -189,6 +225,10 @@ impl Backends {
                     errors: m.errors,
                     ttft_ms: pcts(&m.ttft_ms),
                     tpot_ms: pcts(&m.tpot_ms),
+                    skip_s: m
+                        .skip_until
+                        .and_then(|t| t.checked_duration_since(Instant::now()))
+                        .map(|d| d.as_secs_f64()),
                 };
                 (name.clone(), s)
             })

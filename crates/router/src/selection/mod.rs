@@ -80,7 +80,11 @@ pub fn select_learned<'c>(
         .filter_map(|n| config.model(n))
         .filter(|m| m.enabled)
         .collect();
-    let healthy: Vec<&ModelConfig> = enabled.iter().copied().filter(|m| !backends.is_down(&m.name)).collect();
+    let healthy: Vec<&ModelConfig> = enabled
+        .iter()
+        .copied()
+        .filter(|m| !backends.unavailable(&m.name))
+        .collect();
     let candidates = if healthy.is_empty() { enabled } else { healthy };
     let model = match algorithm.kind {
         AlgorithmKind::SuccessTarget => {

@@ -265,6 +265,8 @@ pub fn validate(engine: &Engine, r: &UsageReport) -> Result<(), Dropped> {
     if config.model(&r.model).is_none()
         || r.failed_models.len() >= llmsoup_config::MAX_CHAIN
         || r.failed_models.iter().any(|m| config.model(m).is_none())
+        || r.skips.len() > llmsoup_config::MAX_CHAIN
+        || r.skips.iter().any(|s| config.model(&s.model).is_none())
     {
         return Err(Dropped::UnknownModel);
     }
@@ -323,6 +325,17 @@ pub fn record(observer: &Observer, engine: &Engine, r: &UsageReport) {
         for failed in &r.failed_models {
             observer.backends().record(failed, false, None, None);
             m.fallback_failed.add(1, &[kv("gen_ai.request.model", failed.clone())]);
+        }
+        // A provider's `retry-after` on a chain attempt: leave the model out of later requests
+        // for that long (capped), then use it again.
+        let cap = engine.config().routing.fallback.max_skip_s;
+        for s in &r.skips {
+            let seconds = s.seconds.min(cap);
+            if seconds > 0 {
+                observer
+                    .backends()
+                    .skip(&s.model, std::time::Duration::from_secs(seconds));
+            }
         }
     }
     let model = kv("gen_ai.request.model", r.model.clone());
@@ -542,6 +555,38 @@ routing:
         for (r, why) in cases {
             assert_eq!(validate(&e, &r), Err(why), "{r:?}");
         }
+    }
+
+    #[test]
+    fn a_retry_after_skip_is_kept_capped_and_checked() {
+        use llmsoup_contract::v1::ModelSkip;
+        let e = engine();
+        let observer = Observer::default();
+        let skip = |model: &str, seconds| ModelSkip {
+            model: model.into(),
+            seconds,
+        };
+        // A forged model in a skip is no better than one in `model`.
+        let forged = UsageReport {
+            skips: vec![skip("ghost", 5)],
+            ..report()
+        };
+        assert_eq!(validate(&e, &forged), Err(Dropped::UnknownModel));
+        // An hour asked, `routing.fallback.max_skip_s` (60 by default) kept.
+        record(
+            &observer,
+            &e,
+            &UsageReport {
+                skips: vec![skip("cheap", 3600), skip("strong", 0)],
+                failed_models: vec!["cheap".into()],
+                ..report()
+            },
+        );
+        assert!(observer.backends().is_skipped("cheap"));
+        let left = observer.backends().snapshot()["cheap"].skip_s.unwrap();
+        assert!(left > 59.0 && left <= 60.0, "{left}");
+        // `retry-after: 0` is no pause.
+        assert!(!observer.backends().is_skipped("strong"));
     }
 
     #[test]

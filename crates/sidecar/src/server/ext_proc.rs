@@ -458,7 +458,10 @@ impl StreamState {
     /// response headers and the accounting say that one.
     fn answered_by(&mut self, h: &HttpHeaders) {
         let attempts = header_bytes(&h.headers, ATTEMPTS_HEADER);
-        if let Some(model) = self.response.on_attempts(attempts, self.chain.as_deref())
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Some(model) = self.response.on_attempts(attempts, self.chain.as_deref(), now)
             && let Some(s) = self.summary.as_mut()
         {
             s.model = model;
