@@ -35,8 +35,6 @@ models:
   - {name: large, provider: p, model_id: gpt-4o-2024-05-13, pricing: {prompt_per_1m: 2.5, completion_per_1m: 10}}
 embedding:
   model: \"${LLMSOUP_MODEL_DIR:-.cache/models/all-MiniLM-L6-v2}\"
-routing:
-  default_model: small
 ";
 
 const LEARNED: &str = "
@@ -62,6 +60,8 @@ decisions:
   - name: pick
     rules: {operator: NOT, conditions: [{type: keyword, name: chat}]}
     modelRefs: [{model: small}, {model: mid}, {model: large}]
+routing:
+  default_model: small
 ";
 
 /// Exam-style and everyday prompts, as a gateway sees them (short to a few hundred tokens).
