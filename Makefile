@@ -5,7 +5,7 @@ CARGO   ?= cargo
 VENV    := .cache/venv
 PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: all build release deps wasm models train-domain train-jailbreak train-router eval-signals run test test-unit lint-arm64 test-arm64 test-e2e test-e2e-uds test-deploy bench-hop lint fmt clean envoy-configs bench fuzz fuzz-cmin
+.PHONY: all build release deps wasm models train-domain train-jailbreak train-router check-train-router fit-strengths check-fit-strengths eval-signals run test test-unit lint-arm64 test-arm64 test-e2e test-e2e-uds test-deploy bench-hop lint fmt clean envoy-configs bench fuzz fuzz-cmin
 
 all: build
 
@@ -40,6 +40,19 @@ eval-signals: deps models
 # ../shared/data/routing (never committed); prints the leave-one-source-out validation table.
 train-router: deps models
 	@scripts/train-router.sh
+
+# Retrains the learned router into a temporary file and fails unless it equals the committed
+# head byte for byte (same CPU family: the encoder's and candle's f32 kernels are picked per CPU).
+check-train-router: deps models
+	@scripts/train-router.sh --check
+
+# The built-in model strengths (`models[].strength` defaults): a Rasch fit over 30 models'
+# MMLU-Pro outcomes; `check-fit-strengths` refits and compares byte for byte.
+fit-strengths:
+	@scripts/fit-strengths.sh
+
+check-fit-strengths:
+	@scripts/fit-strengths.sh --check
 
 # The proxy-wasm filter (target/wasm/wasm32-unknown-unknown/wasm/llmsoup_filter.wasm).
 wasm:
@@ -109,6 +122,7 @@ bench: deps models release wasm
 	$(CARGO) run --release -q -p llmsoup-tools --example bench_route -- \
 		--bin $(CURDIR)/target/release/llmsoup --config bench/signals-config-window.yaml --out bench/signals-results-window.md
 	$(CARGO) run --release -q -p llmsoup-tools --example bench_encoder
+	$(CARGO) run --release -q -p llmsoup-tools --example bench_difficulty -- bench/difficulty-results.md
 
 # The sidecar hop's variants against loopback TCP, interleaved over BENCH_ROUNDS rounds at c=16
 # and c=1: a Unix domain socket (`+uds`), and no response accounting (`+noacct`: what the

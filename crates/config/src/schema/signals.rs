@@ -38,8 +38,9 @@ pub struct SignalsConfig {
     pub difficulty: Vec<DifficultyRule>,
 }
 
-/// A difficulty rule (the learned router): matches when the predicted difficulty — how likely a
-/// model of the reference strength is to fail the prompt, 0–1 — is at least `threshold`.
+/// A difficulty rule (the learned router): matches when the predicted difficulty — how likely the
+/// cheap reference model is to fail the prompt while the strong one answers it, 0–1 — is at
+/// least `threshold`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DifficultyRule {

@@ -1,29 +1,26 @@
 //! Difficulty signal: the learned router. From the shared query embedding and a few cheap request
-//! features it predicts how likely a model of strength `θ` is to answer correctly, with an item
-//! response model (2PL IRT):
+//! features it predicts how likely a cheap and a strong reference model are to answer the prompt
+//! correctly, with one logistic head each:
 //!
 //! ```text
-//! P(correct | x, θ) = σ(a(x) · (θ − b(x)))      b(x) = w_b·x + c_b,  a(x) = softplus(w_a·x + c_a)
+//! P_weak(x) = σ(w_weak·x + c_weak)      P_strong(x) = σ(w_strong·x + c_strong)
+//! difficulty(x) = P_strong(x) · (1 − P_weak(x))
 //! ```
 //!
-//! `b(x)` is the prompt's difficulty and `a(x)` how sharply it separates weak from strong models,
-//! both linear heads on `x` = [MiniLM embedding, standardised features]; `θ` is a strength per
-//! model on the same scale. `make train-router` fits the heads and the strengths of 30 models on
-//! per-question outcomes (`tools/examples/train_router.rs`, weights in
-//! `assets/difficulty_head.json`). The signal's score, `difficulty` in 0..1, is
-//! `1 − P(correct | x, θ_ref)` for the reference strength `θ_ref` (the mean trained model): higher
-//! means a middling model is more likely to fail, so the strong model is worth its price. A rule
-//! matches when `difficulty ≥ threshold`. No second transformer pass: it reads the embedding the
-//! other model signals share.
+//! `x` = [MiniLM embedding of the prompt, standardised features]. `difficulty` (0..1) is the
+//! probability that the cheap model fails the prompt while the strong one answers it: what sending
+//! it to the strong model buys. `make train-router` fits the heads on per-question outcomes
+//! (`tools/examples/train_router.rs`, weights in `assets/difficulty_head.json`; the reference pair
+//! is Mixtral-8x7B-Instruct / GPT-4o, RouteLLM's kind of pair). A rule matches when `difficulty ≥
+//! threshold`. No second transformer pass: it reads the embedding the other model signals share.
 
 pub use crate::prediction::Prediction;
-use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use futures::future::{BoxFuture, FutureExt};
+use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use super::complexity::Features;
 use super::{Match, Signal, SignalError};
 use crate::calibration::{LiveThresholds, Threshold};
 use crate::config::{DifficultyRule, ScoreLeaf, SignalKind};
@@ -31,17 +28,41 @@ use crate::models::Embedder;
 use crate::request::RequestView;
 
 /// Names of the request features, in the order the heads read them.
-pub const FEATURE_NAMES: [&str; 7] = [
+pub const FEATURE_NAMES: [&str; 8] = [
     "log_chars",
-    "code",
-    "reasoning_cues",
     "digit_share",
     "log_numbers",
     "symbol_share",
     "log_lines",
+    "log_options",
+    "numeric_options",
+    "calculation_cue",
 ];
 
-/// The cheap request features the heads read besides the embedding (unstandardised).
+/// The text of a lettered answer option line (`A. …`, `(B) …`, `C) …`), if the line is one.
+fn option_text(line: &str) -> Option<&str> {
+    let rest = line.trim_start();
+    let rest = rest.strip_prefix('(').unwrap_or(rest);
+    let mut chars = rest.chars();
+    let (letter, mark) = (chars.next()?, chars.next()?);
+    (('A'..='J').contains(&letter) && (mark == '.' || mark == ')')).then_some(chars.as_str())
+}
+
+/// Asks for a computed quantity ("calculate", "how much", "what is the value of", …).
+fn calculation_cue(text: &str) -> bool {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(
+            r"(?i)\b(calculate|compute|find|determine|evaluate|estimate|how (much|many|long|far|fast)|what is the (value|magnitude|minimum|maximum))\b",
+        )
+        .expect("valid pattern")
+    })
+    .is_match(text)
+}
+
+/// The cheap request features the heads read besides the embedding (unstandardised): length,
+/// how numeric and formula-like the text is, and for multiple-choice prompts how many lettered
+/// options it has and how many of them are numbers (a computation rather than a recall).
 pub fn features(req: &RequestView) -> [f32; FEATURE_NAMES.len()] {
     let text = req.text.as_str();
     let chars = text.chars().count().max(1) as f32;
@@ -52,20 +73,27 @@ pub fn features(req: &RequestView) -> [f32; FEATURE_NAMES.len()] {
         .filter(|t| t.chars().any(|c| c.is_ascii_digit()))
         .count() as f32;
     let lines = text.lines().filter(|l| !l.trim().is_empty()).count() as f32;
-    let f = Features::of(req);
+    let options: Vec<&str> = text.lines().filter_map(option_text).collect();
+    let numeric_options = if options.is_empty() {
+        0.0
+    } else {
+        options.iter().filter(|o| o.chars().any(|c| c.is_ascii_digit())).count() as f32 / options.len() as f32
+    };
     [
-        (1.0 + chars).ln(),
-        f.code as f32,
-        f.reasoning as f32,
+        chars.ln_1p(),
         digits / chars,
-        (1.0 + numbers).ln(),
+        numbers.ln_1p(),
         symbols / chars,
-        (1.0 + lines).ln(),
+        lines.ln_1p(),
+        (options.len() as f32).ln_1p(),
+        numeric_options,
+        f32::from(u8::from(calculation_cue(text))),
     ]
 }
 
-/// A linear head: `weight · x + bias`.
+/// A logistic head: `σ(weight · x + bias)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LinearHead {
     /// One weight per input (embedding dimensions, then features).
     pub weight: Vec<f32>,
@@ -74,18 +102,23 @@ pub struct LinearHead {
 }
 
 impl LinearHead {
-    fn apply(&self, embedding: &[f32], features: &[f32]) -> f32 {
-        let dot: f32 = self
-            .weight
-            .iter()
-            .zip(embedding.iter().chain(features))
-            .map(|(w, x)| w * x)
-            .sum();
-        dot + self.bias
+    fn probability(&self, x: &[f32]) -> f32 {
+        let z: f32 = self.weight.iter().zip(x).map(|(w, x)| w * x).sum::<f32>() + self.bias;
+        1.0 / (1.0 + (-z).exp())
     }
 }
 
-/// The trained router: heads, feature standardisation and the strengths it learned.
+/// The pair the heads predict: the models whose outcomes they were trained on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferencePair {
+    /// The cheap model (Mixtral-8x7B-Instruct).
+    pub weak: String,
+    /// The strong model (GPT-4o).
+    pub strong: String,
+}
+
+/// The trained router: the two heads and the feature standardisation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DifficultyHead {
@@ -99,24 +132,18 @@ pub struct DifficultyHead {
     pub feature_mean: Vec<f32>,
     /// Feature standard deviations (standardisation).
     pub feature_scale: Vec<f32>,
-    /// `b(x)`: the prompt's difficulty on the strength scale.
-    pub difficulty: LinearHead,
-    /// `softplus(·)` of this is `a(x)`, the discrimination.
-    pub discrimination: LinearHead,
-    /// `θ_ref`: `difficulty` = 1 − P(correct) for a model this strong.
-    pub reference_strength: f32,
-    /// Strengths `θ` of the models it was trained on (to set `models[].strength`).
-    pub strengths: BTreeMap<String, f32>,
+    /// The models the heads predict.
+    pub reference: ReferencePair,
+    /// P(the weak model answers correctly).
+    pub weak: LinearHead,
+    /// P(the strong model answers correctly).
+    pub strong: LinearHead,
     /// How it was trained (data, split, metrics), for people.
     #[serde(default)]
     pub trained: serde_json::Value,
 }
 
 static BUILTIN: &str = include_str!("../../assets/difficulty_head.json");
-
-fn softplus(z: f32) -> f32 {
-    if z > 20.0 { z } else { z.exp().ln_1p() }
-}
 
 impl DifficultyHead {
     /// Parses and checks a head (`assets/difficulty_head.json` shape).
@@ -129,7 +156,7 @@ impl DifficultyHead {
         {
             return Err(format!("difficulty head: features must be {FEATURE_NAMES:?}"));
         }
-        if head.difficulty.weight.len() != width || head.discrimination.weight.len() != width {
+        if head.weak.weight.len() != width || head.strong.weight.len() != width {
             return Err(format!("difficulty head: heads need {width} weights"));
         }
         Ok(head)
@@ -148,23 +175,44 @@ impl DifficultyHead {
         self.dim
     }
 
-    /// Standardises raw features as in training.
-    pub fn standardise(&self, raw: &[f32]) -> Vec<f32> {
-        raw.iter()
-            .zip(self.feature_mean.iter().zip(&self.feature_scale))
-            .map(|(x, (m, s))| (x - m) / s)
-            .collect()
-    }
-
     /// The prediction for an embedding and raw features.
     pub fn predict(&self, embedding: &[f32], raw_features: &[f32]) -> Prediction {
-        let f = self.standardise(raw_features);
+        let mut x = Vec::with_capacity(embedding.len() + raw_features.len());
+        x.extend_from_slice(embedding);
+        x.extend(
+            raw_features
+                .iter()
+                .zip(self.feature_mean.iter().zip(&self.feature_scale))
+                .map(|(x, (m, s))| (x - m) / s),
+        );
         Prediction {
-            b: self.difficulty.apply(embedding, &f),
-            a: softplus(self.discrimination.apply(embedding, &f)),
-            reference: self.reference_strength,
+            weak: self.weak.probability(&x),
+            strong: self.strong.probability(&x),
         }
     }
+}
+
+/// The router's prediction for the request on the shared embedding (computed once, kept on the
+/// view): what difficulty rules and `success_target` selection read.
+pub async fn predict(embedder: &Embedder, req: &RequestView) -> Result<Prediction, SignalError> {
+    if let Some(p) = req.difficulty.get() {
+        return Ok(*p);
+    }
+    let head = DifficultyHead::builtin().map_err(SignalError::Failed)?;
+    let query = req
+        .embedding(embedder)
+        .await
+        .map_err(|e| SignalError::Failed(e.to_string()))?;
+    if query.len() != head.dim {
+        return Err(SignalError::Failed(format!(
+            "the difficulty head expects {}-d embeddings, the encoder gives {}",
+            head.dim,
+            query.len()
+        )));
+    }
+    let p = head.predict(&query, &features(req));
+    let _ = req.difficulty.set(p);
+    Ok(p)
 }
 
 struct Rule {
@@ -205,24 +253,7 @@ impl DifficultySignal {
 
     /// The router's prediction for the request (computed once, kept on the view).
     pub async fn predict(&self, req: &RequestView) -> Result<Prediction, SignalError> {
-        if let Some(p) = req.difficulty.get() {
-            return Ok(*p);
-        }
-        let head = DifficultyHead::builtin().map_err(SignalError::Failed)?;
-        let query = req
-            .embedding(&self.embedder)
-            .await
-            .map_err(|e| SignalError::Failed(e.to_string()))?;
-        if query.len() != head.dim {
-            return Err(SignalError::Failed(format!(
-                "the difficulty head expects {}-d embeddings, the encoder gives {}",
-                head.dim,
-                query.len()
-            )));
-        }
-        let p = head.predict(&query, &features(req));
-        let _ = req.difficulty.set(p);
-        Ok(p)
+        predict(&self.embedder, req).await
     }
 
     async fn run(&self, req: &RequestView) -> Result<Vec<Match>, SignalError> {
@@ -230,7 +261,7 @@ impl DifficultySignal {
         Ok(self
             .rules
             .iter()
-            .filter(|r| d >= r.threshold.observe(d))
+            .filter(|r| r.threshold.clears(d, req.tiebreak()))
             .map(|r| Match {
                 kind: SignalKind::Difficulty,
                 name: r.name.clone(),
@@ -254,9 +285,8 @@ impl Signal for DifficultySignal {
             let p = self.predict(req).await.ok()?;
             Some(serde_json::json!({
                 "difficulty": p.difficulty(),
-                "b": p.b,
-                "discrimination": p.a,
-                "reference_strength": p.reference,
+                "weak_success": p.weak,
+                "strong_success": p.strong,
             }))
         }
         .boxed()
@@ -271,33 +301,33 @@ mod tests {
     fn builtin_head_loads_and_fits_minilm() {
         let head = DifficultyHead::builtin().unwrap();
         assert_eq!(head.input_dim(), 384);
-        assert!(head.strengths.len() >= 2);
-        // Stronger models are predicted to succeed more often on the same prompt.
-        let (weakest, strongest) = head
-            .strengths
-            .values()
-            .fold((f32::MAX, f32::MIN), |(lo, hi), t| (lo.min(*t), hi.max(*t)));
         let e = vec![0.0; head.dim];
         let p = head.predict(&e, &features(&RequestView::from_text("What is 2 + 2?")));
-        assert!(p.a > 0.0);
-        assert!(p.success(f64::from(strongest)) > p.success(f64::from(weakest)));
+        assert!((0.0..=1.0).contains(&p.weak) && (0.0..=1.0).contains(&p.strong));
         assert!((0.0..=1.0).contains(&p.difficulty()));
     }
 
     #[test]
-    fn features_see_numbers_and_symbols() {
+    fn features_see_numbers_symbols_and_options() {
         let plain = features(&RequestView::from_text("tell me a story about a cat"));
         let maths = features(&RequestView::from_text(
             "Compute ∫_0^1 x^2 dx and solve 3x + 4 = 19 for x; then (12.5 * 4) / 2 = ?",
         ));
-        assert_eq!(plain[3], 0.0);
-        assert!(maths[3] > 0.05 && maths[4] > plain[4] && maths[5] > plain[5]);
+        assert_eq!(plain[1], 0.0);
+        assert!(maths[1] > 0.05 && maths[2] > plain[2] && maths[3] > plain[3]);
+        assert_eq!((plain[7], maths[7]), (0.0, 1.0));
+        let mcq = features(&RequestView::from_text(
+            "Find the speed of the car.\nA. 12 m/s\nB. 15 m/s\n(C) not enough data\nD) 20 m/s",
+        ));
+        assert!((mcq[5] - 5f32.ln()).abs() < 1e-6, "{mcq:?}");
+        assert!((mcq[6] - 0.75).abs() < 1e-6, "{mcq:?}");
+        assert_eq!((plain[5], plain[6]), (0.0, 0.0));
     }
 
     #[test]
     fn bad_heads_are_refused() {
         let mut head = DifficultyHead::builtin().unwrap().clone();
-        head.difficulty.weight.pop();
+        head.weak.weight.pop();
         let text = serde_json::to_string(&head).unwrap();
         assert!(DifficultyHead::from_json(&text).unwrap_err().contains("weights"));
         assert!(DifficultyHead::from_json("{}").is_err());
