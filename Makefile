@@ -5,7 +5,7 @@ CARGO   ?= cargo
 VENV    := .cache/venv
 PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: all build release deps wasm models train-domain train-jailbreak train-router check-train-router run test test-unit test-e2e test-deploy lint fmt clean envoy-configs bench fuzz fuzz-cmin
+.PHONY: all build release deps wasm models train-domain train-jailbreak train-router check-train-router fit-strengths check-fit-strengths run test test-unit lint-arm64 test-arm64 test-e2e test-deploy lint fmt clean envoy-configs bench fuzz fuzz-cmin
 
 all: build
 
@@ -39,6 +39,14 @@ train-router: deps models
 check-train-router: deps models
 	@scripts/train-router.sh --check
 
+# The built-in model strengths (`models[].strength` defaults): a Rasch fit over 30 models'
+# MMLU-Pro outcomes; `check-fit-strengths` refits and compares byte for byte.
+fit-strengths:
+	@scripts/fit-strengths.sh
+
+check-fit-strengths:
+	@scripts/fit-strengths.sh --check
+
 # The proxy-wasm filter (target/wasm/wasm32-unknown-unknown/wasm/llmsoup_filter.wasm).
 wasm:
 	@scripts/build-wasm.sh
@@ -55,6 +63,16 @@ test: deps models build wasm test-unit test-e2e test-deploy
 
 test-unit: models
 	$(CARGO) test --workspace
+
+# ARM64 (scripts/arm64.sh installs the cross tools): `lint-arm64` runs clippy for
+# aarch64-unknown-linux-gnu on the model crate (NEON and dotprod int8 kernels) and the sidecar;
+# `test-arm64` runs the model crate's unit tests under qemu-user. Not yet part of `lint`/`test`:
+# their cold time on a 2-core CI box is still to be measured against the 45-minute budget.
+lint-arm64:
+	CARGO=$(CARGO) scripts/arm64.sh check
+
+test-arm64: models
+	CARGO=$(CARGO) scripts/arm64.sh test
 
 test-e2e: deps models build wasm
 	LLMSOUP_BIN=$(CURDIR)/target/debug/llmsoup $(PYTEST) tests/e2e -q -p no:cacheprovider
@@ -87,6 +105,7 @@ bench: deps models release wasm
 	$(CARGO) run --release -q -p llmsoup-tools --example bench_route -- \
 		--bin $(CURDIR)/target/release/llmsoup --config bench/signals-config-window.yaml --out bench/signals-results-window.md
 	$(CARGO) run --release -q -p llmsoup-tools --example bench_encoder
+	$(CARGO) run --release -q -p llmsoup-tools --example bench_difficulty -- bench/difficulty-results.md
 
 # Also: the binary without the router (config check and envoy-config without Candle) still builds,
 # and no module cycles inside a crate (crates themselves cannot form cycles).

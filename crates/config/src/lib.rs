@@ -19,6 +19,7 @@ mod locate;
 mod plugins;
 mod schema;
 mod size;
+pub mod strengths;
 pub mod taxonomy;
 pub mod vsr;
 
@@ -317,6 +318,14 @@ impl Config {
                     format!("unknown provider `{}`", m.provider),
                 ));
             }
+            if let Some(s) = m.strength
+                && !(-20.0..=20.0).contains(&s)
+            {
+                return Err(ConfigError::invalid(
+                    format!("{at}.strength"),
+                    "a strength is a logit-scale ability between -20 and 20 (the learned models span -2.2 to 1.5)",
+                ));
+            }
             if self.routing.auto_models.iter().any(|a| a == &m.name) {
                 return Err(ConfigError::invalid(
                     format!("{at}.name"),
@@ -565,6 +574,41 @@ impl Config {
                     format!("{at}.algorithm.quality_bias"),
                     "must be between 0 and 1",
                 ));
+            }
+            match (a.kind, a.target) {
+                (AlgorithmKind::SuccessTarget, None) => {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.algorithm.target"),
+                        "success_target needs `target`: the predicted success (0–1) the chosen model must reach",
+                    ));
+                }
+                (AlgorithmKind::SuccessTarget, Some(t)) if !(t > 0.0 && t <= 1.0) => {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.algorithm.target"),
+                        "must be above 0 and at most 1",
+                    ));
+                }
+                (AlgorithmKind::SuccessTarget, _) => {
+                    for (j, r) in d.model_refs.iter().enumerate() {
+                        let known = self.models.iter().find(|m| m.name == r.model).map(strengths::of);
+                        if known == Some(None) {
+                            return Err(ConfigError::invalid(
+                                format!("{at}.modelRefs[{j}].model"),
+                                format!(
+                                    "success_target needs every model's strength: set `strength` on model `{}` (its model id is not one the built-in strengths were fitted on)",
+                                    r.model
+                                ),
+                            ));
+                        }
+                    }
+                }
+                (_, Some(_)) => {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.algorithm.target"),
+                        "only the success_target algorithm takes `target`",
+                    ));
+                }
+                (_, None) => {}
             }
             if !(1..=100).contains(&a.ttft_percentile) {
                 return Err(ConfigError::invalid(

@@ -6,7 +6,8 @@
 //! | `avx512vnni` | Intel Ice Lake+, AMD Zen 4+ | 64 (`vpdpbusd` zmm) |
 //! | `avxvnni` | Intel Alder Lake+, AMD Zen 5 | 32 (`vpdpbusd` ymm) |
 //! | `avx2` | every x86-64 since Haswell / Zen 1 | 32 per 3 (`vpmaddubsw` + `vpmaddwd` + add) |
-//! | `neon` | every ARM64 (Graviton, Ampere, Apple) | 16 per 3 (`smull`/`smull2` + `addp` + `sadalp`) |
+//! | `dotprod` | ARMv8.2+ with the dot product extension (Graviton 2+, Ampere Altra, Apple M1+) | 16 (`sdot`) |
+//! | `neon` | every ARM64 | 16 per 4 (`smull` + `smull2` + `addp` + `sadalp`) |
 //!
 //! Weights are quantised once at load, symmetric per output column. Inputs are quantised on the
 //! fly, symmetric per block of 32 inputs of a row (as ggml's Q8_0): BERT's activations have a few
@@ -21,7 +22,11 @@
 //! the shift back out per column. `vpmaddubsw` adds two u8×i8 products into a *saturating* i16,
 //! which a shifted input (up to 255·127·2) would overflow; the AVX2 kernel multiplies |x| by the
 //! weight carrying x's sign (`vpsignb`), so both factors stay within 127 and a pair within
-//! 2·127² < 2¹⁵: exact, with full 8-bit inputs. NEON multiplies i8 by i8 into i16 directly.
+//! 2·127² < 2¹⁵: exact, with full 8-bit inputs. NEON multiplies i8 by i8 into i16 directly
+//! (a pair within 2·127² too); `sdot` multiplies i8 by i8 into i32.
+//!
+//! `sdot` is emitted with inline assembly: its Rust intrinsic (`vdotq_s32`) is not stable yet,
+//! and the instruction is only reached after `is_aarch64_feature_detected!("dotprod")`.
 //!
 //! `LLMSOUP_INT8_KERNEL` (one of the names above) forces a kernel the CPU has, so tests and
 //! benchmarks cover every path a machine offers; an unknown or unsupported name is ignored
@@ -46,6 +51,8 @@ pub enum Kernel {
     AvxVnni,
     /// `vpmaddubsw` + `vpmaddwd` (AVX2).
     Avx2,
+    /// `sdot` (ARMv8.2 dot product extension, `FEAT_DotProd`).
+    Dotprod,
     /// `smull` + `sadalp` (ARMv8 NEON, every ARM64 CPU).
     Neon,
 }
@@ -55,7 +62,13 @@ pub const KERNEL_ENV: &str = "LLMSOUP_INT8_KERNEL";
 
 impl Kernel {
     /// Every kernel, fastest first.
-    pub const ALL: [Kernel; 4] = [Kernel::Avx512Vnni, Kernel::AvxVnni, Kernel::Avx2, Kernel::Neon];
+    pub const ALL: [Kernel; 5] = [
+        Kernel::Avx512Vnni,
+        Kernel::AvxVnni,
+        Kernel::Avx2,
+        Kernel::Dotprod,
+        Kernel::Neon,
+    ];
 
     /// The name `LLMSOUP_INT8_KERNEL` and the logs use.
     pub fn name(self) -> &'static str {
@@ -63,6 +76,7 @@ impl Kernel {
             Kernel::Avx512Vnni => "avx512vnni",
             Kernel::AvxVnni => "avxvnni",
             Kernel::Avx2 => "avx2",
+            Kernel::Dotprod => "dotprod",
             Kernel::Neon => "neon",
         }
     }
@@ -76,12 +90,17 @@ impl Kernel {
                 Kernel::Avx512Vnni => has!("avx512f") && has!("avx512bw") && has!("avx512vnni"),
                 Kernel::AvxVnni => has!("avx2") && has!("fma") && has!("avxvnni"),
                 Kernel::Avx2 => has!("avx2") && has!("fma"),
-                Kernel::Neon => false,
+                Kernel::Dotprod | Kernel::Neon => false,
             }
         }
         #[cfg(target_arch = "aarch64")]
         {
-            matches!(self, Kernel::Neon) && std::arch::is_aarch64_feature_detected!("neon")
+            use std::arch::is_aarch64_feature_detected as has;
+            match self {
+                Kernel::Dotprod => has!("neon") && has!("dotprod"),
+                Kernel::Neon => has!("neon"),
+                Kernel::Avx512Vnni | Kernel::AvxVnni | Kernel::Avx2 => false,
+            }
         }
         #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         {
@@ -115,7 +134,7 @@ impl Kernel {
         match self {
             Kernel::Avx512Vnni => 16,
             Kernel::AvxVnni | Kernel::Avx2 => 8,
-            Kernel::Neon => 4,
+            Kernel::Dotprod | Kernel::Neon => 4,
         }
     }
 
@@ -140,6 +159,10 @@ pub struct QuantLinear {
     scales: Vec<f32>,
     /// Per (column block, input block, column) sum of quantised weights × 128, to undo the
     /// unsigned shift of the inputs (empty for kernels with signed inputs).
+    #[cfg_attr(
+        not(target_arch = "x86_64"),
+        expect(dead_code, reason = "only the x86 `vpdpbusd` kernels shift their inputs")
+    )]
     shift: Vec<i32>,
     bias: Vec<f32>,
 }
@@ -255,6 +278,8 @@ impl QuantLinear {
                     Kernel::AvxVnni => self.kernel_avxvnni(packed, scales, n, out),
                     #[cfg(target_arch = "x86_64")]
                     Kernel::Avx2 => self.kernel_avx2(packed, scales, n, out),
+                    #[cfg(target_arch = "aarch64")]
+                    Kernel::Dotprod => self.kernel_dotprod(packed, scales, n, out),
                     #[cfg(target_arch = "aarch64")]
                     Kernel::Neon => self.kernel_neon(packed, scales, n, out),
                     #[allow(unreachable_patterns)]
@@ -454,6 +479,42 @@ impl QuantLinear {
     #[cfg(target_arch = "aarch64")]
     #[target_feature(enable = "neon")]
     unsafe fn kernel_neon(&self, packed: &[u32], row_scales: &[f32], n: usize, out: &mut [f32]) {
+        // SAFETY: this function runs with NEON, all `dot_neon` needs.
+        let dot = |acc, x, w| unsafe { dot_neon(acc, x, w) };
+        // SAFETY: as for `neon_tiles`.
+        unsafe { self.neon_tiles(packed, row_scales, n, out, dot) }
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    #[target_feature(enable = "neon,dotprod")]
+    unsafe fn kernel_dotprod(&self, packed: &[u32], row_scales: &[f32], n: usize, out: &mut [f32]) {
+        // SAFETY: `QuantLinear::new` is only given `Kernel::Dotprod` on a CPU with `dotprod`
+        // (`Kernel::supported`), which `sdot` needs.
+        let dot = |acc, x, w| unsafe { sdot(acc, x, w) };
+        // SAFETY: as for `neon_tiles`.
+        unsafe { self.neon_tiles(packed, row_scales, n, out, dot) }
+    }
+
+    /// The tiling both ARM64 kernels share: `ROWS` rows × `CB` blocks of 4 columns, integer sums
+    /// per 32-input block, `dot(acc, x, w)` adding the 4 inputs of `x` (repeated in each 32-bit
+    /// lane) times the 4 columns' weights in `w` (4 bytes per column) to the 4 i32 lanes.
+    ///
+    /// # Safety
+    /// `packed` holds `n` rows of `groups` inputs and `out` `n` rows of `outputs` columns.
+    #[cfg(target_arch = "aarch64")]
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn neon_tiles(
+        &self,
+        packed: &[u32],
+        row_scales: &[f32],
+        n: usize,
+        out: &mut [f32],
+        dot: impl Fn(int32x4_t, int8x16_t, int8x16_t) -> int32x4_t,
+    ) {
+        /// Column blocks computed together: 16 accumulators, 4 weights, 1 input and
+        /// `dot_neon`'s 3 temporaries fit the 32 vector registers (the float sums, touched once
+        /// per 32 inputs, may wait on the stack).
         const CB: usize = 4;
         const LANES: usize = 4;
         let cblocks = self.outputs / LANES;
@@ -474,11 +535,7 @@ impl QuantLinear {
                         // The row's 4 inputs, repeated for each of the 4 columns.
                         let xv = vreinterpretq_s8_u32(vdupq_n_u32(packed[r * self.groups + g]));
                         for (a, w) in row.iter_mut().zip(&wv).take(nb) {
-                            // Columns 0–1 then 2–3, 4 inputs each, as i16 products (|p| ≤ 127²).
-                            let lo = vmull_s8(vget_low_s8(xv), vget_low_s8(*w));
-                            let hi = vmull_high_s8(xv, *w);
-                            // Pairs of inputs (≤ 2·127² < 2¹⁵), then pairs of pairs into i32 lanes.
-                            *a = vpadalq_s16(*a, vpaddq_s16(lo, hi));
+                            *a = dot(*a, xv, *w);
                         }
                     }
                 }
@@ -509,9 +566,49 @@ impl QuantLinear {
     }
 }
 
+/// `acc[c] += Σⱼ x[4c + j]·w[4c + j]` with baseline NEON: columns 0–1 then 2–3, 4 inputs each,
+/// as i16 products (|p| ≤ 127²), pairs of inputs (≤ 2·127² < 2¹⁵), then pairs of pairs into the
+/// i32 lanes.
+///
+/// # Safety
+/// The CPU has NEON (every ARM64 CPU; the intrinsics still ask their caller to say so).
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+unsafe fn dot_neon(acc: int32x4_t, x: int8x16_t, w: int8x16_t) -> int32x4_t {
+    // SAFETY: register-only NEON arithmetic; the caller runs with NEON.
+    unsafe {
+        let lo = vmull_s8(vget_low_s8(x), vget_low_s8(w));
+        let hi = vmull_high_s8(x, w);
+        vpadalq_s16(acc, vpaddq_s16(lo, hi))
+    }
+}
+
+/// `acc[c] += Σⱼ x[4c + j]·w[4c + j]` in one `sdot` (i8 × i8 into i32: exact).
+///
+/// # Safety
+/// The CPU has the dot product extension (`is_aarch64_feature_detected!("dotprod")`).
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+unsafe fn sdot(mut acc: int32x4_t, x: int8x16_t, w: int8x16_t) -> int32x4_t {
+    // SAFETY: register-only (no memory, stack or flags); the caller checked the CPU feature.
+    unsafe {
+        std::arch::asm!(
+            "sdot {acc:v}.4s, {x:v}.16b, {w:v}.16b",
+            acc = inout(vreg) acc,
+            x = in(vreg) x,
+            w = in(vreg) w,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    acc
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Comma-separated kernel names the test CPU must offer (set by `scripts/arm64.sh`).
+    const EXPECT_ENV: &str = "LLMSOUP_EXPECT_INT8_KERNELS";
 
     /// Every kernel this CPU has matches f32 within quantisation error, on shapes with padding
     /// inputs, partial row chunks and partial column blocks.
@@ -523,6 +620,16 @@ mod tests {
         assert!(available.contains(&Kernel::Avx2) || !std::arch::is_x86_feature_detected!("avx2"));
         #[cfg(target_arch = "aarch64")]
         assert!(available.contains(&Kernel::Neon));
+        // CI names the kernels its (emulated) CPU must offer, so a runner that lost a feature
+        // fails instead of quietly testing fewer kernels.
+        if let Ok(expected) = std::env::var(EXPECT_ENV) {
+            for name in expected.split(',').filter(|n| !n.is_empty()) {
+                assert!(
+                    available.iter().any(|k| k.name() == name),
+                    "{EXPECT_ENV}: int8 kernel `{name}` is not available here ({available:?})"
+                );
+            }
+        }
         for kernel in available {
             for (inputs, outputs, rows) in [(70, 48, 9), (384, 64, 3), (5, 16, 1), (1536, 32, 5)] {
                 check(kernel, inputs, outputs, rows);

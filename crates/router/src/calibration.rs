@@ -3,6 +3,14 @@
 //! a complexity rule's `hard_from`) is the (1 − share) quantile of the scores recently seen, so
 //! about `share` of routed requests clear it and go to the decision's (strong) models.
 //!
+//! **Ties.** Real traffic repeats itself (the same prompt, templated requests), and a score that
+//! many recent requests share can sit right at the quantile: `score ≥ threshold` would then send
+//! all of them, overshooting the share by however many there are. The threshold in force is a
+//! [`Cut`]: scores above it clear it, scores below do not, and of the scores equal to it only
+//! the fraction that makes up the share does — chosen by the request's tie-break number
+//! ([`crate::request::RequestView::tiebreak`], its id's hash), so the choice is deterministic
+//! per request and even over requests.
+//!
 //! One [`Calibration`] value is created at `serve` and handed to every engine it builds, so the
 //! windows outlive reloads: a rule keeps its window while its kind, name and definition (a
 //! complexity rule's exemplars) stay the same — a changed `target_share` is a new quantile of the
@@ -96,6 +104,26 @@ impl QuantileWindow {
         Some(self.sorted[n - above])
     }
 
+    /// [`QuantileWindow::threshold_for_share`] with its ties: the cut that sends `share` of the
+    /// held scores to the strong side, counting only the needed fraction of the scores equal to
+    /// the threshold.
+    pub fn cut_for_share(&self, share: f64) -> Option<Cut> {
+        let threshold = self.threshold_for_share(share)?;
+        let n = self.sorted.len();
+        let above = ((share * n as f64).round() as usize).min(n);
+        let (lo, hi) = (
+            self.sorted.partition_point(|x| *x < threshold),
+            self.sorted.partition_point(|x| *x <= threshold),
+        );
+        let (greater, equal) = (n - hi, hi - lo);
+        let tie_share = if equal == 0 {
+            1.0
+        } else {
+            (above.saturating_sub(greater) as f64 / equal as f64).clamp(0.0, 1.0)
+        };
+        Some(Cut { threshold, tie_share })
+    }
+
     /// Share of the held scores at or above `threshold`.
     pub fn share_at(&self, threshold: f64) -> f64 {
         if self.sorted.is_empty() {
@@ -103,6 +131,44 @@ impl QuantileWindow {
         }
         let below = self.sorted.partition_point(|x| *x < threshold);
         (self.sorted.len() - below) as f64 / self.sorted.len() as f64
+    }
+
+    /// Share of the held scores a cut sends to the strong side (ties counted at `tie_share`).
+    pub fn share_through(&self, cut: Cut) -> f64 {
+        if self.sorted.is_empty() {
+            return 0.0;
+        }
+        let (lo, hi) = (
+            self.sorted.partition_point(|x| *x < cut.threshold),
+            self.sorted.partition_point(|x| *x <= cut.threshold),
+        );
+        let n = self.sorted.len() as f64;
+        ((self.sorted.len() - hi) as f64 + (hi - lo) as f64 * cut.tie_share) / n
+    }
+}
+
+/// A threshold in force: scores above it clear it, scores equal to it clear it for the requests
+/// whose tie-break number is below `tie_share`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cut {
+    /// The score.
+    pub threshold: f64,
+    /// The share (0–1] of requests scoring exactly `threshold` that clear it.
+    pub tie_share: f64,
+}
+
+impl Cut {
+    /// A plain `score ≥ threshold` cut.
+    pub fn at(threshold: f64) -> Self {
+        Cut {
+            threshold,
+            tie_share: 1.0,
+        }
+    }
+
+    /// Whether a request with `score` and tie-break number `tiebreak` (in [0, 1)) clears it.
+    pub fn clears(&self, score: f64, tiebreak: f64) -> bool {
+        score > self.threshold || (score == self.threshold && tiebreak < self.tie_share)
     }
 }
 
@@ -115,9 +181,13 @@ pub struct CalibrationSnapshot {
     pub samples: usize,
     /// The threshold in force (the configured one during warm-up).
     pub threshold: f64,
+    /// The share of requests scoring exactly `threshold` that clear it (1 unless many recent
+    /// scores equal it).
+    pub tie_share: f64,
     /// The target share.
     pub target_share: f64,
-    /// Share of the window's scores at or above the threshold.
+    /// Share of the window's scores the cut sends to the strong side (ties counted at
+    /// `tie_share`).
     pub window_share: f64,
     /// Whether the live quantile is in force (past warm-up).
     pub live: bool,
@@ -196,14 +266,14 @@ impl Calibrator {
 }
 
 impl Calibration {
-    /// Adds a request's score to the rule's window and returns the threshold in force for
-    /// it: the live quantile once `warmup` scores are in, else the configured threshold.
-    pub fn observe(&self, c: &Calibrator, score: f64) -> f64 {
+    /// Adds a request's score to the rule's window and returns the cut in force for it: the
+    /// live quantile once `warmup` scores are in, else the configured threshold.
+    pub fn observe(&self, c: &Calibrator, score: f64) -> Cut {
         let Ok(mut windows) = self.windows.lock() else {
-            return c.configured;
+            return Cut::at(c.configured);
         };
         if !windows.contains_key(&c.key) && windows.len() >= MAX_KEYS {
-            return c.configured;
+            return Cut::at(c.configured);
         }
         let e = windows.entry(c.key.clone()).or_insert_with(|| Entry {
             window: QuantileWindow::new(c.window),
@@ -220,7 +290,7 @@ impl Calibration {
             e.decisions.clone_from(&c.decisions);
         }
         e.window.push(score);
-        threshold(e)
+        cut(e)
     }
 
     /// Seeds a rule's window with scores seen before (a restart reading its decision log).
@@ -260,14 +330,15 @@ impl Calibration {
         windows
             .iter()
             .map(|(k, e)| {
-                let t = threshold(e);
+                let cut = cut(e);
                 let name = k.split('\0').next().unwrap_or_default().to_string();
                 let snap = CalibrationSnapshot {
                     decisions: e.decisions.clone(),
                     samples: e.window.len(),
-                    threshold: t,
+                    threshold: cut.threshold,
+                    tie_share: cut.tie_share,
                     target_share: e.share,
-                    window_share: e.window.share_at(t),
+                    window_share: e.window.share_through(cut),
                     live: e.window.len() >= e.warmup,
                 };
                 (name, snap)
@@ -295,13 +366,18 @@ impl Threshold {
         }
     }
 
-    /// The threshold in force for a request scoring `score` (a live one observes the score
-    /// first).
-    pub fn observe(&self, score: f64) -> f64 {
+    /// The cut in force for a request scoring `score` (a live one observes the score first).
+    pub fn observe(&self, score: f64) -> Cut {
         match self {
-            Threshold::Fixed(t) => *t,
+            Threshold::Fixed(t) => Cut::at(*t),
             Threshold::Live(cal, c) => cal.observe(c, score),
         }
+    }
+
+    /// Whether a request scoring `score` with tie-break number `tiebreak` clears the threshold
+    /// (a live one observes the score first).
+    pub fn clears(&self, score: f64, tiebreak: f64) -> bool {
+        self.observe(score).clears(score, tiebreak)
     }
 }
 
@@ -326,11 +402,11 @@ impl LiveThresholds {
     }
 }
 
-fn threshold(e: &Entry) -> f64 {
+fn cut(e: &Entry) -> Cut {
     if e.window.len() < e.warmup {
-        return e.configured;
+        return Cut::at(e.configured);
     }
-    e.window.threshold_for_share(e.share).unwrap_or(e.configured)
+    e.window.cut_for_share(e.share).unwrap_or(Cut::at(e.configured))
 }
 
 #[cfg(test)]
@@ -410,6 +486,35 @@ mod tests {
         assert!(fixed as f64 / total as f64 > 0.5, "{fixed}");
     }
 
+    #[test]
+    fn ties_at_the_quantile_send_only_the_share_that_is_due() {
+        // Half the traffic is one repeated prompt whose score sits at the 70th percentile.
+        let mut w = QuantileWindow::new(1000);
+        for (i, s) in stream(5).take(1000).enumerate() {
+            w.push(if i % 2 == 0 { 0.5 } else { s });
+        }
+        let cut = w.cut_for_share(0.3).unwrap();
+        assert_eq!(cut.threshold, 0.5);
+        // ~250 above 0.5 among the distinct half, 500 ties: 50 of them make up 300.
+        assert!(cut.tie_share > 0.0 && cut.tie_share < 0.3, "{cut:?}");
+        assert!((w.share_through(cut) - 0.3).abs() < 1e-9);
+        assert!(w.share_at(cut.threshold) > 0.7, "a plain ≥ would send the whole block");
+        // Requests spread their tie-break numbers evenly: the realised share is the target.
+        let mut strong = 0;
+        for (i, (s, u)) in stream(11).zip(stream(12)).take(20_000).enumerate() {
+            let score = if i % 2 == 0 { 0.5 } else { s };
+            w.push(score);
+            strong += usize::from(w.cut_for_share(0.3).unwrap().clears(score, u));
+        }
+        let share = strong as f64 / 20_000.0;
+        assert!((share - 0.3).abs() < 0.01, "{share}");
+        // No ties: the plain cut.
+        let mut d = QuantileWindow::new(10);
+        (0..10).for_each(|i| d.push(f64::from(i)));
+        assert_eq!(d.cut_for_share(0.3), Some(Cut::at(7.0)));
+        assert!(Cut::at(7.0).clears(7.0, 0.999) && !Cut::at(7.0).clears(6.9, 0.0));
+    }
+
     fn config(extra: &str) -> Config {
         load_str_with_env(
             &format!(
@@ -445,11 +550,11 @@ routing:
         assert_eq!((c.share, c.configured), (0.2, 0.9));
         let cal = Calibration::default();
         for i in 0..9 {
-            assert_eq!(cal.observe(c, f64::from(i) / 100.0), 0.9, "warm-up");
+            assert_eq!(cal.observe(c, f64::from(i) / 100.0), Cut::at(0.9), "warm-up");
         }
         let mut strong = 0;
         for s in stream(3).take(1000) {
-            strong += usize::from(s >= cal.observe(c, s));
+            strong += usize::from(cal.observe(c, s).clears(s, 0.5));
         }
         assert!((150..=250).contains(&strong), "{strong}");
         let snap = &cal.snapshot()["difficulty:hard"];
@@ -466,7 +571,7 @@ routing:
         // A new share (and a new configured threshold) on the same rule: same window.
         let b = Calibrator::all(&config("  target_strong_share: 0.1\n")).remove(0);
         assert_eq!(a.key, b.key);
-        let t = cal.observe(&b, 0.5);
+        let t = cal.observe(&b, 0.5).threshold;
         assert!(t > 0.8, "{t}: the 90th percentile of the same window");
         // A complexity rule whose exemplars change starts over.
         let mut c1 = config("  target_strong_share: 0.5\n");

@@ -42,6 +42,9 @@ pub struct RequestView {
     query_embedding: OnceCell<Result<Embedding, ModelError>>,
     /// Whether that embedding was already in the embedder's cache.
     query_embedding_cached: std::sync::OnceLock<bool>,
+    /// What breaks ties at a live-calibrated threshold: the request id's hash when the engine
+    /// knows one (so repeated prompts split as the target share says), else the text's.
+    pub tiebreak_key: Option<u64>,
 }
 
 impl RequestView {
@@ -70,6 +73,31 @@ impl RequestView {
     pub fn embedding_cached(&self) -> Option<bool> {
         self.query_embedding_cached.get().copied()
     }
+
+    /// A number in [0, 1) that is the same every time for this request (its id's hash, else its
+    /// text's) and spread evenly over requests: a calibrated rule sends the requests whose score
+    /// equals the threshold to the strong side when it is below the share of them that should
+    /// go (`calibration::Cut`).
+    pub fn tiebreak(&self) -> f64 {
+        let key = self.tiebreak_key.unwrap_or_else(|| stable_hash(self.text.as_bytes()));
+        // The top 53 bits as a fraction: uniform in [0, 1).
+        (key >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A hash that is the same in every process and build (FNV-1a, then a SplitMix64 finaliser so
+/// nearby inputs land far apart): tie-breaks must not change across restarts or replicas.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
 /// A parsed client request.

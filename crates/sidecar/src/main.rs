@@ -449,6 +449,30 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 routed.decision.as_deref().unwrap_or("(none: default model)")
             );
             outln!("confidence: {:.3}", routed.confidence);
+            if let Some(s) = &routed.success {
+                outln!(
+                    "success_target {:.2}: {}",
+                    s.target,
+                    if s.reached {
+                        "the cheapest model reaching it"
+                    } else {
+                        "none reaches it, the strongest"
+                    }
+                );
+                for e in &s.estimates {
+                    outln!(
+                        "  {:<20} strength {:>6.2}  success {:.3}  ${:.2}/1M{}",
+                        e.model,
+                        e.strength,
+                        e.success,
+                        e.price,
+                        if e.model == s.chosen { "  <- chosen" } else { "" }
+                    );
+                }
+                if let Some(err) = &s.error {
+                    outln!("  no prediction: {err}");
+                }
+            }
             outln!("model: {}", routed.model);
             outln!("routing time: {:.3} ms", routed.elapsed.as_secs_f64() * 1e3);
         }
@@ -590,6 +614,9 @@ async fn classify(engine: &Engine) -> anyhow::Result<()> {
             "details": details,
             "latency_ms": routed.elapsed.as_secs_f64() * 1e3,
         });
+        if let Some(s) = &routed.success {
+            out["success_target"] = serde_json::to_value(s)?;
+        }
         if let Some(l) = label {
             out["label"] = l;
         }

@@ -193,6 +193,9 @@ pub enum AlgorithmKind {
     Cost,
     /// Lowest observed time to first token; models over the targets are skipped.
     LatencyAware,
+    /// The cheapest model whose success on this request, as the learned router predicts it from
+    /// the model's `strength`, reaches `target`; none reaching it: the strongest.
+    SuccessTarget,
 }
 
 /// Choosing among a decision's models. Models observed failing are skipped by every algorithm
@@ -200,7 +203,7 @@ pub enum AlgorithmKind {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlgorithmConfig {
-    /// `static`, `cost` or `latency_aware`.
+    /// `static`, `cost`, `latency_aware` or `success_target`.
     #[serde(default, rename = "type")]
     pub kind: AlgorithmKind,
     /// `cost`: the cheapest model whose `quality` is at least this.
@@ -218,6 +221,10 @@ pub struct AlgorithmConfig {
     /// `latency_aware`: skip models whose median time per output token is above this.
     #[serde(default)]
     pub tpot_target_ms: Option<f64>,
+    /// `success_target`: the predicted probability of a correct answer (0–1) the chosen model
+    /// must reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<f64>,
 }
 
 pub(crate) fn default_ttft_percentile() -> u8 {
@@ -233,6 +240,7 @@ impl Default for AlgorithmConfig {
             ttft_percentile: default_ttft_percentile(),
             ttft_target_ms: None,
             tpot_target_ms: None,
+            target: None,
         }
     }
 }

@@ -168,6 +168,12 @@ pub struct ModelConfig {
     /// Quality score in 0..1, for cost/quality trade-offs.
     #[serde(default)]
     pub quality: Option<f64>,
+    /// Ability on the learned router's scale (Rasch logits fitted on MMLU-Pro outcomes:
+    /// Mixtral-8x7B-Instruct −0.77, GPT-4o 1.45), read by `success_target` selection. Default:
+    /// the learned value when `model_id` (or `name`) is one of the 30 models it was fitted on
+    /// (`llmsoup_config::strengths`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strength: Option<f64>,
     /// Free-form tier label (e.g. `cheap`, `strong`).
     #[serde(default)]
     pub tier: Option<String>,

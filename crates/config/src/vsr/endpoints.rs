@@ -239,6 +239,7 @@ pub(super) fn model(
         model_id: spec.model_id,
         pricing: spec.pricing,
         quality,
+        strength: None,
         tier: None,
         enabled: true,
         description: spec.description,

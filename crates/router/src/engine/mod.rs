@@ -19,13 +19,15 @@ use llmsoup_contract::paths::{MODEL_PATH_PREFIX, ROUTED_PATHS};
 use serde::Serialize;
 
 use crate::calibration::{Calibration, LiveThresholds};
-use crate::config::{Config, DecisionConfig, ModelConfig, OnSignalError, SignalKind};
+use crate::config::{AlgorithmKind, Config, DecisionConfig, ModelConfig, OnSignalError, SignalKind};
 use crate::decision::{DecisionEngine, SignalErrorVerdict};
 use crate::fallback;
 use crate::plugins::cache::CacheStep;
 use crate::plugins::{self, Api, DecisionPlugins, Reasoning};
+use crate::prediction::ReferenceStrengths;
 use crate::request::{RequestView, parse_request};
-use crate::selection::{self, Backends, QualityEstimates};
+use crate::selection::{self, Backends, QualityEstimates, Success, SuccessTrace};
+use crate::signals::difficulty::DifficultyHead;
 use crate::signals::{LogOnce, Match, SignalReport, SignalSet};
 use adapt::Adapted;
 
@@ -79,6 +81,9 @@ pub struct Routed {
     pub elapsed: Duration,
     /// Decisions that depended on a failed signal, and what their `on_signal_error` made of it.
     pub degraded: Vec<SignalErrorVerdict>,
+    /// What `success_target` selection saw (each candidate's strength and predicted success),
+    /// when the winning decision uses it.
+    pub success: Option<SuccessTrace>,
 }
 
 impl Routed {
@@ -184,6 +189,8 @@ pub struct RoutingTrace {
     pub elapsed: Duration,
     /// Decisions that depended on a failed signal, and what `on_signal_error` made of it.
     pub degraded: Vec<SignalErrorVerdict>,
+    /// What `success_target` selection saw, when the winning decision uses it.
+    pub success: Option<SuccessTrace>,
     /// The decision-log entry, when `decision_log` is configured.
     pub record: Option<RouteRecord>,
 }
@@ -207,6 +214,10 @@ pub struct RouteRecord {
     /// seeded, and `calibrate` computes thresholds, from it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub difficulty: Option<f64>,
+    /// `success_target` selection: the target, each candidate's strength, predicted success and
+    /// price, the choice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub success: Option<SuccessTrace>,
     /// Estimated prompt tokens.
     pub prompt_tokens: u64,
     /// Routing time.
@@ -258,6 +269,9 @@ pub struct Engine {
     logged: LogOnce,
     /// Model signals whose model cannot load, found at build time (cheap file checks).
     model_problems: Vec<crate::signals::ModelProblem>,
+    /// The strengths of the learned router's reference models, when a decision selects with
+    /// `success_target`.
+    reference: Option<ReferenceStrengths>,
 }
 
 /// What handling a request body produced, with what the trace needs.
@@ -291,6 +305,17 @@ impl Engine {
         let live = LiveThresholds::new(&config, calibration);
         let signals = SignalSet::build(&config, &referenced, &backends, &live).map_err(anyhow::Error::msg)?;
         let model_problems = crate::signals::model_problems(&config);
+        let reference = if crate::signals::success_target(&config) {
+            let head = DifficultyHead::builtin().map_err(anyhow::Error::msg)?;
+            let (weak, strong) = (&head.reference.weak, &head.reference.strong);
+            Some(ReferenceStrengths::learned(weak, strong).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "success_target: the learned router's reference models ({weak}, {strong}) have no learned strengths"
+                )
+            })?)
+        } else {
+            None
+        };
         let token_hashes = config
             .auth
             .tokens
@@ -340,6 +365,7 @@ impl Engine {
             route_header,
             logged: LogOnce::default(),
             model_problems,
+            reference,
         })
     }
 
@@ -430,23 +456,37 @@ impl Engine {
                 }
             }
         }
+        let mut success_trace = None;
         let (model, decision, confidence) = match winner {
-            Some(w) => match selection::select_learned(
-                &self.config,
-                &self.backends,
-                Some(selection::Feedback {
-                    quality: &self.quality,
-                    decision: &w.decision.name,
-                }),
-                &w.decision.model_refs,
-                &w.decision.algorithm,
-            ) {
-                Some(m) => (m, Some(w.decision.name.to_string()), w.confidence),
-                None => {
-                    tracing::warn!(decision = %w.decision.name, "no enabled model among the decision's modelRefs; using the default model");
-                    (self.config.default_model(), None, 0.0)
+            Some(w) => {
+                let (success, error) = match w.decision.algorithm.kind {
+                    AlgorithmKind::SuccessTarget => self.success(view).await,
+                    _ => (None, None),
+                };
+                let inputs = selection::Inputs {
+                    feedback: Some(selection::Feedback {
+                        quality: &self.quality,
+                        decision: &w.decision.name,
+                    }),
+                    success: success.as_ref(),
+                    success_error: error.as_deref(),
+                };
+                let selected = selection::select_learned(
+                    &self.config,
+                    &self.backends,
+                    inputs,
+                    &w.decision.model_refs,
+                    &w.decision.algorithm,
+                );
+                success_trace = selected.success;
+                match selected.model {
+                    Some(m) => (m, Some(w.decision.name.to_string()), w.confidence),
+                    None => {
+                        tracing::warn!(decision = %w.decision.name, "no enabled model among the decision's modelRefs; using the default model");
+                        (self.config.default_model(), None, 0.0)
+                    }
                 }
-            },
+            }
             None => (self.config.default_model(), None, 0.0),
         };
         if !model.enabled {
@@ -460,8 +500,41 @@ impl Engine {
             reports,
             elapsed: start.elapsed(),
             degraded,
+            success: success_trace,
         };
         Ok((routed, model))
+    }
+
+    /// The request's success prediction for `success_target`, or why there is none (the
+    /// embedding failed: selection then takes the strongest model).
+    async fn success(&self, view: &RequestView) -> (Option<Success>, Option<String>) {
+        let Some(reference) = self.reference else {
+            return (None, Some("no reference strengths".into()));
+        };
+        let Some(embedder) = self.signals.embedder() else {
+            return (None, Some("no embedder".into()));
+        };
+        match crate::signals::difficulty::predict(embedder, view).await {
+            Ok(p) => (
+                Some(Success {
+                    prediction: Some(p),
+                    reference,
+                }),
+                None,
+            ),
+            Err(e) => {
+                if self.logged.first(format!("success_target\0{e}")) {
+                    tracing::error!(error = %e, "success_target: no success prediction, the strongest model is chosen (logged once per cause)");
+                }
+                (
+                    Some(Success {
+                        prediction: None,
+                        reference,
+                    }),
+                    Some(e.to_string()),
+                )
+            }
+        }
     }
 
     /// The scores behind each signal's verdict (for `llmsoup route` / `classify`).
@@ -583,7 +656,10 @@ impl Engine {
             // A POST whose body turned out empty (e.g. HTTP/2 with trailers and no data).
             return Err(ApiError::empty_body());
         }
-        let parsed = parse_request(body, self.config.routing.include_history)?;
+        let mut parsed = parse_request(body, self.config.routing.include_history)?;
+        if !req.request_id.is_empty() {
+            parsed.view.tiebreak_key = Some(crate::request::stable_hash(req.request_id.as_bytes()));
+        }
         if !self.config.routing.auto_models.iter().any(|a| a == &parsed.model) {
             // Concrete model: pass through untouched, only tell Envoy where it goes.
             let model = self
@@ -644,6 +720,7 @@ impl Engine {
             signals: routed.signals_header(),
             complexity: parsed.view.complexity.get().copied(),
             difficulty: parsed.view.difficulty.get().map(|p| p.difficulty()),
+            success: routed.success.clone(),
             prompt_tokens: parsed.view.prompt_tokens,
             latency_us: routed.elapsed.as_micros() as u64,
             prompt: log.include_prompt.then(|| parsed.view.text.clone()),
@@ -654,6 +731,7 @@ impl Engine {
             reports: routed.reports.clone(),
             elapsed: routed.elapsed,
             degraded: routed.degraded.clone(),
+            success: routed.success.clone(),
             record,
         });
         let winner = routed.decision.as_deref().and_then(|d| self.by_decision.get(d));

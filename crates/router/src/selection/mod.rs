@@ -1,15 +1,18 @@
 //! Choosing among a decision's candidate models: `static` (the first), `cost` (cheapest meeting a
-//! quality floor, or a quality↔price trade-off) and `latency_aware` (lowest observed time to
-//! first token, skipping models over their targets). Models observed failing are skipped by every
-//! algorithm unless all of them are.
+//! quality floor, or a quality↔price trade-off), `latency_aware` (lowest observed time to
+//! first token, skipping models over their targets) and `success_target` (cheapest whose
+//! predicted success on the request reaches a target, `success.rs`). Models observed failing are
+//! skipped by every algorithm unless all of them are.
 
 pub mod backends;
 pub mod quality;
+pub mod success;
 
 use crate::config::{AlgorithmConfig, AlgorithmKind, Config, ModelConfig};
 
 pub use backends::Backends;
 pub use quality::QualityEstimates;
+pub use success::{Estimate, Success, SuccessTrace};
 
 fn price(m: &ModelConfig) -> f64 {
     m.pricing
@@ -30,6 +33,27 @@ pub struct Feedback<'a> {
     pub decision: &'a str,
 }
 
+/// What selection reads besides the config and the backends: learned per request or per
+/// decision.
+#[derive(Clone, Copy, Default)]
+pub struct Inputs<'a> {
+    /// Feedback-learned quality, read by `cost` instead of the configured `quality`.
+    pub feedback: Option<Feedback<'a>>,
+    /// The request's success prediction, read by `success_target`.
+    pub success: Option<&'a Success>,
+    /// Why `success.prediction` is missing, for the trace.
+    pub success_error: Option<&'a str>,
+}
+
+/// A selection: the model, and what `success_target` saw.
+#[derive(Debug)]
+pub struct Selected<'c> {
+    /// The chosen model (`None`: no enabled model among the references).
+    pub model: Option<&'c ModelConfig>,
+    /// `success_target`'s estimates and verdict.
+    pub success: Option<SuccessTrace>,
+}
+
 /// Picks the model among `model_refs` with `algorithm`.
 /// Models `backends` reports down are skipped unless all of them are.
 pub fn select<'c>(
@@ -38,18 +62,19 @@ pub fn select<'c>(
     model_refs: &[String],
     algorithm: &AlgorithmConfig,
 ) -> Option<&'c ModelConfig> {
-    select_learned(config, backends, None, model_refs, algorithm)
+    select_learned(config, backends, Inputs::default(), model_refs, algorithm).model
 }
 
 /// [`select`], with the `cost` algorithm reading the decision's feedback-learned quality (the
-/// configured `quality` blended with decayed feedback scores) instead of the configured value.
+/// configured `quality` blended with decayed feedback scores) instead of the configured value,
+/// and `success_target` reading the request's success prediction.
 pub fn select_learned<'c>(
     config: &'c Config,
     backends: &Backends,
-    feedback: Option<Feedback<'_>>,
+    inputs: Inputs<'_>,
     model_refs: &[String],
     algorithm: &AlgorithmConfig,
-) -> Option<&'c ModelConfig> {
+) -> Selected<'c> {
     let enabled: Vec<&ModelConfig> = model_refs
         .iter()
         .filter_map(|n| config.model(n))
@@ -57,9 +82,30 @@ pub fn select_learned<'c>(
         .collect();
     let healthy: Vec<&ModelConfig> = enabled.iter().copied().filter(|m| !backends.is_down(&m.name)).collect();
     let candidates = if healthy.is_empty() { enabled } else { healthy };
-    match algorithm.kind {
+    let model = match algorithm.kind {
+        AlgorithmKind::SuccessTarget => {
+            let target = algorithm.target.unwrap_or(1.0);
+            let none = Success {
+                prediction: None,
+                reference: crate::prediction::ReferenceStrengths { weak: 0.0, strong: 1.0 },
+            };
+            let success = inputs.success.unwrap_or(&none);
+            let error = inputs
+                .success_error
+                .or(inputs.success.is_none().then_some("no success prediction"));
+            return match success::by_success(&candidates, target, success, error) {
+                Some((m, trace)) => Selected {
+                    model: Some(m),
+                    success: Some(trace),
+                },
+                None => Selected {
+                    model: None,
+                    success: None,
+                },
+            };
+        }
         AlgorithmKind::Static => candidates.first().copied(),
-        AlgorithmKind::Cost => match feedback.filter(|l| l.quality.has_feedback(l.decision)) {
+        AlgorithmKind::Cost => match inputs.feedback.filter(|l| l.quality.has_feedback(l.decision)) {
             Some(l) => {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -72,7 +118,8 @@ pub fn select_learned<'c>(
             None => by_cost(&candidates, algorithm, &quality),
         },
         AlgorithmKind::LatencyAware => by_latency(backends, &candidates, algorithm),
-    }
+    };
+    Selected { model, success: None }
 }
 
 fn by_cost<'c>(

@@ -170,3 +170,158 @@ fn a_model_passed_over_gets_one_probe_once_its_samples_are_stale() {
     backends.record("probe-z", true, Some(100.0), None);
     assert!(!backends.claim_probe("probe-z", soon));
 }
+
+/// Three models of rising strength and price; `gpt4o` gets its strength from the learned table.
+fn tiered() -> Config {
+    load_str_with_env(
+        "
+providers: [{name: p, base_url: 'http://127.0.0.1:1/v1'}]
+models:
+  - {name: small-s, provider: p, strength: -1.0, pricing: {prompt_per_1m: 0.1, completion_per_1m: 0.4}}
+  - {name: mid-s, provider: p, strength: 0.5, pricing: {prompt_per_1m: 1.0, completion_per_1m: 3.0}}
+  - {name: big-s, provider: p, model_id: gpt-4o-2024-05-13, pricing: {prompt_per_1m: 5.0, completion_per_1m: 15.0}}
+",
+        &|_| None,
+    )
+    .unwrap()
+}
+
+fn success_target(target: f64) -> AlgorithmConfig {
+    AlgorithmConfig {
+        kind: AlgorithmKind::SuccessTarget,
+        target: Some(target),
+        ..Default::default()
+    }
+}
+
+const REFERENCE: crate::prediction::ReferenceStrengths = crate::prediction::ReferenceStrengths {
+    weak: -0.5,
+    strong: 1.5,
+};
+
+/// The chosen model and `success_target`'s trace for a prediction of the reference pair.
+fn pick(c: &Config, backends: &Backends, weak: f32, strong: f32, target: f64) -> (String, SuccessTrace) {
+    let success = Success {
+        prediction: Some(crate::prediction::Prediction { weak, strong }),
+        reference: REFERENCE,
+    };
+    let inputs = Inputs {
+        success: Some(&success),
+        ..Default::default()
+    };
+    // Listed strongest first: the order must not matter.
+    let s = select_learned(
+        c,
+        backends,
+        inputs,
+        &refs(&["big-s", "mid-s", "small-s"]),
+        &success_target(target),
+    );
+    (s.model.unwrap().name.clone(), s.success.unwrap())
+}
+
+#[test]
+fn success_target_takes_the_cheapest_model_that_reaches_the_target() {
+    let backends = Backends::default();
+    let c = tiered();
+    // An easy prompt: even the weakest model is predicted to answer it.
+    let (easy, trace) = pick(&c, &backends, 0.9, 0.97, 0.8);
+    assert_eq!(easy, "small-s");
+    assert!(trace.reached && trace.chosen == "small-s" && trace.target == 0.8);
+    let names: Vec<&str> = trace.estimates.iter().map(|e| e.model.as_str()).collect();
+    assert_eq!(names, ["big-s", "mid-s", "small-s"], "configuration order");
+    let by = |n: &str| trace.estimates.iter().find(|e| e.model == n).unwrap().clone();
+    assert!(by("small-s").success < by("mid-s").success && by("mid-s").success < by("big-s").success);
+    let gpt = crate::config::strengths::learned("gpt-4o-2024-05-13").unwrap().strength;
+    assert_eq!(by("big-s").strength, gpt, "the learned default");
+    // A harder one: the weak reference fails it half the time, the strong one rarely.
+    assert_eq!(pick(&c, &backends, 0.5, 0.95, 0.8).0, "mid-s");
+    // Harder still: only the strongest reaches the target.
+    assert_eq!(pick(&c, &backends, 0.2, 0.9, 0.8).0, "big-s");
+    // None reaches it: the strongest, and the trace says so.
+    let (none, trace) = pick(&c, &backends, 0.05, 0.3, 0.8);
+    assert_eq!(none, "big-s");
+    assert!(!trace.reached);
+}
+
+#[test]
+fn success_target_skips_models_down_and_falls_back_to_the_strongest_without_a_prediction() {
+    let backends = Backends::default();
+    let c = tiered();
+    for _ in 0..3 {
+        backends.record("small-s", false, None, None);
+    }
+    assert!(backends.is_down("small-s"));
+    let (chosen, trace) = pick(&c, &backends, 0.9, 0.97, 0.8);
+    assert_eq!(chosen, "mid-s");
+    assert!(trace.estimates.iter().all(|e| e.model != "small-s"));
+    backends.record("small-s", true, Some(10.0), None);
+
+    let none = Success {
+        prediction: None,
+        reference: REFERENCE,
+    };
+    let inputs = Inputs {
+        success: Some(&none),
+        success_error: Some("embedding failed"),
+        ..Default::default()
+    };
+    let s = select_learned(
+        &c,
+        &backends,
+        inputs,
+        &refs(&["small-s", "mid-s", "big-s"]),
+        &success_target(0.5),
+    );
+    assert_eq!(s.model.unwrap().name, "big-s");
+    let t = s.success.unwrap();
+    assert!(!t.reached && t.estimates.is_empty() && t.error.as_deref() == Some("embedding failed"));
+}
+
+#[test]
+fn success_target_ties_go_to_the_stronger_then_to_configuration_order() {
+    let backends = Backends::default();
+    let c = load_str_with_env(
+        "
+providers: [{name: p, base_url: 'http://127.0.0.1:1/v1'}]
+models:
+  - {name: a-t, provider: p, strength: 0.0, pricing: {prompt_per_1m: 1.0}}
+  - {name: b-t, provider: p, strength: 1.0, pricing: {prompt_per_1m: 1.0}}
+  - {name: c-t, provider: p, strength: 1.0, pricing: {prompt_per_1m: 2.0}}
+  - {name: d-t, provider: p, strength: 1.0, pricing: {prompt_per_1m: 2.0}}
+",
+        &|_| None,
+    )
+    .unwrap();
+    let success = Success {
+        prediction: Some(crate::prediction::Prediction {
+            weak: 0.9,
+            strong: 0.99,
+        }),
+        reference: REFERENCE,
+    };
+    let inputs = Inputs {
+        success: Some(&success),
+        ..Default::default()
+    };
+    // Everyone reaches 0.5; a-t and b-t cost the same: the stronger.
+    let s = select_learned(
+        &c,
+        &backends,
+        inputs,
+        &refs(&["a-t", "b-t", "c-t"]),
+        &success_target(0.5),
+    );
+    assert_eq!(s.model.unwrap().name, "b-t");
+    // Nobody reaches 1.0: the strongest, the cheaper of equals, then the first listed.
+    let s = select_learned(
+        &c,
+        &backends,
+        inputs,
+        &refs(&["d-t", "c-t", "b-t"]),
+        &success_target(1.0),
+    );
+    assert_eq!(s.model.unwrap().name, "b-t");
+    let s = select_learned(&c, &backends, inputs, &refs(&["d-t", "c-t"]), &success_target(1.0));
+    assert_eq!(s.model.unwrap().name, "d-t");
+}

@@ -221,7 +221,7 @@ impl ComplexitySignal {
             .iter()
             .zip(scores)
             .map(|(r, s)| {
-                let (i, confidence) = if s >= r.hard_from.observe(s) {
+                let (i, confidence) = if r.hard_from.clears(s, req.tiebreak()) {
                     (2, s)
                 } else if s < r.easy_below {
                     (0, 1.0 - s)

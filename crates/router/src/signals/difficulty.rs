@@ -209,6 +209,29 @@ impl DifficultyHead {
     }
 }
 
+/// The router's prediction for the request on the shared embedding (computed once, kept on the
+/// view): what difficulty rules and `success_target` selection read.
+pub async fn predict(embedder: &Embedder, req: &RequestView) -> Result<Prediction, SignalError> {
+    if let Some(p) = req.difficulty.get() {
+        return Ok(*p);
+    }
+    let head = DifficultyHead::builtin().map_err(SignalError::Failed)?;
+    let query = req
+        .embedding(embedder)
+        .await
+        .map_err(|e| SignalError::Failed(e.to_string()))?;
+    if query.len() != head.dim {
+        return Err(SignalError::Failed(format!(
+            "the difficulty head expects {}-d embeddings, the encoder gives {}",
+            head.dim,
+            query.len()
+        )));
+    }
+    let p = head.predict(&query, &features(req));
+    let _ = req.difficulty.set(p);
+    Ok(p)
+}
+
 struct Rule {
     name: Arc<str>,
     threshold: Threshold,
@@ -247,24 +270,7 @@ impl DifficultySignal {
 
     /// The router's prediction for the request (computed once, kept on the view).
     pub async fn predict(&self, req: &RequestView) -> Result<Prediction, SignalError> {
-        if let Some(p) = req.difficulty.get() {
-            return Ok(*p);
-        }
-        let head = DifficultyHead::builtin().map_err(SignalError::Failed)?;
-        let query = req
-            .embedding(&self.embedder)
-            .await
-            .map_err(|e| SignalError::Failed(e.to_string()))?;
-        if query.len() != head.dim {
-            return Err(SignalError::Failed(format!(
-                "the difficulty head expects {}-d embeddings, the encoder gives {}",
-                head.dim,
-                query.len()
-            )));
-        }
-        let p = head.predict(&query, &features(req));
-        let _ = req.difficulty.set(p);
-        Ok(p)
+        predict(&self.embedder, req).await
     }
 
     async fn run(&self, req: &RequestView) -> Result<Vec<Match>, SignalError> {
@@ -272,7 +278,7 @@ impl DifficultySignal {
         Ok(self
             .rules
             .iter()
-            .filter(|r| d >= r.threshold.observe(d))
+            .filter(|r| r.threshold.clears(d, req.tiebreak()))
             .map(|r| Match {
                 kind: SignalKind::Difficulty,
                 name: r.name.clone(),

@@ -160,7 +160,8 @@ impl SignalSet {
             || !jailbreak.is_empty()
             || !difficulty.is_empty()
             || ComplexitySignal::needs_embedder(&complexity)
-            || semantic_cache(config))
+            || semantic_cache(config)
+            || success_target(config))
         .then(|| Arc::new(Embedder::new(config.embedding.clone())));
         if !complexity.is_empty() {
             let e = ComplexitySignal::needs_embedder(&complexity)
@@ -467,6 +468,15 @@ pub fn model_problems(config: &Config) -> Vec<ModelProblem> {
 }
 
 /// Whether a decision caches semantically (it embeds the last user turn with the shared embedder).
+/// Whether a decision selects with `success_target` (which reads the learned router's prediction
+/// on the shared embedding, with or without a difficulty rule).
+pub(crate) fn success_target(config: &Config) -> bool {
+    config
+        .decisions
+        .iter()
+        .any(|d| d.algorithm.kind == crate::config::AlgorithmKind::SuccessTarget)
+}
+
 fn semantic_cache(config: &Config) -> bool {
     config
         .decisions
