@@ -1040,3 +1040,66 @@ routing: {default_model: cheap}
     learned.quality.record("all", "cheap", 0.0, now, &fb);
     assert_eq!(e.route(&view).await.unwrap().model, "strong");
 }
+
+/// `success_target` on the real encoder, with no difficulty rule: the engine computes the
+/// prediction on the shared embedding itself; small talk goes to the cheapest model, an exam
+/// problem with numeric options to a stronger one; the trace and the decision-log record carry
+/// each candidate's estimate.
+#[tokio::test]
+async fn success_target_picks_the_cheapest_model_predicted_to_answer() {
+    let Some(dir) = crate::models::testing::model_dir() else {
+        return;
+    };
+    let text = format!(
+        "
+providers: [{{name: p, base_url: 'http://127.0.0.1:1'}}]
+models:
+  - {{name: small, provider: p, strength: -1.5, pricing: {{prompt_per_1m: 0.1, completion_per_1m: 0.4}}}}
+  - {{name: medium, provider: p, model_id: Meta-Llama-3_1-70B-Instruct, pricing: {{prompt_per_1m: 0.9, completion_per_1m: 0.9}}}}
+  - {{name: large, provider: p, model_id: gpt-4o-2024-05-13, pricing: {{prompt_per_1m: 2.5, completion_per_1m: 10}}}}
+decisions:
+  - name: tiered
+    modelRefs: [{{model: small}}, {{model: medium}}, {{model: large}}]
+    algorithm: {{type: success_target, target: 0.5}}
+decision_log: {{path: /dev/null}}
+embedding: {{model: '{}'}}
+routing: {{default_model: small}}
+",
+        dir.display()
+    );
+    let e = Engine::new(load_str_with_env(&text, &|_| None).unwrap()).unwrap();
+    let easy = RequestView::from_text("hi there! how are you today?");
+    let hard = RequestView::from_text(
+        "A 12 kg block slides down a 35 degree incline with kinetic friction coefficient 0.27. Using \
+         the work-energy theorem, compute the speed after 4.5 m.\nA. 3.1 m/s\nB. 4.2 m/s\nC. 5.0 m/s\n\
+         D. 5.8 m/s\nE. 6.3 m/s\nF. 2.7 m/s\nG. 7.1 m/s\nH. 3.9 m/s\nI. 4.8 m/s\nJ. 6.9 m/s",
+    );
+    let r_easy = e.route(&easy).await.unwrap();
+    let r_hard = e.route(&hard).await.unwrap();
+    assert_eq!(r_easy.model, "small", "{:?}", r_easy.success);
+    assert_ne!(r_hard.model, "small", "{:?}", r_hard.success);
+    assert!(easy.difficulty.get().is_some(), "the prediction is kept on the view");
+    let t = r_hard.success.as_ref().unwrap();
+    assert_eq!(
+        (t.target, t.chosen.as_str(), t.estimates.len()),
+        (0.5, r_hard.model.as_str(), 3)
+    );
+    assert!(t.estimates.windows(2).all(|w| w[0].success <= w[1].success), "{t:?}");
+
+    // Through `handle`: the decision-log record keeps the same estimates.
+    let body = serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": hard.text}]}).to_string();
+    let (_, trace) = e
+        .handle(Request {
+            path: "/v1/chat/completions",
+            body: body.as_bytes(),
+            request_id: "st-1",
+            client: "",
+        })
+        .await;
+    let routing = trace.routing.unwrap();
+    let record = routing.record.unwrap();
+    assert_eq!(record.success.as_ref(), routing.success.as_ref());
+    let logged = serde_json::to_value(&record).unwrap();
+    assert_eq!(logged["success"]["estimates"].as_array().unwrap().len(), 3, "{logged}");
+    assert_eq!(logged["success"]["chosen"], r_hard.model.as_str());
+}
