@@ -7,7 +7,10 @@
 //! difficulty(x) = P_strong(x) · (1 − P_weak(x))
 //! ```
 //!
-//! `x` = [MiniLM embedding of the prompt, standardised features]. `difficulty` (0..1) is the
+//! `x` = [MiniLM embedding of the prompt, standardised features clipped to ±`feature_clip`
+//! standard deviations: a prompt unlike the training set — no lettered options, one line, a
+//! whole document — moves a feature by at most that much, never by the dozens of deviations that
+//! would swamp the embedding]. `difficulty` (0..1) is the
 //! probability that the cheap model fails the prompt while the strong one answers it: what sending
 //! it to the strong model buys. `make train-router` fits the heads on per-question outcomes
 //! (`tools/examples/train_router.rs`, weights in `assets/difficulty_head.json`; the reference pair
@@ -118,6 +121,14 @@ pub struct ReferencePair {
     pub strong: String,
 }
 
+/// Standardises raw features as the heads were trained to read them: `(x − mean) / scale`,
+/// clipped to `±clip` (the training program and the sidecar share this function).
+pub fn standardise(raw: &[f32], mean: &[f32], scale: &[f32], clip: f32) -> impl Iterator<Item = f32> {
+    raw.iter()
+        .zip(mean.iter().zip(scale))
+        .map(move |(x, (m, s))| ((x - m) / s).clamp(-clip, clip))
+}
+
 /// The trained router: the two heads and the feature standardisation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,6 +143,8 @@ pub struct DifficultyHead {
     pub feature_mean: Vec<f32>,
     /// Feature standard deviations (standardisation).
     pub feature_scale: Vec<f32>,
+    /// Standardised features are clipped to `±feature_clip`.
+    pub feature_clip: f32,
     /// The models the heads predict.
     pub reference: ReferencePair,
     /// P(the weak model answers correctly).
@@ -156,6 +169,10 @@ impl DifficultyHead {
         {
             return Err(format!("difficulty head: features must be {FEATURE_NAMES:?}"));
         }
+        let positive = |v: f32| v.is_finite() && v > 0.0;
+        if !positive(head.feature_clip) || !head.feature_scale.iter().all(|s| positive(*s)) {
+            return Err("difficulty head: feature_clip and feature_scale must be positive".into());
+        }
         if head.weak.weight.len() != width || head.strong.weight.len() != width {
             return Err(format!("difficulty head: heads need {width} weights"));
         }
@@ -179,12 +196,12 @@ impl DifficultyHead {
     pub fn predict(&self, embedding: &[f32], raw_features: &[f32]) -> Prediction {
         let mut x = Vec::with_capacity(embedding.len() + raw_features.len());
         x.extend_from_slice(embedding);
-        x.extend(
-            raw_features
-                .iter()
-                .zip(self.feature_mean.iter().zip(&self.feature_scale))
-                .map(|(x, (m, s))| (x - m) / s),
-        );
+        x.extend(standardise(
+            raw_features,
+            &self.feature_mean,
+            &self.feature_scale,
+            self.feature_clip,
+        ));
         Prediction {
             weak: self.weak.probability(&x),
             strong: self.strong.probability(&x),
@@ -296,6 +313,53 @@ impl Signal for DifficultySignal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::testing::{model_dir, settings};
+
+    /// The committed head on the real encoder: a multi-step quantitative problem with numeric
+    /// options (the kind the cheap model fails and the strong one solves) scores well above
+    /// questions any model answers, and the cheap model is predicted to do better on the easy ones.
+    #[tokio::test]
+    async fn the_committed_head_ranks_a_hard_problem_above_easy_questions() {
+        let Some(dir) = model_dir() else { return };
+        let s = DifficultySignal::new(Arc::new(Embedder::new(settings(&dir))), &[]);
+        let predict = |text: &'static str| {
+            let s = &s;
+            async move { s.predict(&RequestView::from_text(text)).await.unwrap() }
+        };
+        let hard = predict(
+            "A 2.50 mol sample of an ideal gas at 298 K expands reversibly and isothermally from \
+             10.0 L to 35.0 L, then is heated at constant volume to 350 K. Calculate the total \
+             entropy change of the gas, in J/K, taking C_v,m = 12.47 J/(K mol).\n\
+             A. 26.0\nB. 30.9\nC. 31.1\nD. 35.7\nE. 21.4\nF. 28.3\nG. 33.2\nH. 24.8\nI. 38.6\nJ. 29.5",
+        )
+        .await;
+        for easy in [
+            "What is the capital of France?",
+            "Which planet is closest to the Sun?\nA. Venus\nB. Mercury\nC. Mars\nD. Jupiter",
+            "Translate 'good morning' into Spanish.",
+        ] {
+            let p = predict(easy).await;
+            assert!(
+                hard.difficulty() > p.difficulty() + 0.05,
+                "hard {hard:?} ({:.3}) vs easy {p:?} ({:.3}): {easy}",
+                hard.difficulty(),
+                p.difficulty()
+            );
+            assert!(p.weak > hard.weak, "weak success: easy {p:?} vs hard {hard:?}: {easy}");
+        }
+    }
+
+    #[test]
+    fn standardised_features_are_clipped() {
+        let z: Vec<f32> = standardise(&[10.0, -10.0, 1.5], &[1.0, 1.0, 1.0], &[0.5, 0.5, 0.5], 3.0).collect();
+        assert_eq!(z, [3.0, -3.0, 1.0]);
+        // A prompt unlike the training set (one line, no lettered options) stays in range.
+        let head = DifficultyHead::builtin().unwrap();
+        let raw = features(&RequestView::from_text("hi"));
+        for z in standardise(&raw, &head.feature_mean, &head.feature_scale, head.feature_clip) {
+            assert!(z.abs() <= head.feature_clip, "{z}");
+        }
+    }
 
     #[test]
     fn builtin_head_loads_and_fits_minilm() {
