@@ -7,16 +7,10 @@
 //! P(model m answers question q) = σ(θ_m − b_q)
 //! ```
 //!
-//! `θ_m` is the model's strength, `b_q` the question's difficulty. θ = 0 is a model that answers
-//! an average question of this set half the time; one unit more multiplies its odds by e. The
-//! learned router (`signals::difficulty`) predicts, per prompt, the success of two reference
+//! `θ_m` is the model's strength, `b_q` the question's difficulty (the fit: `llmsoup_tools::rasch`).
+//! The learned router (`signals::difficulty`) predicts, per prompt, the success of two reference
 //! models whose strengths come from this table, and reads the success of any other strength off
 //! the logit line through them (`Prediction::success_at`).
-//!
-//! Fit: joint maximum likelihood, alternating one Newton step per model and one per question,
-//! with Gaussian priors (θ ~ N(0, 3²), b ~ N(0, 2²): a question every model got right or wrong
-//! would otherwise run off to ±∞), a fixed number of rounds from zero, no sampling: the output
-//! is the same on every run. Missing outcomes (a model without an answer) are skipped.
 //!
 //! Writes `crates/config/assets/model_strengths.json` (committed): per model its strength, its
 //! accuracy and how many questions it answered.
@@ -26,19 +20,7 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
-
-/// Newton rounds (the fit has converged to 1e-9 long before).
-const ROUNDS: usize = 200;
-/// Prior precisions (1/σ²).
-const THETA_PRECISION: f64 = 1.0 / 9.0;
-const B_PRECISION: f64 = 1.0 / 4.0;
-
-fn sigmoid(z: f64) -> f64 {
-    1.0 / (1.0 + (-z).exp())
-}
-
-/// One question's outcomes, per model: `Some(correct)` or `None` (no answer).
-type Row = Vec<Option<bool>>;
+use llmsoup_tools::rasch::{self, ROUNDS, Row};
 
 /// Models (column order) and one row per question.
 fn load(dir: &Path) -> anyhow::Result<(Vec<String>, Vec<Row>)> {
@@ -75,37 +57,6 @@ fn load(dir: &Path) -> anyhow::Result<(Vec<String>, Vec<Row>)> {
     Ok((models, rows))
 }
 
-/// The Rasch fit: (θ per model, b per question).
-fn fit(models: usize, rows: &[Row]) -> (Vec<f64>, Vec<f64>) {
-    let (mut theta, mut b) = (vec![0.0; models], vec![0.0; rows.len()]);
-    for _ in 0..ROUNDS {
-        for (m, t) in theta.iter_mut().enumerate() {
-            let (mut grad, mut hess) = (-THETA_PRECISION * *t, THETA_PRECISION);
-            for (row, bq) in rows.iter().zip(&b) {
-                if let Some(y) = row[m] {
-                    let p = sigmoid(*t - bq);
-                    grad += f64::from(u8::from(y)) - p;
-                    hess += p * (1.0 - p);
-                }
-            }
-            *t += grad / hess;
-        }
-        for (row, bq) in rows.iter().zip(b.iter_mut()) {
-            let (mut grad, mut hess) = (-B_PRECISION * *bq, B_PRECISION);
-            for (y, t) in row.iter().zip(&theta) {
-                if let Some(y) = y {
-                    let p = sigmoid(t - *bq);
-                    // d/db of log-likelihood: −(y − p).
-                    grad -= f64::from(u8::from(*y)) - p;
-                    hess += p * (1.0 - p);
-                }
-            }
-            *bq += grad / hess;
-        }
-    }
-    (theta, b)
-}
-
 fn round4(x: f64) -> f64 {
     (x * 1e4).round() / 1e4
 }
@@ -116,7 +67,7 @@ fn main() -> anyhow::Result<()> {
         bail!("usage: fit_strengths DATA_DIR OUT.json");
     };
     let (models, rows) = load(Path::new(data))?;
-    let (theta, b) = fit(models.len(), &rows);
+    let rasch::Rasch { theta, b } = rasch::fit(models.len(), &rows);
     let mean_b = b.iter().sum::<f64>() / b.len() as f64;
     let mut table = serde_json::Map::new();
     let mut order: Vec<usize> = (0..models.len()).collect();

@@ -31,9 +31,11 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::Optimizer;
 use llmsoup_models::{SentenceEncoder, candle_core, candle_nn, cosine};
 use llmsoup_router::eval::{Curve, Outcome};
+use llmsoup_router::prediction::ReferenceStrengths;
 use llmsoup_router::request::RequestView;
 use llmsoup_router::signals::complexity;
 use llmsoup_router::signals::difficulty::{self, DifficultyHead, FEATURE_NAMES, LinearHead, ReferencePair};
+use llmsoup_tools::rasch;
 
 /// Full-batch Adam steps per head.
 const STEPS: usize = 300;
@@ -395,6 +397,108 @@ fn random_score(id: &str, seed: u64) -> f64 {
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Area under the ROC curve of `pred` for the outcomes `y` (Mann–Whitney, tied predictions
+/// counted half); NaN when `y` is all one value.
+fn auc(pred: &[f64], y: &[bool]) -> f64 {
+    let mut order: Vec<usize> = (0..pred.len()).collect();
+    order.sort_by(|a, b| pred[*a].total_cmp(&pred[*b]));
+    // Mid-ranks (1-based) over blocks of equal predictions.
+    let mut rank = vec![0.0; pred.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && pred[order[j + 1]] == pred[order[i]] {
+            j += 1;
+        }
+        for &k in &order[i..=j] {
+            rank[k] = (i + j) as f64 / 2.0 + 1.0;
+        }
+        i = j + 1;
+    }
+    let pos = y.iter().filter(|v| **v).count() as f64;
+    let neg = y.len() as f64 - pos;
+    let rank_sum: f64 = rank.iter().zip(y).filter(|(_, v)| **v).map(|(r, _)| r).sum();
+    (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
+}
+
+/// How well the success estimate (`Prediction::success_at`, the logit line through the pair's
+/// heads) predicts the *other* models' per-question correctness on a held-out source, with every
+/// model's strength refitted (Rasch) on the training sources only: per model, the held-out
+/// accuracy, the mean predicted success, the AUC and the Brier score against the constant
+/// "this model's accuracy on the training sources".
+struct SuccessCheck {
+    model: String,
+    strength: f64,
+    accuracy: f64,
+    predicted: f64,
+    auc: f64,
+    brier: f64,
+    brier_constant: f64,
+}
+
+fn success_check(
+    data: &Data,
+    train: &[usize],
+    test: &[usize],
+    pair: (usize, usize),
+    preds: &HashMap<usize, difficulty::Prediction>,
+) -> Vec<SuccessCheck> {
+    let rows: Vec<rasch::Row> = train
+        .iter()
+        .map(|&i| {
+            data.outcomes[i]
+                .iter()
+                .map(|o| (!o.is_nan()).then_some(*o > 0.5))
+                .collect()
+        })
+        .collect();
+    let fit = rasch::fit(data.models.len(), &rows);
+    let reference = ReferenceStrengths {
+        weak: fit.theta[pair.0],
+        strong: fit.theta[pair.1],
+    };
+    let mut out = Vec::new();
+    for m in (0..data.models.len()).filter(|m| *m != pair.0 && *m != pair.1) {
+        let answered: Vec<usize> = test
+            .iter()
+            .copied()
+            .filter(|&i| !data.outcomes[i][m].is_nan())
+            .collect();
+        let trained: Vec<f32> = train
+            .iter()
+            .map(|&i| data.outcomes[i][m])
+            .filter(|o| !o.is_nan())
+            .collect();
+        if answered.len() < 50 || trained.is_empty() {
+            continue;
+        }
+        let constant = trained.iter().map(|o| f64::from(*o)).sum::<f64>() / trained.len() as f64;
+        let y: Vec<bool> = answered.iter().map(|&i| data.outcomes[i][m] > 0.5).collect();
+        let pred: Vec<f64> = answered
+            .iter()
+            .map(|i| preds[i].success_at(fit.theta[m], reference))
+            .collect();
+        let n = y.len() as f64;
+        let brier = |p: &dyn Fn(usize) -> f64| {
+            y.iter()
+                .enumerate()
+                .map(|(k, v)| (p(k) - f64::from(u8::from(*v))).powi(2))
+                .sum::<f64>()
+                / n
+        };
+        out.push(SuccessCheck {
+            model: data.models[m].clone(),
+            strength: fit.theta[m],
+            accuracy: y.iter().filter(|v| **v).count() as f64 / n,
+            predicted: pred.iter().sum::<f64>() / n,
+            auc: auc(&pred, &y),
+            brier: brier(&|k| pred[k]),
+            brier_constant: brier(&|_| constant),
+        });
+    }
+    out
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [data_dir, model_dir, out] = args.as_slice() else {
@@ -483,6 +587,9 @@ fn main() -> anyhow::Result<()> {
     let mut report = BTreeMap::new();
     let mut beats_all = true;
     let mut losses = Vec::new();
+    let mut success_rows = Vec::new();
+    let mut success_report = BTreeMap::new();
+    let mut success_detail = Vec::new();
     for (p, &(weak, strong)) in pairs.iter().enumerate() {
         println!(
             "\nleave-one-source-out, weak {} / strong {}: APGR / CPT(50%) / CPT(80%) (baselines: the better of question / prompt text)",
@@ -538,6 +645,36 @@ fn main() -> anyhow::Result<()> {
             }
             if p == 0 {
                 beats_all &= wins;
+                let checks = success_check(&data, &train, test, (weak, strong), &preds);
+                let mean = |f: &dyn Fn(&SuccessCheck) -> f64| checks.iter().map(f).sum::<f64>() / checks.len() as f64;
+                success_rows.push(format!(
+                    "| {held} | {} | {:.3} | {:.4} / {:.4} | {}/{} | {:.3} |",
+                    checks.len(),
+                    mean(&|c| c.auc),
+                    mean(&|c| c.brier),
+                    mean(&|c| c.brier_constant),
+                    checks.iter().filter(|c| c.brier < c.brier_constant).count(),
+                    checks.len(),
+                    mean(&|c| c.predicted - c.accuracy),
+                ));
+                let round4 = |x: f64| (x * 1e4).round() / 1e4;
+                success_report.insert(
+                    held.clone(),
+                    serde_json::json!({
+                        "models": checks.len(),
+                        "mean_auc": round4(mean(&|c| c.auc)),
+                        "brier": round4(mean(&|c| c.brier)),
+                        "brier_constant_training_accuracy": round4(mean(&|c| c.brier_constant)),
+                        "estimate_better": checks.iter().filter(|c| c.brier < c.brier_constant).count(),
+                        "mean_bias": round4(mean(&|c| c.predicted - c.accuracy)),
+                    }),
+                );
+                success_detail.extend(checks.iter().map(|c| {
+                    format!(
+                        "  {held} {:<32} strength {:>6.2}  held-out accuracy {:.3}  predicted {:.3}  AUC {:.3}  Brier {:.4} (constant {:.4})",
+                        c.model, c.strength, c.accuracy, c.predicted, c.auc, c.brier, c.brier_constant
+                    )
+                }));
             }
             println!(
                 "| {held} ({}) | {}{} | ±{:.3} / ±{:.1} pts | {} | {} | {} |",
@@ -570,6 +707,18 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
+    println!(
+        "\nthe success estimate for the {} other models (strengths refitted without the held-out source; AUC and Brier per model, averaged; bias = mean predicted − held-out accuracy)",
+        data.models.len() - 2
+    );
+    println!(
+        "| held-out source | models | mean AUC | Brier: estimate / constant training accuracy | estimate better | mean bias |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for row in success_rows.iter().chain(&success_detail) {
+        println!("{row}");
+    }
+
     if beats_all {
         println!(
             "\nthe learned router beats prompt length, random and complexity on APGR and CPT(50%) on every held-out source"
@@ -595,6 +744,7 @@ fn main() -> anyhow::Result<()> {
         "feature_clip": FEATURE_CLIP,
         "max_tokens": MAX_TOKENS,
         "leave_one_source_out": report,
+        "success_estimate_other_models": success_report,
     });
     let mut text = serde_json::to_string_pretty(&head)?;
     text.push('\n');

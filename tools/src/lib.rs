@@ -1,5 +1,5 @@
 //! llmsoup's development tools. The library is the fake provider the demo and the end-to-end
-//! tests run (`llmsoup mock-upstream`); the examples are the load benchmarks (`make bench`) and
+//! tests run (`llmsoup mock-upstream`) and the Rasch fit the training programs share; the examples are the load benchmarks (`make bench`) and
 //! the training programs of the built-in classifier heads (`make train-domain`,
 //! `make train-jailbreak`).
 //!
@@ -10,3 +10,4 @@
 #![forbid(unsafe_code)]
 
 pub mod mock_upstream;
+pub mod rasch;
