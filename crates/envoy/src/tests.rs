@@ -586,3 +586,41 @@ fn sidecar_is_reached_over_tcp_or_a_unix_socket() {
     let e = bad("server: {grpc_listen: 'llmsoup:50051'}\n");
     assert!(e.contains("server.grpc_listen"), "{e}");
 }
+
+#[test]
+fn the_sidecar_gets_only_the_headers_it_reads() {
+    let patterns = |f: &serde_yaml::Value| -> Vec<(String, String)> {
+        f["typed_config"]["forward_rules"]["allowed_headers"]["patterns"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let m = p.as_mapping().unwrap();
+                let (k, v) = m.iter().next().unwrap();
+                (k.as_str().unwrap().to_string(), v.as_str().unwrap().to_string())
+            })
+            .collect()
+    };
+    let filters = http_filters(&with_gateway("async_response_accounting: true"));
+    for f in [&filters[1], &filters[2]] {
+        let p = patterns(f);
+        for h in [
+            ":method",
+            ":path",
+            "x-request-id",
+            "authorization",
+            "x-api-key",
+            ":status",
+            "content-type",
+        ] {
+            assert!(p.contains(&("exact".into(), h.into())), "{h}: {p:?}");
+        }
+        // x-llmsoup-attempts on a chain's answer; client copies of the prefix (stripped anyway).
+        assert!(p.contains(&("prefix".into(), "x-llmsoup-".into())), "{p:?}");
+        assert!(!p.iter().any(|(_, v)| v == "user-agent"), "{p:?}");
+    }
+    // The configured route header is forwarded, so the sidecar can strip a client's copy.
+    let text = format!("{DEFAULT_CONFIG}\ncompat:\n  selected_model_header: X-Selected-Model\n");
+    let p = patterns(&http_filters(&text)[1]);
+    assert!(p.contains(&("exact".into(), "x-selected-model".into())), "{p:?}");
+}
