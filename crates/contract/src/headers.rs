@@ -22,19 +22,6 @@ pub const FAIL_OPEN_DECISION: &str = "fail-open";
 pub const METADATA_NAMESPACE: &str = "llmsoup";
 /// Request headers that carry the client's gateway token.
 pub const TOKEN_HEADERS: [&str; 2] = ["authorization", "x-api-key"];
-/// The headers the ext_proc sidecar reads, besides the reserved prefix and the configured route
-/// header: Envoy sends it only these (`forward_rules.allowed_headers`), not every client and
-/// provider header. Request: method, path, request id, the gateway token; response: status and
-/// content type. A header the sidecar starts reading must be added here.
-pub const SIDECAR_READS: [&str; 7] = [
-    ":method",
-    ":path",
-    "x-request-id",
-    "authorization",
-    "x-api-key",
-    ":status",
-    "content-type",
-];
 /// Envoy keeps `content-length` when a filter replaces the body: it must be set to the new size
 /// (a mismatch is a 500 in ext_proc BUFFERED mode, a truncated body with wasm).
 pub const CONTENT_LENGTH: &str = "content-length";

@@ -24,7 +24,7 @@ use llmsoup_contract::auth::{self, AuthError};
 use llmsoup_contract::budget::TENANT_HEADER;
 use llmsoup_contract::fail_open::FailOpenError;
 pub use llmsoup_contract::headers::METADATA_NAMESPACE;
-use llmsoup_contract::headers::{MODEL_HEADER, RESERVED_PREFIX, SIDECAR_READS};
+use llmsoup_contract::headers::MODEL_HEADER;
 use llmsoup_contract::outcome::Reply;
 use llmsoup_contract::paths::{MODELS_PATH, ROUTED_PATHS};
 use llmsoup_contract::plugin_config;
@@ -614,7 +614,6 @@ fn bootstrap(config: &Config, opts: &RenderOptions, dynamic: bool) -> anyhow::Re
                 "message_timeout": duration(g.sidecar_timeout_ms),
                 "failure_mode_allow": g.failure_mode == FailureMode::Open,
                 "allow_mode_override": true,
-                "forward_rules": forward_rules(config),
             });
             if g.failure_mode == FailureMode::Closed {
                 ext_proc["status_on_error"] = json!({"code": 503});
@@ -637,7 +636,7 @@ fn bootstrap(config: &Config, opts: &RenderOptions, dynamic: bool) -> anyhow::Re
             }
             filters.push(json!({"name": EXT_PROC_FILTER, "typed_config": ext_proc, "disabled": true}));
             if async_accounting {
-                let mut accounting = accounting_filter(config, g.sidecar_timeout_ms);
+                let mut accounting = accounting_filter(g.sidecar_timeout_ms);
                 if let Some(md) = grpc_metadata(config) {
                     accounting["typed_config"]["grpc_service"]["initial_metadata"] = md;
                 }
@@ -831,7 +830,7 @@ fn route_header(config: &Config) -> String {
 /// A second ext_proc filter in observability mode ("send and go"): Envoy copies response headers
 /// and body chunks to the sidecar and never waits for an answer, so accounting adds no round trip
 /// to the data path. The routed facts come with them as forwarded dynamic metadata.
-fn accounting_filter(config: &Config, timeout_ms: u64) -> Value {
+fn accounting_filter(timeout_ms: u64) -> Value {
     json!({
         "name": ACCOUNTING_FILTER,
         "typed_config": {
@@ -853,22 +852,8 @@ fn accounting_filter(config: &Config, timeout_ms: u64) -> Value {
             // Accounting never fails a request.
             "failure_mode_allow": true,
             "metadata_options": {"forwarding_namespaces": {"untyped": [METADATA_NAMESPACE]}},
-            "forward_rules": forward_rules(config),
         }
     })
-}
-
-/// Only the headers the sidecar reads go to it (smaller messages; a client or provider sends
-/// many it never looks at): [`SIDECAR_READS`], the reserved prefix (defence in depth, and
-/// `x-llmsoup-attempts` on a chain's answer) and the configured route header (so the sidecar
-/// can strip it).
-fn forward_rules(config: &Config) -> Value {
-    let mut allowed: Vec<Value> = SIDECAR_READS.iter().map(|h| json!({"exact": h})).collect();
-    allowed.push(json!({"prefix": RESERVED_PREFIX}));
-    if let Some(h) = &config.compat.selected_model_header {
-        allowed.push(json!({"exact": h.to_ascii_lowercase()}));
-    }
-    json!({"allowed_headers": {"patterns": allowed}})
 }
 
 fn model_route(name: &str, p: &ProviderConfig, model: &str, header: &str) -> anyhow::Result<Value> {
