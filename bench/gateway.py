@@ -11,7 +11,10 @@ and variants of the routed modes (a suffix of the key, combinable: `ext_proc+uds
   +fallback a fallback chain on every routed model (no failures: the happy path's cost);
   +uds      Envoy reaches the sidecar over a Unix domain socket (`server.grpc_listen: unix:/...`)
             instead of loopback TCP;
-  +noacct   `gateway.response_accounting: false` (no response body reaches the sidecar).
+  +noacct   `gateway.response_accounting: false` (no response body reaches the sidecar);
+  +base     the same stack from another llmsoup build (BENCH_BASELINE_BIN: renders the Envoy
+            config, runs the sidecar and the mock), to measure a change against the build before
+            it in the same run (BENCH_BASELINE_LABEL names it in the report).
 
 The stacks (mock upstream + sidecar + Envoy on free 127.0.0.1 ports) come from the end-to-end
 harness (tests/e2e/harness.py). The load tool is wrk (installed from Debian when missing; oha is
@@ -25,7 +28,9 @@ BENCH_ROUNDS (default 1; >1 interleaves the modes and reports the per-mode media
 BENCH_SIDECAR_LOG (sidecar log filter, default `info` = the production default), BENCH_KEEP=1
 (keep the stacks' temp dirs and logs), BENCH_TARGETS (comma-separated keys to run instead of the
 default five, e.g. `ext_proc,ext_proc+uds`; bare Envoy always runs, as the baseline),
-BENCH_RESULTS (the results file; default bench/results.md at c=16, bench/results-c<N>.md else).
+BENCH_CLIENT_HEADERS (`sdk`: send the headers the openai Python SDK sends, not just a
+content-type), BENCH_BASELINE_BIN / BENCH_BASELINE_WASM / BENCH_BASELINE_LABEL (the `+base` variant's build,
+its wasm filter and its name), BENCH_RESULTS (the results file; default bench/results.md at c=16, bench/results-c<N>.md else).
 """
 
 from __future__ import annotations
@@ -94,7 +99,12 @@ VARIANTS = {
     # exchange fewer per JSON response; wasm: chunks not copied into the VM) — what the
     # response-side exchanges cost, i.e. the most that trimming them can save.
     "noacct": "no response accounting",
+    # Another build of llmsoup (BENCH_BASELINE_BIN), e.g. the commit before a change.
+    "base": os.environ.get("BENCH_BASELINE_LABEL", "baseline build"),
 }
+BASELINE_BIN = os.environ.get("BENCH_BASELINE_BIN")
+# The `+base` variant's wasm filter (default: the same filter as the other stacks).
+BASELINE_WASM = os.environ.get("BENCH_BASELINE_WASM")
 
 
 def target_label(key: str) -> str:
@@ -102,6 +112,9 @@ def target_label(key: str) -> str:
     labels = dict(TARGETS)
     if key in labels:
         return labels[key]
+    if base == "bare" and variants and set(variants) <= {"fallback", "base"}:
+        # Envoy alone (no sidecar): what the chain's route and upstream filters cost Envoy.
+        return ", ".join(["bare Envoy → mock"] + [VARIANTS.get(v, "fallback chain") for v in variants])
     if base not in ("ext_proc", "wasm") or any(v not in VARIANTS and v != "fallback" for v in variants):
         raise SystemExit(f"BENCH_TARGETS: unknown target {key!r}: bare, ext_proc or wasm, then any of "
                          f"+{', +'.join(['fallback', *VARIANTS])}")
@@ -135,6 +148,9 @@ class BenchStack(harness.Stack):
                          transport="uds" if "uds" in variants else "tcp")
         self.target = target
         self.variants = variants
+        # `bare+fallback`: the bare gateway on the fallback config, every request through the
+        # first chain route (its aggregate cluster's upstream filters, no sidecar).
+        self.bare = target.split("+")[0] == "bare"
         shutil.copy(CONFIG, self.config)  # replaces the e2e template the harness copied
         if "fallback" in variants:
             text = self.config.read_text()
@@ -146,16 +162,31 @@ class BenchStack(harness.Stack):
             self.config.write_text(text.replace("\ngateway:\n", "\ngateway:\n  response_accounting: false\n", 1))
         self.env["LLMSOUP_LOG"] = SIDECAR_LOG
         self.envoy_concurrency = "?"
+        if "base" in variants and not BASELINE_BIN:
+            raise SystemExit(f"BENCH_TARGETS: {target!r} needs BENCH_BASELINE_BIN (another llmsoup build)")
+
+    def start(self):
+        if "base" not in self.variants:
+            return super().start()
+        # The harness calls llmsoup_bin() for the render, the mock and the sidecar.
+        own, own_wasm = harness.llmsoup_bin, harness.wasm_filter
+        harness.llmsoup_bin = lambda: Path(BASELINE_BIN)
+        if BASELINE_WASM:
+            harness.wasm_filter = lambda: Path(BASELINE_WASM)
+        try:
+            return super().start()
+        finally:
+            harness.llmsoup_bin, harness.wasm_filter = own, own_wasm
 
     def start_sidecar(self):
-        if self.target != "bare":
+        if not self.bare:
             super().start_sidecar()
 
     def _spawn(self, name, args):
         if name == "envoy":
             if "--concurrency" in args:
                 self.envoy_concurrency = args[args.index("--concurrency") + 1]
-            if self.target == "bare":
+            if self.bare:
                 strip_routing_filters(self.dir / "envoy.yaml")
         return super()._spawn(name, args)
 
@@ -190,8 +221,10 @@ def sanity_check(stack: BenchStack):
         if r.status_code != 200:
             raise RuntimeError(f"{stack.target}: {r.status_code} {r.text[:300]}")
         got_model = r.json()["mock"]["body"]["model"]
-        if stack.target == "bare":
+        if stack.bare:
             ok = got_model == "auto" and "x-llmsoup-model" not in r.headers
+            if "fallback" in stack.variants:
+                ok &= bool(r.headers.get("x-llmsoup-attempts"))
         else:
             ok = got_model == provider_id and r.headers.get("x-llmsoup-model") == model
             if "fallback" in stack.variants:
@@ -247,11 +280,12 @@ WRK_LUA = """-- generated by bench/gateway.py: POSTs the bench prompts in turn, 
 local bodies = {
 %s
 }
+local headers = %s
 local reqs = {}
 local n = 0
 function init(args)
   for i, b in ipairs(bodies) do
-    reqs[i] = wrk.format("POST", "%s", {["Content-Type"] = "application/json"}, b)
+    reqs[i] = wrk.format("POST", "%s", headers, b)
   end
 end
 function request()
@@ -269,9 +303,34 @@ end
 """
 
 
+# BENCH_CLIENT_HEADERS=sdk: the headers the official openai Python SDK sends with every call
+# (what a real client puts on each request; the default is a bare content-type).
+SDK_HEADERS = {
+    "Content-Type": "application/json",
+    "Accept": "application/json",
+    "Accept-Encoding": "gzip, deflate",
+    "User-Agent": "OpenAI/Python 1.109.1",
+    "Authorization": "Bearer sk-bench-0000000000000000000000000000000000000000",
+    "X-Stainless-Lang": "python",
+    "X-Stainless-Package-Version": "1.109.1",
+    "X-Stainless-OS": "Linux",
+    "X-Stainless-Arch": "x64",
+    "X-Stainless-Runtime": "CPython",
+    "X-Stainless-Runtime-Version": "3.11.2",
+    "X-Stainless-Async": "false",
+    "X-Stainless-Retry-Count": "0",
+    "X-Stainless-Read-Timeout": "600",
+}
+CLIENT_HEADERS = os.environ.get("BENCH_CLIENT_HEADERS", "")
+if CLIENT_HEADERS not in ("", "sdk"):
+    raise SystemExit("BENCH_CLIENT_HEADERS: `sdk` or unset")
+
+
 def write_wrk_script(path: Path):
     entries = ",\n".join(f"  [==[{body(p)}]==]" for p, _, _ in PROMPTS)
-    path.write_text(WRK_LUA % (entries, PATH))
+    headers = SDK_HEADERS if CLIENT_HEADERS == "sdk" else {"Content-Type": "application/json"}
+    table = "{" + ", ".join(f'["{k}"] = "{v}"' for k, v in headers.items()) + "}"
+    path.write_text(WRK_LUA % (entries, table, PATH))
 
 
 def run_wrk(url: str, script: Path, seconds: int) -> dict:
@@ -359,6 +418,8 @@ def report(results: dict, meta: dict) -> tuple[str, bool]:
         d50, d99, ratio = r["p50"] - bare["p50"], r["p99"] - bare["p99"], r["rps"] / bare["rps"]
         lines.append(f"| {label} | {r['rps']:.0f} | {r['p50']:.3f} | {r['p99']:.3f} | {d50:+.3f} | {d99:+.3f} "
                      f"| {ratio:.0%} | {r['errors']} |")
+        if key.startswith("bare+"):
+            continue  # Envoy alone: no gateway target applies
         checks = [
             (d50 <= MAX_ADDED_P50_MS, f"added p50 {d50:+.3f} ms (≤ {MAX_ADDED_P50_MS} ms)"),
             (d99 <= MAX_ADDED_P99_MS, f"added p99 {d99:+.3f} ms (≤ {MAX_ADDED_P99_MS} ms)"),
@@ -382,10 +443,12 @@ def report(results: dict, meta: dict) -> tuple[str, bool]:
     lines += variant_ratios(meta["rounds"])
     if ROUNDS > 1:
         lines += ["", f"Median of {ROUNDS} interleaved rounds per mode. Per round:", "",
-                  "| round | " + " | ".join(f"{label} req/s, p50, p99" for _, label in TARGETS) + " |",
+                  "| round | " + " | ".join(f"{label} req/s, p50, p99, CPU µs/req Envoy/sidecar"
+                                            for _, label in TARGETS) + " |",
                   "|---|" + "---|" * len(TARGETS)]
         for i in range(ROUNDS):
-            cells = [f"{r['rps']:.0f}, {r['p50']:.3f}, {r['p99']:.3f}"
+            cells = [f"{r['rps']:.0f}, {r['p50']:.3f}, {r['p99']:.3f}, "
+                     f"{r['cpu_us'].get('envoy', 0):.0f}/{r['cpu_us'].get('sidecar', 0):.0f}"
                      for r in (meta["rounds"][key][i] for key, _ in TARGETS)]
             lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n", all_met
@@ -488,7 +551,9 @@ def main() -> int:
 
     if tool == "wrk":
         load_desc = (f"`wrk -t {THREADS} -c {CONCURRENCY} -d {DURATION_S}s --latency` (Lua: POST, "
-                     f"{len(PROMPTS)} keyword prompts in turn), {WARMUP_S}s warm-up per mode")
+                     f"{len(PROMPTS)} keyword prompts in turn"
+                     + (f", the openai Python SDK's {len(SDK_HEADERS)} request headers" if CLIENT_HEADERS else "")
+                     + f"), {WARMUP_S}s warm-up per mode")
     else:
         load_desc = f"`oha -c {CONCURRENCY} -z {DURATION_S}s` (one keyword prompt), {WARMUP_S}s warm-up per mode"
     meta = {

@@ -63,6 +63,8 @@ pub struct Filter<H: Host> {
     path: String,
     request_id: String,
     client: String,
+    /// The request headers the Route call carries ([`FORWARDED_HEADERS`]).
+    forwarded: Vec<v1::Header>,
     body_size: usize,
     route_call: Option<u32>,
     /// The Route call was made (the request is paused until its answer).
@@ -94,6 +96,7 @@ impl<H: Host> Filter<H> {
             path: String::new(),
             request_id: String::new(),
             client: String::new(),
+            forwarded: Vec::new(),
             body_size: 0,
             route_call: None,
             routing: false,
@@ -119,13 +122,6 @@ impl<H: Host> Filter<H> {
         &mut self.host
     }
 
-    fn header_string(&self, name: &str) -> String {
-        self.host
-            .request_header(name)
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
-            .unwrap_or_default()
-    }
-
     /// Local error reply; the request goes no further.
     fn reply(&mut self, e: &ApiError) -> Next {
         self.replied = true;
@@ -140,22 +136,33 @@ impl<H: Host> Filter<H> {
         Next::Pause
     }
 
-    /// `on_http_request_headers`.
+    /// `on_http_request_headers`. The header map is read from Envoy once (one host call and one
+    /// copy into the VM): what the filter reads, what it strips and what it forwards to the
+    /// sidecar all come from that copy.
     pub fn on_request_headers(&mut self, end_of_stream: bool) -> Next {
         self.start = self.host.now();
-        self.method = self.header_string(":method");
-        self.path = self.header_string(":path");
-        self.request_id = self.header_string("x-request-id");
+        let headers = self.host.request_headers();
+        let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice());
+        let string = |name: &str| String::from_utf8_lossy(get(name).unwrap_or_default()).into_owned();
+        self.method = string(":method");
+        self.path = string(":path");
+        self.request_id = string("x-request-id");
+        self.forwarded = FORWARDED_HEADERS
+            .iter()
+            .filter_map(|n| {
+                get(n).map(|v| v1::Header {
+                    name: (*n).to_string(),
+                    value: v.to_vec(),
+                })
+            })
+            .collect();
         if !self.plugin.tokens.is_empty() {
-            let auth = self.host.request_header("authorization");
-            let key = self.host.request_header("x-api-key");
-            match auth::check(&self.plugin.tokens, auth.as_deref(), key.as_deref()) {
+            match auth::check(&self.plugin.tokens, get("authorization"), get("x-api-key")) {
                 Ok(i) => self.client = self.plugin.config.token_names.get(i).cloned().unwrap_or_default(),
                 Err(e) => return self.reply(&ApiError::from(e)),
             }
         }
         // Clients may not choose routes or fake llmsoup's verdicts; our token never goes upstream.
-        let headers = self.host.request_headers();
         let remove = names::to_strip(
             headers.iter().map(|(k, _)| k.as_str()),
             self.plugin.config.route_header.as_deref(),
@@ -217,15 +224,8 @@ impl<H: Host> Filter<H> {
 
     fn route(&mut self, body: Vec<u8>) -> Next {
         self.routing = true;
-        let headers = FORWARDED_HEADERS
-            .iter()
-            .filter_map(|n| {
-                self.host.request_header(n).map(|v| v1::Header {
-                    name: (*n).to_string(),
-                    value: v,
-                })
-            })
-            .collect();
+        // Read with the other headers in `on_request_headers`: none of these is one we strip.
+        let headers = std::mem::take(&mut self.forwarded);
         let msg = v1::RouteRequest {
             method: self.method.clone(),
             path: self.path.clone(),

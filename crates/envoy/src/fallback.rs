@@ -11,10 +11,13 @@
 //! - upstream HTTP filters on the aggregate cluster (an aggregate cluster's attempts run its
 //!   filters, not the underlying cluster's), run once per attempt after the host is picked:
 //!   `header_mutation` copies the host's model and provider from its metadata into request
-//!   headers (`%UPSTREAM_METADATA%`); a Lua step (`fallback.lua`) rewrites path and `model` id
-//!   for a non-primary attempt, strips an earlier attempt's credential, and on each attempt's
-//!   answer sets [`ATTEMPTS_HEADER`] (models tried, with a failed answer's status and
-//!   `retry-after`); one `credential_injector` per provider, skipped (match_delegate) unless
+//!   headers (`%UPSTREAM_METADATA%`), and sets [`ATTEMPTS_HEADER`] on each attempt's answer from
+//!   the request's dynamic metadata (`%DYNAMIC_METADATA%`, models tried, with a failed answer's
+//!   status and `retry-after`); a Lua step (`fallback.lua`) records the attempt (one metadata
+//!   write), rewrites path and `model` id for a non-primary attempt, strips an earlier attempt's
+//!   credential, and adds a failed answer's status and `retry-after` to the record (a
+//!   `match_delegate` on the answer's `:status` skips it on a 2xx, so the happy path runs no Lua
+//!   on the response); one `credential_injector` per provider, skipped (match_delegate) unless
 //!   the attempt goes to that provider; a last `header_mutation` removes the attempt's model and
 //!   provider headers (set again by the first step of the next attempt).
 //!
@@ -44,6 +47,11 @@ const UPSTREAM_MODEL_HEADER: &str = "x-llmsoup-upstream";
 const UPSTREAM_PROVIDER_HEADER: &str = "x-llmsoup-upstream-provider";
 /// Dynamic metadata namespace of the Lua step's per-request state (attempts, span, first path).
 const STATE_NAMESPACE: &str = "llmsoup.fallback";
+/// The one key of [`STATE_NAMESPACE`]: a struct (`attempts`, `path`, `span`), written once per
+/// attempt and once more per failed answer.
+const STATE_KEY: &str = "state";
+/// The Lua step, wrapped in a matcher that skips it on a 2xx answer.
+const LUA_FILTER: &str = "llmsoup.fallback.attempt";
 /// The last upstream filter before the codec: removes the per-attempt headers.
 const STRIP_FILTER: &str = "llmsoup.fallback.strip";
 
@@ -154,14 +162,39 @@ fn aggregate_cluster(config: &Config, chain: &[&str], lua: &str) -> Value {
                     {"append": {"header": {"key": UPSTREAM_MODEL_HEADER, "value": "%UPSTREAM_METADATA(llmsoup:model)%"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}},
                     {"append": {"header": {"key": UPSTREAM_PROVIDER_HEADER, "value": "%UPSTREAM_METADATA(llmsoup:provider)%"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}},
                 ],
+                // Runs on each attempt's answer after the Lua step (response filters run in
+                // reverse): the attempts so far, as the Lua step left them in the metadata.
+                "response_mutations": [
+                    {"append": {"header": {"key": ATTEMPTS_HEADER, "value": format!("%DYNAMIC_METADATA({STATE_NAMESPACE}:{STATE_KEY}:attempts)%")}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}},
+                ],
             }
         }
     })];
     filters.push(json!({
-        "name": "envoy.filters.http.lua",
+        "name": LUA_FILTER,
         "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-            "default_source_code": {"inline_string": lua},
+            "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+            "extension_config": {
+                "name": "envoy.filters.http.lua",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                    "default_source_code": {"inline_string": lua},
+                }
+            },
+            // A 2xx answer has nothing to record: the Lua step's response hook is skipped (the
+            // request hook has run by then; the match needs the response's status).
+            "xds_matcher": {"matcher_list": {"matchers": [{
+                "predicate": {"single_predicate": {
+                    "input": {"name": "status", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
+                        "header_name": ":status",
+                    }},
+                    "value_match": {"prefix": "2"},
+                }},
+                "on_match": {"action": {"name": "skip", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter",
+                }}},
+            }]}},
         }
     }));
     let mut providers: Vec<&str> = Vec::new();
@@ -265,6 +298,7 @@ fn lua_script(config: &Config, primary: &str) -> anyhow::Result<String> {
         .replace("__UPSTREAM__", &lua_string(UPSTREAM_MODEL_HEADER))
         .replace("__PRIMARY__", &lua_string(primary))
         .replace("__NS__", &lua_string(STATE_NAMESPACE))
+        .replace("__KEY__", &lua_string(STATE_KEY))
         .replace("__ATTEMPTS__", &lua_string(ATTEMPTS_HEADER))
         .replace("__SPAN__", &lua_string(MODEL_SPAN_HEADER)))
 }
@@ -334,15 +368,30 @@ models:
             filters,
             [
                 "envoy.filters.http.header_mutation",
-                "envoy.filters.http.lua",
+                "llmsoup.fallback.attempt",
                 "llmsoup.credential.b",
                 "llmsoup.fallback.strip",
                 "envoy.filters.http.upstream_codec"
             ]
         );
-        let lua = opts["http_filters"][1]["typed_config"]["default_source_code"]["inline_string"]
+        let lua_filter = &opts["http_filters"][1]["typed_config"];
+        let lua = lua_filter["extension_config"]["typed_config"]["default_source_code"]["inline_string"]
             .as_str()
             .unwrap();
+        // No Lua on a 2xx answer: the matcher skips the step on the response's status.
+        let predicate = &lua_filter["xds_matcher"]["matcher_list"]["matchers"][0]["predicate"]["single_predicate"];
+        assert_eq!(
+            predicate["input"]["typed_config"]["header_name"].as_str(),
+            Some(":status")
+        );
+        assert_eq!(predicate["value_match"]["prefix"].as_str(), Some("2"));
+        // The attempts header comes from the metadata, formatted by Envoy itself.
+        let answer = &opts["http_filters"][0]["typed_config"]["mutations"]["response_mutations"][0]["append"]["header"];
+        assert_eq!(answer["key"].as_str(), Some("x-llmsoup-attempts"));
+        assert_eq!(
+            answer["value"].as_str(),
+            Some("%DYNAMIC_METADATA(llmsoup.fallback:state:attempts)%")
+        );
         // Ids are JSON strings, ready to splice; prefixes are the providers' base paths.
         assert!(
             lua.contains(r#"["m1"] = {id = "\"one\\\"v1\"", prefix = "/v1"}"#),
@@ -363,6 +412,7 @@ models:
         assert!(!lua.contains("__"), "every placeholder is filled: {lua}");
         // State across attempts lives in dynamic metadata, not in headers a provider would see.
         assert!(lua.contains(r#"local NS = "llmsoup.fallback""#), "{lua}");
+        assert!(lua.contains(r#"local KEY = "state""#), "{lua}");
         assert!(
             !lua.contains("x-llmsoup-tried") && !lua.contains("x-llmsoup-path"),
             "{lua}"
