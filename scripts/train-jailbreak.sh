@@ -8,5 +8,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-jailbreak-data.sh >/dev/null
-cargo run -q -p llmsoup-tools --example train_jailbreak -- .cache/jailbreak-data .cache/models/all-MiniLM-L6-v2 \
-  crates/router/assets/jailbreak_head.safetensors --head "${HEAD:-mean}"
+cargo run --release -q -p llmsoup-tools --example train_jailbreak -- .cache/jailbreak-data .cache/models/all-MiniLM-L6-v2 \
+  crates/router/assets/jailbreak_head.safetensors --head "${HEAD:-fused}"
