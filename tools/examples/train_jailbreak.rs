@@ -8,9 +8,14 @@
 //! - `own`: trained here with candle-nn (deterministic init, full-batch AdamW) on S-Labs train
 //!   (every 3rd row), yanismiraoui and neuralchemy train (injections and their benign rows), plus
 //!   ordinary requests as negatives (`tools/data/jailbreak-benign-train.jsonl`: SNIPS, NLU++,
-//!   self-instruct seed tasks);
+//!   self-instruct seed tasks; `tools/data/jailbreak-benign-train-extra.jsonl`: IFBench prompts,
+//!   HWU64, GPTeacher code and role-play tasks);
 //! - `jailguard`: the published weights of the `jailguard` crate (MIT OR Apache-2.0);
-//! - `mean`: both, their probabilities averaged;
+//! - `mean`: both, their probabilities averaged (two members; the head shipped before);
+//! - `fused` (the default): both, their logits averaged, folded into one MLP with an affine
+//!   calibration of the logit (see [`fuse`]): on ordinary requests the head did not train on
+//!   (two-fold cross-fit over both files) 1% reach the default threshold and 0.2% the
+//!   recommended blocking threshold;
 //! - `shipped`: the committed `crates/router/assets/jailbreak_head.safetensors` (`--head shipped`
 //!   only measures it: `make eval-signals`).
 //!
@@ -18,9 +23,10 @@
 //! that no candidate trains on: support, short assistant requests, coding, writing), the
 //! hand-written `tests/data/jailbreak-eval.jsonl`, and the S-Labs and neuralchemy test splits.
 //! Recall on held-out sources is leave-one-source-out: for each injection source, `own` is
-//! retrained without it and scored on it.
+//! retrained without it and scored on it, alone and fused with the same calibration. Each
+//! candidate's table ends with a threshold sweep (ordinary FP, recall per injection set).
 //!
-//! Usage: cargo run -p llmsoup-tools --example train_jailbreak -- DATA_DIR MODEL_DIR OUT --head own|jailguard|mean|shipped
+//! Usage: cargo run -p llmsoup-tools --example train_jailbreak -- DATA_DIR MODEL_DIR OUT --head own|jailguard|mean|fused|shipped
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
