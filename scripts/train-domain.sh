@@ -6,8 +6,11 @@
 # - the MMLU-Pro rows in ../shared/data/routing/mmlu-pro-outcomes/questions.jsonl (stemez,
 #   TheoremQA, SciBench; read from there, never committed);
 # - MMLU's dev/val splits (tools/data/mmlu-dev-val.jsonl, MIT);
-# - tools/data/domain-extra.jsonl: consumer health questions (MedQuAD, CC BY 4.0) and everyday
-#   assistant requests as `other` (SNIPS, CC0), built by tools/data/build_domain_extra.py.
+# - tools/data/domain-extra.jsonl: consumer health questions (MedQuAD, CC BY 4.0) as `health`,
+#   everyday requests and questions as `other` (SNIPS, CC0; CLINC150 train split, CC BY 3.0),
+#   built by tools/data/build_domain_extra.py.
+# Class-balanced loss, 200 epochs, then the logits scaled by the factor (temperature scaling)
+# that fits the held-out split best.
 # It prints the validation first: leave-one-source-out per category, and a held-out fifth of
 # every (source, category) group of the MMLU-Pro rows (the estimate for the hidden evaluation,
 # which draws other rows from these same sources), each beside the committed head.

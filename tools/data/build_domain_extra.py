@@ -6,15 +6,16 @@ tools/data/README.md for sources, commits and licences).
     python3 tools/data/build_domain_extra.py MIRROR_DIR
 
 MIRROR_DIR holds `<owner>+<repo>/repo` bare clones at the commits listed in the README (here:
-abachaa/MedQuAD). Deterministic: sorted inputs, fixed seeds. Rows are `{"text", "label",
+abachaa/MedQuAD and clinc/oos-eval). Deterministic: sorted inputs, fixed seeds. Rows are `{"text", "label",
 "source"}` with `label` one of the 14 built-in categories:
 
 - `health`: consumer health questions from MedQuAD (NIH websites; CC BY 4.0), a fixed number
   per collection so no one website's templates dominate. Genetics Home Reference and GARD's
   inheritance questions are left out (genetics is `biology` in the MMLU-Pro taxonomy).
 - `other`: everyday assistant requests (weather, music, restaurants, films) from the SNIPS rows
-  already committed in tools/data/jailbreak-benign-train.jsonl (CC0): what a router should not
-  mistake for a specialist subject.
+  already committed in tools/data/jailbreak-benign-train.jsonl (CC0), and everyday questions
+  (cooking, travel, cars, fun facts) from CLINC150's train split (clinc/oos-eval; CC BY 3.0):
+  what a router should not mistake for a specialist subject.
 
 No row comes from MMLU, MMLU-Pro, GSM8K or MT-Bench.
 """
@@ -48,6 +49,14 @@ MEDQUAD = {
 # Question types that are about genes, not health care.
 SKIP_QTYPES = {"inheritance", "genetic changes"}
 SNIPS_OTHER = 200
+# CLINC150 intents of everyday questions (cooking, travel, cars, small talk) -> rows per intent,
+# from its `train` split (tests/data/benign-eval.jsonl samples its `test` split).
+CLINC_OTHER = [
+    "cook_time", "recipe", "meal_suggestion", "ingredient_substitution", "ingredients_list", "food_last",
+    "shopping_list", "restaurant_suggestion", "travel_suggestion", "plug_type", "oil_change_how",
+    "jump_start", "tire_change", "fun_fact",
+]
+CLINC_PER_INTENT = 15
 
 QUESTION = re.compile(r'<Question qid="[^"]*" qtype="([^"]*)">(.*?)</Question>', re.S)
 
@@ -84,6 +93,12 @@ def main():
     snips = sorted({r["text"] for r in benign if r["source"] == "snips"})
     for t in sorted(random.Random("snips-other").sample(snips, SNIPS_OTHER)):
         rows.append({"text": t, "label": "other", "source": "snips"})
+
+    clinc = json.loads(git(mirror, "clinc+oos-eval", "show", "HEAD:data/data_full.json"))
+    for intent in CLINC_OTHER:
+        texts = sorted({t for t, i in clinc["train"] if i == intent})
+        for t in sorted(random.Random(f"clinc-{intent}").sample(texts, CLINC_PER_INTENT)):
+            rows.append({"text": t, "label": "other", "source": "clinc150"})
 
     with OUT.open("w") as f:
         for r in rows:
