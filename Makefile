@@ -5,7 +5,7 @@ CARGO   ?= cargo
 VENV    := .cache/venv
 PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: all build release deps wasm models train-domain train-jailbreak train-router check-train-router fit-strengths check-fit-strengths eval-signals run test test-unit lint-arm64 test-arm64 test-e2e test-e2e-uds test-deploy bench-hop lint fmt clean envoy-configs bench fuzz fuzz-cmin
+.PHONY: all build release deps wasm models train-domain check-train-domain train-jailbreak train-router check-train-router fit-strengths check-fit-strengths eval-signals run test test-unit lint-arm64 test-arm64 test-e2e test-e2e-uds test-deploy bench-hop lint fmt clean envoy-configs bench fuzz fuzz-cmin
 
 all: build
 
@@ -24,6 +24,11 @@ models: deps
 # Retrain the built-in domain classifier head (weights are committed; this reproduces them).
 train-domain: deps models
 	@scripts/train-domain.sh
+
+# Retrains the domain head into a temporary file and fails unless it equals the committed head
+# byte for byte (same CPU family). A few minutes on a 2-core machine: not part of `make test`.
+check-train-domain: deps models
+	@scripts/train-domain.sh --check
 
 # Rebuild the jailbreak classifier head (committed) and print false positives on ordinary traffic
 # and recall per injection source, leave-one-source-out (HEAD=own|jailguard|mean).
