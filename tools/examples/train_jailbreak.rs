@@ -51,7 +51,7 @@ const TEST_EVERY: usize = 2;
 const THRESHOLDS: [f32; 2] = [DEFAULT_THRESHOLD, RECOMMENDED_BLOCK_THRESHOLD];
 /// Share of held-out ordinary requests allowed to reach the default and the recommended blocking
 /// threshold: the calibration targets.
-const CAL_FP: [f64; 2] = [0.01, 0.002];
+const CAL_FP: [f64; 2] = [0.005, 0.002];
 const SWEEP: [f32; 8] = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95];
 /// Weight of an ordinary request (`tools/data/jailbreak-benign-train.jsonl`) in the loss, relative
 /// to a benign row of the injection corpora: a false positive on ordinary traffic refuses a real
@@ -474,8 +474,9 @@ fn main() -> anyhow::Result<()> {
 
     // Calibration, on ordinary requests the head did not learn from (two-fold cross-fitting): our
     // member is retrained without half of the ordinary requests and the fused logit is taken on
-    // that half's texts of 5 words or more (shorter ones are damped anyway). The 99th percentile
-    // maps to the default threshold, the 99.8th to the recommended blocking threshold.
+    // that half's texts of 5 words or more (shorter ones are damped anyway). The 99.5th percentile
+    // maps to the default threshold, the 99.8th to the recommended blocking threshold (the 99th
+    // put 1.4% of the benign evaluation set, whose sources differ, above 0.5).
     let mut held = Vec::new();
     for fold in 0..2 {
         let head = head_of(&fuse(&jailguard, &train_without(None, Some(fold))?, 1.0, 0.0, &dev)?)?;

@@ -501,8 +501,9 @@ mod tests {
     /// False positives on ordinary traffic (`tests/data/benign-eval.jsonl`: 1,182 prompts from
     /// public support, assistant, coding and writing sets that no head trains on): at most 1% at
     /// the recommended blocking threshold (`make eval-signals` measures 0.3% with the f32 encoder).
-    /// At the default 0.5 the goal of 1% is not met (measured 1.4%; before the calibrated head 3.9%,
-    /// the jailguard head alone 4.1%): the bound here only guards against regressions.
+    /// At the default 0.5 `make eval-signals` measures 0.9% (before the calibrated head 3.9%, the
+    /// jailguard head alone 4.1%); the int8 encoder's scores differ slightly, so the bound at 0.5
+    /// here only guards against regressions.
     #[tokio::test]
     async fn ordinary_traffic_false_positive_rate_is_at_most_one_percent() {
         let Some(dir) = model_dir() else { return };
