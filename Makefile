@@ -5,7 +5,7 @@ CARGO   ?= cargo
 VENV    := .cache/venv
 PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: all build release deps wasm models train-domain check-train-domain train-jailbreak train-router check-train-router fit-strengths check-fit-strengths eval-signals run test test-unit lint-arm64 test-arm64 test-e2e test-e2e-uds test-deploy bench-hop lint fmt clean envoy-configs bench fuzz fuzz-cmin
+.PHONY: all build release deps wasm models train-domain check-train-domain train-jailbreak train-router check-train-router fit-strengths check-fit-strengths eval-signals run test test-unit lint-arm64 test-arm64 test-e2e test-e2e-uds test-deploy bench-hop bench-instructions lint fmt clean envoy-configs bench fuzz fuzz-cmin
 
 all: build
 
@@ -112,6 +112,7 @@ test-deploy: deps build
 bench: deps models release wasm
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/gateway.py
 	$(MAKE) bench-hop
+	$(MAKE) bench-instructions
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/ttfb.py
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/cache.py
 	LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/budgets.py
@@ -133,6 +134,16 @@ bench: deps models release wasm
 # and c=1: a Unix domain socket (`+uds`), and no response accounting (`+noacct`: what the
 # response-side exchanges cost); see bench/README.md.
 HOP_TARGETS ?= ext_proc,ext_proc+uds,ext_proc+noacct,wasm,wasm+uds,wasm+noacct
+# Instructions per request that Envoy executes (valgrind's callgrind: the same count whatever else
+# the machine runs) for bare Envoy, each attach mode and its variants, including the ext_proc
+# floor `+1x` (one request-headers exchange, no routing); bench/instructions-results.md.
+# BENCH_CALLGRIND_PROC=sidecar counts the sidecar instead. Reports, does not gate.
+INSTRUCTION_TARGETS ?= ext_proc,ext_proc+1x,ext_proc+noacct,ext_proc+fallback,wasm,wasm+noacct,wasm+fallback
+bench-instructions: deps models release wasm
+	@command -v valgrind >/dev/null || { echo "valgrind not found: apt-get install valgrind" >&2; exit 1; }
+	BENCH_TARGETS=$${BENCH_TARGETS:-$(INSTRUCTION_TARGETS)} \
+		LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/instructions.py
+
 bench-hop: deps models release wasm
 	BENCH_TARGETS=$(HOP_TARGETS) BENCH_ROUNDS=$${BENCH_ROUNDS:-5} BENCH_RESULTS=bench/hop-results.md \
 		LLMSOUP_BIN=$(CURDIR)/target/release/llmsoup $(VENV)/bin/python bench/gateway.py

@@ -12,6 +12,10 @@ and variants of the routed modes (a suffix of the key, combinable: `ext_proc+uds
   +uds      Envoy reaches the sidecar over a Unix domain socket (`server.grpc_listen: unix:/...`)
             instead of loopback TCP;
   +noacct   `gateway.response_accounting: false` (no response body reaches the sidecar);
+  +1x       ext_proc only, a diagnostic floor, not a working gateway: Envoy sends the sidecar the
+            request headers and nothing else (no body, no response), the fail-open Lua step is
+            removed, and the first model route takes every request as in `bare` — what one
+            ext_proc stream with one exchange costs;
   +base     the same stack from another llmsoup build (BENCH_BASELINE_BIN: renders the Envoy
             config, runs the sidecar and the mock), to measure a change against the build before
             it in the same run (BENCH_BASELINE_LABEL names it in the report).
@@ -99,6 +103,9 @@ VARIANTS = {
     # exchange fewer per JSON response; wasm: chunks not copied into the VM) — what the
     # response-side exchanges cost, i.e. the most that trimming them can save.
     "noacct": "no response accounting",
+    # ext_proc with the request-headers exchange alone (no routing): the floor of any ext_proc
+    # design, since Envoy opens one gRPC stream per request whatever it sends on it.
+    "1x": "request headers only (diagnostic floor, no routing)",
     # Another build of llmsoup (BENCH_BASELINE_BIN), e.g. the commit before a change.
     "base": os.environ.get("BENCH_BASELINE_LABEL", "baseline build"),
 }
@@ -151,6 +158,8 @@ class BenchStack(harness.Stack):
         # `bare+fallback`: the bare gateway on the fallback config, every request through the
         # first chain route (its aggregate cluster's upstream filters, no sidecar).
         self.bare = target.split("+")[0] == "bare"
+        if "1x" in variants and target.split("+")[0] != "ext_proc":
+            raise SystemExit(f"BENCH_TARGETS: {target!r}: +1x is an ext_proc variant")
         shutil.copy(CONFIG, self.config)  # replaces the e2e template the harness copied
         if "fallback" in variants:
             text = self.config.read_text()
@@ -188,7 +197,44 @@ class BenchStack(harness.Stack):
                 self.envoy_concurrency = args[args.index("--concurrency") + 1]
             if self.bare:
                 strip_routing_filters(self.dir / "envoy.yaml")
+            if "1x" in self.variants:
+                headers_exchange_only(self.dir / "envoy.yaml")
         return super()._spawn(name, args)
+
+
+def open_first_model_route(hcm: dict):
+    """Nothing sets the routing header: let the first model route take every request (the
+    rendered table has no route to a provider without it)."""
+    for vhost in hcm["route_config"]["virtual_hosts"]:
+        first = next(r for r in vhost["routes"] if "route" in r)
+        first["match"].pop("headers", None)
+
+
+def headers_exchange_only(path: Path):
+    """`+1x`: the ext_proc filter sends the request headers and nothing else."""
+    doc = yaml.safe_load(path.read_text())
+    found = False
+    for listener in doc["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for f in chain["filters"]:
+                hcm = f.get("typed_config", {})
+                # The fail-open Lua step would route the unrouted request itself (it rewrites the
+                # body to the default model): not part of the exchange being measured.
+                if "http_filters" in hcm:
+                    hcm["http_filters"] = [h for h in hcm["http_filters"] if h["name"] != "envoy.filters.http.lua"]
+                for h in hcm.get("http_filters", []):
+                    if h["name"] == "envoy.filters.http.ext_proc":
+                        h["typed_config"]["processing_mode"] = {
+                            "request_header_mode": "SEND", "request_body_mode": "NONE",
+                            "request_trailer_mode": "SKIP", "response_header_mode": "SKIP",
+                            "response_body_mode": "NONE", "response_trailer_mode": "SKIP"}
+                        found = True
+                if "route_config" in hcm:
+                    open_first_model_route(hcm)
+    if not found:
+        raise RuntimeError(f"no ext_proc filter in {path}")
+    path.write_text("# bench +1x: ext_proc sends the request headers only\n"
+                    + yaml.safe_dump(doc, sort_keys=False))
 
 
 def strip_routing_filters(path: Path):
@@ -201,11 +247,7 @@ def strip_routing_filters(path: Path):
                 if "http_filters" in hcm:
                     removed += [h["name"] for h in hcm["http_filters"] if h["name"] in ROUTING_FILTERS]
                     hcm["http_filters"] = [h for h in hcm["http_filters"] if h["name"] not in ROUTING_FILTERS]
-                    # Nothing sets the routing header now: let the first model route take every
-                    # request (the rendered table has no route to a provider without it).
-                    for vhost in hcm["route_config"]["virtual_hosts"]:
-                        first = next(r for r in vhost["routes"] if "route" in r)
-                        first["match"].pop("headers", None)
+                    open_first_model_route(hcm)
     if set(removed) - {ACCOUNTING_FILTER} != {"envoy.filters.http.ext_proc", "envoy.filters.http.lua"}:
         raise RuntimeError(f"expected to strip the ext_proc and lua filters from {path}, stripped {removed}")
     path.write_text("# bench: ext_proc bootstrap without the ext_proc and lua filters\n"
@@ -221,7 +263,11 @@ def sanity_check(stack: BenchStack):
         if r.status_code != 200:
             raise RuntimeError(f"{stack.target}: {r.status_code} {r.text[:300]}")
         got_model = r.json()["mock"]["body"]["model"]
-        if stack.bare:
+        if "1x" in stack.variants:
+            # Not routed by the sidecar: whatever the opened first model route sends (its own
+            # per-route rewrite may name its model) is what this floor measures.
+            ok = True
+        elif stack.bare:
             ok = got_model == "auto" and "x-llmsoup-model" not in r.headers
             if "fallback" in stack.variants:
                 ok &= bool(r.headers.get("x-llmsoup-attempts"))
@@ -418,8 +464,8 @@ def report(results: dict, meta: dict) -> tuple[str, bool]:
         d50, d99, ratio = r["p50"] - bare["p50"], r["p99"] - bare["p99"], r["rps"] / bare["rps"]
         lines.append(f"| {label} | {r['rps']:.0f} | {r['p50']:.3f} | {r['p99']:.3f} | {d50:+.3f} | {d99:+.3f} "
                      f"| {ratio:.0%} | {r['errors']} |")
-        if key.startswith("bare+"):
-            continue  # Envoy alone: no gateway target applies
+        if key.startswith("bare+") or "1x" in key.split("+"):
+            continue  # Envoy alone, or a diagnostic floor that does not route: no target applies
         checks = [
             (d50 <= MAX_ADDED_P50_MS, f"added p50 {d50:+.3f} ms (≤ {MAX_ADDED_P50_MS} ms)"),
             (d99 <= MAX_ADDED_P99_MS, f"added p99 {d99:+.3f} ms (≤ {MAX_ADDED_P99_MS} ms)"),
