@@ -264,7 +264,7 @@ impl Config {
         // A Unix socket path is checked here, so `config check` names it with its line; a TCP
         // address is parsed where it is used (Envoy's cluster may name a host the sidecar never
         // binds).
-        self.server.grpc_address()?;
+        self.server.validate()?;
         self.gateway.sidecar(&self.server)?;
         let hc = &self.gateway.sidecar_health_check;
         for (key, value) in [

@@ -317,3 +317,21 @@ fn the_sidecar_listens_on_tcp_or_a_unix_socket() {
         "{e}"
     );
 }
+
+#[test]
+fn the_async_runtime_gets_a_quarter_of_the_cpus_unless_told() {
+    let with = |extra: &str| load_str_with_env(&format!("{MINIMAL}{extra}"), &|_| None);
+    let c = with("").unwrap();
+    assert_eq!(c.server.worker_threads, None);
+    // A 2-core pod runs one thread (model inference has its own), a 16-core node four.
+    assert_eq!(c.server.worker_threads_for(1), 1);
+    assert_eq!(c.server.worker_threads_for(2), 1);
+    assert_eq!(c.server.worker_threads_for(16), 4);
+    let c = with("server: {worker_threads: 3}\n").unwrap();
+    assert_eq!(c.server.worker_threads_for(2), 3);
+    let e = err(&format!("{MINIMAL}server:\n  worker_threads: 0\n"));
+    assert!(
+        e.contains("server.worker_threads") && e.contains("at least 1") && e.contains("line 9"),
+        "{e}"
+    );
+}

@@ -262,7 +262,20 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         #[cfg(feature = "router")]
-        Command::Serve { config, xds_dir } => runtime()?.block_on(serve(source(config), xds_dir))?,
+        Command::Serve { config, xds_dir } => {
+            let source = source(config);
+            // Loaded before the runtime exists: it says how many threads the runtime gets.
+            let loaded = source.load()?;
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let threads = loaded.server.worker_threads_for(cpus);
+            tracing::info!(threads, cpus, "async runtime threads (server.worker_threads)");
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build()
+                .context("starting tokio")?
+                .block_on(serve(source, loaded, xds_dir))?
+        }
         Command::EnvoyConfig {
             config,
             mode,

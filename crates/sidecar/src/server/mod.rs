@@ -87,12 +87,17 @@ fn reply(r: Reply) -> Response {
 /// 4 MiB default would refuse large prompts.
 const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
 
-/// Runs the gRPC server until SIGINT/SIGTERM; SIGHUP reloads the config (a bad one is refused
+/// Runs the gRPC server on `config` (loaded from `source`) until SIGINT/SIGTERM; SIGHUP reloads
+/// the config from `source` (a bad one is refused
 /// and the running one kept). With an xDS directory (`xds_dir`, else `gateway.xds_dir`), Envoy's
 /// resource files there are written at start and after every reload ([`EnvoySync`]).
-pub async fn serve(source: ConfigSource, xds_dir: Option<String>) -> anyhow::Result<()> {
+pub async fn serve(
+    source: ConfigSource,
+    config: llmsoup_config::Config,
+    xds_dir: Option<String>,
+) -> anyhow::Result<()> {
     let observer = Arc::new(Observer::with_prometheus()?);
-    let engine = observer.engine(source.load()?)?;
+    let engine = observer.engine(config)?;
     log_model_problems(&engine);
     let restored = observer.restore(&engine);
     if restored != Default::default() {
