@@ -181,7 +181,7 @@ mod tests {
             last: [0; MAX_N],
             seen: 0,
             count: 0,
-            f: |_, _| {},
+            f: |_: usize, _: f32| {},
         };
         let mut out = Vec::new();
         let words = text
