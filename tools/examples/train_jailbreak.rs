@@ -12,21 +12,26 @@
 //!   HWU64, GPTeacher code and role-play tasks);
 //! - `jailguard`: the published weights of the `jailguard` crate (MIT OR Apache-2.0);
 //! - `mean`: both, their probabilities averaged (two members; the head shipped before);
-//! - `fused` (the default): both, their logits averaged, folded into one MLP with an affine
-//!   calibration of the logit (see [`fuse`]): on ordinary requests the head did not train on
-//!   (two-fold cross-fit over both files) 1% reach the default threshold and 0.2% the
-//!   recommended blocking threshold;
+//! - `embedding`: both, their logits averaged, folded into one MLP with an affine calibration of
+//!   the logit (see [`fuse`]): on ordinary requests the head did not train on (two-fold
+//!   cross-fit over both files) 0.5% reach the default threshold and 0.2% the recommended
+//!   blocking threshold (the head shipped before the lexical member);
+//! - `fused` (the default): the same with a third member, a logistic regression on hashed word
+//!   n-grams of the text (`jailbreak::lexical`, [`train_lexical`]), the mean of the three
+//!   members' logits calibrated the same way and folded into the MLP's last layer and the
+//!   lexical weights (see [`with_lexical`]);
 //! - `shipped`: the committed `crates/router/assets/jailbreak_head.safetensors` (`--head shipped`
 //!   only measures it: `make eval-signals`).
 //!
 //! Measured on: `tests/data/benign-eval.jsonl` (1,182 ordinary prompts from five public sources
 //! that no candidate trains on: support, short assistant requests, coding, writing), the
 //! hand-written `tests/data/jailbreak-eval.jsonl`, and the S-Labs and neuralchemy test splits.
-//! Recall on held-out sources is leave-one-source-out: for each injection source, `own` is
-//! retrained without it and scored on it, alone and fused with the same calibration. Each
+//! Recall on held-out sources is leave-one-source-out: for each injection source, `own` and the
+//! lexical member are retrained without it and scored on it, alone and fused with the same
+//! calibration. Each
 //! candidate's table ends with a threshold sweep (ordinary FP, recall per injection set).
 //!
-//! Usage: cargo run -p llmsoup-tools --example train_jailbreak -- DATA_DIR MODEL_DIR OUT --head own|jailguard|mean|fused|shipped
+//! Usage: cargo run -p llmsoup-tools --example train_jailbreak -- DATA_DIR MODEL_DIR OUT --head own|jailguard|mean|embedding|fused|shipped
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -37,6 +42,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::Optimizer;
 use llmsoup_models::SentenceEncoder;
 use llmsoup_models::{candle_core, candle_nn};
+use llmsoup_router::signals::jailbreak::lexical::{self, BUCKETS, LexicalModel};
 use llmsoup_router::signals::jailbreak::{DEFAULT_THRESHOLD, JailbreakHead, RECOMMENDED_BLOCK_THRESHOLD, damped};
 
 const HIDDEN: usize = 64;
@@ -57,6 +63,57 @@ const SWEEP: [f32; 8] = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95];
 /// to a benign row of the injection corpora: a false positive on ordinary traffic refuses a real
 /// user, and the injection corpora's benign rows are mostly statements, not requests.
 const ORDINARY_WEIGHT: f32 = 4.0;
+
+const LEX_EPOCHS: usize = 300;
+const LEX_LR: f32 = 0.05;
+/// L2 penalty on the lexical weights, added to the gradient (not decoupled): a rare n-gram's
+/// weight settles where its small gradient equals the penalty, so the model cannot memorise
+/// one-off phrasings of its training sources.
+const LEX_L2: f32 = 1e-4;
+
+/// The lexical member: logistic regression on hashed word n-grams, full-batch Adam from zero
+/// weights in a fixed order (deterministic), the same class balance and ordinary-request weight
+/// as [`train_own`].
+fn train_lexical(x: &[&Vec<(u32, f32)>], attack: &[bool], ordinary: &[bool]) -> LexicalModel {
+    let positives = attack.iter().filter(|a| **a).count();
+    let pos_w = (attack.len() - positives) as f32 / positives.max(1) as f32;
+    let sw: Vec<f32> = attack
+        .iter()
+        .zip(ordinary)
+        .map(|(a, o)| match (a, o) {
+            (true, _) => pos_w,
+            (false, true) => ORDINARY_WEIGHT,
+            (false, false) => 1.0,
+        })
+        .collect();
+    let total: f32 = sw.iter().sum();
+    let (mut w, mut m, mut v) = (vec![0f32; BUCKETS], vec![0f32; BUCKETS], vec![0f32; BUCKETS]);
+    let (mut b, mut mb, mut vb) = (0f32, 0f32, 0f32);
+    let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
+    let mut g = vec![0f32; BUCKETS];
+    for epoch in 1..=LEX_EPOCHS {
+        g.iter_mut().zip(&w).for_each(|(g, w)| *g = LEX_L2 * w);
+        let mut gb = 0f32;
+        for ((f, y), s) in x.iter().zip(attack).zip(&sw) {
+            let z: f32 = f.iter().map(|(i, val)| w[*i as usize] * val).sum::<f32>() + b;
+            let d = (1.0 / (1.0 + (-z).exp()) - f32::from(u8::from(*y))) * s / total;
+            for (i, val) in f.iter() {
+                g[*i as usize] += d * val;
+            }
+            gb += d;
+        }
+        let (c1, c2) = (1.0 - b1.powi(epoch as i32), 1.0 - b2.powi(epoch as i32));
+        for i in 0..BUCKETS {
+            m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+            v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+            w[i] -= LEX_LR * (m[i] / c1) / ((v[i] / c2).sqrt() + eps);
+        }
+        mb = b1 * mb + (1.0 - b1) * gb;
+        vb = b2 * vb + (1.0 - b2) * gb * gb;
+        b -= LEX_LR * (mb / c1) / ((vb / c2).sqrt() + eps);
+    }
+    LexicalModel::new(w, b).expect("BUCKETS weights")
+}
 
 /// One labelled text and where it came from.
 #[derive(Clone)]
@@ -267,6 +324,33 @@ fn fuse(
     ]))
 }
 
+/// Share of the embedding members in the fused logit: `(2·z_embedding + z_lexical) / 3`, where
+/// `z_embedding` is already the mean of jailguard's and ours, i.e. the plain mean of the three
+/// members' logits (fixed before any evaluation; 1/2 was also measured, see README).
+const EMBEDDING_SHARE: f32 = 2.0 / 3.0;
+
+fn lexical_mean(z_embedding: f32, z_lexical: f32) -> f32 {
+    EMBEDDING_SHARE * z_embedding + (1.0 - EMBEDDING_SHARE) * z_lexical
+}
+
+/// Adds the lexical member to a one-MLP head, its weights and bias times `factor` (its share of
+/// the fused logit times the calibration scale), so the runtime adds the two logits as they are.
+fn with_lexical(
+    mut tensors: HashMap<String, Tensor>,
+    lex: &LexicalModel,
+    factor: f32,
+    dev: &Device,
+) -> anyhow::Result<HashMap<String, Tensor>> {
+    let w: Vec<f32> = lex.weights().iter().map(|w| w * factor).collect();
+    tensors.insert("lexical.weight".into(), Tensor::from_vec(w, BUCKETS, dev)?);
+    tensors.insert("lexical.bias".into(), Tensor::new(&[lex.bias() * factor], dev)?);
+    Ok(tensors)
+}
+
+fn sigmoid(z: f32) -> f32 {
+    1.0 / (1.0 + (-z).exp())
+}
+
 fn logit(p: f32) -> f32 {
     let p = p.clamp(1e-7, 1.0 - 1e-7);
     (p / (1.0 - p)).ln()
@@ -291,7 +375,7 @@ fn head_of(tensors: &HashMap<String, Tensor>) -> anyhow::Result<JailbreakHead> {
 fn scores(head: &JailbreakHead, rows: &[Row], x: &[Vec<f32>]) -> Vec<f32> {
     rows.iter()
         .zip(x)
-        .map(|(r, e)| damped(head.probability(e), &r.text))
+        .map(|(r, e)| damped(head.score(e, &r.text), &r.text))
         .collect()
 }
 
@@ -312,10 +396,21 @@ struct Set {
     x: Vec<Vec<f32>>,
 }
 
-fn report(name: &str, head: &JailbreakHead, benign: &Set, sets: &[Set], verbose: bool) {
+/// How a candidate scores one text from its embedding (the signal's probability, damped).
+type Scorer<'a> = dyn Fn(&Row, &[f32]) -> f32 + 'a;
+
+fn head_scorer(head: &JailbreakHead) -> impl Fn(&Row, &[f32]) -> f32 + '_ {
+    move |r, e| damped(head.score(e, &r.text), &r.text)
+}
+
+fn scores_with(scorer: &Scorer, rows: &[Row], x: &[Vec<f32>]) -> Vec<f32> {
+    rows.iter().zip(x).map(|(r, e)| scorer(r, e)).collect()
+}
+
+fn report(name: &str, scorer: &Scorer, benign: &Set, sets: &[Set], verbose: bool) {
     println!("\n== {name}: false positives on ordinary traffic (benign-eval.jsonl, no source in any training set)");
     println!("{:<22} {:>18} {:>18}", "source", "FP @0.5", "FP @0.8");
-    let s = scores(head, &benign.rows, &benign.x);
+    let s = scores_with(scorer, &benign.rows, &benign.x);
     let mut sources: Vec<&str> = benign.rows.iter().map(|r| r.source.as_str()).collect();
     sources.dedup();
     for src in &sources {
@@ -338,7 +433,7 @@ fn report(name: &str, head: &JailbreakHead, benign: &Set, sets: &[Set], verbose:
     );
     for t in SWEEP {
         let recall = |set: &Set| {
-            let s = scores(head, &set.rows, &set.x);
+            let s = scores_with(scorer, &set.rows, &set.x);
             let (k, n) = rate(&s, &set.rows, |r: &Row| r.attack, t);
             100.0 * k as f64 / n.max(1) as f64
         };
@@ -366,7 +461,7 @@ fn report(name: &str, head: &JailbreakHead, benign: &Set, sets: &[Set], verbose:
         "injection set", "recall @0.5", "recall @0.8", "FP @0.5", "FP @0.8"
     );
     for set in sets {
-        let s = scores(head, &set.rows, &set.x);
+        let s = scores_with(scorer, &set.rows, &set.x);
         let atk = |r: &Row| r.attack;
         let ben = |r: &Row| !r.attack;
         println!(
@@ -383,10 +478,17 @@ fn report(name: &str, head: &JailbreakHead, benign: &Set, sets: &[Set], verbose:
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [data, model, out, flag, choice] = args.as_slice() else {
-        bail!("usage: train_jailbreak DATA_DIR MODEL_DIR OUT.safetensors --head own|jailguard|mean|fused|shipped");
+        bail!(
+            "usage: train_jailbreak DATA_DIR MODEL_DIR OUT.safetensors --head own|jailguard|mean|embedding|fused|shipped"
+        );
     };
-    if flag != "--head" || !matches!(choice.as_str(), "own" | "jailguard" | "mean" | "fused" | "shipped") {
-        bail!("--head must be `own`, `jailguard`, `mean`, `fused` or `shipped`");
+    if flag != "--head"
+        || !matches!(
+            choice.as_str(),
+            "own" | "jailguard" | "mean" | "embedding" | "fused" | "shipped"
+        )
+    {
+        bail!("--head must be `own`, `jailguard`, `mean`, `embedding`, `fused` or `shipped`");
     }
     let data = Path::new(data);
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -424,7 +526,13 @@ fn main() -> anyhow::Result<()> {
     ];
     if choice == "shipped" {
         let head = JailbreakHead::builtin().map_err(anyhow::Error::msg)?;
-        report("shipped head, as the signal scores it", head, &benign, &sets, true);
+        report(
+            "shipped head, as the signal scores it",
+            &head_scorer(head),
+            &benign,
+            &sets,
+            true,
+        );
         return Ok(());
     }
 
@@ -471,80 +579,173 @@ fn main() -> anyhow::Result<()> {
     println!("own: {n} training texts ({attacks} attacks)");
     let own = train_without(None, None)?;
     let jailguard = jailguard_tensors(&data.join("jailguard-0.1.2.json"), &dev)?;
+    let feats: Vec<Vec<Vec<(u32, f32)>>> = train_sets
+        .iter()
+        .map(|s| s.rows.iter().map(|r| lexical::features(&r.text)).collect())
+        .collect();
+    let lex_without = |skip: Option<&str>, fold: Option<usize>| -> LexicalModel {
+        let (mut x, mut y, mut o) = (Vec::new(), Vec::new(), Vec::new());
+        for (s, f) in train_sets
+            .iter()
+            .zip(&feats)
+            .filter(|(s, _)| Some(s.name.as_str()) != skip)
+        {
+            let ordinary = s.name.starts_with("ordinary");
+            for (i, (r, e)) in s.rows.iter().zip(f).enumerate() {
+                if ordinary && fold == Some(i % 2) {
+                    continue;
+                }
+                x.push(e);
+                y.push(r.attack);
+                o.push(ordinary);
+            }
+        }
+        train_lexical(&x, &y, &o)
+    };
+    let lex = lex_without(None, None);
 
     // Calibration, on ordinary requests the head did not learn from (two-fold cross-fitting): our
-    // member is retrained without half of the ordinary requests and the fused logit is taken on
+    // members are retrained without half of the ordinary requests and the fused logit is taken on
     // that half's texts of 5 words or more (shorter ones are damped anyway). The 99.5th percentile
     // maps to the default threshold, the 99.8th to the recommended blocking threshold (the 99th
-    // put 1.4% of the benign evaluation set, whose sources differ, above 0.5).
-    let mut held = Vec::new();
+    // put 1.4% of the benign evaluation set, whose sources differ, above 0.5). Done twice: for
+    // the embedding members alone (`embedding`, the head shipped before) and with the lexical
+    // member (`fused`).
+    let (mut held_emb, mut held_lex) = (Vec::new(), Vec::new());
     for fold in 0..2 {
         let head = head_of(&fuse(&jailguard, &train_without(None, Some(fold))?, 1.0, 0.0, &dev)?)?;
+        let lex = lex_without(None, Some(fold));
         for set in train_sets.iter().filter(|s| s.name.starts_with("ordinary")) {
-            held.extend(
-                set.rows
-                    .iter()
-                    .zip(&set.x)
-                    .enumerate()
-                    .filter(|(i, (r, _))| i % 2 == fold && damped(1.0, &r.text) >= 1.0)
-                    .map(|(_, (_, e))| logit(head.probability(e))),
-            );
+            for (_, (r, e)) in set
+                .rows
+                .iter()
+                .zip(&set.x)
+                .enumerate()
+                .filter(|(i, (r, _))| i % 2 == fold && damped(1.0, &r.text) >= 1.0)
+            {
+                let z = logit(head.probability(e));
+                held_emb.push(z);
+                held_lex.push(lexical_mean(z, lex.logit(&r.text)));
+            }
         }
     }
-    let (q_default, q_block) = (quantile(&held, 1.0 - CAL_FP[0]), quantile(&held, 1.0 - CAL_FP[1]));
-    let scale = ((logit(THRESHOLDS[1]) - logit(THRESHOLDS[0])) / (q_block - q_default).max(1e-3)).clamp(0.25, 4.0);
-    let shift = logit(THRESHOLDS[0]) - scale * q_default;
-    println!(
-        "calibration on {} held-out ordinary requests: logit quantiles {q_default:.3} (FP {}) and {q_block:.3} (FP {}) → scale {scale:.4}, shift {shift:.4}",
-        held.len(),
-        CAL_FP[0],
-        CAL_FP[1]
-    );
+    let calibrate = |held: &[f32], what: &str| -> (f32, f32) {
+        let (q_default, q_block) = (quantile(held, 1.0 - CAL_FP[0]), quantile(held, 1.0 - CAL_FP[1]));
+        let scale = ((logit(THRESHOLDS[1]) - logit(THRESHOLDS[0])) / (q_block - q_default).max(1e-3)).clamp(0.25, 4.0);
+        let shift = logit(THRESHOLDS[0]) - scale * q_default;
+        println!(
+            "calibration ({what}) on {} held-out ordinary requests: logit quantiles {q_default:.3} (FP {}) and {q_block:.3} (FP {}) → scale {scale:.4}, shift {shift:.4}",
+            held.len(),
+            CAL_FP[0],
+            CAL_FP[1]
+        );
+        (scale, shift)
+    };
+    let (scale, shift) = calibrate(&held_emb, "embedding members");
+    let (scale_lex, shift_lex) = calibrate(&held_lex, "with the lexical member");
+    let fused_with = |own: &HashMap<String, Tensor>, lex: &LexicalModel| -> anyhow::Result<HashMap<String, Tensor>> {
+        with_lexical(
+            fuse(&jailguard, own, scale_lex * EMBEDDING_SHARE, shift_lex, &dev)?,
+            lex,
+            scale_lex * (1.0 - EMBEDDING_SHARE),
+            &dev,
+        )
+    };
 
-    // Recall on an injection source the head never saw: our member retrained without it.
+    // Recall on an injection source the head never saw: our members retrained without it.
     println!("\n== leave one injection source out (recall on the held-out source's attacks)");
     println!(
-        "{:<16} {:<34} {:>14} {:>14} {:>14} {:>14}",
-        "held out", "scored on", "own @0.5", "own @0.8", "fused @0.5", "fused @0.8"
+        "{:<14} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14}",
+        "held out",
+        "own @0.5",
+        "own @0.8",
+        "lexical @0.5",
+        "lexical @0.8",
+        "embedding @0.5",
+        "embedding @0.8",
+        "fused @0.5",
+        "fused @0.8"
     );
     for (held, eval) in [("slabs", 1), ("neuralchemy", 2), ("yanismiraoui", 3)] {
         let own_loso = train_without(Some(held), None)?;
+        let lex_loso = lex_without(Some(held), None);
         let atk = |r: &Row| r.attack;
         let set = &sets[eval];
         let s_own = scores(&head_of(&own_loso)?, &set.rows, &set.x);
-        let s_fused = scores(
+        let lex_alone = |r: &Row, _: &[f32]| damped(sigmoid(lex_loso.logit(&r.text)), &r.text);
+        let s_lex = scores_with(&lex_alone, &set.rows, &set.x);
+        let s_emb = scores(
             &head_of(&fuse(&jailguard, &own_loso, scale, shift, &dev)?)?,
             &set.rows,
             &set.x,
         );
-        println!(
-            "{held:<16} {:<34} {:>14} {:>14} {:>14} {:>14}",
-            set.name,
-            pct(rate(&s_own, &set.rows, atk, THRESHOLDS[0])),
-            pct(rate(&s_own, &set.rows, atk, THRESHOLDS[1])),
-            pct(rate(&s_fused, &set.rows, atk, THRESHOLDS[0])),
-            pct(rate(&s_fused, &set.rows, atk, THRESHOLDS[1]))
-        );
+        let s_fused = scores(&head_of(&fused_with(&own_loso, &lex_loso)?)?, &set.rows, &set.x);
+        print!("{held:<14}");
+        for s in [&s_own, &s_lex, &s_emb, &s_fused] {
+            for t in THRESHOLDS {
+                print!(" {:>14}", pct(rate(s, &set.rows, atk, t)));
+            }
+        }
+        println!("   ({})", set.name);
     }
 
     // The mean: jailguard as member 0, ours as member 1 (the head averages their probabilities).
     let mut mean = jailguard.clone();
     mean.extend(own.iter().map(|(k, v)| (k.replacen("m0.", "m1.", 1), v.clone())));
-    let fused = fuse(&jailguard, &own, scale, shift, &dev)?;
+    let embedding = fuse(&jailguard, &own, scale, shift, &dev)?;
+    let fused = fused_with(&own, &lex)?;
+    let lex_alone = |r: &Row, _: &[f32]| damped(sigmoid(lex.logit(&r.text)), &r.text);
+    report("lexical alone (uncalibrated)", &lex_alone, &benign, &sets, false);
     for (name, tensors) in [
         ("own", &own),
         ("jailguard", &jailguard),
         ("mean", &mean),
+        ("embedding", &embedding),
         ("fused", &fused),
     ] {
-        report(name, &head_of(tensors)?, &benign, &sets, name == choice.as_str());
+        let head = head_of(tensors)?;
+        report(name, &head_scorer(&head), &benign, &sets, name == choice.as_str());
     }
+    let fused_head = head_of(&fused)?;
     let chosen = match choice.as_str() {
         "own" => own,
         "jailguard" => jailguard,
         "mean" => mean,
+        "embedding" => embedding,
         _ => fused,
     };
+    // Request-time cost of the lexical member: its logit for a ~2K-token prompt (8,000 bytes of
+    // ordinary text; the featuriser reads at most 2,048 words) next to the MLP's for one embedding.
+    let mut long = String::new();
+    for r in benign.rows.iter().cycle() {
+        if long.len() >= 8_000 {
+            break;
+        }
+        long.push_str(&r.text);
+        long.push_str("\n\n");
+    }
+    let timed = |f: &dyn Fn() -> f32| -> f64 {
+        let mut runs: Vec<f64> = (0..7)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                let mut acc = 0f32;
+                for _ in 0..200 {
+                    acc += f();
+                }
+                std::hint::black_box(acc);
+                t.elapsed().as_secs_f64() * 1e6 / 200.0
+            })
+            .collect();
+        runs.sort_by(f64::total_cmp);
+        runs[3]
+    };
+    println!(
+        "\nrequest-time cost (median of 7×200): lexical logit of {} bytes / {} words: {:.1} µs; MLP on one embedding: {:.1} µs",
+        long.len(),
+        long.split_whitespace().count(),
+        timed(&|| lex.logit(std::hint::black_box(&long))),
+        timed(&|| fused_head.probability(std::hint::black_box(&benign.x[0])))
+    );
     candle_core::safetensors::save(&chosen, out)?;
     println!("\nwrote {out} ({choice})");
     Ok(())

