@@ -9,7 +9,8 @@
 //! sentence cut by one window is whole in the next), and scores each; the worst window counts
 //! (max-pooling over windows). The cost is bounded by `embedding.max_chunks` windows per prompt:
 //! when a prompt has more, the windows holding an injection cue (`ignore … instructions`,
-//! `system prompt`, …) come first, then windows spread evenly over the rest. A prompt that fits
+//! `system prompt`, …) come first, then windows spread evenly over the rest. (`jailbreak` keeps
+//! only the cue windows: every other window of a pasted document was one more false positive.) A prompt that fits
 //! the query window costs nothing more; `bench/` reports the cost for long ones.
 
 use std::sync::OnceLock;
@@ -31,13 +32,14 @@ impl Cue for Regex {
     }
 }
 
-/// Words that open most prompt injections and jailbreaks (English; the classifier decides, a
-/// cue only moves a window ahead in the queue).
+/// Words that open most prompt injections and jailbreaks (English). A cue moves a window ahead
+/// in the queue; the jailbreak signal scores only windows that carry one (the classifier then
+/// decides).
 pub fn injection_cues() -> &'static Regex {
     static CUES: OnceLock<Regex> = OnceLock::new();
     CUES.get_or_init(|| {
         Regex::new(
-            r"(?i)\b(ignore|disregard|forget|override|bypass)\b.{0,40}\b(instructions?|rules|prompt|guidelines|above|previous)\b|system prompt|jailbreak|developer mode|\bDAN\b|do anything now|no (restrictions|limits|filters)|unfiltered|you are now|pretend (to be|you)|act as",
+            r"(?i)\b(ignore|disregard|forget|override|bypass)\b.{0,40}\b(instructions?|rules|prompt|guidelines|above|previous)\b|\bsystem prompt|\bjailbreak|\bdeveloper mode\b|\bDAN\b|\bdo anything now\b|\bno (restrictions|limits|filters)\b|\bunfiltered\b|\byou are now\b|\bpretend (to be|you)\b|\bact as\b",
         )
         .expect("injection cue pattern compiles")
     })

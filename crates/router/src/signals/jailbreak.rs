@@ -331,15 +331,24 @@ impl JailbreakSignal {
         } else {
             None
         };
-        // The middle of a long prompt, window by window (nothing for a prompt that fits).
+        // The middle of a long prompt, window by window (nothing for a prompt that fits) — only
+        // the windows that carry an injection cue. Scored unconditionally, windows of a pasted
+        // document (markdown, code, links) read as attacks to the heads: "Summarise this
+        // document:" + a crate README reached 0.8 in 52% of 100 cases. A cue-less injection in
+        // the middle of a long document is left to the head + tail query and the configured
+        // `jailbreak_patterns`.
         let settings = self.embedder.settings();
-        let windows = window::windows(
+        let cues = window::injection_cues();
+        let windows: Vec<&str> = window::windows(
             &req.text,
             settings.max_tokens,
             settings.chunk_tokens,
             settings.max_chunks,
-            window::injection_cues(),
-        );
+            cues,
+        )
+        .into_iter()
+        .filter(|w| cues.is_match(w))
+        .collect();
         let window_embeddings = if windows.is_empty() {
             Vec::new()
         } else {
