@@ -31,6 +31,15 @@ def show(mirror, repo, path):
     ).stdout
 
 
+def write_train(path, trains):
+    """Writes `(source, texts)` pairs as ordinary (label 0) training rows, one JSON line each."""
+    with open(path, "w") as out:
+        for source, texts in trains:
+            for t in texts:
+                out.write(json.dumps({"text": t, "label": 0, "source": source}) + "\n")
+            print(f"train {source:<20} {len(texts)}")
+
+
 def sample(rows, n, seed):
     rows = sorted(set(r.strip() for r in rows if r.strip()))
     return random.Random(seed).sample(rows, min(n, len(rows)))
@@ -100,11 +109,7 @@ def main():
         ("nlu++", sample(nlupp, 1200, 12)),
         ("self-instruct-seed", [with_input(s["instruction"], s["instances"]) for s in seed]),
     ]
-    with open(ROOT / "tools/data/jailbreak-benign-train.jsonl", "w") as out:
-        for source, texts in trains:
-            for t in texts:
-                out.write(json.dumps({"text": t, "label": 0, "source": source}) + "\n")
-            print(f"train {source:<20} {len(texts)}")
+    write_train(ROOT / "tools/data/jailbreak-benign-train.jsonl", trains)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,13 @@ tests/data/benign-eval.jsonl or of the injection sets.
 """
 
 import json
-import random
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from build_benign import sample, write_train  # noqa: E402  (one writer for both training files)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,9 +31,6 @@ def show(mirror, repo, path):
     return git(mirror, repo, "show", f"HEAD:{path}")
 
 
-def sample(rows, n, seed):
-    rows = sorted(set(r.strip() for r in rows if r.strip()))
-    return random.Random(seed).sample(rows, min(n, len(rows)))
 
 
 def with_input(instruction, inp):
@@ -58,11 +57,7 @@ def main():
         ("gpteacher-codegen", sample([with_input(r["instruction"], r["input"]) for r in codegen], 600, 23)),
         ("gpteacher-roleplay", sample([with_input(r["instruction"], r["input"]) for r in roleplay], 300, 24)),
     ]
-    with open(ROOT / "tools/data/jailbreak-benign-train-extra.jsonl", "w") as out:
-        for source, texts in trains:
-            for t in texts:
-                out.write(json.dumps({"text": t, "label": 0, "source": source}) + "\n")
-            print(f"train {source:<20} {len(texts)}")
+    write_train(ROOT / "tools/data/jailbreak-benign-train-extra.jsonl", trains)
 
 
 if __name__ == "__main__":

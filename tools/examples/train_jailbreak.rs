@@ -71,13 +71,12 @@ const LEX_LR: f32 = 0.05;
 /// one-off phrasings of its training sources.
 const LEX_L2: f32 = 1e-4;
 
-/// The lexical member: logistic regression on hashed word n-grams, full-batch Adam from zero
-/// weights in a fixed order (deterministic), the same class balance and ordinary-request weight
-/// as [`train_own`].
-fn train_lexical(x: &[&Vec<(u32, f32)>], attack: &[bool], ordinary: &[bool]) -> LexicalModel {
+/// Per-sample loss weights shared by both members: attacks weighted up to balance the classes,
+/// ordinary requests by [`ORDINARY_WEIGHT`], the corpora's own benign rows by 1.
+fn sample_weights(attack: &[bool], ordinary: &[bool]) -> Vec<f32> {
     let positives = attack.iter().filter(|a| **a).count();
     let pos_w = (attack.len() - positives) as f32 / positives.max(1) as f32;
-    let sw: Vec<f32> = attack
+    attack
         .iter()
         .zip(ordinary)
         .map(|(a, o)| match (a, o) {
@@ -85,7 +84,14 @@ fn train_lexical(x: &[&Vec<(u32, f32)>], attack: &[bool], ordinary: &[bool]) -> 
             (false, true) => ORDINARY_WEIGHT,
             (false, false) => 1.0,
         })
-        .collect();
+        .collect()
+}
+
+/// The lexical member: logistic regression on hashed word n-grams, full-batch Adam from zero
+/// weights in a fixed order (deterministic), the same class balance and ordinary-request weight
+/// as [`train_own`].
+fn train_lexical(x: &[&Vec<(u32, f32)>], attack: &[bool], ordinary: &[bool]) -> LexicalModel {
+    let sw = sample_weights(attack, ordinary);
     let total: f32 = sw.iter().sum();
     let (mut w, mut m, mut v) = (vec![0f32; BUCKETS], vec![0f32; BUCKETS], vec![0f32; BUCKETS]);
     let (mut b, mut mb, mut vb) = (0f32, 0f32, 0f32);
@@ -203,18 +209,8 @@ fn train_own(
         (x.len(), dim),
         dev,
     )?;
-    let positives = attack.iter().filter(|a| **a).count();
-    let pos_w = (attack.len() - positives) as f32 / positives.max(1) as f32;
     let y: Vec<f32> = attack.iter().map(|a| f32::from(u8::from(*a))).collect();
-    let w: Vec<f32> = attack
-        .iter()
-        .zip(ordinary)
-        .map(|(a, o)| match (a, o) {
-            (true, _) => pos_w,
-            (false, true) => ORDINARY_WEIGHT,
-            (false, false) => 1.0,
-        })
-        .collect();
+    let w = sample_weights(attack, ordinary);
     let (y, sample_w) = (Tensor::new(y.as_slice(), dev)?, Tensor::new(w.as_slice(), dev)?);
     let mut seed = 0x6a61_696c_6272_6561u64;
     let w0 = init(HIDDEN, dim, &mut seed, dev)?;
