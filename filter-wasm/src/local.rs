@@ -64,7 +64,7 @@ pub fn route(local: &Local, plugin: &Plugin, method: &str, path: &str, body: &[u
     }
     let parsed = request::parse(body, plan.include_history).ok()?;
     let cfg = &plugin.config;
-    let (model, summary, routed) = if plan.auto_models.iter().any(|a| *a == parsed.model) {
+    let (model, summary, routed) = if plan.auto_models.contains(&parsed.model) {
         let verdict = local.planned.decide(&parsed.text);
         let (decision, model) = match verdict.decision {
             Some((d, m)) => (Some(d.to_string()), m.to_string()),

@@ -213,6 +213,10 @@ pub struct Affected<'a, K, D> {
     pub signals: Vec<K>,
 }
 
+/// What [`Decisions::decide_degraded`] returns: the winner, and the decisions a failed signal
+/// affected.
+pub type Degraded<'a, K, D> = (Option<Winner<'a, K, D>>, Vec<Affected<'a, K, D>>);
+
 /// Every decision of a configuration and how the winner is picked.
 #[derive(Debug, Clone)]
 pub struct Decisions<K, D> {
@@ -268,11 +272,7 @@ impl<K: Copy + Ord, D> Decisions<K, D> {
     /// verdict hinges on a failed signal counts as matched with confidence 1 when it blocks on
     /// errors (a blocking decision must not fail open silently), else as not matched. Returns
     /// the winner and every decision so affected.
-    pub fn decide_degraded(
-        &self,
-        matches: &[Match<K>],
-        failed: &[K],
-    ) -> (Option<Winner<'_, K, D>>, Vec<Affected<'_, K, D>>) {
+    pub fn decide_degraded(&self, matches: &[Match<K>], failed: &[K]) -> Degraded<'_, K, D> {
         if failed.is_empty() {
             return (self.decide(matches), Vec::new());
         }
