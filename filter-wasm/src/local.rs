@@ -5,8 +5,8 @@
 //! headers. `None` means "ask the sidecar": any path, method, body or model the plan does not
 //! cover, including every request the sidecar would refuse (its error body stays the sidecar's).
 //!
-//! Not yet called by [`crate::filter::Filter`]: the sidecar must first publish the decision
-//! record (`UsageReport.local_route`) the way it publishes a Route call's trace.
+//! The decision record (`UsageReport.local_route`) rides on the request's usage report; the
+//! sidecar publishes it as it publishes a Route call's trace (`Engine::local_route`).
 
 use llmsoup_contract::auth;
 use llmsoup_contract::headers::MODEL_HEADER;

@@ -4,7 +4,9 @@
 //! per-request state or step the filter does not have; when one fails, no plan, and every
 //! request makes the Route call.
 
-use llmsoup_config::{AlgorithmKind, Config, LocalRouting, ProviderApi, RuleNode, RuleOperator, SignalKind};
+use llmsoup_config::{
+    AlgorithmKind, AttachMode, Config, LocalRouting, ProviderApi, RuleNode, RuleOperator, SignalKind,
+};
 use llmsoup_contract::v1;
 
 /// The client paths the filter may route locally: OpenAI Chat, forwarded natively.
@@ -34,6 +36,18 @@ fn rule(n: &RuleNode) -> Result<v1::RuleNode, String> {
         },
     };
     Ok(v1::RuleNode { node: Some(node) })
+}
+
+/// Says whether the wasm filter routes `config` itself and, if not, the first reason (at start,
+/// on reload and from `envoy-config`): operators see why a config costs a Route call per request.
+pub fn log_status(config: &Config, mode: AttachMode) {
+    if mode != AttachMode::Wasm {
+        return;
+    }
+    match local_plan(config) {
+        Ok(_) => tracing::info!("local routing on: the wasm filter routes chat completions without the Route call"),
+        Err(reason) => tracing::info!(%reason, "local routing off: every request makes the Route call"),
+    }
 }
 
 /// The plan for `config`, or why the filter cannot route it locally.

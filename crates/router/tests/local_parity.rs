@@ -87,8 +87,23 @@ fn bodies() -> Vec<String> {
     out
 }
 
+/// Values for the `${E2E_*}` placeholders of the e2e and bench configs.
+fn e2e_env(name: &str) -> Option<String> {
+    Some(match name {
+        "E2E_GRPC_TOKEN" => "e2e-grpc-token-0123456789".into(),
+        "E2E_TOKEN_SHA256" => "0".repeat(64),
+        "E2E_MODE" => "wasm".into(),
+        "E2E_FAILURE_MODE" => "open".into(),
+        "E2E_MAX_BODY" => "1048576".into(),
+        "E2E_DECISION_LOG" => "/dev/null".into(),
+        "E2E_GRPC_LISTEN" => "127.0.0.1:1".into(),
+        n if n.ends_with("_PORT") => "1".into(),
+        _ => return None,
+    })
+}
+
 async fn compare(config_text: &str) -> usize {
-    let config = load_str_with_env(config_text, &|_| None).unwrap();
+    let config = load_str_with_env(config_text, &e2e_env).unwrap();
     let plan = llmsoup_envoy::local_plan::local_plan(&config).expect("a locally decidable config");
     let plugin_json = serde_json::json!({
         "sidecar_cluster": "llmsoup_sidecar",
@@ -108,7 +123,7 @@ async fn compare(config_text: &str) -> usize {
             continue;
         };
         local_count += 1;
-        let (outcome, _) = engine
+        let (outcome, trace) = engine
             .handle(Request {
                 path,
                 body: body.as_bytes(),
@@ -127,6 +142,19 @@ async fn compare(config_text: &str) -> usize {
         assert_eq!(mine.body, f.body, "{body}");
         assert_eq!(mine.translation, f.translation, "{body}");
         assert_eq!(mine.response_headers, f.summary.response_headers(), "{body}");
+        // The decision record the sidecar publishes from the report is the engine's own.
+        assert_eq!(mine.record.routed, trace.routing.is_some(), "{body}");
+        if let Some(rec) = trace.routing.and_then(|r| r.record) {
+            assert_eq!(mine.record.signals, rec.signals, "{body}");
+            assert_eq!(mine.record.confidence, rec.confidence, "{body}");
+            assert_eq!(mine.record.prompt_tokens, rec.prompt_tokens, "{body}");
+            assert_eq!(mine.record.prompt, rec.prompt, "{body}");
+            assert_eq!(
+                Some(mine.record.prompt_sha256.clone()).filter(|h| !h.is_empty()),
+                rec.prompt_sha256,
+                "{body}"
+            );
+        }
     }
     local_count
 }
@@ -140,4 +168,18 @@ async fn the_filter_routes_exactly_like_the_engine() {
         "routing:\n  default_model: small\n  strategy: confidence\n  include_history: true\ngateway:\n  response_accounting: false\ncompat:\n  selected_model_header: X-Selected-Model\n",
     );
     assert!(compare(&variant).await >= 24);
+    // Decision records, redacted and with prompts kept.
+    for log in ["{path: /dev/null}", "{path: /dev/null, include_prompt: true}"] {
+        assert!(compare(&format!("{BASE}decision_log: {log}\n")).await >= 24);
+    }
+}
+
+/// The configs the e2e table and the gateway benchmark run in wasm mode with a plan.
+#[tokio::test]
+async fn the_e2e_and_bench_configs_route_exactly_like_the_engine() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for file in ["tests/e2e/llmsoup-local.yaml", "bench/bench-config.yaml"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        assert!(compare(&text).await >= 20, "{file}");
+    }
 }
