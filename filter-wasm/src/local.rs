@@ -108,12 +108,13 @@ pub fn route(local: &Local, plugin: &Plugin, method: &str, path: &str, body: &[u
         signals: summary.signals.clone(),
         prompt_tokens: parsed.prompt_tokens,
         latency_us: 0,
-        prompt_sha256: if plan.include_prompt {
-            String::new()
-        } else {
+        // Only a decision log keeps these: without one, no hashing on the request path.
+        prompt_sha256: if plan.decision_log && !plan.include_prompt {
             hex::encode(auth::hash(parsed.text.as_bytes()))
+        } else {
+            String::new()
         },
-        prompt: plan.include_prompt.then(|| parsed.text.clone()),
+        prompt: (plan.decision_log && plan.include_prompt).then(|| parsed.text.clone()),
         routed,
     };
     Some(Routed {
@@ -154,6 +155,7 @@ mod tests {
             }],
             auto_models: vec!["auto".into()],
             paths: vec!["/v1/chat/completions".into()],
+            decision_log: accounting,
             ..Default::default()
         };
         let json = serde_json::json!({
@@ -197,6 +199,14 @@ mod tests {
             ]
         );
         assert!(r.record.routed && r.record.prompt.is_none() && r.record.prompt_sha256.len() == 64);
+        // Without a decision log the record carries no prompt hash (none is computed).
+        let r = go(
+            &plugin(false),
+            "/v1/chat/completions",
+            r#"{"model":"auto","messages":[{"role":"user","content":"python?"}]}"#,
+        )
+        .unwrap();
+        assert!(r.record.prompt.is_none() && r.record.prompt_sha256.is_empty());
 
         // No decision: the default model, confidence 0, no decision header.
         let r = go(

@@ -136,6 +136,7 @@ pub fn local_plan(config: &Config) -> Result<v1::LocalPlan, String> {
         auto_models: r.auto_models.clone(),
         include_history: r.include_history,
         include_prompt: config.decision_log.as_ref().is_some_and(|l| l.include_prompt),
+        decision_log: config.decision_log.is_some(),
         paths: LOCAL_PATHS.iter().map(|p| p.to_string()).collect(),
     })
 }
