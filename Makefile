@@ -132,13 +132,14 @@ bench: deps models release wasm
 
 # The sidecar hop's variants against loopback TCP, interleaved over BENCH_ROUNDS rounds at c=16
 # and c=1: a Unix domain socket (`+uds`), and no response accounting (`+noacct`: what the
-# response-side exchanges cost); see bench/README.md.
-HOP_TARGETS ?= ext_proc,ext_proc+uds,ext_proc+noacct,wasm,wasm+uds,wasm+noacct
+# response-side exchanges cost), and wasm with local routing off (`+remote`: the Route call on every
+# request); see bench/README.md.
+HOP_TARGETS ?= ext_proc,ext_proc+uds,ext_proc+noacct,wasm,wasm+remote,wasm+uds,wasm+noacct
 # Instructions per request that Envoy executes (valgrind's callgrind: the same count whatever else
 # the machine runs) for bare Envoy, each attach mode and its variants, including the ext_proc
 # floor `+1x` (one request-headers exchange, no routing); bench/instructions-results.md.
 # BENCH_CALLGRIND_PROC=sidecar counts the sidecar instead. Reports, does not gate.
-INSTRUCTION_TARGETS ?= ext_proc,ext_proc+1x,ext_proc+noacct,ext_proc+fallback,wasm,wasm+noacct,wasm+fallback
+INSTRUCTION_TARGETS ?= ext_proc,ext_proc+1x,ext_proc+noacct,ext_proc+fallback,wasm,wasm+remote,wasm+noacct,wasm+fallback
 bench-instructions: deps models release wasm
 	@command -v valgrind >/dev/null || { echo "valgrind not found: apt-get install valgrind" >&2; exit 1; }
 	BENCH_TARGETS=$${BENCH_TARGETS:-$(INSTRUCTION_TARGETS)} \

@@ -12,6 +12,8 @@ and variants of the routed modes (a suffix of the key, combinable: `ext_proc+uds
   +uds      Envoy reaches the sidecar over a Unix domain socket (`server.grpc_listen: unix:/...`)
             instead of loopback TCP;
   +noacct   `gateway.response_accounting: false` (no response body reaches the sidecar);
+  +remote   wasm only: `gateway.local_routing: off`, so the filter makes the Route call for every
+            request (the bench config is one it otherwise routes itself);
   +1x       ext_proc only, a diagnostic floor, not a working gateway: Envoy sends the sidecar the
             request headers and nothing else (no body, no response), the fail-open Lua step is
             removed, and the first model route takes every request as in `bare` — what one
@@ -103,6 +105,9 @@ VARIANTS = {
     # exchange fewer per JSON response; wasm: chunks not copied into the VM) — what the
     # response-side exchanges cost, i.e. the most that trimming them can save.
     "noacct": "no response accounting",
+    # wasm with `gateway.local_routing: off`: the Route call on every request even though the
+    # bench config is one the filter could route itself (what local routing saves).
+    "remote": "Route call per request (local routing off)",
     # ext_proc with the request-headers exchange alone (no routing): the floor of any ext_proc
     # design, since Envoy opens one gRPC stream per request whatever it sends on it.
     "1x": "request headers only (diagnostic floor, no routing)",
@@ -166,6 +171,11 @@ class BenchStack(harness.Stack):
             for model, fallback in FALLBACKS.items():
                 text = re.sub(rf"(\{{name: {model}, [^}}]*)\}}", rf"\1, fallbacks: [{fallback}]}}", text, count=1)
             self.config.write_text(text)
+        if "remote" in variants:
+            if target.split("+")[0] != "wasm":
+                raise SystemExit(f"BENCH_TARGETS: {target!r}: +remote is a wasm variant")
+            text = self.config.read_text()
+            self.config.write_text(text.replace("\ngateway:\n", "\ngateway:\n  local_routing: off\n", 1))
         if "noacct" in variants:
             text = self.config.read_text()
             self.config.write_text(text.replace("\ngateway:\n", "\ngateway:\n  response_accounting: false\n", 1))

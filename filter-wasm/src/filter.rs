@@ -82,6 +82,10 @@ pub struct Filter<H: Host> {
     translator: Option<ResponseTranslator>,
     /// The fallback chain the sidecar routed the request with (`x-llmsoup-chain`), if any.
     chain: Option<String>,
+    /// The plugin configuration's compiled local routing plan, when the filter may use it.
+    local: Option<Rc<crate::local::Local>>,
+    /// The decision record of a request routed locally, sent with its usage report.
+    local_route: Option<v1::LocalRoute>,
 }
 
 impl<H: Host> Filter<H> {
@@ -109,7 +113,15 @@ impl<H: Host> Filter<H> {
             translation: Translation::None,
             translator: None,
             chain: None,
+            local: None,
+            local_route: None,
         }
+    }
+
+    /// Lets the filter route requests its plan covers without the Route call.
+    pub fn with_local(mut self, local: Option<Rc<crate::local::Local>>) -> Self {
+        self.local = local;
+        self
     }
 
     /// The host (tests drive a fake one).
@@ -224,6 +236,12 @@ impl<H: Host> Filter<H> {
 
     fn route(&mut self, body: Vec<u8>) -> Next {
         self.routing = true;
+        if let Some(local) = self.local.clone() {
+            let started = self.host.now();
+            if let Some(routed) = crate::local::route(&local, &self.plugin, &self.method, &self.path, &body) {
+                return self.apply_local(routed, started);
+            }
+        }
         // Read with the other headers in `on_request_headers`: none of these is one we strip.
         let headers = std::mem::take(&mut self.forwarded);
         let msg = v1::RouteRequest {
@@ -316,6 +334,40 @@ impl<H: Host> Filter<H> {
         }
         self.host.clear_route_cache()?;
         self.host.resume_request()
+    }
+
+    /// Applies what the sidecar would have answered (`local::route`): the same mutations as
+    /// [`Self::apply`] of its `Forward`, the same client headers, and the decision record for the
+    /// report. The request continues at once.
+    fn apply_local(&mut self, r: crate::local::Routed, started: Duration) -> Next {
+        self.translation = r.translation;
+        let result = (|| {
+            for (name, value) in &r.set_headers {
+                self.host.set_request_header(name, Some(value.as_bytes()))?;
+            }
+            if let Some(body) = &r.body {
+                self.host.set_request_body(self.body_size, body)?;
+                self.host
+                    .set_request_header(CONTENT_LENGTH, Some(body.len().to_string().as_bytes()))?;
+            }
+            self.host.clear_route_cache()
+        })();
+        if let Err(e) = result {
+            self.host
+                .warn(&format!("llmsoup: applying the local route failed: {}", e.0));
+            return self.reply(&ApiError::router_error());
+        }
+        self.response_headers = r
+            .response_headers
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into_bytes()))
+            .collect();
+        self.model = r.model;
+        self.decision = r.decision;
+        let mut record = r.record;
+        record.latency_us = self.host.now().saturating_sub(started).as_micros() as u64;
+        self.local_route = Some(record);
+        Next::Continue
     }
 
     fn resume(&mut self) {
@@ -516,6 +568,7 @@ impl<H: Host> Filter<H> {
             return;
         };
         report.tenant = self.client.clone();
+        report.local_route = self.local_route.take();
         let mut q = self.reports.borrow_mut();
         // Bounded: if the sidecar stops accepting reports, drop the oldest rather than grow.
         if q.len() >= 4096 {

@@ -16,5 +16,6 @@
 
 pub mod filter;
 pub mod host;
+pub mod local;
 #[cfg(target_arch = "wasm32")]
 mod wasm;

@@ -19,7 +19,7 @@ use crate::host::{Host, HostError};
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Root { plugin: None, reports: Rc::new(RefCell::new(Vec::new())), report_call: None, done: false })
+        Box::new(Root { plugin: None, local: None, reports: Rc::new(RefCell::new(Vec::new())), report_call: None, done: false })
     });
 }}
 
@@ -36,6 +36,7 @@ fn log(level: LogLevel, msg: &str) {
 
 struct Root {
     plugin: Option<Rc<Plugin>>,
+    local: Option<Rc<crate::local::Local>>,
     reports: ReportQueue,
     report_call: Option<u32>,
     /// The host is shutting this root context down (a new plugin configuration replaced it, on a
@@ -102,6 +103,13 @@ impl RootContext for Root {
         };
         match Plugin::parse(&bytes) {
             Ok(p) => {
+                self.local = match crate::local::Local::new(&p) {
+                    Ok(l) => l.map(Rc::new),
+                    Err(e) => {
+                        log(LogLevel::Warn, &format!("llmsoup: local routing plan unusable: {e}"));
+                        None
+                    }
+                };
                 self.plugin = Some(Rc::new(p));
                 let _ = hostcalls::set_tick_period(TICK);
                 true
@@ -121,7 +129,7 @@ impl RootContext for Root {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let plugin = self.plugin.clone()?;
         Some(Box::new(Http {
-            filter: Filter::new(WasmHost, plugin, self.reports.clone()),
+            filter: Filter::new(WasmHost, plugin, self.reports.clone()).with_local(self.local.clone()),
         }))
     }
 

@@ -54,6 +54,21 @@ pub struct Config {
     /// on every Route and Report call.
     #[serde(default)]
     pub grpc_token: Option<String>,
+    /// The local routing plan, a `v1::LocalPlan` protobuf in hex ([`encode_plan`]); absent:
+    /// every request makes the Route call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_plan: Option<String>,
+}
+
+/// `Config.local_plan`'s text for a plan.
+pub fn encode_plan(plan: &crate::v1::LocalPlan) -> String {
+    hex::encode(prost::Message::encode_to_vec(plan))
+}
+
+/// The plan in `Config.local_plan`.
+pub fn decode_plan(text: &str) -> Result<crate::v1::LocalPlan, String> {
+    let bytes = hex::decode(text).map_err(|e| format!("local_plan: {e}"))?;
+    <crate::v1::LocalPlan as prost::Message>::decode(bytes.as_slice()).map_err(|e| format!("local_plan: {e}"))
 }
 
 fn yes() -> bool {
@@ -77,6 +92,8 @@ pub struct Plugin {
     pub tokens: Vec<[u8; 32]>,
     /// The serialized `GrpcService` every sidecar call goes to (cluster + token metadata).
     pub upstream: Vec<u8>,
+    /// The decoded local routing plan.
+    pub plan: Option<crate::v1::LocalPlan>,
 }
 
 impl Plugin {
@@ -98,10 +115,12 @@ impl Plugin {
         if std::str::from_utf8(&upstream).is_err() {
             return Err("sidecar_cluster or grpc_token too long for a gRPC descriptor".into());
         }
+        let plan = config.local_plan.as_deref().map(decode_plan).transpose()?;
         Ok(Plugin {
             config,
             tokens,
             upstream,
+            plan,
         })
     }
 }

@@ -256,6 +256,9 @@ fn wasm_plugin_config(config: &Config) -> anyhow::Result<Value> {
             .map(|h| h.to_ascii_lowercase()),
         response_accounting: g.response_accounting,
         grpc_token: config.server.grpc_token.clone(),
+        local_plan: local_plan::local_plan(config)
+            .ok()
+            .map(|p| plugin_config::encode_plan(&p)),
     };
     serde_json::to_value(&typed).context("serialising the wasm plugin config")
 }
@@ -892,6 +895,7 @@ fn model_route(name: &str, p: &ProviderConfig, model: &str, header: &str) -> any
 mod budget;
 mod fallback;
 mod health;
+pub mod local_plan;
 pub mod xds;
 
 #[cfg(test)]

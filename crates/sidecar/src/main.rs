@@ -291,6 +291,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }),
                 wasm_path: wasm,
             };
+            llmsoup_envoy::local_plan::log_status(&cfg, opts.mode.unwrap_or(cfg.gateway.mode));
             let yaml = match xds_dir.or_else(|| cfg.gateway.xds_dir.clone()) {
                 Some(dir) => {
                     // The same files `serve` writes for this config, and the options it needs

@@ -755,3 +755,86 @@ fn translated_responses_are_rewritten_in_the_filter() {
     assert_eq!(out["choices"][0]["message"]["content"], "ok");
     assert_eq!(out["usage"]["total_tokens"], 5);
 }
+
+#[test]
+fn a_plan_routes_locally_without_the_route_call_and_reports_the_decision() {
+    use llmsoup_contract::v1::rule_node;
+    let plan = v1::LocalPlan {
+        keyword_rules: vec![v1::KeywordRule {
+            name: "code".into(),
+            keywords: vec!["python".into()],
+            ..Default::default()
+        }],
+        decisions: vec![v1::LocalDecision {
+            name: "coding".into(),
+            rule: Some(v1::RuleNode {
+                node: Some(rule_node::Node::Leaf(v1::RuleLeaf {
+                    kind: "keyword".into(),
+                    name: "code".into(),
+                })),
+            }),
+            model: "coder".into(),
+            ..Default::default()
+        }],
+        auto_models: vec!["auto".into()],
+        paths: vec!["/v1/chat/completions".into()],
+        ..Default::default()
+    };
+    let json = serde_json::json!({
+        "sidecar_cluster": "llmsoup_sidecar",
+        "models": {"small": "small-v1", "coder": "coder-v2"},
+        "default_model": "small",
+        "route_header": "x-selected-model",
+        "local_plan": llmsoup_contract::plugin_config::encode_plan(&plan),
+    });
+    let p = Rc::new(Plugin::parse(json.to_string().as_bytes()).unwrap());
+    let local = crate::local::Local::new(&p).unwrap().map(Rc::new);
+    let body = r#"{"model":"auto","messages":[{"role":"user","content":"python"}]}"#;
+    let mut f = filter(p.clone(), &with(&[("x-request-id", "r1")]), body).with_local(local.clone());
+    assert_eq!(f.on_request_headers(false), Next::Pause);
+    assert_eq!(f.on_request_body(body.len(), true), Next::Continue);
+    let h = f.host();
+    assert!(h.routes.is_empty(), "no Route call");
+    assert_eq!(h.header("x-llmsoup-model"), Some(b"coder".as_slice()));
+    assert_eq!(h.header("x-selected-model"), Some(b"coder".as_slice()));
+    let new_body = r#"{"model":"coder-v2","messages":[{"role":"user","content":"python"}]}"#;
+    assert_eq!(h.req_body, new_body.as_bytes());
+    assert_eq!(h.header("content-length"), Some(new_body.len().to_string().as_bytes()));
+    assert_eq!(h.cleared, 1);
+    f.host_mut().resp_headers = vec![(":status".into(), b"200".to_vec())];
+    assert_eq!(f.on_response_headers(), Next::Continue);
+    let decision = f
+        .host()
+        .resp_headers
+        .iter()
+        .find(|(k, _)| k == "x-llmsoup-decision")
+        .cloned();
+    assert_eq!(decision.map(|(_, v)| v), Some(b"coding".to_vec()));
+    assert_eq!(f.on_response_body(0, true), Next::Continue);
+    let q = f.reports.borrow();
+    let record = q[0]
+        .local_route
+        .as_ref()
+        .expect("the decision record rides on the report");
+    assert_eq!(
+        (
+            q[0].model.as_str(),
+            q[0].decision.as_str(),
+            record.signals.as_str(),
+            record.routed
+        ),
+        ("coder", "coding", "keyword:code", true)
+    );
+    drop(q);
+
+    // Not covered by the plan (another API): the Route call as before.
+    let anthropic = [
+        (":method", "POST"),
+        (":path", "/v1/messages"),
+        ("content-type", "application/json"),
+    ];
+    let mut f = filter(p, &anthropic, body).with_local(local);
+    f.on_request_headers(false);
+    assert_eq!(f.on_request_body(body.len(), true), Next::Pause);
+    assert_eq!(f.host().routes.len(), 1);
+}

@@ -227,6 +227,23 @@ pub struct GatewayConfig {
     /// chunk waits for the sidecar's answer. Costs a second gRPC stream per request.
     #[serde(default)]
     pub async_response_accounting: bool,
+    /// wasm mode: whether the filter may route a request itself, without the Route call, when
+    /// the whole config can be decided from the request body alone (keyword rules, one model
+    /// per decision, no plugins, no fallback chains, OpenAI providers; anything else is always
+    /// routed by the sidecar). `off`: every request asks the sidecar.
+    #[serde(default)]
+    pub local_routing: LocalRouting,
+}
+
+/// `gateway.local_routing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalRouting {
+    /// The filter routes locally when the config allows it.
+    #[default]
+    Auto,
+    /// Every request makes the Route call.
+    Off,
 }
 
 fn default_gateway_listen() -> String {
@@ -310,6 +327,7 @@ impl Default for GatewayConfig {
             xds_dir: None,
             response_accounting: true,
             async_response_accounting: false,
+            local_routing: LocalRouting::Auto,
         }
     }
 }

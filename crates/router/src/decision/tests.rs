@@ -45,12 +45,12 @@ use SignalKind::{Context, Keyword, Language};
 
 #[test]
 fn and_is_mean_or_is_max_not_is_unary() {
-    let and = Node::compile(&group(
+    let and = compile(&group(
         RuleOperator::And,
         vec![leaf(Keyword, "a"), leaf(Language, "fr")],
     ));
-    let or = Node::compile(&group(RuleOperator::Or, vec![leaf(Keyword, "a"), leaf(Language, "fr")]));
-    let not = Node::compile(&group(RuleOperator::Not, vec![leaf(Keyword, "a")]));
+    let or = compile(&group(RuleOperator::Or, vec![leaf(Keyword, "a"), leaf(Language, "fr")]));
+    let not = compile(&group(RuleOperator::Not, vec![leaf(Keyword, "a")]));
     let both = [m(Keyword, "a", 1.0), m(Language, "fr", 0.5)];
     assert_eq!(and.eval(&both), Some(0.75));
     assert_eq!(or.eval(&both), Some(1.0));
@@ -78,7 +78,7 @@ fn nested_trees() {
             leaf(Context, "long"),
         ],
     );
-    let n = Node::compile(&tree);
+    let n = compile(&tree);
     assert_eq!(n.eval(&[m(Keyword, "code", 1.0)]), Some(1.0));
     assert_eq!(n.eval(&[m(Keyword, "code", 1.0), m(Language, "fr", 0.9)]), None);
     assert_eq!(n.eval(&[m(Language, "fr", 0.9), m(Context, "long", 1.0)]), Some(1.0));

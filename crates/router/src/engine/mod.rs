@@ -1051,6 +1051,8 @@ fn model_entries(config: &Config) -> Vec<serde_json::Value> {
 }
 
 mod adapt;
+mod local;
+pub use local::LocalRouteError;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -1,94 +1,51 @@
 //! Keyword signal: literal keywords (escaped, word-bounded) or raw regexes, combined with
 //! AND / OR / NOR. Every pattern is compiled once at config load.
 
-use std::sync::Arc;
-
 use futures::future::{BoxFuture, FutureExt};
-use regex::{RegexBuilder, RegexSet, RegexSetBuilder};
+use llmsoup_rules::keyword::{Matcher, Operator, Rule};
 
 use super::{Match, Signal, SignalError};
 use crate::config::{KeywordMethod, KeywordOperator, KeywordRule, SignalKind};
 use crate::request::RequestView;
 
-struct CompiledRule {
-    name: Arc<str>,
-    operator: KeywordOperator,
-    set: RegexSet,
-}
-
-/// Evaluates keyword rules.
+/// Evaluates keyword rules with `llmsoup_rules::keyword`, the matcher the wasm filter runs too.
 pub struct KeywordSignal {
-    rules: Vec<CompiledRule>,
+    matcher: Matcher,
 }
 
-/// Whether `\b` makes sense around a keyword: word boundaries need word characters at the
-/// edges, and scripts written without spaces (CJK) have none between words.
-fn boundable(keyword: &str) -> (bool, bool) {
-    let is_cjk = |c: char| matches!(c as u32, 0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xAC00..=0xD7AF | 0xF900..=0xFAFF);
-    if keyword.chars().any(is_cjk) {
-        return (false, false);
+/// The shared matcher's view of a configured rule.
+pub fn rule(rule: &KeywordRule) -> Rule<'_> {
+    Rule {
+        name: &rule.name,
+        operator: match rule.operator {
+            KeywordOperator::And => Operator::And,
+            KeywordOperator::Or => Operator::Or,
+            KeywordOperator::Nor => Operator::Nor,
+        },
+        keywords: &rule.keywords,
+        regex: rule.method == KeywordMethod::Regex,
+        case_sensitive: rule.case_sensitive,
     }
-    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
-    (word(keyword.chars().next()), word(keyword.chars().last()))
-}
-
-fn literal_pattern(keyword: &str) -> String {
-    let (start, end) = boundable(keyword);
-    format!(
-        "{}{}{}",
-        if start { r"\b" } else { "" },
-        regex::escape(keyword),
-        if end { r"\b" } else { "" }
-    )
 }
 
 impl KeywordSignal {
     /// Compiles the rules; errors name the rule and the bad pattern.
     pub fn new(rules: &[KeywordRule]) -> Result<Self, String> {
-        let mut compiled = Vec::with_capacity(rules.len());
-        for rule in rules {
-            let patterns: Vec<String> = match rule.method {
-                KeywordMethod::Literal => rule.keywords.iter().map(|k| literal_pattern(k)).collect(),
-                KeywordMethod::Regex => rule.keywords.clone(),
-            };
-            for p in &patterns {
-                // Compile one by one first so the error names the offending pattern.
-                RegexBuilder::new(p)
-                    .case_insensitive(!rule.case_sensitive)
-                    .build()
-                    .map_err(|e| format!("keyword rule `{}`: bad pattern `{p}`: {e}", rule.name))?;
-            }
-            let set = RegexSetBuilder::new(&patterns)
-                .case_insensitive(!rule.case_sensitive)
-                .build()
-                .map_err(|e| format!("keyword rule `{}`: {e}", rule.name))?;
-            compiled.push(CompiledRule {
-                name: rule.name.as_str().into(),
-                operator: rule.operator,
-                set,
-            });
-        }
-        Ok(KeywordSignal { rules: compiled })
+        Ok(KeywordSignal {
+            matcher: Matcher::new(rules.iter().map(rule))?,
+        })
     }
 
     /// Synchronous evaluation (keyword matching never blocks).
     pub fn matches(&self, text: &str) -> Vec<Match> {
-        let mut out = Vec::new();
-        for rule in &self.rules {
-            let hit = match rule.operator {
-                KeywordOperator::Or => rule.set.is_match(text),
-                KeywordOperator::And => rule.set.matches(text).matched_all(),
-                KeywordOperator::Nor => !rule.set.is_match(text),
-            };
-            if hit {
-                out.push(Match {
-                    kind: SignalKind::Keyword,
-                    name: rule.name.clone(),
-                    confidence: 1.0,
-                });
-            }
-        }
-        out
+        self.matcher
+            .matched(text)
+            .map(|name| Match {
+                kind: SignalKind::Keyword,
+                name: name.clone(),
+                confidence: 1.0,
+            })
+            .collect()
     }
 }
 

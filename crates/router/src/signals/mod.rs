@@ -37,16 +37,8 @@ pub use language::LanguageSignal;
 pub use latency::LatencySignal;
 pub use pii::PiiSignal;
 
-/// One matched rule of one signal.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Match {
-    /// Signal kind.
-    pub kind: SignalKind,
-    /// Rule name.
-    pub name: Arc<str>,
-    /// Confidence in 0..=1.
-    pub confidence: f64,
-}
+/// One matched rule of one signal (the shared evaluator's match over the configured kinds).
+pub type Match = llmsoup_rules::Match<SignalKind>;
 
 /// Why a signal could not be evaluated; the request continues as "no match".
 #[derive(Debug, Error)]

@@ -238,6 +238,9 @@ pub enum Dropped {
     TooMany,
     /// The tenant is not a configured token name.
     UnknownTenant,
+    /// The wasm filter's local route record does not match the running config (a plan from
+    /// before a reload, or a forged record): the usage is accounted, the route not published.
+    LocalRoute,
 }
 
 impl Dropped {
@@ -251,6 +254,7 @@ impl Dropped {
             Dropped::Status => "status_out_of_range",
             Dropped::TooMany => "too_many",
             Dropped::UnknownTenant => "unknown_tenant",
+            Dropped::LocalRoute => "local_route_invalid",
         }
     }
 }

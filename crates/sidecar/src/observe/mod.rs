@@ -391,6 +391,9 @@ impl Observer {
 
     /// Accounts one finished request (a usage report from either attach mode).
     pub fn report(&self, engine: &Engine, r: &UsageReport) {
+        if let Some(local) = &r.local_route {
+            self.on_local_route(engine, r, local);
+        }
         // The wasm filter hands a cache leader's captured answer back with its report.
         if !r.cache_key.is_empty()
             && let Some(key) = crate::cache::parse_ticket(&r.cache_key)
@@ -402,6 +405,34 @@ impl Observer {
             self.recent.answered_by(&r.request_id, &r.model);
         }
         accounting::record(self, engine, r);
+    }
+
+    /// Publishes a request the wasm filter routed with its `LocalPlan` as [`Self::on_route`]
+    /// publishes the engine's own (decision log, metrics, feed, feedback ids), before its usage
+    /// is accounted: late by up to one report flush, but in the same order.
+    fn on_local_route(&self, engine: &Engine, r: &UsageReport, local: &llmsoup_contract::v1::LocalRoute) {
+        // The report's own checks first; `accounting::record` counts a report that fails them.
+        if accounting::validate(engine, r).is_err() {
+            return;
+        }
+        let published = if local.decision == r.decision {
+            engine
+                .local_route(&r.request_id, &r.model, local)
+                .map_err(|e| e.to_string())
+        } else {
+            Err("the record's decision is not the report's".into())
+        };
+        match published {
+            Ok((outcome, trace)) => {
+                // `Engine::handle` counts a forwarded request in flight when it routes it.
+                engine.backends().started(&r.model);
+                self.on_route(&r.request_id, &outcome, &trace);
+            }
+            Err(why) => {
+                tracing::debug!(model = %r.model.escape_debug(), why, "local route record dropped");
+                accounting::dropped(self, accounting::Dropped::LocalRoute, 1);
+            }
+        }
     }
 
     /// Records a quality score (0–1) for a routed request: its decision and the model that

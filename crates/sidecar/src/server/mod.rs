@@ -99,6 +99,7 @@ pub async fn serve(
     let observer = Arc::new(Observer::with_prometheus()?);
     let engine = observer.engine(config)?;
     log_model_problems(&engine);
+    llmsoup_envoy::local_plan::log_status(engine.config(), engine.config().gateway.mode);
     let restored = observer.restore(&engine);
     if restored != Default::default() {
         tracing::info!(
@@ -315,6 +316,7 @@ async fn reload(source: &ConfigSource, shared: &Shared) {
         }
     };
     log_model_problems(&engine);
+    llmsoup_envoy::local_plan::log_status(engine.config(), engine.config().gateway.mode);
     let config = engine.config().clone();
     let envoy = shared.envoy.clone();
     let prune = tokio::task::spawn_blocking(move || envoy.apply(&config))

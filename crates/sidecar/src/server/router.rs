@@ -124,6 +124,92 @@ mod tests {
     use super::*;
     use llmsoup_contract::outcome::{Forward, Reply, Summary, Translation};
 
+    /// A request the wasm filter routed with its plan is published from its report as a Route
+    /// call's trace would be: the decision log has it, feedback knows its id, the backends
+    /// count it; a record the running config does not know is not published, its usage still is.
+    #[tokio::test]
+    async fn a_local_route_record_is_published_like_a_route_call() {
+        use llmsoup_contract::v1::{LocalRoute, UsageReport};
+        use std::sync::Arc;
+
+        let dir = std::env::temp_dir().join(format!("llmsoup-local-{}", std::process::id()));
+        let path = dir.join("decisions.jsonl");
+        let text = format!(
+            "
+providers: [{{name: p, base_url: 'http://127.0.0.1:1/v1'}}]
+models: [{{name: small, provider: p}}, {{name: coder, provider: p}}]
+signals:
+  keywords: [{{name: code, keywords: [python]}}]
+decisions:
+  - {{name: coding, rules: {{type: keyword, name: code}}, modelRefs: [{{model: coder}}]}}
+routing: {{default_model: small}}
+decision_log: {{path: '{}'}}
+",
+            path.display()
+        );
+        let observer = Arc::new(crate::observe::Observer::with_prometheus().unwrap());
+        let engine = observer.engine(llmsoup_config::load_str(&text).unwrap()).unwrap();
+        let service = RouterService::new(Shared::new(engine, observer.clone()));
+        let report = |id: &str, decision: &str, signals: &str| UsageReport {
+            request_id: id.into(),
+            model: "coder".into(),
+            decision: decision.into(),
+            status: 200,
+            duration_us: 1_000,
+            local_route: Some(LocalRoute {
+                decision: decision.into(),
+                confidence: 1.0,
+                signals: signals.into(),
+                prompt_tokens: 3,
+                latency_us: 25,
+                prompt_sha256: "0".repeat(64),
+                prompt: None,
+                routed: true,
+            }),
+            ..UsageReport::default()
+        };
+        let reports = vec![
+            report("r1", "coding", "keyword:code"),
+            // A plan from before a reload that dropped the rule.
+            report("r2", "coding", "keyword:gone"),
+        ];
+        service.report(Request::new(UsageReports { reports })).await.unwrap();
+
+        let engine = service.shared.engine.load_full();
+        let got = observer.feedback(&engine, "r1", 1.0).unwrap();
+        assert_eq!(
+            (got.to.decision.as_deref(), got.to.model.as_str()),
+            (Some("coding"), "coder")
+        );
+        assert_eq!(observer.feedback(&engine, "r2", 1.0).unwrap_err().status, 404);
+        let stats = observer.stats();
+        assert_eq!(stats.total.requests, 2, "both usages are accounted");
+        let coder = &engine.backends().snapshot()["coder"];
+        assert_eq!(coder.requests, 2);
+        let metrics = observer.render_metrics();
+        assert!(metrics.contains("local_route_invalid"), "{metrics}");
+
+        // The decision log's writer thread is asynchronous.
+        let mut log = String::new();
+        for _ in 0..200 {
+            log = std::fs::read_to_string(&path).unwrap_or_default();
+            if log.contains("\"feedback\"") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let routes: Vec<serde_json::Value> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == "route")
+            .collect();
+        assert_eq!(routes.len(), 1, "{log}");
+        assert_eq!(routes[0]["request_id"], "r1");
+        assert_eq!(routes[0]["signals"], "keyword:code");
+        assert_eq!(routes[0]["latency_us"], 25);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn forward_carries_every_header_mutation() {
         let r = to_response(Some(Outcome::Forward(Forward {
