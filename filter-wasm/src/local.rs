@@ -92,7 +92,9 @@ pub fn route(local: &Local, plugin: &Plugin, method: &str, path: &str, body: &[u
     // the provider's id differs.
     let mut new_body = (routed || *upstream_id != model).then(|| parsed.with_model(body, upstream_id));
     let mut translation = Translation::None;
+    // Only a stream is asked for usage: the check spares every other body a second JSON parse.
     if cfg.response_accounting
+        && parsed.stream
         && let Some(b) = llmsoup_translate::stream_usage::ask_for_usage(new_body.as_deref().unwrap_or(body))
     {
         new_body = Some(b);
