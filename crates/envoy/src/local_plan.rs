@@ -113,6 +113,18 @@ pub fn local_plan(config: &Config) -> Result<v1::LocalPlan, String> {
             model: model_ref.model.clone(),
         });
     }
+    // The filter's regex has only the Unicode tables keyword rules need (`crates/rules`): a
+    // pattern with a Unicode class escape (`\p{Greek}`) would compile here and not there, and the
+    // filter would quietly make the Route call while this says local routing is on.
+    if let Some(k) = config.signals.keywords.iter().find(|k| {
+        k.method == llmsoup_config::KeywordMethod::Regex
+            && k.keywords.iter().any(|p| p.contains("\\p") || p.contains("\\P"))
+    }) {
+        return Err(format!(
+            "keyword rule `{}` uses a Unicode class (\\p{{..}}), which the wasm filter does not carry",
+            k.name
+        ));
+    }
     let keyword_rules = config
         .signals
         .keywords
@@ -215,6 +227,12 @@ routing:
             "{name: coder, provider: beta, model_id: coder-v2, fallbacks: [small]}",
         );
         assert!(plan(&chain).unwrap_err().contains("fallback"));
+        let unicode = KEYWORDS.replace("keywords: [poem, haiku]}", "keywords: ['\\p{Greek}+'], method: regex}");
+        assert!(
+            plan(&unicode).unwrap_err().contains("Unicode class"),
+            "{:?}",
+            plan(&unicode)
+        );
         // The demo config uses model signals.
         assert!(local_plan(&load_str_with_env(DEFAULT_CONFIG, &|_| None).unwrap()).is_err());
     }
