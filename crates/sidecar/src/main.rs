@@ -252,11 +252,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// A multi-threaded runtime: `threads` workers, or tokio's default (one per CPU).
+fn runtime_with(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(n);
+    }
+    builder.enable_all().build().context("starting tokio")
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting tokio")
+    runtime_with(None)
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -269,12 +275,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
             let threads = loaded.server.worker_threads_for(cpus);
             tracing::info!(threads, cpus, "async runtime threads (server.worker_threads)");
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads)
-                .enable_all()
-                .build()
-                .context("starting tokio")?
-                .block_on(serve(source, loaded, xds_dir))?
+            runtime_with(Some(threads))?.block_on(serve(source, loaded, xds_dir))?
         }
         Command::EnvoyConfig {
             config,
