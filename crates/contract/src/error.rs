@@ -70,6 +70,19 @@ impl ApiError {
         }
     }
 
+    /// 400 for a body that is not JSON (serde's message, bounded).
+    pub fn invalid_json(error: &dyn std::fmt::Display) -> Self {
+        ApiError::bad_request(
+            // serde's messages quote offending values: never echo more than a bounded prefix.
+            format!(
+                "We could not parse the JSON body of your request: {}.",
+                truncate_echo(&error.to_string())
+            ),
+            None,
+            "invalid_json",
+        )
+    }
+
     /// 400 for a POST without a body.
     pub fn empty_body() -> Self {
         ApiError::bad_request(

@@ -165,17 +165,7 @@ pub fn parse(body: &[u8], include_history: bool) -> Result<Parsed, ApiError> {
             "invalid_json",
         ));
     }
-    let wire: Wire = serde_json::from_str(text).map_err(|e| {
-        ApiError::bad_request(
-            // serde's messages quote offending values: never echo more than a bounded prefix.
-            format!(
-                "We could not parse the JSON body of your request: {}.",
-                llmsoup_contract::error::truncate_echo(&e.to_string())
-            ),
-            None,
-            "invalid_json",
-        )
-    })?;
+    let wire: Wire = serde_json::from_str(text).map_err(|e| ApiError::invalid_json(&e))?;
     let raw = wire
         .model
         .ok_or_else(|| ApiError::bad_request("You must provide a model parameter.", Some("model"), "missing_model"))?;

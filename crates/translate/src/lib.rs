@@ -83,16 +83,7 @@ pub fn translate_request(
     model: &str,
     stream_usage: bool,
 ) -> Result<TranslatedRequest, ApiError> {
-    let mut obj: Obj = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(
-            format!(
-                "We could not parse the JSON body of your request: {}.",
-                llmsoup_contract::error::truncate_echo(&e.to_string())
-            ),
-            None,
-            "invalid_json",
-        )
-    })?;
+    let mut obj: Obj = serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e))?;
     obj.insert("model".into(), Value::String(model.to_string()));
     let (body, translation) = match (from, to) {
         (Dialect::AnthropicMessages, Dialect::OpenAiChat) => (
