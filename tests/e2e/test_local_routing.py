@@ -143,3 +143,44 @@ def test_wasm_mode_routes_without_the_route_call(lstack):
         assert "local_plan" in lstack.envoy_config_text()
     else:
         assert calls >= 20
+
+
+def test_reload_reaches_the_filters_plan(lstack):
+    """A reload that changes a decision's model moves locally routed requests with it (the plan
+    travels in the wasm filter's ECDS config), and one that turns local routing off brings the
+    Route call back; both modes route every request by the config in force."""
+    base = lstack.config.read_text()
+
+    def routed(prompt: str, model: str) -> int:
+        """Sends `prompt` 10 times once the new config routes it to `model`; the sidecar calls
+        those 10 made."""
+        eventually = lambda: lstack.chat(prompt).headers.get("x-llmsoup-model") == model
+        poll(f"{prompt!r} routed to {model}", eventually)
+        before = sidecar_calls(lstack)
+        for _ in range(10):
+            r = lstack.chat(prompt)
+            assert r.status_code == 200 and r.headers["x-llmsoup-model"] == model, r.text
+        return sidecar_calls(lstack) - before
+
+    try:
+        moved = base.replace("    modelRefs: [{model: coder}]", "    modelRefs: [{model: writer}]", 1)
+        assert moved != base
+        lstack.config.write_text(moved)
+        assert "configuration reloaded" in lstack.reload()
+        calls = routed("fix this python bug", "writer")
+        assert received(lstack, "alpha")["body"]["model"] == "writer-v1"
+        if lstack.mode == "wasm":
+            assert calls < 5, f"{calls} sidecar calls for 10 requests: the reload lost the local plan"
+
+        off = moved.replace("gateway:\n", "gateway:\n  local_routing: off\n", 1)
+        lstack.config.write_text(off)
+        log = lstack.reload()
+        assert "configuration reloaded" in log
+        if lstack.mode == "wasm":
+            assert "local routing off" in log, log
+        calls = routed("fix this python bug", "writer")
+        assert calls >= 10, f"{calls} sidecar calls for 10 requests with local routing off"
+    finally:
+        lstack.config.write_text(base)
+        assert "configuration reloaded" in lstack.reload()
+    routed("fix this python bug", "coder")
