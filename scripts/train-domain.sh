@@ -8,7 +8,8 @@
 # - MMLU's dev/val splits (tools/data/mmlu-dev-val.jsonl, MIT);
 # - tools/data/domain-extra.jsonl: consumer health questions (MedQuAD, CC BY 4.0) as `health`,
 #   everyday requests and questions as `other` (SNIPS, CC0; CLINC150 train split, CC BY 3.0),
-#   built by tools/data/build_domain_extra.py.
+#   grade-school word problems as `math` (GSM8K *train* split, MIT), built by
+#   tools/data/build_domain_extra.py.
 # Class-balanced loss, 200 epochs, then the logits scaled by the factor (temperature scaling)
 # that fits the held-out split best.
 # It prints the validation first: leave-one-source-out per category, and a held-out fifth of

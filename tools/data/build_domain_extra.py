@@ -6,7 +6,7 @@ tools/data/README.md for sources, commits and licences).
     python3 tools/data/build_domain_extra.py MIRROR_DIR
 
 MIRROR_DIR holds `<owner>+<repo>/repo` bare clones at the commits listed in the README (here:
-abachaa/MedQuAD and clinc/oos-eval). Deterministic: sorted inputs, fixed seeds. Rows are `{"text", "label",
+abachaa/MedQuAD, clinc/oos-eval and openai/grade-school-math). Deterministic: sorted inputs, fixed seeds. Rows are `{"text", "label",
 "source"}` with `label` one of the 14 built-in categories:
 
 - `health`: consumer health questions from MedQuAD (NIH websites; CC BY 4.0), a fixed number
@@ -16,8 +16,12 @@ abachaa/MedQuAD and clinc/oos-eval). Deterministic: sorted inputs, fixed seeds. 
   already committed in tools/data/jailbreak-benign-train.jsonl (CC0), and everyday questions
   (cooking, travel, cars, fun facts) from CLINC150's train split (clinc/oos-eval; CC BY 3.0):
   what a router should not mistake for a specialist subject.
+- `math`: grade-school word problems from GSM8K's **train** split (openai/grade-school-math; MIT),
+  the maths users type ("Weng earns $12 an hour for babysitting…"), which a head trained on
+  college exam questions otherwise takes for `business` (money in the question) or `physics`
+  (speeds and distances). Only the questions, never the solutions.
 
-No row comes from MMLU, MMLU-Pro, GSM8K or MT-Bench.
+No row comes from MMLU, MMLU-Pro or MT-Bench, nor from GSM8K's test split.
 """
 
 import io
@@ -57,6 +61,8 @@ CLINC_OTHER = [
     "jump_start", "tire_change", "fun_fact",
 ]
 CLINC_PER_INTENT = 15
+# GSM8K train-split questions -> `math`.
+GSM8K_MATH = 150
 
 QUESTION = re.compile(r'<Question qid="[^"]*" qtype="([^"]*)">(.*?)</Question>', re.S)
 
@@ -99,6 +105,11 @@ def main():
         texts = sorted({t for t, i in clinc["train"] if i == intent})
         for t in sorted(random.Random(f"clinc-{intent}").sample(texts, CLINC_PER_INTENT)):
             rows.append({"text": t, "label": "other", "source": "clinc150"})
+
+    gsm8k = git(mirror, "openai+grade-school-math", "show", "HEAD:grade_school_math/data/train.jsonl")
+    questions = sorted({" ".join(json.loads(line)["question"].split()) for line in gsm8k.decode("utf-8").splitlines()})
+    for q in sorted(random.Random("gsm8k-math").sample(questions, GSM8K_MATH)):
+        rows.append({"text": q, "label": "math", "source": "gsm8k-train"})
 
     with OUT.open("w") as f:
         for r in rows:

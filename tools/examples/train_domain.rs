@@ -9,9 +9,10 @@
 //! - MMLU's `dev` and `val` splits (`tools/data/mmlu-dev-val.jsonl`, MIT, 1,828 questions of all
 //!   57 subjects): exam-style examples of law, health, history, philosophy and `other`, which the
 //!   non-MMLU sources of MMLU-Pro do not have;
-//! - `tools/data/domain-extra.jsonl`: consumer health questions (MedQuAD, CC BY 4.0) as `health`
-//!   and everyday requests and questions (SNIPS, CC0; CLINC150's train split, CC BY 3.0) as
-//!   `other` — what users send, not exams.
+//! - `tools/data/domain-extra.jsonl`: consumer health questions (MedQuAD, CC BY 4.0) as `health`,
+//!   everyday requests and questions (SNIPS, CC0; CLINC150's train split, CC BY 3.0) as
+//!   `other`, and grade-school word problems (GSM8K's train split, MIT) as `math` — what users
+//!   send, not exams.
 //!
 //! The loss is class-balanced (each category weighs the same in total), so the big STEM classes
 //! do not swamp the small ones; the shipped head's logits are scaled by the factor fitted on the

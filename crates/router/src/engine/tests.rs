@@ -353,7 +353,12 @@ routing: {{default_model: general}}
     let e = Engine::new(load_str_with_env(&text, &|_| None).unwrap()).unwrap();
     for (prompt, model) in [
         ("Solve for x: 3x + 7 = 22, and show each algebra step", "mathy"),
-        ("What is the derivative of sin(x) * x^2?", "mathy"),
+        // A word problem (the head learns them from GSM8K's train split) and calculus.
+        (
+            "Tom has 3 times as many marbles as Sam. Together they have 48 marbles. How many does Sam have?",
+            "mathy",
+        ),
+        ("What is the derivative of x^3 sin x?", "mathy"),
         (
             "Can my employer fire me for filing a workers' compensation claim?",
             "lawyer",
