@@ -29,7 +29,37 @@ BETA_PROVIDER_KEY = "sk-beta-provider-key"
 GRPC_TOKEN = "e2e-grpc-token-0123456789"
 
 
+_HANDED_OUT: set[int] = set()
+# Its own generator: a test seeding `random` must not make two stacks draw the same ports.
+_PORTS_RNG = random.Random()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
+    """A free 127.0.0.1 port below the kernel's ephemeral range. A port the kernel hands out for
+    `bind(0)` is an ephemeral port: between this check and the process binding it, an outgoing
+    connection (Envoy to a mock, a client to Envoy) may take it as its source port, and Envoy
+    then fails with "Address already in use". Below the range only listeners compete."""
+    lo, _ = _ephemeral_range()
+    if lo > 12000:
+        for _ in range(200):
+            port = _PORTS_RNG.randrange(10000, lo)
+            if port in _HANDED_OUT:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _HANDED_OUT.add(port)
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -175,6 +205,16 @@ class Stack:
         return p
 
     def start(self) -> "Stack":
+        """Starts the mock, the sidecar and Envoy; if any of them fails to come up, stops the
+        others before raising (a fixture whose setup raises never reaches its teardown, and an
+        orphaned sidecar would keep its ports and answer a later stack's requests)."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> "Stack":
         envoy = envoy_bin()
         if envoy is None:
             raise RuntimeError("envoy binary not found; run `make deps`")
