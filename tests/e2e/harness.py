@@ -34,12 +34,12 @@ _HANDED_OUT: set[int] = set()
 _PORTS_RNG = random.Random()
 
 
-def _ephemeral_range() -> tuple[int, int]:
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel hands out as a connection's source port."""
     try:
-        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(lo), int(hi)
-    except (OSError, ValueError):
-        return 32768, 60999
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def free_port() -> int:
@@ -47,7 +47,7 @@ def free_port() -> int:
     `bind(0)` is an ephemeral port: between this check and the process binding it, an outgoing
     connection (Envoy to a mock, a client to Envoy) may take it as its source port, and Envoy
     then fails with "Address already in use". Below the range only listeners compete."""
-    lo, _ = _ephemeral_range()
+    lo = _ephemeral_floor()
     if lo > 12000:
         for _ in range(200):
             port = _PORTS_RNG.randrange(10000, lo)

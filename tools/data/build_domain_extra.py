@@ -17,7 +17,8 @@ abachaa/MedQuAD, clinc/oos-eval and openai/grade-school-math). Deterministic: so
   (cooking, travel, cars, fun facts) from CLINC150's train split (clinc/oos-eval; CC BY 3.0):
   what a router should not mistake for a specialist subject.
 - `math`: grade-school word problems from GSM8K's **train** split (openai/grade-school-math; MIT),
-  the maths users type ("Weng earns $12 an hour for babysitting…"), which a head trained on
+  the maths users type ("Zoe wants to go on the field trip … How many candy bars does Zoe need
+  to sell?"), which a head trained on
   college exam questions otherwise takes for `business` (money in the question) or `physics`
   (speeds and distances). Only the questions, never the solutions.
 
