@@ -64,6 +64,19 @@ def model_stats(stack, model: str) -> dict:
     return stats(stack)["by_model"].get(model, {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0})
 
 
+def settled_stats(stack, model: str) -> dict:
+    """`model_stats` once earlier tests' reports have all arrived (the wasm filter batches them every
+    200 ms): two reads 300 ms apart that agree."""
+    last = model_stats(stack, model)
+    for _ in range(20):
+        time.sleep(0.3)
+        now = model_stats(stack, model)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
 def wait_tokens(stack, model: str, before: dict, requests_: int) -> dict:
     """/stats for `model` once `requests_` more requests were accounted (wasm reports are async)."""
     deadline = time.monotonic() + 5
@@ -314,6 +327,46 @@ def test_responses_api_item_lists_route_on_their_text_and_pass_through(tstack):
     assert r.status_code == 400, r.text
     assert "provider `beta`" in r.json()["error"]["message"] and "/v1/responses" in r.json()["error"]["message"]
     assert len(requests.get(f"http://127.0.0.1:{tstack.ports['beta']}/mock/received", timeout=5).json()) == before
+
+
+def sse_events(body: str) -> list[tuple[str, dict]]:
+    """(event name, data) of every event of an SSE body."""
+    events = []
+    for block in body.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        events.append((fields.get("event", ""), json.loads(fields["data"])))
+    return events
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_responses_api_answers_are_accounted(tstack, stream):
+    """The Responses API reports tokens as `input_tokens`/`output_tokens` (cached ones in
+    `input_tokens_details`), and a stream only in `response.completed`: both reach /stats, and
+    the client gets the provider's events unchanged (no `stream_options` is added: the Responses
+    API has none)."""
+    headers = {"authorization": f"Bearer {CLIENT_TOKEN}", "x-mock-usage": "33,6", "x-mock-cached-tokens": "5"}
+    payload = {"model": "gpt", "input": "count to four", **({"stream": True} if stream else {})}
+    before = settled_stats(tstack, "gpt")
+    r = requests.post(f"{tstack.url}/v1/responses", json=payload, headers=headers, timeout=10, stream=stream)
+    assert r.status_code == 200, r.text
+    body = r.text
+    got = received(tstack, "alpha")
+    assert (got["path"], got["body"]) == ("/v1/responses", {**payload, "model": "gpt-mock"})
+    if stream:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(body)
+        names = [name for name, _ in events]
+        assert names[0] == "response.created" and names[-1] == "response.completed", names
+        assert all(data["type"] == name for name, data in events)
+        text = "".join(d["delta"] for n, d in events if n == "response.output_text.delta")
+        final = events[-1][1]["response"]
+    else:
+        final = r.json()
+        text = final["output"][0]["content"][0]["text"]
+    assert final["object"] == "response" and final["status"] == "completed" and text
+    assert (final["usage"]["input_tokens"], final["usage"]["output_tokens"]) == (33, 6)
+    assert wait_tokens(tstack, "gpt", before, 1) == {"requests": 1, "prompt_tokens": 33, "completion_tokens": 6}
+    assert model_stats(tstack, "gpt")["cached_tokens"] - before.get("cached_tokens", 0) == 5
 
 
 def test_models_retrieve_is_answered_locally(tstack):

@@ -1,6 +1,6 @@
 //! `llmsoup mock-upstream`: a fake provider for the demo and the end-to-end tests. It answers
-//! OpenAI chat completions, and Anthropic Messages on `.../messages` ([`anthropic`]), as JSON or
-//! SSE (with usage), reports what it received (model, path, headers, body: in the response, and
+//! OpenAI chat completions, Anthropic Messages on `.../messages` ([`anthropic`]) and OpenAI
+//! Responses on `.../responses` ([`responses`]), as JSON or SSE (with usage), reports what it received (model, path, headers, body: in the response, and
 //! the last 64 requests at `GET /mock/received`, failed ones included) and can be told by request headers to misbehave:
 //!
 //! | header | effect |
@@ -10,6 +10,7 @@
 //! | `x-mock-reset: 1` | drop the connection without answering |
 //! | `x-mock-chunks: 8` / `x-mock-chunk-delay-ms: 50` | SSE shape and pacing |
 //! | `x-mock-usage: 12,34` | prompt and completion tokens to report |
+//! | `x-mock-cached-tokens: 8` | cached prompt tokens to report (chat, Responses) |
 //! | `x-expect-model: m` | answer 417 unless the body's `model` is `m` |
 //! | `x-mock-delay-for: m=200` | delay only requests whose body `model` is `m` |
 //! | `x-mock-fail-for: m=503` | fail only requests whose body `model` is `m` |
@@ -22,6 +23,7 @@
 //! echo says `"tls": true` for requests that arrived over them.
 
 mod anthropic;
+mod responses;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -72,6 +74,8 @@ struct Reply {
     content: String,
     prompt_tokens: u64,
     completion_tokens: u64,
+    /// `x-mock-cached-tokens`: cached prompt tokens (0 unless told).
+    cached_tokens: u64,
     /// SSE: content chunks and the pause between events.
     chunks: u64,
     delay: Duration,
@@ -345,12 +349,17 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, port: u16, tls: boo
             Some((p.trim().parse().ok()?, c.trim().parse().ok()?))
         })
         .unwrap_or(((bytes.len() as u64).div_ceil(4), 8u64));
-    let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
+    let cached_tokens = num(&parts, "x-mock-cached-tokens");
+    let mut usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
+    if let Some(cached) = cached_tokens {
+        usage["prompt_tokens_details"] = json!({"cached_tokens": cached});
+    }
+    let cached_tokens = cached_tokens.unwrap_or(0);
     let chunks = num(&parts, "x-mock-chunks").unwrap_or(4).clamp(1, 10_000);
     let delay = Duration::from_millis(num(&parts, "x-mock-chunk-delay-ms").unwrap_or(0));
     let tool_call = header(&parts, "x-mock-tool-call").map(str::to_string);
-    if messages_api {
-        let mut resp = anthropic::respond(Reply {
+    if messages_api || path.ends_with("/responses") {
+        let reply = Reply {
             n,
             request,
             model: model.clone(),
@@ -358,10 +367,16 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, port: u16, tls: boo
             content,
             prompt_tokens,
             completion_tokens,
+            cached_tokens,
             chunks,
             delay,
             tool_call,
-        });
+        };
+        let mut resp = if messages_api {
+            anthropic::respond(reply)
+        } else {
+            responses::respond(reply, created)
+        };
         add_mock_headers(&mut resp, &shared.name, &model);
         return Ok(resp);
     }

@@ -1,7 +1,7 @@
 //! The response side of a routed request, shared by both attach modes so they account the same
 //! way: the [`ResponseTracker`] is fed response headers and body chunks as they pass (never
 //! holding them) and produces the one `UsageReport` of the request; the [`UsageScanner`] inside
-//! it reads token usage from OpenAI and Anthropic bodies, JSON or SSE.
+//! it reads token usage from OpenAI (Chat and Responses) and Anthropic bodies, JSON or SSE.
 
 use std::time::Duration;
 
@@ -27,14 +27,18 @@ struct WithUsage {
     usage: Option<WireUsage>,
 }
 
-/// An SSE event's usage: top-level (OpenAI chunks, Anthropic `message_delta`) or in the message
-/// (Anthropic `message_start`).
+/// An SSE event's usage: top-level (OpenAI chunks, Anthropic `message_delta`), in the message
+/// (Anthropic `message_start`) or in the response (OpenAI Responses: `response.completed`, and
+/// `response.incomplete` / `response.failed` for a stream that ended early; the earlier events'
+/// `"usage": null` reads as none).
 #[derive(Deserialize)]
 struct SseEvent {
     #[serde(default)]
     usage: Option<WireUsage>,
     #[serde(default)]
     message: Option<WithUsage>,
+    #[serde(default)]
+    response: Option<WithUsage>,
 }
 
 #[derive(Deserialize)]
@@ -43,7 +47,8 @@ struct WireUsage {
     prompt_tokens: Option<u64>,
     #[serde(default, alias = "output_tokens")]
     completion_tokens: Option<u64>,
-    #[serde(default)]
+    /// OpenAI Chat's cached prompt tokens (`input_tokens_details` in the Responses API).
+    #[serde(default, alias = "input_tokens_details")]
     prompt_tokens_details: Option<Details>,
     #[serde(default)]
     cache_read_input_tokens: Option<u64>,
@@ -167,7 +172,10 @@ impl UsageScanner {
             return;
         }
         if let Ok(v) = serde_json::from_slice::<SseEvent>(data)
-            && let Some(u) = v.usage.or(v.message.and_then(|m| m.usage))
+            && let Some(u) = v
+                .usage
+                .or(v.message.and_then(|m| m.usage))
+                .or(v.response.and_then(|r| r.usage))
         {
             self.usage = Some(u.merge_into(self.usage));
         }
@@ -415,6 +423,35 @@ mod tests {
         let mut s = UsageScanner::new(true);
         s.feed(b"data: {\"choices\":[]}\n\n");
         assert_eq!(s.finish(), None);
+    }
+
+    // The Responses API reports usage as `input_tokens` / `output_tokens` with
+    // `input_tokens_details`, and a stream only inside `response.completed`'s `response` (the
+    // earlier events carry `"usage": null`): such streams were accounted as zero tokens before.
+    #[test]
+    fn usage_from_responses_api_json_and_stream() {
+        let json = br#"{"id":"resp_1","object":"response","output":[{"type":"message","content":[{"type":"output_text","text":"hi"}]}],"usage":{"input_tokens":36,"input_tokens_details":{"cached_tokens":4},"output_tokens":87,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":123}}"#;
+        let want = Some(Usage {
+            prompt: 36,
+            completion: 87,
+            cached: 4,
+        });
+        assert_eq!(scan(false, [&json[..]]), want);
+        let stream = concat!(
+            "event: response.created\n",
+            "data: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_1\",\"status\":\"in_progress\",\"usage\":null}}\n\n",
+            "event: response.output_text.delta\n",
+            "data: {\"type\":\"response.output_text.delta\",\"delta\":\"the usage is\"}\n\n",
+            "event: response.completed\n",
+            "data: {\"type\":\"response.completed\",\"response\":{\"id\":\"resp_1\",\"status\":\"completed\",",
+            "\"usage\":{\"input_tokens\":36,\"input_tokens_details\":{\"cached_tokens\":4},\"output_tokens\":87,\"total_tokens\":123}}}\n\n",
+        )
+        .as_bytes();
+        assert_eq!(scan(true, [stream]), want);
+        assert_eq!(scan(true, stream.chunks(7)), want);
+        // A stream cut before `response.completed` reports nothing rather than zeros.
+        let cut = stream.len() - 150;
+        assert_eq!(scan(true, [&stream[..cut]]), None);
     }
 
     fn scan<'a>(sse: bool, chunks: impl IntoIterator<Item = &'a [u8]>) -> Option<Usage> {
