@@ -26,6 +26,7 @@ def test_eval_reports_the_curve_and_the_config(tmp_path):
     assert "weak `cheap` (61.5% correct), strong `strong` (92.3%)" in out, out
     assert "APGR: " in out and "CPT(50%): " in out and "CPT(80%): " in out
     assert "config as written: accuracy" in out
+    assert "prompt length (longer = harder): " in out and "random (expected): 0.500 / 50.0% / 80.0%" in out, out
     root = ET.parse(plot).getroot()
     assert root.tag.endswith("svg")
     assert any(e.tag.endswith("polyline") for e in root.iter())
@@ -48,6 +49,33 @@ def test_eval_json_is_consistent(tmp_path):
     assert abs(cfg["strong_share"] - cfg["per_model"].get("strong", 0) / 13) < 1e-9
     # Costs: the fixture prices the hard prompts; strong-only costs at least what the config does.
     assert cfg["weak_only_cost"] <= cfg["cost"] <= cfg["strong_only_cost"]
+
+
+def apgr(items, score) -> float:
+    """RouteLLM's APGR of ordering `items` by `score` (ties as one block, the curve linear across
+    it), computed independently of the binary."""
+    n = len(items)
+    weak = sum(i["outcomes"]["cheap"] for i in items) / n
+    strong = sum(i["outcomes"]["strong"] for i in items) / n
+    ranked = sorted(items, key=score, reverse=True)
+    points, gain, k = [(0.0, 0.0)], 0.0, 0
+    while k < n:
+        j = k
+        while j < n and score(ranked[j]) == score(ranked[k]):
+            gain += (ranked[j]["outcomes"]["strong"] - ranked[j]["outcomes"]["cheap"]) / n
+            j += 1
+        points.append((j / n, gain / (strong - weak)))
+        k = j
+    return sum((x1 - x0) * (y0 + y1) / 2 for (x0, y0), (x1, y1) in zip(points, points[1:]))
+
+
+def test_eval_prints_the_prompt_length_and_random_baselines(tmp_path):
+    r = run("--config", CONFIG, "--data", FIXTURE, "--json")
+    assert r.returncode == 0, r.stderr
+    base = json.loads(r.stdout)["baselines"]
+    items = [json.loads(line) for line in FIXTURE.read_text().splitlines() if line.strip()]
+    assert abs(base["prompt_length"]["apgr"] - apgr(items, lambda i: len(i["text"]))) < 1e-9, base
+    assert base["random"] == {"apgr": 0.5, "cpt50": 0.5, "cpt80": 0.8}
 
 
 def test_eval_refuses_bad_input(tmp_path):

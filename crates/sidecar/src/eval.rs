@@ -4,8 +4,10 @@
 //! usd, ...}}` (`cost` optional; without it a model costs its `pricing.prompt_per_1m` for the
 //! prompt's estimated tokens). For a weak/strong pair it sweeps the router's threshold (the
 //! `difficulty` score when the config has a difficulty signal, else the `complexity` score) and
-//! reports the quality–cost curve, APGR and CPT (`llmsoup_router::eval`); for the config as
-//! written, the accuracy, the strong share and the cost of the models it picks.
+//! reports the quality–cost curve, APGR and CPT (`llmsoup_router::eval`) beside two baselines on
+//! the same prompts — prompt length (longer = harder, the baseline a learned router has to beat)
+//! and random routing —; for the config as written, the accuracy, the strong share and the cost of
+//! the models it picks.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -62,6 +64,8 @@ pub struct Report {
     pub score: Score,
     /// Prompts with both pair outcomes (the sweep's set).
     pub curve: Curve,
+    /// The same prompts ordered by their length in characters (longer = harder).
+    pub length: Curve,
     /// The config as written: accuracy over prompts with an outcome for the chosen model.
     pub accuracy: f64,
     /// Prompts whose chosen model has no outcome (left out of `accuracy`).
@@ -140,7 +144,7 @@ pub async fn run(
             format!("no decision uses a {kind} signal to infer the strong model: pass --weak and --strong")
         })?,
     };
-    let mut sweep = Vec::new();
+    let (mut sweep, mut by_length) = (Vec::new(), Vec::new());
     let (mut correct, mut labelled, mut to_strong) = (0usize, 0usize, 0usize);
     let mut cost = (0.0, 0.0, 0.0);
     let mut per_model = BTreeMap::new();
@@ -157,6 +161,11 @@ pub async fn run(
                 weak: *w,
                 strong: *s,
             });
+            by_length.push(Outcome {
+                score: item.text.chars().count() as f64,
+                weak: *w,
+                strong: *s,
+            });
         }
         if let Some(ok) = item.outcomes.get(model) {
             labelled += 1;
@@ -169,12 +178,14 @@ pub async fn run(
         cost.2 += cost_of(config, item, &strong, *tokens);
     }
     let curve = Curve::new(&sweep).with_context(|| format!("no item has outcomes for both `{weak}` and `{strong}`"))?;
+    let length = Curve::new(&by_length).context("prompt lengths are numbers")?;
     Ok(Report {
         n: items.len(),
         weak,
         strong,
         score,
         curve,
+        length,
         accuracy: if labelled == 0 {
             f64::NAN
         } else {
@@ -193,6 +204,21 @@ fn truncate(s: &str) -> String {
 
 fn pct(x: Option<f64>) -> String {
     x.map_or("n/a (the models tie)".into(), |x| format!("{:.1}%", x * 100.0))
+}
+
+/// APGR / CPT(50%) / CPT(80%) on one line.
+fn summary(c: &Curve) -> String {
+    format!(
+        "{} / {} / {}",
+        c.apgr().map_or("n/a".into(), |a| format!("{a:.3}")),
+        pct(c.cpt(0.5)),
+        pct(c.cpt(0.8))
+    )
+}
+
+/// A curve's APGR and CPTs as JSON.
+fn summary_json(c: &Curve) -> serde_json::Value {
+    serde_json::json!({"apgr": c.apgr(), "cpt50": c.cpt(0.5), "cpt80": c.cpt(0.8)})
 }
 
 impl Report {
@@ -227,6 +253,13 @@ impl Report {
         );
         let _ = writeln!(out, "CPT(50%): {}", pct(c.cpt(0.5)));
         let _ = writeln!(out, "CPT(80%): {}", pct(c.cpt(0.8)));
+        // A random router's expected curve is the straight line: PGR(c) = c.
+        let _ = writeln!(
+            out,
+            "\nsame prompts, APGR / CPT(50%) / CPT(80%):\n  `{score}`: {}\n  prompt length (longer = harder): {}\n  random (expected): 0.500 / 50.0% / 80.0%",
+            summary(c),
+            summary(&self.length)
+        );
         let _ = writeln!(
             out,
             "\nconfig as written: accuracy {:.1}%{}, strong share {:.1}%, cost {:.6} (weak only {:.6}, strong only {:.6})",
@@ -259,6 +292,10 @@ impl Report {
             "apgr": c.apgr(),
             "cpt50": c.cpt(0.5),
             "cpt80": c.cpt(0.8),
+            "baselines": {
+                "prompt_length": summary_json(&self.length),
+                "random": {"apgr": 0.5, "cpt50": 0.5, "cpt80": 0.8},
+            },
             "curve": (0..=20).map(|s| {
                 let share = f64::from(s) / 20.0;
                 serde_json::json!({"strong_share": share, "quality": c.quality_at(share)})
@@ -284,8 +321,9 @@ impl Report {
         const T: f64 = 40.0;
         const B: f64 = 60.0;
         let c = &self.curve;
-        let lo = c.points.iter().map(|p| p.1).fold(f64::MAX, f64::min).min(c.weak);
-        let hi = c.points.iter().map(|p| p.1).fold(f64::MIN, f64::max).max(c.strong);
+        let qualities = || c.points.iter().chain(&self.length.points).map(|p| p.1);
+        let lo = qualities().fold(f64::MAX, f64::min).min(c.weak);
+        let hi = qualities().fold(f64::MIN, f64::max).max(c.strong);
         let pad = ((hi - lo) * 0.08).max(0.01);
         let (lo, hi) = (lo - pad, hi + pad);
         let x = |share: f64| L + share * (W - L - R);
@@ -369,6 +407,17 @@ impl Report {
             r##"<polyline points="{}" fill="none" stroke="#1f77b4" stroke-width="2"/>"##,
             path.join(" ")
         );
+        let length: Vec<String> = self
+            .length
+            .points
+            .iter()
+            .map(|(share, q)| format!("{:.1},{:.1}", x(*share), y(*q)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r##"<polyline points="{}" fill="none" stroke="#ff7f0e" stroke-width="1.5"/>"##,
+            length.join(" ")
+        );
         if self.accuracy.is_finite() {
             let _ = writeln!(
                 s,
@@ -379,11 +428,12 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            r##"<text x="{0}" y="{1}" fill="#1f77b4">— router (threshold sweep)</text><text x="{0}" y="{2}" fill="#999">- - random</text><text x="{0}" y="{3}" fill="#d62728">● config as written</text>"##,
+            r##"<text x="{0}" y="{1}" fill="#1f77b4">— router (threshold sweep)</text><text x="{0}" y="{2}" fill="#ff7f0e">— prompt length</text><text x="{0}" y="{3}" fill="#999">- - random</text><text x="{0}" y="{4}" fill="#d62728">● config as written</text>"##,
             L + 10.0,
             T + 16.0,
             T + 32.0,
-            T + 48.0
+            T + 48.0,
+            T + 64.0
         );
         s.push_str("</svg>\n");
         s
