@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """How the routers do on RouteLLM's own benchmark data: MMLU and GSM8K with per-prompt correctness
-of Mixtral-8x7B-Instruct (weak) and GPT-4-1106-preview (strong), as published in lm-sys/RouteLLM
-(`routellm/evals/`, Apache-2.0; measured at commit 0b64fda), the prompts RouteLLM itself removes
-as contaminated removed the same way.
+of Mixtral-8x7B-Instruct (weak) and GPT-4-1106-preview (strong), and MT-Bench with GPT-4's 1–10
+judgement of each model's two turns (the mean, routed on the first turn, as RouteLLM evaluates
+it), as published in lm-sys/RouteLLM (`routellm/evals/`, Apache-2.0; measured at commit 0b64fda),
+the prompts RouteLLM itself removes as contaminated removed the same way.
 
-These are MMLU and GSM8K *test* items: evaluation only. Nothing in llmsoup trains on them, and the
+These are MMLU, GSM8K and MT-Bench *test* items: evaluation only. Nothing in llmsoup trains on them, and the
 JSON lines this script writes stay under .cache/ (never commit them).
 
     python3 bench/routellm_eval.py /path/to/RouteLLM [--bin target/release/llmsoup]
@@ -72,6 +73,29 @@ def build(routellm: str, out_dir: str) -> dict[str, tuple[str, int]]:
                         }) + "\n")
                         n += 1
         built[name] = (path, n)
+    # MT-Bench: graded outcomes, the mean judge score of the model's two turns.
+    mt = os.path.join(evals, "mt_bench")
+    skip = contaminated(os.path.join(mt, "contaminated_prompts.jsonl"))
+    scores: dict[tuple[int, str], list[float]] = {}
+    with open(os.path.join(mt, "judgements.jsonl"), encoding="utf-8") as f:
+        for line in f:
+            j = json.loads(line)
+            scores.setdefault((j["question_id"], j["model"]), []).append(float(j["score"]))
+    path, n = os.path.join(out_dir, "mt-bench.jsonl"), 0
+    with open(os.path.join(mt, "question.jsonl"), encoding="utf-8") as f, \
+            open(path, "w", encoding="utf-8") as out:
+        for line in f:
+            q = json.loads(line)
+            if any(t in skip for t in q["turns"]):
+                continue
+            w, s_ = (sum(v) / len(v) for v in (scores[(q["question_id"], WEAK)], scores[(q["question_id"], STRONG)]))
+            out.write(json.dumps({
+                "text": q["turns"][0],
+                "outcomes": {"cheap": w, "strong": s_, "weak": w, "strong_model": s_},
+                "source": f"mt_bench/{q['category']}",
+            }) + "\n")
+            n += 1
+    built["MT-Bench"] = (path, n)
     return built
 
 
@@ -118,7 +142,8 @@ def main() -> None:
         "",
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; CPU: {cpu()}",
         f"- data: lm-sys/RouteLLM `routellm/evals/` (MMLU, GSM8K), contaminated prompts removed as RouteLLM does; "
-        f"pair: {WEAK.split('/')[-1]} (weak) / {STRONG} (strong)",
+        f"pair: {WEAK.split('/')[-1]} (weak) / {STRONG} (strong); MT-Bench: the mean GPT-4 judge score "
+        "of both turns, routed on the first",
         "- APGR / CPT(50%) / CPT(80%), from `llmsoup eval` (`bench/routellm_eval.py`)",
         "",
         "| router | " + " | ".join(f"{n} ({built[n][1]:,} prompts)" for n in names) + " |",

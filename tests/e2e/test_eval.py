@@ -78,6 +78,24 @@ def test_eval_prints_the_prompt_length_and_random_baselines(tmp_path):
     assert base["random"] == {"apgr": 0.5, "cpt50": 0.5, "cpt80": 0.8}
 
 
+def test_eval_takes_graded_scores(tmp_path):
+    """Judge scores (MT-Bench's 1–10) instead of right/wrong: the curve is the mean score."""
+    items = [json.loads(line) for line in FIXTURE.read_text().splitlines() if line.strip()]
+    for k, item in enumerate(items):
+        item["outcomes"] = {m: (9.0 if ok else 4.0) - (k % 3) * 0.5 for m, ok in item["outcomes"].items()}
+    graded = tmp_path / "graded.jsonl"
+    graded.write_text("".join(json.dumps(i) + "\n" for i in items))
+    r = run("--config", CONFIG, "--data", graded, "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    want = sum(i["outcomes"]["cheap"] for i in items) / len(items)
+    assert abs(rep["weak_quality"] - want) < 1e-9, rep
+    assert abs(rep["baselines"]["prompt_length"]["apgr"] - apgr(items, lambda i: len(i["text"]))) < 1e-9
+    text = run("--config", CONFIG, "--data", graded).stdout
+    assert f"weak `cheap` ({want:.3f} mean score)" in text, text
+    assert "config as written: mean score " in text, text
+
+
 def test_eval_refuses_bad_input(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "hi", "outcomes": {"cheap": true}}\n{"text": 3}\n')

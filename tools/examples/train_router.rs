@@ -341,11 +341,7 @@ impl Metrics {
 fn outcomes(data: &Data, rows: &[usize], pair: (usize, usize), score: &dyn Fn(usize) -> f64) -> Vec<Outcome> {
     rows.iter()
         .filter(|&&i| !data.outcomes[i][pair.0].is_nan() && !data.outcomes[i][pair.1].is_nan())
-        .map(|&i| Outcome {
-            score: score(i),
-            weak: data.outcomes[i][pair.0] > 0.5,
-            strong: data.outcomes[i][pair.1] > 0.5,
-        })
+        .map(|&i| Outcome::binary(score(i), data.outcomes[i][pair.0] > 0.5, data.outcomes[i][pair.1] > 0.5))
         .collect()
 }
 

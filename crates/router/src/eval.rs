@@ -1,10 +1,11 @@
 //! Routing quality metrics for a weak/strong pair, as RouteLLM defines them (Ong et al., 2024,
 //! "RouteLLM: Learning to Route LLMs with Preference Data", §5.1).
 //!
-//! Each prompt has a router score (higher = send to the strong model) and whether the weak and
-//! the strong model answered it correctly. Sending the top-scored share `c` of the prompts to the
-//! strong model and the rest to the weak one gives a quality `q(c)` (mean correctness), from the
-//! weak model's alone, `q(0)`, to the strong model's alone, `q(1)`.
+//! Each prompt has a router score (higher = send to the strong model) and the quality of each
+//! model's answer: 1 or 0 for correct or not (MMLU, GSM8K), or a graded score such as a judge's
+//! 1–10 (MT-Bench). Sending the top-scored share `c` of the prompts to the strong model and the
+//! rest to the weak one gives a quality `q(c)` (the mean), from the weak model's alone, `q(0)`, to
+//! the strong model's alone, `q(1)`.
 //!
 //! - **PGR(c)**, performance gap recovered: `(q(c) − q(0)) / (q(1) − q(0))`.
 //! - **APGR**: the area under PGR(c) for `c` from 0 to 1. A random router scores 0.5 (its curve
@@ -17,15 +18,26 @@
 //! curve is linear across it (the expectation over orders within the block). The curve is
 //! therefore exact, with no sampling of thresholds, and a constant score gives exactly APGR 0.5.
 
-/// One prompt: the router's score and each model's correctness.
+/// One prompt: the router's score and the quality of each model's answer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Outcome {
     /// Router score: higher sends the prompt to the strong model first.
     pub score: f64,
-    /// The weak model answered correctly.
-    pub weak: bool,
-    /// The strong model answered correctly.
-    pub strong: bool,
+    /// The weak model's answer: 1.0 correct, 0.0 wrong, or a graded score.
+    pub weak: f64,
+    /// The strong model's answer, on the same scale.
+    pub strong: f64,
+}
+
+impl Outcome {
+    /// A prompt with right/wrong answers.
+    pub fn binary(score: f64, weak: bool, strong: bool) -> Outcome {
+        Outcome {
+            score,
+            weak: f64::from(u8::from(weak)),
+            strong: f64::from(u8::from(strong)),
+        }
+    }
 }
 
 /// The quality–cost curve of one router on one weak/strong pair.
@@ -43,15 +55,19 @@ pub struct Curve {
 
 impl Curve {
     /// The curve of routing `items` by score, strong first for the highest scores. `None` for
-    /// no items or a NaN score.
+    /// no items, or a score or quality that is not a finite number.
     pub fn new(items: &[Outcome]) -> Option<Curve> {
-        if items.is_empty() || items.iter().any(|o| o.score.is_nan()) {
+        if items.is_empty()
+            || items
+                .iter()
+                .any(|o| o.score.is_nan() || !o.weak.is_finite() || !o.strong.is_finite())
+        {
             return None;
         }
         let n = items.len() as f64;
         let mut sorted: Vec<&Outcome> = items.iter().collect();
         sorted.sort_by(|a, b| b.score.total_cmp(&a.score));
-        let weak_correct = items.iter().filter(|o| o.weak).count() as f64;
+        let weak_correct: f64 = items.iter().map(|o| o.weak).sum();
         let mut correct = weak_correct;
         let mut points = vec![(0.0, correct / n)];
         let mut thresholds = vec![f64::INFINITY];
@@ -59,7 +75,7 @@ impl Curve {
         while i < sorted.len() {
             let score = sorted[i].score;
             while i < sorted.len() && sorted[i].score == score {
-                correct += f64::from(u8::from(sorted[i].strong)) - f64::from(u8::from(sorted[i].weak));
+                correct += sorted[i].strong - sorted[i].weak;
                 i += 1;
             }
             points.push((i as f64 / n, correct / n));
@@ -67,7 +83,7 @@ impl Curve {
         }
         Some(Curve {
             weak: weak_correct / n,
-            strong: items.iter().filter(|o| o.strong).count() as f64 / n,
+            strong: items.iter().map(|o| o.strong).sum::<f64>() / n,
             points,
             thresholds,
         })
@@ -129,7 +145,7 @@ mod tests {
     use super::*;
 
     fn o(score: f64, weak: bool, strong: bool) -> Outcome {
-        Outcome { score, weak, strong }
+        Outcome::binary(score, weak, strong)
     }
 
     #[test]
@@ -169,5 +185,30 @@ mod tests {
         assert_eq!(c.cpt(0.5), None);
         assert!(Curve::new(&[]).is_none());
         assert!(Curve::new(&[o(f64::NAN, true, false)]).is_none());
+        assert!(
+            Curve::new(&[Outcome {
+                score: 1.0,
+                weak: f64::NAN,
+                strong: 1.0
+            }])
+            .is_none()
+        );
+    }
+
+    // Graded qualities (a judge's 1–10): the same curve as RouteLLM's MT-Bench evaluation, the
+    // mean score of the routed answers.
+    #[test]
+    fn graded_qualities() {
+        let g = |score, weak, strong| Outcome { score, weak, strong };
+        // Prompt a gains 4 points from the strong model, b gains 0, c loses 2.
+        let c = Curve::new(&[g(0.9, 5.0, 9.0), g(0.5, 8.0, 8.0), g(0.1, 9.0, 7.0)]).unwrap();
+        assert!((c.weak - 22.0 / 3.0).abs() < 1e-12 && (c.strong - 8.0).abs() < 1e-12);
+        // PGR after each prompt: 4/2, 4/2, 2/2 (the gap is 2/3 of a point per prompt on average).
+        let pgr: Vec<f64> = c.points.iter().map(|p| c.pgr(p.1).unwrap()).collect();
+        assert_eq!(pgr.len(), 4);
+        for (got, want) in pgr.iter().zip([0.0, 2.0, 2.0, 1.0]) {
+            assert!((got - want).abs() < 1e-12, "{pgr:?}");
+        }
+        assert!((c.cpt(0.5).unwrap() - 1.0 / 12.0).abs() < 1e-12);
     }
 }

@@ -1,7 +1,8 @@
 //! `llmsoup eval`: routes a labelled set with a config and measures it.
 //!
-//! Input: JSON lines `{"text": ..., "outcomes": {"<model>": true|false, ...}, "cost": {"<model>":
-//! usd, ...}}` (`cost` optional; without it a model costs its `pricing.prompt_per_1m` for the
+//! Input: JSON lines `{"text": ..., "outcomes": {"<model>": true|false|score, ...}, "cost":
+//! {"<model>": usd, ...}}` (an outcome is right/wrong or a graded score such as a judge's 1–10,
+//! one kind per file; `cost` optional; without it a model costs its `pricing.prompt_per_1m` for the
 //! prompt's estimated tokens). For a weak/strong pair it sweeps the router's threshold (the
 //! `difficulty` score when the config has a difficulty signal, else the `complexity` score) and
 //! reports the quality–cost curve, APGR and CPT (`llmsoup_router::eval`) beside two baselines on
@@ -23,14 +24,36 @@ use llmsoup_router::request::RequestView;
 pub struct Item {
     /// The prompt.
     pub text: String,
-    /// Which models answered it correctly.
-    pub outcomes: BTreeMap<String, bool>,
+    /// How well each model answered it: right or wrong, or a graded score.
+    pub outcomes: BTreeMap<String, Quality>,
     /// What each model costs on it (USD), when known.
     #[serde(default)]
     pub cost: Option<BTreeMap<String, f64>>,
     /// Free-form fields (ids, sources) are allowed and ignored.
     #[serde(flatten)]
     _rest: BTreeMap<String, serde_json::Value>,
+}
+
+/// One model's answer to a prompt: `true`/`false` (1 and 0), or a graded score (a number).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quality(pub f64);
+
+impl<'de> serde::Deserialize<'de> for Quality {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Wire {
+            Right(bool),
+            Score(f64),
+        }
+        match Wire::deserialize(d) {
+            Ok(Wire::Right(ok)) => Ok(Quality(f64::from(u8::from(ok)))),
+            Ok(Wire::Score(x)) if x.is_finite() => Ok(Quality(x)),
+            _ => Err(serde::de::Error::custom(
+                "an outcome is true, false or a finite number (a graded score)",
+            )),
+        }
+    }
 }
 
 /// Parses JSON lines, naming the line of a bad one.
@@ -66,8 +89,12 @@ pub struct Report {
     pub curve: Curve,
     /// The same prompts ordered by their length in characters (longer = harder).
     pub length: Curve,
-    /// The config as written: accuracy over prompts with an outcome for the chosen model.
+    /// The config as written: accuracy (mean quality) over prompts with an outcome for the
+    /// chosen model.
     pub accuracy: f64,
+    /// Some outcome is a graded score rather than right/wrong: qualities are printed as numbers,
+    /// not percentages.
+    pub graded: bool,
     /// Prompts whose chosen model has no outcome (left out of `accuracy`).
     pub unlabelled: usize,
     /// Share of prompts the config sends to the strong model.
@@ -145,7 +172,7 @@ pub async fn run(
         })?,
     };
     let (mut sweep, mut by_length) = (Vec::new(), Vec::new());
-    let (mut correct, mut labelled, mut to_strong) = (0usize, 0usize, 0usize);
+    let (mut correct, mut labelled, mut to_strong) = (0.0, 0usize, 0usize);
     let mut cost = (0.0, 0.0, 0.0);
     let mut per_model = BTreeMap::new();
     for ((item, score), (model, tokens)) in items.iter().zip(&scores).zip(&chosen) {
@@ -158,18 +185,18 @@ pub async fn run(
         if let (Some(w), Some(s)) = (item.outcomes.get(&weak), item.outcomes.get(&strong)) {
             sweep.push(Outcome {
                 score: *score,
-                weak: *w,
-                strong: *s,
+                weak: w.0,
+                strong: s.0,
             });
             by_length.push(Outcome {
                 score: item.text.chars().count() as f64,
-                weak: *w,
-                strong: *s,
+                weak: w.0,
+                strong: s.0,
             });
         }
-        if let Some(ok) = item.outcomes.get(model) {
+        if let Some(q) = item.outcomes.get(model) {
             labelled += 1;
-            correct += usize::from(*ok);
+            correct += q.0;
         }
         to_strong += usize::from(*model == strong);
         *per_model.entry(model.clone()).or_insert(0) += 1;
@@ -189,8 +216,12 @@ pub async fn run(
         accuracy: if labelled == 0 {
             f64::NAN
         } else {
-            correct as f64 / labelled as f64
+            correct / labelled as f64
         },
+        graded: items
+            .iter()
+            .flat_map(|i| i.outcomes.values())
+            .any(|q| q.0 != 0.0 && q.0 != 1.0),
         unlabelled: items.len() - labelled,
         strong_share: to_strong as f64 / items.len() as f64,
         cost,
@@ -200,6 +231,15 @@ pub async fn run(
 
 fn truncate(s: &str) -> String {
     s.chars().take(60).collect()
+}
+
+/// A quality as the outcomes give it: a percentage of right answers, or a graded mean.
+fn quality(graded: bool, q: f64) -> String {
+    if graded {
+        format!("{q:.3}")
+    } else {
+        format!("{:.1}%", q * 100.0)
+    }
 }
 
 fn pct(x: Option<f64>) -> String {
@@ -232,19 +272,20 @@ impl Report {
         };
         let _ = writeln!(
             out,
-            "{} prompts; pair: weak `{}` ({:.1}% correct), strong `{}` ({:.1}%); sweeping `{score}`",
+            "{} prompts; pair: weak `{}` ({}{}), strong `{}` ({}); sweeping `{score}`",
             self.n,
             self.weak,
-            c.weak * 100.0,
+            quality(self.graded, c.weak),
+            if self.graded { " mean score" } else { " correct" },
             self.strong,
-            c.strong * 100.0
+            quality(self.graded, c.strong)
         );
         let _ = writeln!(out, "\nstrong share  quality  PGR");
         for step in 0..=10 {
             let share = f64::from(step) / 10.0;
             let q = c.quality_at(share);
             let pgr = c.pgr(q).map_or("n/a".into(), |p| format!("{:.3}", p));
-            let _ = writeln!(out, "{:>11.0}%  {:>6.1}%  {pgr}", share * 100.0, q * 100.0);
+            let _ = writeln!(out, "{:>11.0}%  {:>7}  {pgr}", share * 100.0, quality(self.graded, q));
         }
         let _ = writeln!(
             out,
@@ -262,8 +303,9 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "\nconfig as written: accuracy {:.1}%{}, strong share {:.1}%, cost {:.6} (weak only {:.6}, strong only {:.6})",
-            self.accuracy * 100.0,
+            "\nconfig as written: {} {}{}, strong share {:.1}%, cost {:.6} (weak only {:.6}, strong only {:.6})",
+            if self.graded { "mean score" } else { "accuracy" },
+            quality(self.graded, self.accuracy),
             if self.unlabelled > 0 {
                 format!(" ({} prompts whose model has no outcome left out)", self.unlabelled)
             } else {
@@ -363,12 +405,12 @@ impl Report {
             let q = lo + (hi - lo) * f64::from(step) / 5.0;
             let _ = writeln!(
                 s,
-                r##"<line x1="{L}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="#eee"/><text x="{2:.1}" y="{3:.1}" text-anchor="end">{4:.1}%</text>"##,
+                r##"<line x1="{L}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="#eee"/><text x="{2:.1}" y="{3:.1}" text-anchor="end">{4}</text>"##,
                 y(q),
                 W - R,
                 L - 6.0,
                 y(q) + 4.0,
-                q * 100.0
+                quality(self.graded, q)
             );
         }
         let _ = writeln!(
@@ -385,8 +427,13 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            r#"<text x="16" y="{0}" text-anchor="middle" transform="rotate(-90 16 {0})">quality (share correct)</text>"#,
-            (T + H - B) / 2.0
+            r#"<text x="16" y="{0}" text-anchor="middle" transform="rotate(-90 16 {0})">{1}</text>"#,
+            (T + H - B) / 2.0,
+            if self.graded {
+                "quality (mean score)"
+            } else {
+                "quality (share correct)"
+            }
         );
         // Random router: the straight line between the two models.
         let _ = writeln!(
@@ -456,6 +503,11 @@ mod tests {
         .unwrap();
         assert_eq!(items.len(), 2);
         assert_eq!(items[1].cost.as_ref().unwrap()["w"], 0.1);
+        let graded = parse_items("{\"text\":\"a\",\"outcomes\":{\"w\":7.5,\"s\":false}}").unwrap();
+        assert_eq!(graded[0].outcomes["w"], Quality(7.5));
+        assert_eq!(graded[0].outcomes["s"], Quality(0.0));
+        let err = parse_items("{\"text\":\"a\",\"outcomes\":{\"w\":\"yes\"}}").unwrap_err();
+        assert!(format!("{err:#}").contains("true, false or a finite number"), "{err:#}");
         let err = parse_items("{\"text\":\"a\",\"outcomes\":{}}\n{\"text\":1}").unwrap_err();
         assert!(format!("{err:#}").contains("line 2"), "{err:#}");
     }
