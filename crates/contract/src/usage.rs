@@ -89,21 +89,67 @@ impl From<WireUsage> for Usage {
     }
 }
 
-/// Largest JSON response kept for usage extraction; larger ones are not accounted.
+/// Largest JSON response kept whole for usage extraction; of a larger one only its last
+/// [`TAIL`] bytes are read.
 const MAX_JSON: usize = 1 << 20;
-/// Longest SSE line kept across chunks.
+/// Longest SSE line kept across chunks; of a longer `data:` line only its last [`TAIL`] bytes are
+/// read.
 const MAX_LINE: usize = 256 * 1024;
+/// What is kept of an over-long body or `data:` line: its end, where providers put the usage
+/// (after the answer's text: a Responses stream's `response.completed` repeats the whole output
+/// before its usage, so a long answer makes that line longer than [`MAX_LINE`]).
+const TAIL: usize = 4 * 1024;
+
+/// The last [`TAIL`] bytes of an over-long body or line, kept as it streams past.
+#[derive(Debug, Default)]
+struct Tail {
+    bytes: Vec<u8>,
+}
+
+impl Tail {
+    fn push(&mut self, more: &[u8]) {
+        if more.len() >= TAIL {
+            self.bytes.clear();
+            self.bytes.extend_from_slice(&more[more.len() - TAIL..]);
+            return;
+        }
+        let excess = (self.bytes.len() + more.len()).saturating_sub(TAIL);
+        self.bytes.drain(..excess);
+        self.bytes.extend_from_slice(more);
+    }
+
+    /// The usage object after the last `"usage":` in the tail, if one parses there. (A `"usage":`
+    /// inside the answer's text is escaped, `\"usage\":`, so it never matches.)
+    fn usage(&self) -> Option<WireUsage> {
+        const KEY: &[u8] = b"\"usage\":";
+        let at = self.bytes.windows(KEY.len()).rposition(|w| w == KEY)?;
+        serde_json::Deserializer::from_slice(&self.bytes[at + KEY.len()..])
+            .into_iter::<WireUsage>()
+            .next()?
+            .ok()
+    }
+}
+
+/// An SSE line that outgrew [`MAX_LINE`]: whether it is a `data:` line, and its tail so far.
+#[derive(Debug, Default)]
+struct LongLine {
+    data: bool,
+    tail: Tail,
+}
 
 /// Extracts usage from a response body seen chunk by chunk, without holding the stream back:
 /// JSON bodies are collected (bounded) and parsed at the end; SSE is parsed line by line, with
-/// events split across chunks reassembled.
+/// events split across chunks reassembled. Memory stays bounded: an over-long body or `data:`
+/// line is read from its last [`TAIL`] bytes, and the result never depends on how the body was
+/// split into chunks.
 #[derive(Debug, Default)]
 pub struct UsageScanner {
     sse: bool,
     buf: Vec<u8>,
-    overflow: bool,
-    /// SSE: the current line outgrew `MAX_LINE`; ignore the rest of it, up to its newline.
-    skip_line: bool,
+    /// JSON: the body outgrew `MAX_JSON`; only its tail is kept.
+    overflow: Option<Tail>,
+    /// SSE: the current line outgrew `MAX_LINE`; only its tail is kept, up to its newline.
+    long: Option<LongLine>,
     usage: Option<Usage>,
 }
 
@@ -118,46 +164,72 @@ impl UsageScanner {
 
     /// Feeds the next chunk.
     pub fn feed(&mut self, chunk: &[u8]) {
-        if self.overflow {
-            return;
-        }
         if !self.sse {
-            if self.buf.len() + chunk.len() > MAX_JSON {
-                self.overflow = true;
+            if let Some(tail) = &mut self.overflow {
+                tail.push(chunk);
+            } else if self.buf.len() + chunk.len() > MAX_JSON {
+                let mut tail = Tail::default();
+                tail.push(&self.buf);
+                tail.push(chunk);
+                self.overflow = Some(tail);
                 self.buf = Vec::new();
             } else {
                 self.buf.extend_from_slice(chunk);
             }
             return;
         }
-        // A line longer than MAX_LINE is ignored whole, however the body is split into chunks:
-        // dropping only its first part would let its tail be read as a line of its own.
         let mut rest = chunk;
         while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
             let part = &rest[..nl];
             rest = &rest[nl + 1..];
-            if std::mem::take(&mut self.skip_line) {
-                continue;
-            }
-            if self.buf.is_empty() {
+            if let Some(mut long) = self.long.take() {
+                long.tail.push(part);
+                self.long_line(&long);
+            } else if self.buf.is_empty() {
                 if part.len() <= MAX_LINE {
                     self.line(part);
+                } else {
+                    let long = self.start_long(part);
+                    self.long_line(&long);
                 }
             } else if self.buf.len() + part.len() <= MAX_LINE {
                 self.buf.extend_from_slice(part);
                 let line = std::mem::take(&mut self.buf);
                 self.line(&line);
             } else {
-                self.buf = Vec::new();
+                let long = self.start_long(part);
+                self.long_line(&long);
             }
         }
-        if !self.skip_line {
-            if self.buf.len() + rest.len() > MAX_LINE {
-                self.buf = Vec::new();
-                self.skip_line = true;
-            } else {
-                self.buf.extend_from_slice(rest);
-            }
+        if let Some(long) = &mut self.long {
+            long.tail.push(rest);
+        } else if self.buf.len() + rest.len() > MAX_LINE {
+            self.long = Some(self.start_long(rest));
+        } else {
+            self.buf.extend_from_slice(rest);
+        }
+    }
+
+    /// The line in `buf` followed by `more` is over-long: keep whether it is a `data:` line and
+    /// its tail, and free the buffer.
+    fn start_long(&mut self, more: &[u8]) -> LongLine {
+        let head: Vec<u8> = self.buf.iter().chain(more).take(5).copied().collect();
+        let mut tail = Tail::default();
+        tail.push(&self.buf);
+        tail.push(more);
+        self.buf = Vec::new();
+        LongLine {
+            data: head == b"data:",
+            tail,
+        }
+    }
+
+    /// An over-long line ended: its usage, if it is a `data:` line whose tail has one.
+    fn long_line(&mut self, long: &LongLine) {
+        if long.data
+            && let Some(u) = long.tail.usage()
+        {
+            self.usage = Some(u.merge_into(self.usage));
         }
     }
 
@@ -183,11 +255,17 @@ impl UsageScanner {
 
     /// The usage seen, once the body is complete.
     pub fn finish(&mut self) -> Option<Usage> {
-        if !self.sse && !self.overflow && !self.buf.is_empty() {
-            if let Ok(WithUsage { usage: Some(u) }) = serde_json::from_slice::<WithUsage>(&self.buf) {
-                self.usage = Some(u.into());
+        if !self.sse {
+            if let Some(tail) = self.overflow.take() {
+                if let Some(u) = tail.usage() {
+                    self.usage = Some(u.into());
+                }
+            } else if !self.buf.is_empty() {
+                if let Ok(WithUsage { usage: Some(u) }) = serde_json::from_slice::<WithUsage>(&self.buf) {
+                    self.usage = Some(u.into());
+                }
+                self.buf = Vec::new();
             }
-            self.buf = Vec::new();
         }
         self.usage
     }
@@ -452,6 +530,51 @@ mod tests {
         // A stream cut before `response.completed` reports nothing rather than zeros.
         let cut = stream.len() - 150;
         assert_eq!(scan(true, [&stream[..cut]]), None);
+    }
+
+    // A long Responses answer: `response.completed` repeats the whole output before the usage,
+    // so its `data:` line is longer than MAX_LINE. Its usage is read from the line's tail, however
+    // the stream is split; the same for a JSON body over MAX_JSON.
+    #[test]
+    fn usage_at_the_end_of_over_long_lines_and_bodies() {
+        let text = "word ".repeat(MAX_LINE / 4);
+        let completed = format!(
+            "event: response.completed\ndata: {{\"type\":\"response.completed\",\"response\":{{\"output\":[{{\"type\":\"message\",\"content\":[{{\"type\":\"output_text\",\"text\":\"{text} the \\\"usage\\\": none\"}}]}}],\"usage\":{{\"input_tokens\":12,\"input_tokens_details\":{{\"cached_tokens\":2}},\"output_tokens\":70000}},\"metadata\":{{}}}}}}\n\n"
+        );
+        let body = [
+            &b"data: {\"type\":\"response.created\",\"response\":{\"usage\":null}}\n\n"[..],
+            completed.as_bytes(),
+        ]
+        .concat();
+        assert!(completed.len() > MAX_LINE);
+        let want = Some(Usage {
+            prompt: 12,
+            completion: 70_000,
+            cached: 2,
+        });
+        assert_eq!(scan(true, [&body[..]]), want);
+        assert_eq!(scan(true, body.chunks(4096)), want);
+        assert_eq!(scan(true, body.chunks(1000)), want);
+        for cut in [10, 70, MAX_LINE, body.len() - TAIL, body.len() - 40, body.len() - 3] {
+            assert_eq!(scan(true, [&body[..cut], &body[cut..]]), want, "cut at {cut}");
+        }
+        // An over-long line that is not `data:` still counts for nothing.
+        let other = completed.replacen("data:", "note:", 1);
+        assert_eq!(scan(true, [other.as_bytes()]), None);
+
+        let json = format!(
+            "{{\"id\":\"x\",\"choices\":[{{\"message\":{{\"content\":\"{}\"}}}}],\"usage\":{{\"prompt_tokens\":5,\"completion_tokens\":300000}}}}",
+            "tok ".repeat(MAX_JSON / 3)
+        );
+        assert!(json.len() > MAX_JSON);
+        let want = Some(Usage {
+            prompt: 5,
+            completion: 300_000,
+            cached: 0,
+        });
+        assert_eq!(scan(false, [json.as_bytes()]), want);
+        assert_eq!(scan(false, json.as_bytes().chunks(65536)), want);
+        assert_eq!(scan(false, json.as_bytes().chunks(TAIL + 1)), want);
     }
 
     fn scan<'a>(sse: bool, chunks: impl IntoIterator<Item = &'a [u8]>) -> Option<Usage> {
