@@ -30,8 +30,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"
 STRONG = "gpt-4-1106-preview"
 CONFIGS = [
-    ("learned `difficulty`", os.path.join(ROOT, "config", "examples", "learned-router.yaml"), "cheap", "strong"),
-    ("`complexity` (demo exemplars)", os.path.join(ROOT, "config", "llmsoup.yaml"), None, None),
+    ("learned `difficulty`", os.path.join(ROOT, "config", "examples", "learned-router.yaml")),
+    ("`complexity` (demo exemplars)", os.path.join(ROOT, "config", "llmsoup.yaml")),
 ]
 
 
@@ -64,11 +64,9 @@ def build(routellm: str, out_dir: str) -> dict[str, tuple[str, int]]:
                     for row in csv.DictReader(fh):
                         if row["prompt"] in skip or {row[WEAK], row[STRONG]} - {"True", "False"}:
                             continue
-                        # Outcomes under the names both configs give the pair, so one file serves both.
-                        weak, strong = row[WEAK] == "True", row[STRONG] == "True"
                         out.write(json.dumps({
                             "text": row["prompt"],
-                            "outcomes": {"cheap": weak, "strong": strong, "weak": weak, "strong_model": strong},
+                            "outcomes": {"cheap": row[WEAK] == "True", "strong": row[STRONG] == "True"},
                             "source": os.path.basename(f),
                         }) + "\n")
                         n += 1
@@ -91,7 +89,7 @@ def build(routellm: str, out_dir: str) -> dict[str, tuple[str, int]]:
             w, s_ = (sum(v) / len(v) for v in (scores[(q["question_id"], WEAK)], scores[(q["question_id"], STRONG)]))
             out.write(json.dumps({
                 "text": q["turns"][0],
-                "outcomes": {"cheap": w, "strong": s_, "weak": w, "strong_model": s_},
+                "outcomes": {"cheap": w, "strong": s_},
                 "source": f"mt_bench/{q['category']}",
             }) + "\n")
             n += 1
@@ -99,9 +97,10 @@ def build(routellm: str, out_dir: str) -> dict[str, tuple[str, int]]:
     return built
 
 
-def evaluate(binary: str, config: str, data: str, weak: str | None, strong: str | None) -> dict:
+def evaluate(binary: str, config: str, data: str) -> dict:
+    # The pair is named for `llmsoup eval` (the outcomes' keys), whatever the config calls it.
     args = [binary, "eval", "--config", config, "--data", data, "--json", "--log", "warn",
-            "--weak", weak or "weak", "--strong", strong or "strong_model"]
+            "--weak", "cheap", "--strong", "strong"]
     r = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, check=False)
     if r.returncode != 0:
         sys.exit(f"routellm_eval: {' '.join(args)} failed:\n{r.stderr}")
@@ -132,8 +131,8 @@ def main() -> None:
     built = build(a.routellm, os.path.join(ROOT, ".cache", "routellm-eval"))
     rows, baselines = {}, {}
     for name, (path, _) in built.items():
-        for label, config, weak, strong in CONFIGS:
-            rep = evaluate(a.bin, config, path, weak, strong)
+        for label, config in CONFIGS:
+            rep = evaluate(a.bin, config, path)
             rows.setdefault(label, {})[name] = rep
             baselines[name] = rep["baselines"]
     names = list(built)

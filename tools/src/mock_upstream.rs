@@ -469,6 +469,30 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, port: u16, tls: boo
     Ok(resp)
 }
 
+/// An SSE response of named events (`event:` name, `data:` JSON, the Anthropic and Responses
+/// dialects' framing), sent `delay` apart.
+fn named_events(events: Vec<(&'static str, Value)>, delay: Duration) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
+    tokio::spawn(async move {
+        for (i, (name, data)) in events.into_iter().enumerate() {
+            if i > 0 && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let frame = Frame::data(Bytes::from(format!("event: {name}\ndata: {data}\n\n")));
+            if tx.send(Ok(frame)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed();
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(body)
+        .expect("valid response")
+}
+
 fn resp_model(request: &Value) -> String {
     request.get("model").and_then(Value::as_str).unwrap_or("").to_string()
 }

@@ -3,15 +3,10 @@
 //! `_stop` for text and for a `tool_use` with `input_json_delta`, `message_delta` with the usage,
 //! `message_stop`), echoing what it received in `message.mock`. Errors are Anthropic-shaped.
 
-use std::convert::Infallible;
-
-use bytes::Bytes;
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
 use hyper::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::{Body, Reply, full};
+use super::{Body, Reply, full, named_events};
 
 /// An Anthropic-shaped error.
 pub(super) fn error(status: StatusCode, message: &str) -> Response<Body> {
@@ -92,24 +87,5 @@ pub(super) fn respond(r: Reply) -> Response<Body> {
                "usage": {"output_tokens": r.completion_tokens}}),
     ));
     events.push(("message_stop", json!({"type": "message_stop"})));
-    let delay = r.delay;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
-    tokio::spawn(async move {
-        for (i, (name, data)) in events.into_iter().enumerate() {
-            if i > 0 && !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            let frame = Frame::data(Bytes::from(format!("event: {name}\ndata: {data}\n\n")));
-            if tx.send(Ok(frame)).await.is_err() {
-                return;
-            }
-        }
-    });
-    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed();
-    Response::builder()
-        .status(StatusCode::OK)
-        .header("content-type", "text/event-stream")
-        .header("cache-control", "no-cache")
-        .body(body)
-        .expect("valid response")
+    named_events(events, r.delay)
 }

@@ -5,15 +5,10 @@
 //! then `response.completed`, whose `response.usage` is the only place a stream reports tokens),
 //! echoing what it received in `response.mock`. Errors are OpenAI-shaped, as the real API's are.
 
-use std::convert::Infallible;
-
-use bytes::Bytes;
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
 use hyper::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::{Body, Reply, full};
+use super::{Body, Reply, full, named_events};
 
 /// The answer to a Responses request.
 pub(super) fn respond(r: Reply, created: u64) -> Response<Body> {
@@ -124,25 +119,8 @@ pub(super) fn respond(r: Reply, created: u64) -> Response<Body> {
         "response.completed",
         json!({"type": "response.completed", "response": response("completed", final_output, usage)}),
     ));
-    let delay = r.delay;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
-    tokio::spawn(async move {
-        for (i, (name, mut data)) in events.into_iter().enumerate() {
-            if i > 0 && !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            data["sequence_number"] = json!(i);
-            let frame = Frame::data(Bytes::from(format!("event: {name}\ndata: {data}\n\n")));
-            if tx.send(Ok(frame)).await.is_err() {
-                return;
-            }
-        }
-    });
-    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed();
-    Response::builder()
-        .status(StatusCode::OK)
-        .header("content-type", "text/event-stream")
-        .header("cache-control", "no-cache")
-        .body(body)
-        .expect("valid response")
+    for (i, (_, data)) in events.iter_mut().enumerate() {
+        data["sequence_number"] = json!(i);
+    }
+    named_events(events, r.delay)
 }
